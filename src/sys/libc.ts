@@ -1,0 +1,149 @@
+/**
+ * The real Sys: libc through koffi (the project's only native dependency, and this file is its
+ * only importer). Calls are declared with fixed prototypes; `syscall` is declared non-variadic
+ * with integer/pointer arguments, which is ABI-identical to the variadic call on x86_64 and
+ * arm64 for integer arguments.
+ *
+ * Pointers: koffi passes a TypedArray argument as a pointer to its bytes. Results that are
+ * pointers (mmap) come back as koffi externals; `koffi.address()` turns them into BigInt and
+ * `koffi.view()` gives a zero-copy ArrayBuffer over them.
+ */
+import koffi from 'koffi';
+import { SysError } from './errors.ts';
+import type { Mapping, Sys } from './sys.ts';
+
+const SYS_bpf = process.arch === 'arm64' ? 280 : 321;
+const MAP_FAILED = 0xffffffffffffffffn;
+
+export function loadLibc(): Sys {
+  const libc = koffi.load('libc.so.6');
+  const syscall4 = libc.func('long syscall(long nr, long a1, void *a2, unsigned long a3)');
+  const socket = libc.func('int socket(int domain, int type, int protocol)');
+  const bind = libc.func('int bind(int fd, void *addr, unsigned int len)');
+  const setsockopt = libc.func('int setsockopt(int fd, int level, int name, void *val, unsigned int len)');
+  const getsockopt = libc.func('int getsockopt(int fd, int level, int name, void *val, _Inout_ unsigned int *len)');
+  const ioctl = libc.func('int ioctl(int fd, unsigned long req, void *arg)');
+  const mmap = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, long off)');
+  const munmap = libc.func('int munmap(void *addr, size_t len)');
+  const poll = libc.func('int poll(void *fds, unsigned long nfds, int timeout)');
+  const sendto = libc.func('long sendto(int fd, void *buf, size_t len, int flags, void *addr, unsigned int alen)');
+  const recvfrom = libc.func('long recvfrom(int fd, void *buf, size_t len, int flags, void *addr, _Inout_ unsigned int *alen)');
+  const recv = libc.func('long recv(int fd, void *buf, size_t len, int flags)');
+  const close = libc.func('int close(int fd)');
+  const mount = libc.func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const char *data)');
+  const ifNameToIndex = libc.func('unsigned int if_nametoindex(const char *name)');
+  const ifIndexToName = libc.func('char *if_indextoname(unsigned int index, _Out_ uint8_t *name)');
+
+  const fail = (name: string, detail?: string): never => {
+    throw new SysError(name, koffi.errno(), detail);
+  };
+
+  const sys: Sys = {
+    bpf(cmd, attr) {
+      const r = Number(syscall4(SYS_bpf, cmd, attr, attr.byteLength));
+      if (r < 0) fail('bpf', bpfCmdName(cmd));
+      return r;
+    },
+    socket(domain, type, protocol) {
+      const fd = socket(domain, type, protocol);
+      if (fd < 0) fail('socket');
+      return fd;
+    },
+    bind(fd, addr) {
+      if (bind(fd, addr, addr.byteLength) < 0) fail('bind');
+    },
+    setsockopt(fd, level, name, value) {
+      if (setsockopt(fd, level, name, value, value.byteLength) < 0) fail('setsockopt', `level ${level} opt ${name}`);
+    },
+    getsockopt(fd, level, name, value) {
+      const len = [value.byteLength];
+      if (getsockopt(fd, level, name, value, len) < 0) fail('getsockopt', `level ${level} opt ${name}`);
+      return len[0]!;
+    },
+    ioctl(fd, request, arg) {
+      const r = ioctl(fd, request, arg);
+      if (r < 0) fail('ioctl', `0x${request.toString(16)}`);
+      return r;
+    },
+    mmap(length, prot, flags, fd, offset) {
+      const p = mmap(null, length, prot, flags, fd, Number(offset));
+      const address = p === null ? MAP_FAILED : koffi.address(p);
+      if (address === MAP_FAILED) fail('mmap', `length ${length} offset 0x${offset.toString(16)}`);
+      return { address, length, buffer: koffi.view(p, length) } satisfies Mapping;
+    },
+    munmap(m) {
+      if (munmap(m.buffer, m.length) < 0) fail('munmap');
+    },
+    poll(fds, count, timeoutMs) {
+      const r = poll(fds, count, timeoutMs);
+      if (r < 0) fail('poll');
+      return r;
+    },
+    pollAsync(fds, count, timeoutMs) {
+      return new Promise((resolve, reject) => {
+        poll.async(fds, count, timeoutMs, (err: unknown, r: number) => {
+          if (err) reject(err);
+          else if (r < 0) reject(new SysError('poll', koffi.errno()));
+          else resolve(r);
+        });
+      });
+    },
+    sendto(fd, buf, length, flags, addr) {
+      const r = Number(sendto(fd, buf, length, flags, addr, addr ? addr.byteLength : 0));
+      if (r < 0) fail('sendto');
+      return r;
+    },
+    recvfrom(fd, buf, flags, addr) {
+      const alen = [addr ? addr.byteLength : 0];
+      const r = Number(recvfrom(fd, buf, buf.byteLength, flags, addr, addr ? alen : null));
+      if (r < 0) fail('recvfrom');
+      return r;
+    },
+    recvAsync(fd, buf, flags) {
+      return new Promise((resolve, reject) => {
+        recv.async(fd, buf, buf.byteLength, flags, (err: unknown, r: number | bigint) => {
+          // errno is thread-local: koffi reports the worker thread's errno for async calls.
+          if (err) reject(err);
+          else if (Number(r) < 0) reject(new SysError('recv', koffi.errno()));
+          else resolve(Number(r));
+        });
+      });
+    },
+    close(fd) {
+      if (close(fd) < 0) fail('close');
+    },
+    mount(source, target, fstype, flags, data) {
+      if (mount(source, target, fstype, flags, data) < 0) fail('mount', target);
+    },
+    ifNameToIndex(name) {
+      const i = ifNameToIndex(name);
+      if (i === 0) fail('if_nametoindex', name);
+      return i;
+    },
+    ifIndexToName(index) {
+      const out = new Uint8Array(16);
+      if (ifIndexToName(index, out) === null) fail('if_indextoname', String(index));
+      const end = out.indexOf(0);
+      return Buffer.from(out.subarray(0, end < 0 ? 16 : end)).toString('latin1');
+    },
+    addressOf(buf) {
+      return koffi.address(buf);
+    },
+  };
+  return sys;
+}
+
+const BPF_CMD_NAMES = [
+  'MAP_CREATE', 'MAP_LOOKUP_ELEM', 'MAP_UPDATE_ELEM', 'MAP_DELETE_ELEM', 'MAP_GET_NEXT_KEY',
+  'PROG_LOAD', 'OBJ_PIN', 'OBJ_GET', 'PROG_ATTACH', 'PROG_DETACH', 'PROG_TEST_RUN',
+  'PROG_GET_NEXT_ID', 'MAP_GET_NEXT_ID', 'PROG_GET_FD_BY_ID', 'MAP_GET_FD_BY_ID',
+  'OBJ_GET_INFO_BY_FD', 'PROG_QUERY', 'RAW_TRACEPOINT_OPEN', 'BTF_LOAD', 'BTF_GET_FD_BY_ID',
+  'TASK_FD_QUERY', 'MAP_LOOKUP_AND_DELETE_ELEM', 'MAP_FREEZE', 'BTF_GET_NEXT_ID',
+  'MAP_LOOKUP_BATCH', 'MAP_LOOKUP_AND_DELETE_BATCH', 'MAP_UPDATE_BATCH', 'MAP_DELETE_BATCH',
+  'LINK_CREATE', 'LINK_UPDATE', 'LINK_GET_FD_BY_ID', 'LINK_GET_NEXT_ID', 'ENABLE_STATS',
+  'ITER_CREATE', 'LINK_DETACH', 'PROG_BIND_MAP',
+];
+
+function bpfCmdName(cmd: number): string {
+  return `BPF_${BPF_CMD_NAMES[cmd] ?? cmd}`;
+}

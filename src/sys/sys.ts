@@ -1,0 +1,70 @@
+/**
+ * The one door to the kernel. Every module that needs a system call goes through a `Sys`; the
+ * real one (libc.ts) is the only code that loads koffi. Tests of code above this layer install a
+ * fake with `useSys()`.
+ *
+ * Conventions:
+ *  - every call throws SysError on failure (errno captured right after the call);
+ *  - memory handed to the kernel is a Uint8Array over an off-heap ArrayBuffer (see struct.ts
+ *    `alloc`): V8 never moves those, so `addressOf()` stays valid for the duration of a call;
+ *  - file descriptors are plain numbers; owners (maps, programs, sockets) close them.
+ */
+
+export interface Mapping {
+  /** Start address of the mapping. */
+  readonly address: bigint;
+  readonly length: number;
+  /** Zero-copy view over the mapped memory. */
+  readonly buffer: ArrayBuffer;
+}
+
+export interface Sys {
+  /** bpf(2): returns the syscall's non-negative result (an fd for most commands). */
+  bpf(cmd: number, attr: Uint8Array): number;
+  socket(domain: number, type: number, protocol: number): number;
+  bind(fd: number, addr: Uint8Array): void;
+  setsockopt(fd: number, level: number, name: number, value: Uint8Array): void;
+  /** Returns the length the kernel wrote. */
+  getsockopt(fd: number, level: number, name: number, value: Uint8Array): number;
+  ioctl(fd: number, request: number, arg: Uint8Array): number;
+  mmap(length: number, prot: number, flags: number, fd: number, offset: number | bigint): Mapping;
+  munmap(m: Mapping): void;
+  /** poll(2) over a `struct pollfd[]` buffer (8 bytes each); returns the number ready. */
+  poll(fds: Uint8Array, count: number, timeoutMs: number): number;
+  /** As `poll`, run on the libuv thread pool so the event loop never blocks. */
+  pollAsync(fds: Uint8Array, count: number, timeoutMs: number): Promise<number>;
+  sendto(fd: number, buf: Uint8Array, length: number, flags: number, addr: Uint8Array | null): number;
+  recvfrom(fd: number, buf: Uint8Array, flags: number, addr: Uint8Array | null): number;
+  /** As `recvfrom` with no address, run on the libuv thread pool. */
+  recvAsync(fd: number, buf: Uint8Array, flags: number): Promise<number>;
+  close(fd: number): void;
+  mount(source: string, target: string, fstype: string, flags: number, data: string | null): void;
+  ifNameToIndex(name: string): number;
+  ifIndexToName(index: number): string;
+  /** Address of a buffer's first byte, for pointer fields in kernel structs. */
+  addressOf(buf: Uint8Array): bigint;
+}
+
+let current: Sys | undefined;
+let loader: (() => Sys) | undefined;
+
+/** Registered by libc.ts at import time; kept indirect so unit tests never load koffi. */
+export function registerDefaultSys(load: () => Sys): void {
+  loader = load;
+}
+
+export function getSys(): Sys {
+  if (current) return current;
+  if (!loader) throw new Error('no Sys implementation registered: import src/sys/index.ts');
+  current = loader();
+  return current;
+}
+
+/** Install `s` as the Sys for everything; returns a function that restores the previous one. */
+export function useSys(s: Sys): () => void {
+  const prev = current;
+  current = s;
+  return () => {
+    current = prev;
+  };
+}
