@@ -14,7 +14,9 @@ import {
 } from './bpf-attr.ts';
 import { objectInfo, openPinned, pinObject } from './object.ts';
 
-export type MapType = 'hash' | 'array' | 'percpu_array' | 'xskmap';
+import type { MapSpec, MapType } from '../bpf/map-spec.ts';
+
+export type { MapSpec, MapType };
 
 const TYPE_IDS: Record<MapType, number> = {
   hash: BPF_MAP_TYPE_HASH,
@@ -22,15 +24,6 @@ const TYPE_IDS: Record<MapType, number> = {
   percpu_array: BPF_MAP_TYPE_PERCPU_ARRAY,
   xskmap: BPF_MAP_TYPE_XSKMAP,
 };
-
-export interface MapSpec {
-  name: string;
-  type: MapType;
-  keySize: number;
-  valueSize: number;
-  maxEntries: number;
-  flags?: number;
-}
 
 let cpuCount: number | undefined;
 

@@ -31,6 +31,7 @@ export function loadLibc(): Sys {
   const recv = libc.func('long recv(int fd, void *buf, size_t len, int flags)');
   const close = libc.func('int close(int fd)');
   const mount = libc.func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const char *data)');
+  const unshare = libc.func('int unshare(int flags)');
   const ifNameToIndex = libc.func('unsigned int if_nametoindex(const char *name)');
   const ifIndexToName = libc.func('char *if_indextoname(unsigned int index, _Out_ uint8_t *name)');
 
@@ -114,6 +115,9 @@ export function loadLibc(): Sys {
     },
     mount(source, target, fstype, flags, data) {
       if (mount(source, target, fstype, flags, data) < 0) fail('mount', target);
+    },
+    unshare(flags) {
+      if (unshare(flags) < 0) fail('unshare', `flags 0x${flags.toString(16)}`);
     },
     ifNameToIndex(name) {
       const i = ifNameToIndex(name);

@@ -39,6 +39,8 @@ export interface Sys {
   recvAsync(fd: number, buf: Uint8Array, flags: number): Promise<number>;
   close(fd: number): void;
   mount(source: string, target: string, fstype: string, flags: number, data: string | null): void;
+  /** unshare(2) for the calling thread (a worker thread: CLONE_NEWNET gives it a private netns). */
+  unshare(flags: number): void;
   ifNameToIndex(name: string): number;
   ifIndexToName(index: number): string;
   /** Address of a buffer's first byte, for pointer fields in kernel structs. */

@@ -1,0 +1,84 @@
+/**
+ * `pinhole bpf dump [--port N]... [--address IP]...` — the assembled pinhole program, disassembled.
+ * `pinhole bpf test --port N... [--address IP]... --frame HEX [--queue N] [--json]` — load the
+ * program, run one frame through the kernel (BPF_PROG_TEST_RUN) and report action, verdict, reason.
+ */
+import { parseArgs } from 'node:util';
+import { disasm } from '../../bpf/asm/index.ts';
+import { REASONS, verdictOf, type PinholeSpec, type Reason } from '../../bpf/pinhole/policy.ts';
+import { buildPinhole } from '../../bpf/pinhole/program.ts';
+import { XDP_ACTION_NAMES } from '../../kernel/bpf-attr.ts';
+import { loadPinhole } from '../../kernel/pinhole.ts';
+import { XDP_TEST_MIN_FRAME, XdpTestRunner } from '../../kernel/program.ts';
+import { parseIP } from '../../packet/ip.ts';
+import { PinholeError } from '../../sys/index.ts';
+import { requireCaps } from '../caps.ts';
+import { toJson, type CommandIO } from '../io.ts';
+
+const specOptions = {
+  port: { type: 'string', multiple: true, default: [] as string[] },
+  address: { type: 'string', multiple: true, default: [] as string[] },
+} as const;
+
+export function specFromArgs(ports: readonly string[], addresses: readonly string[]): PinholeSpec {
+  const p = ports.map((s) => {
+    const n = Number(s);
+    if (!/^\d+$/.test(s) || n < 1 || n > 65535) throw new PinholeError('ERR_CLI_PORT', `--port ${s}: expected a UDP port 1..65535`);
+    return n;
+  });
+  for (const a of addresses) {
+    try {
+      parseIP(a);
+    } catch (err) {
+      throw new PinholeError('ERR_CLI_ADDRESS', `--address ${a}: not an IPv4 or IPv6 address`, { cause: err });
+    }
+  }
+  return { ports: p, addresses: [...addresses] };
+}
+
+export function parseHexFrame(text: string): Uint8Array {
+  const clean = text.replace(/[\s:.-]/g, '').replace(/^0x/i, '');
+  if (clean.length === 0 || clean.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(clean)) {
+    throw new PinholeError('ERR_CLI_FRAME', '--frame: expected an even number of hex digits (separators : . - and spaces are allowed)');
+  }
+  return Uint8Array.from(Buffer.from(clean, 'hex'));
+}
+
+export async function run(args: string[], io: CommandIO): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === 'dump') {
+    const { values } = parseArgs({ args: rest, options: specOptions, strict: true });
+    io.out(disasm(buildPinhole(specFromArgs(values.port, values.address))));
+    return 0;
+  }
+  if (sub === 'test') {
+    const { values } = parseArgs({
+      args: rest,
+      options: { ...specOptions, frame: { type: 'string' }, queue: { type: 'string', default: '0' }, json: { type: 'boolean', default: false } },
+      strict: true,
+    });
+    if (!values.frame) throw new PinholeError('ERR_CLI_USAGE', 'bpf test: --frame HEX is required');
+    const spec = specFromArgs(values.port, values.address);
+    const frame = parseHexFrame(values.frame);
+    if (frame.length < XDP_TEST_MIN_FRAME) {
+      throw new PinholeError('ERR_CLI_FRAME', `--frame: ${frame.length} bytes; the kernel's test runner needs at least ${XDP_TEST_MIN_FRAME} (an Ethernet header)`);
+    }
+    requireCaps('loading a BPF program', ['CAP_BPF', 'CAP_NET_ADMIN']);
+    const ph = loadPinhole(spec);
+    try {
+      const before = ph.counters().byReason;
+      const runner = new XdpTestRunner(ph.program, { maxFrame: Math.max(frame.length, 64), rxQueue: Number(values.queue) });
+      const action = runner.run(frame);
+      const after = ph.counters().byReason;
+      const hit = REASONS.filter((r: Reason) => after[r] !== before[r]);
+      if (hit.length !== 1) throw new PinholeError('ERR_BPF_COUNTERS', `expected exactly one counter to move, saw ${hit.length}`);
+      const reason = hit[0]!;
+      const result = { action: XDP_ACTION_NAMES[action] ?? `XDP_${action}`, verdict: verdictOf(reason), reason };
+      io.out(values.json ? toJson(result) : `${result.action}  verdict=${result.verdict}  reason=${result.reason}`);
+      return 0;
+    } finally {
+      ph.close();
+    }
+  }
+  throw new PinholeError('ERR_CLI_USAGE', `bpf: unknown subcommand ${sub ?? '(none)'}; expected dump or test`);
+}

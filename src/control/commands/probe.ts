@@ -1,0 +1,47 @@
+/** `pinhole probe [--iface NAME] [--json]`: what this kernel and interface allow, and the mode pinhole would pick. */
+import { parseArgs } from 'node:util';
+import { kernelRelease, probeFeatures, type FeatureResult } from '../../kernel/features.ts';
+import { requireInterface, type IfaceInfo } from '../../kernel/iface.ts';
+import { decideUplink } from '../../uplink/decide.ts';
+import { table, toJson, type CommandIO } from '../io.ts';
+
+export async function run(args: string[], io: CommandIO): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { iface: { type: 'string' }, json: { type: 'boolean', default: false }, 'replace-foreign': { type: 'boolean', default: false } },
+    strict: true,
+  });
+  const features = await probeFeatures();
+  let iface: IfaceInfo | undefined;
+  if (values.iface) iface = requireInterface(values.iface);
+  const decision = decideUplink(features, iface, { replaceForeign: values['replace-foreign'] });
+  const report = {
+    kernel: { release: kernelRelease() },
+    features: Object.fromEntries(Object.entries(features).map(([k, f]) => [k, f.status === 'ok'])),
+    featureDetails: features,
+    iface: iface ? {
+      name: iface.name, index: iface.index, kind: iface.kind, driver: iface.driver ?? null, mtu: iface.mtu,
+      maxXdpMtu: iface.maxXdpMtu ?? null, rxQueues: iface.rxQueues ?? null, txQueues: iface.txQueues ?? null,
+      channels: iface.channels ?? null, up: iface.up, xdp: iface.xdp,
+    } : null,
+    decision,
+  };
+  if (values.json) {
+    io.out(toJson(report));
+    return 0;
+  }
+  const fr = (f: FeatureResult): string[] => [f.name, f.status, `>= ${f.minKernel}`, f.detail ?? ''];
+  io.out(`kernel ${report.kernel.release}\n`);
+  io.out(table(['feature', 'status', 'kernel', 'detail'], Object.values(features).map(fr)));
+  if (iface) {
+    const xdp = iface.xdp.mode === 'none' ? 'none' : `${iface.xdp.mode} id ${iface.xdp.progId ?? '?'} ${iface.xdp.progName ?? ''}`.trim();
+    io.out(`\ninterface ${iface.name} (index ${iface.index})`);
+    io.out(table(['kind', 'driver', 'mtu', 'max xdp mtu', 'rx queues', 'tx queues', 'xdp'], [[
+      iface.kind, iface.driver ?? '-', String(iface.mtu), iface.maxXdpMtu ? String(iface.maxXdpMtu) : 'unknown',
+      String(iface.rxQueues ?? '-'), String(iface.txQueues ?? '-'), xdp,
+    ]]));
+  }
+  io.out(`\ndecision: ${decision.mode}${decision.xdpMode ? ` (${decision.xdpMode} XDP)` : ''}`);
+  for (const r of decision.reasons) io.out(`  - ${r.code}: ${r.message}`);
+  return 0;
+}
