@@ -74,11 +74,6 @@ export const MapInfo = defineStruct('bpf_map_info', [
   ['max_entries', 'u32'], ['map_flags', 'u32'], ['name', { bytes: BPF_OBJ_NAME_LEN }],
 ], { cType: 'struct bpf_map_info', header: H, checkSize: false });
 
-/** Prefix of struct bpf_link_info. */
-export const LinkInfo = defineStruct('bpf_link_info', [
-  ['type', 'u32'], ['id', 'u32'], ['prog_id', 'u32'], ['pad', 'u32'], ['ifindex', 'u32'],
-], { cType: 'struct bpf_link_info', header: H, checkSize: false });
-
 /** struct xdp_md: the XDP program context, also the ctx_in of BPF_PROG_TEST_RUN. */
 export const XdpMd = defineStruct('xdp_md', [
   ['data', 'u32'], ['data_end', 'u32'], ['data_meta', 'u32'], ['ingress_ifindex', 'u32'],

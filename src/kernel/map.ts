@@ -77,7 +77,7 @@ export class BpfMap {
       value: value ? sys.addressOf(value) : 0n,
       flags,
     }, this.attr);
-    sys.bpf(cmd, this.attr);
+    sys.bpf(cmd, this.attr, value ? [this.keyBuf, value] : [this.keyBuf]);
   }
 
   private check(b: Uint8Array, size: number, what: string): Uint8Array {
@@ -131,7 +131,7 @@ export class BpfMap {
         value: sys.addressOf(this.nextBuf),
       }, this.attr);
       try {
-        sys.bpf(BPF_MAP_GET_NEXT_KEY, this.attr);
+        sys.bpf(BPF_MAP_GET_NEXT_KEY, this.attr, [this.keyBuf, this.nextBuf]);
       } catch (err) {
         if (err instanceof SysError && err.code === 'ENOENT') return out;
         throw this.wrap('iterate', err);
@@ -167,7 +167,7 @@ export class BpfMap {
       values: sys.addressOf(values), count: n, map_fd: this.fd,
     }, attr);
     try {
-      sys.bpf(BPF_MAP_LOOKUP_BATCH, attr);
+      sys.bpf(BPF_MAP_LOOKUP_BATCH, attr, [outBatch, keys, values]);
     } catch (err) {
       // ENOENT marks the end of the walk; with count = max_entries everything was read.
       if (!(err instanceof SysError && err.code === 'ENOENT')) throw this.wrap('batch lookup', err);

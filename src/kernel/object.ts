@@ -15,7 +15,7 @@ export function pinObject(fd: number, path: string, what: string): void {
   const sys = getSys();
   const p = cString(path);
   try {
-    sys.bpf(BPF_OBJ_PIN, ObjAttr.encode({ pathname: sys.addressOf(p), bpf_fd: fd }));
+    sys.bpf(BPF_OBJ_PIN, ObjAttr.encode({ pathname: sys.addressOf(p), bpf_fd: fd }), [p]);
   } catch (err) {
     throw new PinholeError('ERR_BPF_PIN', `pin ${what} at ${path}: ${(err as Error).message}`, { cause: err });
   }
@@ -25,7 +25,7 @@ export function openPinned(path: string, what: string): number {
   const sys = getSys();
   const p = cString(path);
   try {
-    return sys.bpf(BPF_OBJ_GET, ObjAttr.encode({ pathname: sys.addressOf(p) }));
+    return sys.bpf(BPF_OBJ_GET, ObjAttr.encode({ pathname: sys.addressOf(p) }), [p]);
   } catch (err) {
     throw new PinholeError('ERR_BPF_PIN', `open pinned ${what} ${path}: ${(err as Error).message}`, { cause: err });
   }
@@ -34,7 +34,7 @@ export function openPinned(path: string, what: string): number {
 export function objectInfo(fd: number, layout: StructLayout): Record<string, FieldValue> {
   const sys = getSys();
   const info = alloc(layout.size);
-  sys.bpf(BPF_OBJ_GET_INFO_BY_FD, InfoAttr.encode({ bpf_fd: fd, info_len: layout.size, info: sys.addressOf(info) }));
+  sys.bpf(BPF_OBJ_GET_INFO_BY_FD, InfoAttr.encode({ bpf_fd: fd, info_len: layout.size, info: sys.addressOf(info) }), [info]);
   return layout.decode(info);
 }
 

@@ -86,7 +86,7 @@ function load(spec: ProgramSpec, logLevel: number, log: Uint8Array | null): numb
     prog_name: objName(spec.name),
     expected_attach_type: spec.expectedAttachType ?? 0,
   });
-  return sys.bpf(BPF_PROG_LOAD, attr);
+  return sys.bpf(BPF_PROG_LOAD, attr, log ? [spec.insns, license, log] : [spec.insns, license]);
 }
 
 export function loadProgram(spec: ProgramSpec): Program {
@@ -137,6 +137,7 @@ export class XdpTestRunner {
   private readonly view = new DataView(this.attr.buffer);
   private readonly ctxView = new DataView(this.ctx.buffer);
   private readonly prog: Program;
+  private readonly refs: readonly Uint8Array[];
   lastDuration = 0;
   lastDataOutLength = 0;
 
@@ -154,6 +155,7 @@ export class XdpTestRunner {
       ctx_size_in: XdpMd.size,
     }, this.attr);
     XdpMd.encode({ ingress_ifindex: opts.ingressIfindex ?? 1, rx_queue_index: opts.rxQueue ?? 0 }, this.ctx);
+    this.refs = [this.dataIn, this.dataOut, this.ctx];
   }
 
   /** Runs `frame[0..len)` `repeat` times; returns the program's return value (XDP action). */
@@ -171,7 +173,7 @@ export class XdpTestRunner {
     this.ctxView.setUint32(XdpMd.offsets.data_end!, len, true);
     this.ctxView.setUint32(XdpMd.offsets.data!, 0, true);
     try {
-      getSys().bpf(BPF_PROG_TEST_RUN, this.attr);
+      getSys().bpf(BPF_PROG_TEST_RUN, this.attr, this.refs);
     } catch (err) {
       throw new PinholeError('ERR_BPF_TEST_RUN', `test run of ${this.prog.spec.name} on a ${len}-byte frame: ${(err as Error).message}`, { cause: err });
     }

@@ -15,6 +15,12 @@ import type { Mapping, Sys } from './sys.ts';
 const SYS_bpf = process.arch === 'arm64' ? 280 : 321;
 const MAP_FAILED = 0xffffffffffffffffn;
 
+/** Buffers pointed to by the attr of the bpf(2) call in progress (see Sys.bpf). */
+let held: readonly Uint8Array[] | undefined;
+export function heldBuffers(): readonly Uint8Array[] | undefined {
+  return held;
+}
+
 export function loadLibc(): Sys {
   const libc = koffi.load('libc.so.6');
   const syscall4 = libc.func('long syscall(long nr, long a1, void *a2, unsigned long a3)');
@@ -40,10 +46,15 @@ export function loadLibc(): Sys {
   };
 
   const sys: Sys = {
-    bpf(cmd, attr) {
-      const r = Number(syscall4(SYS_bpf, cmd, attr, attr.byteLength));
-      if (r < 0) fail('bpf', bpfCmdName(cmd));
-      return r;
+    bpf(cmd, attr, refs) {
+      held = refs; // reachable from a module variable until the call returns
+      try {
+        const r = Number(syscall4(SYS_bpf, cmd, attr, attr.byteLength));
+        if (r < 0) fail('bpf', bpfCmdName(cmd));
+        return r;
+      } finally {
+        held = undefined;
+      }
     },
     socket(domain, type, protocol) {
       const fd = socket(domain, type, protocol);

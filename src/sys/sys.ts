@@ -6,7 +6,8 @@
  * Conventions:
  *  - every call throws SysError on failure (errno captured right after the call);
  *  - memory handed to the kernel is a Uint8Array over an off-heap ArrayBuffer (see struct.ts
- *    `alloc`): V8 never moves those, so `addressOf()` stays valid for the duration of a call;
+ *    `alloc`): V8 never moves those, so `addressOf()` stays valid for the duration of a call —
+ *    provided the buffer stays reachable: pass every buffer a struct points to in `refs`;
  *  - file descriptors are plain numbers; owners (maps, programs, sockets) close them.
  */
 
@@ -19,8 +20,13 @@ export interface Mapping {
 }
 
 export interface Sys {
-  /** bpf(2): returns the syscall's non-negative result (an fd for most commands). */
-  bpf(cmd: number, attr: Uint8Array): number;
+  /**
+   * bpf(2): returns the syscall's non-negative result (an fd for most commands).
+   * `refs` are the buffers `attr` points to: they are kept reachable for the whole call. (A
+   * buffer referenced only by an address inside `attr` is dead to V8; if a GC freed it
+   * mid-call the kernel would write into freed malloc memory.)
+   */
+  bpf(cmd: number, attr: Uint8Array, refs?: readonly Uint8Array[]): number;
   socket(domain: number, type: number, protocol: number): number;
   bind(fd: number, addr: Uint8Array): void;
   setsockopt(fd: number, level: number, name: number, value: Uint8Array): void;

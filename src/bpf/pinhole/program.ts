@@ -236,7 +236,9 @@ export function buildPinhole(spec: PinholeSpec): Insn[] {
   push(jmp.ja(to('tunnel')));
 
   // --- Reason stubs -----------------------------------------------------------------------------
+  // The verifier rejects unreachable code: without the address filter, `address` has no stub.
   for (const r of REASONS) {
+    if (r === 'address' && !filtersAddresses(spec)) continue;
     push(st.w(FP, SK_REASON, REASON_INDEX[r]).sym(to(r)).note(r), jmp.ja('count'));
   }
 

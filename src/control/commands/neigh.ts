@@ -1,0 +1,99 @@
+/**
+ * `pinhole neigh [--watch] [--json] [--family 4|6] [--dev NAME]`: the kernel's IPv4/IPv6
+ * neighbour table as pinhole's rtnetlink mirror sees it. `--watch` keeps the mirror open and
+ * prints every change (one JSON object per line with --json) until SIGINT.
+ */
+import { parseArgs } from 'node:util';
+import { PinholeError } from '../../sys/index.ts';
+import { Mirror, type MirrorEvent } from '../../netlink/mirror.ts';
+import { nudStateName, type Family, type NeighEntry } from '../../netlink/rtnl.ts';
+import { table, toJson, type CommandIO } from '../io.ts';
+
+export interface NeighRunOptions {
+  /** Ends `--watch` (default: SIGINT). */
+  signal?: AbortSignal;
+}
+
+export async function run(args: string[], io: CommandIO, opts: NeighRunOptions = {}): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      watch: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      family: { type: 'string' },
+      dev: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    io.out('usage: pinhole neigh [--watch] [--json] [--family 4|6] [--dev NAME]');
+    return 0;
+  }
+  const family = parseFamily(values.family);
+  const mirror = await Mirror.open();
+  try {
+    const name = (i: number): string => mirror.tables.links.get(i)?.name ?? String(i);
+    let devIndex: number | undefined;
+    if (values.dev !== undefined) {
+      devIndex = [...mirror.tables.links.values()].find((l) => l.name === values.dev)?.index;
+      if (devIndex === undefined) throw new PinholeError('ERR_IFACE_NOT_FOUND', `no network interface "${values.dev}" in this namespace`);
+    }
+    const keep = (n: NeighEntry): boolean => (!family || n.family === family) && (devIndex === undefined || n.ifindex === devIndex);
+    const view = (n: NeighEntry): Record<string, unknown> => ({
+      family: n.family, ip: n.ip, dev: name(n.ifindex), ifindex: n.ifindex, mac: n.mac ?? null,
+      state: nudStateName(n.state), router: (n.flags & 0x80) !== 0,
+    });
+    const rows = mirror.tables.listNeighbours().filter(keep);
+    if (!values.watch) {
+      if (values.json) io.out(toJson(rows.map(view)));
+      else io.out(rows.length ? table(['address', 'dev', 'lladdr', 'state'], rows.map((n) => [n.ip, name(n.ifindex), n.mac ?? '-', nudStateName(n.state)])) : '(no neighbours)');
+      return 0;
+    }
+    // Watch: the current table, then changes.
+    if (values.json) for (const n of rows) io.out(toJson({ event: 'present', ...view(n) }));
+    else {
+      io.out(rows.length ? table(['address', 'dev', 'lladdr', 'state'], rows.map((n) => [n.ip, name(n.ifindex), n.mac ?? '-', nudStateName(n.state)])) : '(no neighbours)');
+      io.out('-- watching (Ctrl-C to stop)');
+    }
+    const off = mirror.onChange((e: MirrorEvent) => {
+      if (e.table === 'resync') {
+        io.out(values.json ? toJson({ event: 'resync', reason: e.reason, neighbours: e.neighbours }) : `-- resync (${e.reason}): ${e.neighbours} neighbours`);
+        return;
+      }
+      if (e.table !== 'neigh' || !keep(e.entry)) return;
+      const n = e.entry;
+      if (values.json) io.out(toJson({ event: e.op, ...view(n) }));
+      else io.out(`${e.op.padEnd(6)} ${n.ip} dev ${name(n.ifindex)}${n.mac ? ` lladdr ${n.mac}` : ''} ${nudStateName(n.state)}`);
+    });
+    await waitForStop(opts.signal);
+    off();
+    return 0;
+  } finally {
+    await mirror.close();
+  }
+}
+
+function waitForStop(signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal) {
+      if (signal.aborted) resolve();
+      else signal.addEventListener('abort', () => resolve(), { once: true });
+      return;
+    }
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
+
+export function parseFamily(v: string | undefined): Family | undefined {
+  if (v === undefined) return undefined;
+  if (v === '4' || v === 'inet' || v === 'ipv4') return 4;
+  if (v === '6' || v === 'inet6' || v === 'ipv6') return 6;
+  throw new PinholeError('ERR_CLI_USAGE', `--family must be 4 or 6, not ${v}`);
+}
