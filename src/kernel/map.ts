@@ -185,6 +185,7 @@ export class BpfMap {
   }
 
   private wrap(op: string, err: unknown): Error {
+    if (err instanceof PinholeError) return err;
     return new PinholeError('ERR_BPF_MAP', `${op} on map ${this.spec.name}: ${(err as Error).message}`, { cause: err });
   }
 }

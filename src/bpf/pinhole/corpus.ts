@@ -397,7 +397,7 @@ export function edgeCases(opts: PinholeSpec): EdgeCase[] {
 
   // Extension-header walk: 0..8 headers of rotating kinds and lengths; the 7th is refused.
   for (let n = 0; n <= 8; n++) {
-    for (let rot = 0; rot < 3; rot++) {
+    for (let rot = 0; rot < (n === 0 ? 1 : 3); rot++) {
       const extensions: IPv6ExtSpec[] = [];
       let label = '';
       for (let i = 0; i < n; i++) {

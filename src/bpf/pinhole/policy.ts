@@ -34,6 +34,36 @@
  *
  * Ports and addresses live in BPF hash maps, so they change at runtime without a reload.
  * Every frame increments exactly one per-CPU counter, indexed by its reason.
+ *
+ * Clarifications (where the walk above could be read two ways, the reading that is simplest in
+ * BPF; the reference classifier and the corpus in this directory follow them):
+ *   - The frame is [data, data_end) as delivered (no FCS). Every "need N" compares against that
+ *     length; IPv4 total length, IPv6 payload length and UDP length are never read, so trailing
+ *     bytes (Ethernet padding) change nothing. Checksums, TTL/hop limit, source addresses, the
+ *     source port and the destination MAC are not read either.
+ *   - There are no need checks beyond those written: `arp`, `fragment`, `icmp`, `icmpv6`, `tcp` and
+ *     `other-l4` are decided on the ethertype / flag / protocol bytes alone, even when the rest of
+ *     the header is missing.
+ *   - VLAN: "need 4 more" is counted from the end of the previous ethertype field (14 + 4·tags).
+ *     The TCI (VID, PCP, DEI) is not read; VID 0 priority tags count as tags. 0x8100 and 0x88a8 are
+ *     interchangeable at every depth; 0x9100 is not a tag (→ `non-ip`). The depth check happens when
+ *     a third TPID is read, before any need check: a 22-byte frame whose bytes 20..21 are a TPID
+ *     after two tags is `vlan-depth`.
+ *   - IPv4: one check gives `bad-header` for version ≠ 4 or IHL < 5, after need 20 and before need
+ *     IHL·4. The fragment test ignores DF (0x4000) and the reserved bit (0x8000); it comes before
+ *     the protocol, so a fragment of any protocol is `fragment`.
+ *   - IPv6: 0, 43 and 60 are walked wherever they appear and however often (hop-by-hop need not be
+ *     first). Only their first two bytes are checked ("need 2"); a header whose length runs past
+ *     the end is caught by the next need check (the next walked header's need 2, or UDP's need 8)
+ *     — or by none: a too-long header followed by next header 58 is `icmpv6`. A fragment header is
+ *     `fragment` whatever its offset and M flag (atomic fragments included), after up to
+ *     MAX_IPV6_EXT_HEADERS walked headers. `ext-limit` is given on reading a walked type when
+ *     MAX_IPV6_EXT_HEADERS were already consumed, before its need check. Other extension headers
+ *     (AH 51, ESP 50, mobility 135, HIP 139, shim6 140, ...) are not walked: `other-l4`.
+ *   - UDP: the port is checked before the address. Addresses are compared as raw bytes per family;
+ *     an IPv4-mapped IPv6 address (::ffff:a.b.c.d) in `addresses` is an IPv6 address and matches only
+ *     IPv6 frames. An empty port set means no frame is `tunnel`; with `filterAddresses` and no
+ *     address of a family, no frame of that family is `tunnel`.
  */
 
 /** Reasons, in counter-index order. Index 0 is the only `xsk` verdict. Do not reorder: pinned
