@@ -74,25 +74,26 @@ function ethtool(ifname: string, data: Uint8Array): void {
   }
 }
 
-export function driverOf(ifname: string): string | undefined {
-  const buf = EthtoolDrvinfo.encode({ cmd: ETHTOOL_GDRVINFO });
+/** Runs an ethtool command; false when the device does not implement it. */
+function ethtoolIfSupported(ifname: string, data: Uint8Array): boolean {
   try {
-    ethtool(ifname, buf);
+    ethtool(ifname, data);
+    return true;
   } catch (err) {
-    if (err instanceof SysError && (err.code === 'EOPNOTSUPP' || err.code === 'ENODEV')) return undefined;
+    if (err instanceof SysError && (err.code === 'EOPNOTSUPP' || err.code === 'ENODEV')) return false;
     throw err;
   }
+}
+
+export function driverOf(ifname: string): string | undefined {
+  const buf = EthtoolDrvinfo.encode({ cmd: ETHTOOL_GDRVINFO });
+  if (!ethtoolIfSupported(ifname, buf)) return undefined;
   return decodeName(EthtoolDrvinfo.decode(buf).driver as Uint8Array) || undefined;
 }
 
 export function channelsOf(ifname: string): Channels | undefined {
   const buf = EthtoolChannels.encode({ cmd: ETHTOOL_GCHANNELS });
-  try {
-    ethtool(ifname, buf);
-  } catch (err) {
-    if (err instanceof SysError && (err.code === 'EOPNOTSUPP' || err.code === 'ENODEV')) return undefined;
-    throw err;
-  }
+  if (!ethtoolIfSupported(ifname, buf)) return undefined;
   const c = EthtoolChannels.decode(buf);
   return {
     maxRx: Number(c.max_rx), maxTx: Number(c.max_tx), maxCombined: Number(c.max_combined),

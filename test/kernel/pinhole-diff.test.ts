@@ -39,6 +39,20 @@ function reader(ph: LoadedPinhole): (out: Float64Array) => void {
   };
 }
 
+/** Runs one frame and returns the reason whose counter moved. */
+function reasonProbe(ph: LoadedPinhole): (frame: Uint8Array) => Reason {
+  const runner = new XdpTestRunner(ph.program);
+  const read = reader(ph);
+  const before = new Float64Array(REASONS.length);
+  const after = new Float64Array(REASONS.length);
+  return (frame) => {
+    read(before);
+    runner.run(frame);
+    read(after);
+    return REASONS[REASONS.findIndex((_, i) => after[i] !== before[i])]!;
+  };
+}
+
 interface DiffResult { frames: number; kernelRuns: number; perReason: number[] }
 
 function differential(spec: PinholeSpec, count: number, seed: number): DiffResult {
@@ -113,18 +127,11 @@ test('edge cases with known reasons get them from the kernel', () => {
   const spec: PinholeSpec = { ports: [4789], addresses: ['198.18.0.1', '2001:db8::1'] };
   const ph = loadPinhole(spec);
   try {
-    const runner = new XdpTestRunner(ph.program);
-    const read = reader(ph);
-    const before = new Float64Array(REASONS.length);
-    const after = new Float64Array(REASONS.length);
+    const reasonOf = reasonProbe(ph);
     let checked = 0;
     for (const c of edgeCases(spec)) {
       if (!c.expected || c.frame.length < XDP_TEST_MIN_FRAME) continue;
-      read(before);
-      runner.run(c.frame);
-      read(after);
-      const moved = REASONS.findIndex((_, i) => after[i] !== before[i]);
-      assert.equal(REASONS[moved], c.expected, c.name);
+      assert.equal(reasonOf(c.frame), c.expected, c.name);
       checked++;
     }
     assert.ok(checked > 50, `checked ${checked} named cases`);
@@ -138,16 +145,7 @@ test('ports and addresses change at runtime without reloading the program', () =
   const ph = loadPinhole(spec);
   try {
     const id = ph.program.info().id;
-    const runner = new XdpTestRunner(ph.program);
-    const read = reader(ph);
-    const before = new Float64Array(REASONS.length);
-    const after = new Float64Array(REASONS.length);
-    const reasonOf = (frame: Uint8Array): Reason => {
-      read(before);
-      runner.run(frame);
-      read(after);
-      return REASONS[REASONS.findIndex((_, i) => after[i] !== before[i])]!;
-    };
+    const reasonOf = reasonProbe(ph);
     const udp = (dport: number, dst = '198.18.0.1'): Uint8Array =>
       buildFrame({ ipv4: { src: '198.18.0.2', dst }, udp: { sport: 40000, dport }, payload: new Uint8Array(16) });
     assert.equal(reasonOf(udp(4789)), 'tunnel');
@@ -165,16 +163,7 @@ test('ports and addresses change at runtime without reloading the program', () =
   // The address set is runtime data too (the filter itself is compiled in).
   const ph2 = loadPinhole({ ports: [4789], addresses: ['198.18.0.1'] });
   try {
-    const runner = new XdpTestRunner(ph2.program);
-    const read = reader(ph2);
-    const b = new Float64Array(REASONS.length);
-    const a = new Float64Array(REASONS.length);
-    const reasonOf = (frame: Uint8Array): Reason => {
-      read(b);
-      runner.run(frame);
-      read(a);
-      return REASONS[REASONS.findIndex((_, i) => a[i] !== b[i])]!;
-    };
+    const reasonOf = reasonProbe(ph2);
     const v6 = buildFrame({ ipv6: { src: '2001:db8::2', dst: '2001:db8::9' }, udp: { sport: 1, dport: 4789 }, payload: new Uint8Array(8) });
     assert.equal(reasonOf(v6), 'address');
     ph2.addAddress('2001:db8::9');

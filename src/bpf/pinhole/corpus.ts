@@ -346,8 +346,7 @@ export function edgeCases(opts: PinholeSpec): EdgeCase[] {
     build(`ipv4/udp-dport-${port}`, udp4(ctx, { dport: port }), udpReason(ctx, 4, port, ctx.v4In));
   }
   build('ipv4/udp-sport-is-tunnel-port', { ...udp4(ctx, { dport: ctx.otherPort }), udp: { sport: ctx.port, dport: ctx.otherPort } }, 'udp-port');
-  for (const dst of ctx.v4Addresses) build(`ipv4/udp-to-${dst}`, udp4(ctx, { dst }), udpReason(ctx, 4, ctx.port, dst));
-  for (const dst of new Set([ctx.v4Out, '255.255.255.255', '224.0.0.1', '0.0.0.0', '127.0.0.1'])) {
+  for (const dst of new Set([...ctx.v4Addresses, ctx.v4Out, '255.255.255.255', '224.0.0.1', '0.0.0.0', '127.0.0.1'])) {
     build(`ipv4/udp-to-${dst}`, udp4(ctx, { dst }), udpReason(ctx, 4, ctx.port, dst));
   }
   build('ipv4/udp-other-port-other-address', udp4(ctx, { dst: ctx.v4Out, dport: ctx.otherPort }), 'udp-port');
@@ -462,9 +461,8 @@ export function edgeCases(opts: PinholeSpec): EdgeCase[] {
   }
   cut('ipv6/udp-7-bytes', udp6(ctx), 14 + 40 + 7, 'truncated');
   cut('ipv6/udp-header-only', udp6(ctx), 14 + 40 + 8, tunnel6);
-  for (const dst of ctx.v6Addresses) build(`ipv6/udp-to-${dst}`, udp6(ctx, { dst }), udpReason(ctx, 6, ctx.port, dst));
   const mapped = `::ffff:${ctx.v4In}`; // an IPv4 tunnel address written as IPv6 is a different address
-  for (const dst of new Set([ctx.v6Out, 'ff02::1', '::1', '::', mapped])) {
+  for (const dst of new Set([...ctx.v6Addresses, ctx.v6Out, 'ff02::1', '::1', '::', mapped])) {
     build(`ipv6/udp-to-${dst}`, udp6(ctx, { dst }), udpReason(ctx, 6, ctx.port, dst));
   }
   build('ipv6/udp-other-port-other-address', udp6(ctx, { dst: ctx.v6Out, dport: ctx.otherPort }), 'udp-port');
