@@ -451,5 +451,5 @@ export function decodeError(m: RawMessage): ErrorMessage {
       extAckOffset = t.offset;
     }
   }
-  return { errno: -error, seq, extAck, extAckOffset };
+  return { errno: error === 0 ? 0 : -error, seq, extAck, extAckOffset };
 }

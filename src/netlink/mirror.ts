@@ -239,6 +239,11 @@ export class Mirror {
     return this.resyncRunning;
   }
 
+  /** Resolves when no resync is running (or queued). */
+  async settled(): Promise<void> {
+    while (this.resyncRunning) await this.resyncRunning;
+  }
+
   /** Resolves `dst` to route, next hop and MAC, asking the kernel (NTF_USE) on a miss. */
   async resolve(dst: string, opts: { timeoutMs?: number; packet?: Uint8Array } = {}): Promise<Resolution> {
     const started = performance.now();

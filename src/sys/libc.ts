@@ -38,6 +38,7 @@ export function loadLibc(): Sys {
   const close = libc.func('int close(int fd)');
   const mount = libc.func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const char *data)');
   const unshare = libc.func('int unshare(int flags)');
+  const setns = libc.func('int setns(int fd, int nstype)');
   const ifNameToIndex = libc.func('unsigned int if_nametoindex(const char *name)');
   const ifIndexToName = libc.func('char *if_indextoname(unsigned int index, _Out_ uint8_t *name)');
 
@@ -129,6 +130,9 @@ export function loadLibc(): Sys {
     },
     unshare(flags) {
       if (unshare(flags) < 0) fail('unshare', `flags 0x${flags.toString(16)}`);
+    },
+    setns(fd, nstype) {
+      if (setns(fd, nstype) < 0) fail('setns', `fd ${fd} nstype 0x${nstype.toString(16)}`);
     },
     ifNameToIndex(name) {
       const i = ifNameToIndex(name);

@@ -47,6 +47,8 @@ export interface Sys {
   mount(source: string, target: string, fstype: string, flags: number, data: string | null): void;
   /** unshare(2) for the calling thread (a worker thread: CLONE_NEWNET gives it a private netns). */
   unshare(flags: number): void;
+  /** setns(2) for the calling thread: join the namespace `fd` refers to (e.g. /run/netns/NAME). */
+  setns(fd: number, nstype: number): void;
   ifNameToIndex(name: string): number;
   ifIndexToName(index: number): string;
   /** Address of a buffer's first byte, for pointer fields in kernel structs. */

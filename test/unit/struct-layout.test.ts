@@ -15,6 +15,8 @@ import '../../src/kernel/bpf-attr.ts';
 import '../../src/kernel/iface.ts';
 import '../../src/netlink/rtnl.ts';
 import '../../src/netlink/codec.ts';
+import '../../src/uplink/xsk/abi.ts';
+import '../../src/uplink/afpacket/index.ts'; // + sock_filter/sock_fprog (bpf/cbpf)
 
 test('declared struct layouts match the kernel UAPI headers', () => {
   const layouts = declaredLayouts();

@@ -1,0 +1,354 @@
+/**
+ * The AF_PACKET uplink core: one raw packet socket on one interface, with the pinhole policy as
+ * a locked classic BPF filter, a TPACKET_V3 receive ring and sendto(2) transmit that bypasses the
+ * qdisc layer. See Documentation/networking/packet_mmap.rst and linux/if_packet.h.
+ *
+ * Open order (each step before the next, so no unfiltered frame is ever queued):
+ *   1. socket(AF_PACKET, SOCK_RAW, 0) — protocol 0 registers no packet hook: the socket receives
+ *      nothing until bind() names a protocol. (socket(..., htons(ETH_P_ALL)) would start
+ *      receiving from *every* interface at once, before the filter is attached.)
+ *   2. SO_ATTACH_FILTER (the compiled pinhole) and SO_LOCK_FILTER.
+ *   3. PACKET_VERSION = TPACKET_V3, PACKET_RX_RING (tpacket_req3), mmap the ring.
+ *   4. PACKET_QDISC_BYPASS (TX skips qdiscs), PACKET_IGNORE_OUTGOING (no copies of the host's own
+ *      transmissions, nor of ours).
+ *   5. bind(sockaddr_ll{ ETH_P_ALL, ifindex }).
+ *   6. PACKET_FANOUT (hash) when several sockets share the interface (it needs a bound socket).
+ *
+ * Filter changes: a locked filter cannot be replaced. When ports or addresses change, open a new
+ * socket with the new filter in the same fanout group, then close the old one; in the group each
+ * frame goes to exactly one member, so the switch neither loses nor duplicates frames.
+ *
+ * TPACKET_V3 RX ring (one mmap, `blockCount` blocks of `blockSize` bytes):
+ *
+ *   block 0                         block 1               block n-1
+ *   ┌───────────────────────────────┬─────────────────────┬──── ··· ───┐
+ *   │ tpacket_block_desc (48 B)     │                     │            │
+ *   │  +8  block_status ◄── owner: TP_STATUS_KERNEL (0) / TP_STATUS_USER (1)
+ *   │  +12 num_pkts                 │                     │            │
+ *   │  +16 offset_to_first_pkt ──┐  │                     │            │
+ *   │  +24 seq_num               │  │                     │            │
+ *   │ ┌──────────────────────────▼┐ │                     │            │
+ *   │ │ tpacket3_hdr (48 B)       │ │  +0 tp_next_offset ─► next packet in the block (0: last)
+ *   │ │  tp_snaplen tp_len tp_status tp_mac (frame = hdr + tp_mac) hv1.tp_vlan_tci
+ *   │ ├───────────────────────────┤ │                     │            │
+ *   │ │ frame bytes (tp_snaplen)  │ │                     │            │
+ *   │ └───────────────────────────┘ │                     │            │
+ *   │ next tpacket3_hdr ...         │                     │            │
+ *   └───────────────────────────────┴─────────────────────┴────────────┘
+ *
+ * The kernel fills one block at a time and hands it over whole (block_status |= TP_STATUS_USER)
+ * when it is full or `retireMs` after its first packet. The consumer walks blocks in ring order,
+ * reads every packet in place, and gives the block back by storing TP_STATUS_KERNEL. Status words
+ * are read and written with Atomics (the kernel orders its writes with smp_wmb before the status).
+ *
+ * Hot path: `receive()` and `transmit()` allocate nothing and create no closures; they fill and
+ * read preallocated typed arrays (batches). A received frame stays valid until the next
+ * `receive()`, which returns the blocks the previous batch used.
+ */
+import type { CbpfProgram } from '../../bpf/cbpf/asm.ts';
+import { alloc, getSys, PinholeError, SysError } from '../../sys/index.ts';
+import type { Mapping } from '../../sys/index.ts';
+import {
+  AF_PACKET, BLK_FIRST, BLK_NUM_PKTS, BLK_STATUS, ETH_P_ALL_BE, MAP_SHARED, MSG_DONTWAIT,
+  PACKET_FANOUT, PACKET_FANOUT_HASH, PACKET_IGNORE_OUTGOING, PACKET_QDISC_BYPASS, PACKET_RX_RING,
+  PACKET_STATISTICS, PACKET_VERSION, PKT_LEN, PKT_MAC, PKT_NEXT, PKT_SNAPLEN, PKT_STATUS,
+  PKT_VLAN_TCI, PKT_VLAN_TPID, POLLIN, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_RAW, SOL_PACKET,
+  TP_STATUS_KERNEL, TP_STATUS_USER, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID, TPACKET_V3, sockaddrLlLayout,
+  tpacket3HdrLayout, tpacketReq3Layout, tpacketStatsV3Layout,
+} from './abi.ts';
+import { attachFilter, int32 } from './filter.ts';
+
+const ETH_P_8021Q = 0x8100;
+
+export interface AfPacketOptions {
+  /** Interface name (in the calling thread's network namespace). */
+  ifname: string;
+  /** The socket filter, e.g. compilePinholeFilter(spec). Attached and locked before bind. */
+  filter: CbpfProgram;
+  /** Ring block size in bytes (a multiple of the page size). Default 256 KiB. */
+  blockSize?: number;
+  /** Number of ring blocks. Default 16. */
+  blockCount?: number;
+  /** Frame slot size used for the kernel's frame_nr accounting. Default 2048. */
+  frameSize?: number;
+  /** Hand a partly filled block to user space this long after its first packet. Default 2 ms. */
+  retireMs?: number;
+  /** Join this PACKET_FANOUT group (hash mode) — for several sockets/workers on one interface. */
+  fanoutGroup?: number;
+  /** PACKET_QDISC_BYPASS for transmit. Default true. */
+  qdiscBypass?: boolean;
+}
+
+/** Received frames of one `receive()` call: frame i is `memory[offset[i], offset[i]+length[i])`. */
+export class RxBatch {
+  readonly capacity: number;
+  readonly offset: Uint32Array;
+  /** Bytes captured (tp_snaplen). */
+  readonly length: Uint32Array;
+  /** Bytes on the wire (tp_len), ≥ length. */
+  readonly wireLength: Uint32Array;
+  /** 802.1Q TCI the kernel took out of the frame, or -1 (no tag). */
+  readonly vlanTci: Int32Array;
+  /** TPID of that tag (0x8100 / 0x88a8), valid when vlanTci ≥ 0. */
+  readonly vlanTpid: Uint16Array;
+  count = 0;
+
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    this.offset = new Uint32Array(capacity);
+    this.length = new Uint32Array(capacity);
+    this.wireLength = new Uint32Array(capacity);
+    this.vlanTci = new Int32Array(capacity);
+    this.vlanTpid = new Uint16Array(capacity);
+  }
+}
+
+/**
+ * Frames to send: the caller writes frame i into `slot[i]` (preallocated, off-heap views of
+ * `slotSize` bytes) and sets `length[i]`, then `count`.
+ */
+export class TxBatch {
+  readonly capacity: number;
+  readonly slotSize: number;
+  readonly memory: Uint8Array;
+  readonly slot: readonly Uint8Array[];
+  readonly length: Uint32Array;
+  count = 0;
+
+  constructor(capacity: number, slotSize = 2048) {
+    this.capacity = capacity;
+    this.slotSize = slotSize;
+    this.memory = alloc(capacity * slotSize);
+    const slots: Uint8Array[] = [];
+    for (let i = 0; i < capacity; i++) slots.push(this.memory.subarray(i * slotSize, (i + 1) * slotSize));
+    this.slot = slots;
+    this.length = new Uint32Array(capacity);
+  }
+}
+
+export interface AfPacketStats {
+  /** Frames the socket accepted (passed the filter), cumulative. */
+  packets: number;
+  /** Frames dropped because the ring was full, cumulative. */
+  drops: number;
+  /** Times the ring froze because no block was free, cumulative. */
+  freezes: number;
+}
+
+/** Counters kept by the socket object itself. */
+export interface AfPacketCounters {
+  rxFrames: number;
+  rxBlocks: number;
+  txFrames: number;
+  /** sendto calls that failed (EAGAIN/ENOBUFS when the device queue is full, or other errors). */
+  txErrors: number;
+}
+
+export class AfPacketSocket {
+  readonly fd: number;
+  readonly ifindex: number;
+  readonly ifname: string;
+  readonly blockSize: number;
+  readonly blockCount: number;
+  /** The mapped RX ring; RxBatch offsets point into it. */
+  readonly memory: Uint8Array;
+  readonly counters: AfPacketCounters = { rxFrames: 0, rxBlocks: 0, txFrames: 0, txErrors: 0 };
+  /** The last transmit error (a SysError), if any. */
+  lastTxError: unknown = undefined;
+
+  private readonly mapping: Mapping;
+  private readonly u32: Uint32Array;
+  private readonly u16: Uint16Array;
+  private readonly pollfd: Uint8Array;
+  private readonly statsBuf = alloc(tpacketStatsV3Layout.size);
+  private readonly totals: AfPacketStats = { packets: 0, drops: 0, freezes: 0 };
+  /** Block being read, packets left in it, offset of the next packet header. */
+  private block = 0;
+  private left = 0;
+  private next = 0;
+  private inBlock = false;
+  /** Blocks fully read by the last batch, returned to the kernel at the next receive(). */
+  private releaseFrom = 0;
+  private releaseCount = 0;
+  private closed = false;
+
+  private constructor(fd: number, ifindex: number, ifname: string, mapping: Mapping, blockSize: number, blockCount: number) {
+    this.fd = fd;
+    this.ifindex = ifindex;
+    this.ifname = ifname;
+    this.mapping = mapping;
+    this.blockSize = blockSize;
+    this.blockCount = blockCount;
+    this.memory = new Uint8Array(mapping.buffer, 0, mapping.length);
+    this.u32 = new Uint32Array(mapping.buffer, 0, mapping.length >>> 2);
+    this.u16 = new Uint16Array(mapping.buffer, 0, mapping.length >>> 1);
+    this.pollfd = alloc(8);
+    const dv = new DataView(this.pollfd.buffer);
+    dv.setInt32(0, fd, true);
+    dv.setInt16(4, POLLIN, true);
+  }
+
+  /** Opens the socket (see the file comment for the order of steps). Throws ERR_AFPACKET_OPEN. */
+  static open(opts: AfPacketOptions): AfPacketSocket {
+    const sys = getSys();
+    const blockSize = opts.blockSize ?? 1 << 18;
+    const blockCount = opts.blockCount ?? 16;
+    const frameSize = opts.frameSize ?? 2048;
+    let step = 'socket';
+    let fd = -1;
+    let mapping: Mapping | undefined;
+    const fail = (cause: unknown): never => {
+      if (mapping) sys.munmap(mapping);
+      if (fd >= 0) sys.close(fd);
+      const errno = cause instanceof SysError ? ` (${cause.code})` : '';
+      throw new PinholeError('ERR_AFPACKET_OPEN', `open AF_PACKET socket on ${opts.ifname}: ${step} failed${errno}`, {
+        cause,
+        details: { ifname: opts.ifname, step },
+      });
+    };
+    try {
+      step = 'if_nametoindex';
+      const ifindex = sys.ifNameToIndex(opts.ifname);
+      step = 'socket';
+      fd = sys.socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+      step = 'attach filter';
+      attachFilter(fd, opts.filter, { lock: true });
+      step = 'PACKET_VERSION';
+      sys.setsockopt(fd, SOL_PACKET, PACKET_VERSION, int32(TPACKET_V3));
+      step = 'PACKET_RX_RING';
+      const req = tpacketReq3Layout.encode({
+        tp_block_size: blockSize,
+        tp_block_nr: blockCount,
+        tp_frame_size: frameSize,
+        tp_frame_nr: Math.floor(blockSize / frameSize) * blockCount,
+        tp_retire_blk_tov: opts.retireMs ?? 2,
+        tp_sizeof_priv: 0,
+        tp_feature_req_word: 0,
+      }, alloc(tpacketReq3Layout.size));
+      sys.setsockopt(fd, SOL_PACKET, PACKET_RX_RING, req);
+      step = 'mmap';
+      mapping = sys.mmap(blockSize * blockCount, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (opts.qdiscBypass ?? true) {
+        step = 'PACKET_QDISC_BYPASS';
+        sys.setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, int32(1));
+      }
+      step = 'PACKET_IGNORE_OUTGOING';
+      sys.setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, int32(1));
+      step = 'bind';
+      sys.bind(fd, sockaddrLlLayout.encode({ sll_family: AF_PACKET, sll_protocol: ETH_P_ALL_BE, sll_ifindex: ifindex }, alloc(sockaddrLlLayout.size)));
+      if (opts.fanoutGroup !== undefined) {
+        step = 'PACKET_FANOUT';
+        sys.setsockopt(fd, SOL_PACKET, PACKET_FANOUT, int32((opts.fanoutGroup & 0xffff) | (PACKET_FANOUT_HASH << 16)));
+      }
+      return new AfPacketSocket(fd, ifindex, opts.ifname, mapping, blockSize, blockCount);
+    } catch (err) {
+      return fail(err);
+    }
+  }
+
+  /**
+   * Fills `batch` with up to `batch.capacity` frames from the ring and returns how many. Returns
+   * the blocks of the previous batch to the kernel first. Non-blocking; allocation-free.
+   */
+  receive(batch: RxBatch): number {
+    const u32 = this.u32;
+    const bs = this.blockSize;
+    // Give back what the previous batch finished.
+    while (this.releaseCount > 0) {
+      Atomics.store(u32, (this.releaseFrom * bs + BLK_STATUS) >>> 2, TP_STATUS_KERNEL);
+      this.releaseFrom = this.releaseFrom + 1 === this.blockCount ? 0 : this.releaseFrom + 1;
+      this.releaseCount--;
+    }
+    let n = 0;
+    const cap = batch.capacity;
+    while (n < cap) {
+      if (!this.inBlock) {
+        const base = this.block * bs;
+        if ((Atomics.load(u32, (base + BLK_STATUS) >>> 2) & TP_STATUS_USER) === 0) break;
+        this.inBlock = true;
+        this.left = u32[(base + BLK_NUM_PKTS) >>> 2]!;
+        this.next = base + u32[(base + BLK_FIRST) >>> 2]!;
+        this.counters.rxBlocks++;
+      }
+      if (this.left === 0) {
+        this.finishBlock();
+        continue;
+      }
+      const h = this.next;
+      const status = u32[(h + PKT_STATUS) >>> 2]!;
+      batch.offset[n] = h + this.u16[(h + PKT_MAC) >>> 1]!;
+      batch.length[n] = u32[(h + PKT_SNAPLEN) >>> 2]!;
+      batch.wireLength[n] = u32[(h + PKT_LEN) >>> 2]!;
+      batch.vlanTci[n] = (status & TP_STATUS_VLAN_VALID) !== 0 ? u32[(h + PKT_VLAN_TCI) >>> 2]! & 0xffff : -1;
+      batch.vlanTpid[n] = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? this.u16[(h + PKT_VLAN_TPID) >>> 1]! : ETH_P_8021Q;
+      n++;
+      this.next = h + u32[(h + PKT_NEXT) >>> 2]!;
+      if (--this.left === 0) this.finishBlock();
+    }
+    batch.count = n;
+    this.counters.rxFrames += n;
+    return n;
+  }
+
+  private finishBlock(): void {
+    if (this.releaseCount === 0) this.releaseFrom = this.block;
+    this.releaseCount++;
+    this.inBlock = false;
+    this.block = this.block + 1 === this.blockCount ? 0 : this.block + 1;
+  }
+
+  /**
+   * Sends `batch.count` frames, one sendto(2) each, non-blocking. Returns how many were sent;
+   * stops at the first failure (device queue full: EAGAIN/ENOBUFS), counted in txErrors.
+   */
+  transmit(batch: TxBatch): number {
+    const sys = getSys();
+    let i = 0;
+    // One try around the whole batch, not per frame: a failure ends the batch.
+    try {
+      for (; i < batch.count; i++) sys.sendto(this.fd, batch.slot[i]!, batch.length[i]!, MSG_DONTWAIT, null);
+    } catch (err) {
+      this.counters.txErrors++;
+      this.lastTxError = err;
+    }
+    this.counters.txFrames += i;
+    return i;
+  }
+
+  /** poll(2) for readable ring blocks, blocking the calling thread up to `timeoutMs`. */
+  poll(timeoutMs: number): boolean {
+    return getSys().poll(this.pollfd, 1, timeoutMs) > 0;
+  }
+
+  /** As `poll`, on the libuv pool (the event loop keeps running). */
+  async pollAsync(timeoutMs: number): Promise<boolean> {
+    return (await getSys().pollAsync(this.pollfd, 1, timeoutMs)) > 0;
+  }
+
+  /** Whether the next block is ready without a syscall. */
+  readable(): boolean {
+    if (this.inBlock) return true;
+    return (Atomics.load(this.u32, (this.block * this.blockSize + BLK_STATUS) >>> 2) & TP_STATUS_USER) !== 0;
+  }
+
+  /** PACKET_STATISTICS, accumulated (the kernel resets its counters on every read). */
+  stats(): AfPacketStats {
+    getSys().getsockopt(this.fd, SOL_PACKET, PACKET_STATISTICS, this.statsBuf);
+    const dv = new DataView(this.statsBuf.buffer);
+    this.totals.packets += dv.getUint32(0, true);
+    this.totals.drops += dv.getUint32(4, true);
+    this.totals.freezes += dv.getUint32(8, true);
+    return { ...this.totals };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    const sys = getSys();
+    sys.munmap(this.mapping);
+    sys.close(this.fd);
+  }
+}
+
+/** Size of the per-packet header the kernel puts before each frame (for sizing blocks). */
+export const TPACKET3_HDR_SIZE = tpacket3HdrLayout.size;

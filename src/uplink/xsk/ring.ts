@@ -1,0 +1,165 @@
+/**
+ * The four AF_XDP rings, as typed arrays over the memory the kernel maps for a socket
+ * (Documentation/networking/af_xdp.rst, net/xdp/xsk_queue.h). Each ring is single-producer,
+ * single-consumer; one side is the kernel, the other is us (one thread).
+ *
+ *   mmap(fd, XDP_PGOFF_* )                          offsets from getsockopt(XDP_MMAP_OFFSETS)
+ *   ┌──────────────┬──────────────┬───────┬─────────────────────────────────────────────┐
+ *   │ producer u32 │ consumer u32 │ flags │ desc[0] desc[1] ...            desc[size-1] │
+ *   └──────────────┴──────────────┴───────┴─────────────────────────────────────────────┘
+ *     (each word on its own cache line)     size is a power of two; entry i lives at
+ *                                           desc[i & (size - 1)]
+ *
+ *   producer and consumer are free-running u32 counters (they wrap at 2^32, never at `size`):
+ *     entries ready  = producer - consumer        (mod 2^32)
+ *     free slots     = size - (producer - consumer)
+ *
+ *   entry formats                         as 32-bit words (little endian)
+ *     fill / completion: u64 addr         [addr_lo, addr_hi]
+ *     rx / tx (struct xdp_desc):          [addr_lo, addr_hi, len, options]
+ *       u64 addr; u32 len; u32 options
+ *
+ *   who produces:   fill  us → kernel (empty frames to receive into)
+ *                   rx    kernel → us (received frames)
+ *                   tx    us → kernel (frames to send)
+ *                   compl kernel → us (sent frames, free again)
+ *
+ * Publication: a producer writes its entries, then stores the new producer index (release);
+ * a consumer loads the producer index (acquire), reads the entries, then stores the new
+ * consumer index (release) so the slots can be reused. `Atomics.load/store` give at least
+ * that ordering on the shared mapping; each side keeps a cached copy of the other side's index
+ * and re-reads it only when the cache says there is not enough, so an index crosses the
+ * cache line once per batch, not once per packet.
+ *
+ * UMEM addresses fit in 32 bits here (the UMEM is < 4 GiB), so the high address word is written
+ * as zero and ignored on read.
+ */
+import type { Mapping } from '../../sys/index.ts';
+
+export interface RingOffsets {
+  producer: number;
+  consumer: number;
+  desc: number;
+  flags: number;
+}
+
+abstract class Ring {
+  readonly size: number;
+  readonly mask: number;
+  readonly mapping: Mapping;
+  protected readonly producer: Uint32Array;
+  protected readonly consumer: Uint32Array;
+  protected readonly flagsWord: Uint32Array;
+  /** Entries as u32 words: 2 per entry (addr rings) or 4 (descriptor rings). */
+  protected readonly words: Uint32Array;
+
+  constructor(mapping: Mapping, off: RingOffsets, size: number, entryWords: number) {
+    if (size < 1 || (size & (size - 1)) !== 0) throw new RangeError(`ring size ${size} is not a power of two`);
+    this.size = size;
+    this.mask = size - 1;
+    this.mapping = mapping;
+    this.producer = new Uint32Array(mapping.buffer, off.producer, 1);
+    this.consumer = new Uint32Array(mapping.buffer, off.consumer, 1);
+    this.flagsWord = new Uint32Array(mapping.buffer, off.flags, 1);
+    this.words = new Uint32Array(mapping.buffer, off.desc, size * entryWords);
+  }
+
+  /** The ring's flags word (XDP_RING_NEED_WAKEUP). */
+  flags(): number {
+    return Atomics.load(this.flagsWord, 0);
+  }
+}
+
+/** A ring we produce into (fill, tx). */
+export class ProducerRing extends Ring {
+  private cachedProd: number;
+  private cachedCons: number;
+  private readonly entryWords: number;
+
+  constructor(mapping: Mapping, off: RingOffsets, size: number, entryWords: 2 | 4) {
+    super(mapping, off, size, entryWords);
+    this.entryWords = entryWords;
+    this.cachedProd = Atomics.load(this.producer, 0);
+    this.cachedCons = Atomics.load(this.consumer, 0);
+  }
+
+  /** Slots free for writing, re-reading the consumer index only if fewer than `want` are known. */
+  free(want: number): number {
+    let free = this.size - ((this.cachedProd - this.cachedCons) >>> 0);
+    if (free >= want) return free;
+    this.cachedCons = Atomics.load(this.consumer, 0);
+    free = this.size - ((this.cachedProd - this.cachedCons) >>> 0);
+    return free;
+  }
+
+  /** Writes an address entry (fill ring) `i` slots after the current producer index. */
+  setAddr(i: number, addr: number): void {
+    const w = ((this.cachedProd + i) & this.mask) * 2;
+    this.words[w] = addr;
+    this.words[w + 1] = 0;
+  }
+
+  /** Writes a descriptor entry (tx ring) `i` slots after the current producer index. */
+  setDesc(i: number, addr: number, len: number): void {
+    const w = ((this.cachedProd + i) & this.mask) * 4;
+    this.words[w] = addr;
+    this.words[w + 1] = 0;
+    this.words[w + 2] = len;
+    this.words[w + 3] = 0;
+  }
+
+  /** Publishes `n` written entries to the kernel. */
+  submit(n: number): void {
+    this.cachedProd = (this.cachedProd + n) >>> 0;
+    Atomics.store(this.producer, 0, this.cachedProd);
+  }
+
+  /** Entries published but not yet consumed by the kernel. */
+  pending(): number {
+    this.cachedCons = Atomics.load(this.consumer, 0);
+    return (this.cachedProd - this.cachedCons) >>> 0;
+  }
+
+  get wordsPerEntry(): number {
+    return this.entryWords;
+  }
+}
+
+/** A ring the kernel produces into (rx, completion). */
+export class ConsumerRing extends Ring {
+  private cachedProd: number;
+  private cachedCons: number;
+  private readonly entryWords: number;
+
+  constructor(mapping: Mapping, off: RingOffsets, size: number, entryWords: 2 | 4) {
+    super(mapping, off, size, entryWords);
+    this.entryWords = entryWords;
+    this.cachedProd = Atomics.load(this.producer, 0);
+    this.cachedCons = Atomics.load(this.consumer, 0);
+  }
+
+  /** Entries ready to read, re-reading the producer index only if fewer than `want` are known. */
+  available(want: number): number {
+    let n = (this.cachedProd - this.cachedCons) >>> 0;
+    if (n >= want) return n;
+    this.cachedProd = Atomics.load(this.producer, 0);
+    n = (this.cachedProd - this.cachedCons) >>> 0;
+    return n;
+  }
+
+  /** Address (low word) of the entry `i` slots after the current consumer index. */
+  addrAt(i: number): number {
+    return this.words[((this.cachedCons + i) & this.mask) * this.entryWords]!;
+  }
+
+  /** Length of the descriptor `i` slots after the consumer index (rx ring only). */
+  lenAt(i: number): number {
+    return this.words[((this.cachedCons + i) & this.mask) * 4 + 2]!;
+  }
+
+  /** Gives `n` read entries back to the kernel. */
+  release(n: number): void {
+    this.cachedCons = (this.cachedCons + n) >>> 0;
+    Atomics.store(this.consumer, 0, this.cachedCons);
+  }
+}

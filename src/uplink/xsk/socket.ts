@@ -1,0 +1,459 @@
+/**
+ * One AF_XDP socket bound to one (interface, queue), with its own UMEM
+ * (Documentation/networking/af_xdp.rst; include/uapi/linux/if_xdp.h; net/xdp/xsk.c).
+ *
+ * Setup order (the kernel requires the UMEM and the fill/completion rings before bind):
+ *   socket(AF_XDP) → mmap UMEM → XDP_UMEM_REG → ring sizes (fill, completion, rx, tx)
+ *   → XDP_MMAP_OFFSETS → mmap the four rings → pre-fill → bind(sockaddr_xdp)
+ *
+ * bind: XDP_USE_NEED_WAKEUP always; XDP_ZEROCOPY first (unless mode 'copy'), then XDP_COPY when
+ * the driver cannot do zero-copy (EOPNOTSUPP and kin). A failed bind leaves the socket reusable,
+ * so retries rebind the same socket. EBUSY means another socket holds the queue — or a socket
+ * that just closed: XSK teardown is asynchronous — so it is retried with a short backoff before
+ * it becomes ERR_XSK_BUSY. The mode actually obtained is read back with XDP_OPTIONS.
+ *
+ * UMEM frames: `frameCount` chunks of `frameSize` bytes; a frame is named by its byte offset in
+ * the UMEM (its "address"). On receive the kernel writes the packet at
+ *   chunk + XDP_PACKET_HEADROOM (256) + headroom
+ * and reports that address in the RX descriptor; `headroom` is room we reserve in front of every
+ * received packet for encapsulation headers. Frames not in a ring sit on a free stack owned by
+ * this object. Ownership: free stack → fill ring → (kernel) → rx → caller → releaseRx/tx →
+ * fill ring or tx ring → (kernel) → completion ring → free stack.
+ *
+ * Hot path (rx, releaseRx, fill, tx, completions, kick): no allocation, no closures, one native
+ * call at most per batch (and only when the kernel says it needs one).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { alloc, errnoCodeOf, getSys, PinholeError, SysError, type Mapping, type Sys } from '../../sys/index.ts';
+import {
+  AF_XDP, SOCK_RAW, SOL_XDP, SockaddrXdp, XDP_ADDR_SIZE, XDP_COPY, XDP_DESC_SIZE, XDP_MMAP_OFFSETS,
+  XDP_OPTIONS, XDP_OPTIONS_ZEROCOPY, XDP_PACKET_HEADROOM, XDP_PGOFF_RX_RING, XDP_PGOFF_TX_RING,
+  XDP_RING_NEED_WAKEUP, XDP_RX_RING, XDP_STATISTICS, XDP_TX_RING, XDP_UMEM_COMPLETION_RING,
+  XDP_UMEM_FILL_RING, XDP_UMEM_PGOFF_COMPLETION_RING, XDP_UMEM_PGOFF_FILL_RING, XDP_UMEM_REG,
+  XDP_USE_NEED_WAKEUP, XDP_ZEROCOPY, XdpMmapOffsets, XdpOptions, XdpStatistics, XdpUmemReg,
+} from './abi.ts';
+import { ConsumerRing, ProducerRing, type RingOffsets } from './ring.ts';
+
+const PROT_RW = 0x1 | 0x2;
+const MAP_SHARED = 0x01;
+const MAP_PRIVATE = 0x02;
+const MAP_ANONYMOUS = 0x20;
+const MAP_POPULATE = 0x8000;
+const MSG_DONTWAIT = 0x40;
+const POLLIN = 0x0001;
+
+export type XskMode = 'zerocopy' | 'copy';
+
+export interface XskOptions {
+  /** Interface name or ifindex (in the calling thread's network namespace). */
+  iface: string | number;
+  queue: number;
+  /** UMEM chunk size: 2048 or 4096 (default 4096, one frame per page). */
+  frameSize?: 2048 | 4096;
+  /** UMEM frames (default 4096). */
+  frameCount?: number;
+  /** Bytes reserved in front of each received packet (default 0), e.g. for encapsulation. */
+  headroom?: number;
+  /** Ring sizes (powers of two). Defaults: fill/completion 2048, rx/tx 2048. */
+  rxSize?: number;
+  txSize?: number;
+  fillSize?: number;
+  compSize?: number;
+  /** 'auto' (default): zero-copy if the driver offers it, copy otherwise. */
+  mode?: 'auto' | XskMode;
+  /** EBUSY retries before ERR_XSK_BUSY (default 5) and the first delay (default 10 ms, doubling). */
+  busyRetries?: number;
+  busyDelayMs?: number;
+}
+
+export interface XskStats {
+  rxDropped: bigint;
+  rxInvalidDescs: bigint;
+  txInvalidDescs: bigint;
+  rxRingFull: bigint;
+  rxFillRingEmptyDescs: bigint;
+  txRingEmptyDescs: bigint;
+}
+
+/**
+ * A batch of frames: parallel arrays of UMEM addresses and lengths, preallocated by the caller
+ * and reused for every call. Float64Array addresses are allowed for callers that share one
+ * array type with other uplinks; values are always integers < 2^32.
+ */
+export interface FrameBatch {
+  addr: Uint32Array | Float64Array;
+  len: Uint32Array;
+}
+
+function pow2(n: number, what: string): number {
+  if (!Number.isInteger(n) || n < 1 || (n & (n - 1)) !== 0) {
+    throw new PinholeError('ERR_XSK_CONFIG', `${what} must be a power of two, got ${n}`);
+  }
+  return n;
+}
+
+function ringOffsets(v: Record<string, unknown>): RingOffsets {
+  return {
+    producer: Number(v.producer), consumer: Number(v.consumer), desc: Number(v.desc), flags: Number(v.flags),
+  };
+}
+
+function u32buf(v: number): Uint8Array {
+  const b = alloc(4);
+  new DataView(b.buffer).setUint32(0, v, true);
+  return b;
+}
+
+export class XskSocket {
+  readonly fd: number;
+  readonly ifindex: number;
+  readonly queue: number;
+  readonly mode: XskMode;
+  readonly frameSize: number;
+  readonly frameCount: number;
+  readonly headroom: number;
+  /** The whole UMEM as bytes: a frame at address `a` of length `l` is `umem[a .. a+l)`. */
+  readonly umem: Uint8Array;
+  readonly fillRing: ProducerRing;
+  readonly compRing: ConsumerRing;
+  readonly rxRing: ConsumerRing;
+  readonly txRing: ProducerRing;
+
+  private readonly sys: Sys;
+  private readonly area: Mapping;
+  private readonly mappings: Mapping[];
+  /** Free frames (base addresses), a stack. */
+  private readonly freeStack: Uint32Array;
+  private freeTop = 0;
+  private readonly frameMask: number;
+  private readonly pollfd = alloc(8);
+  private readonly empty = alloc(0);
+  private readonly statsBuf = alloc(XdpStatistics.size);
+  private closed = false;
+  /** Kicks that found the kernel busy (EAGAIN/EBUSY/ENOBUFS): the next kick retries. */
+  kickBusy = 0;
+  /** sendto kicks issued. */
+  kicks = 0;
+
+  /** @internal use openXsk */
+  constructor(init: {
+    sys: Sys; fd: number; ifindex: number; queue: number; mode: XskMode; frameSize: number; frameCount: number;
+    headroom: number; area: Mapping; mappings: Mapping[]; fill: ProducerRing; comp: ConsumerRing;
+    rx: ConsumerRing; tx: ProducerRing; freeStack: Uint32Array; freeTop: number;
+  }) {
+    this.sys = init.sys;
+    this.fd = init.fd;
+    this.ifindex = init.ifindex;
+    this.queue = init.queue;
+    this.mode = init.mode;
+    this.frameSize = init.frameSize;
+    this.frameCount = init.frameCount;
+    this.headroom = init.headroom;
+    this.area = init.area;
+    this.umem = new Uint8Array(init.area.buffer, 0, init.frameSize * init.frameCount);
+    this.mappings = init.mappings;
+    this.fillRing = init.fill;
+    this.compRing = init.comp;
+    this.rxRing = init.rx;
+    this.txRing = init.tx;
+    this.freeStack = init.freeStack;
+    this.freeTop = init.freeTop;
+    this.frameMask = ~(init.frameSize - 1) >>> 0;
+    new DataView(this.pollfd.buffer).setInt32(0, init.fd, true);
+  }
+
+  /** Frames on the free stack (neither in a ring nor held by the caller). */
+  get freeFrames(): number {
+    return this.freeTop;
+  }
+
+  /** Offset in a frame where a packet to transmit may start (after the reserved headroom). */
+  get txOffset(): number {
+    return XDP_PACKET_HEADROOM + this.headroom;
+  }
+
+  /** Moves up to `max` free frames to the fill ring; returns how many. */
+  fill(max: number = this.freeTop): number {
+    let n = max < this.freeTop ? max : this.freeTop;
+    if (n === 0) return 0;
+    const room = this.fillRing.free(n);
+    if (n > room) n = room;
+    for (let i = 0; i < n; i++) this.fillRing.setAddr(i, this.freeStack[--this.freeTop]!);
+    this.fillRing.submit(n);
+    return n;
+  }
+
+  /**
+   * Takes up to `max` received frames: `batch.addr[i]` is the packet's UMEM address (read
+   * `umem[addr .. addr+len)`), `batch.len[i]` its length. The frames are the caller's until
+   * `releaseRx` or `tx`.
+   */
+  rx(batch: FrameBatch, max: number): number {
+    let n = this.rxRing.available(max);
+    if (n > max) n = max;
+    const addr = batch.addr;
+    const len = batch.len;
+    for (let i = 0; i < n; i++) {
+      addr[i] = this.rxRing.addrAt(i);
+      len[i] = this.rxRing.lenAt(i);
+    }
+    this.rxRing.release(n);
+    return n;
+  }
+
+  /**
+   * Gives `n` frames (from `rx` or `allocTx`) back: straight onto the fill ring while it has
+   * room, the rest onto the free stack.
+   */
+  releaseRx(batch: FrameBatch, n: number): void {
+    const room = this.fillRing.free(n);
+    const direct = n < room ? n : room;
+    const addr = batch.addr;
+    const mask = this.frameMask;
+    for (let i = 0; i < direct; i++) this.fillRing.setAddr(i, (addr[i]! & mask) >>> 0);
+    if (direct > 0) this.fillRing.submit(direct);
+    for (let i = direct; i < n; i++) this.freeStack[this.freeTop++] = (addr[i]! & mask) >>> 0;
+  }
+
+  /**
+   * Takes up to `max` free frames for transmission: `batch.addr[i]` is where to write the
+   * packet (frame base + txOffset). Returns how many.
+   */
+  allocTx(batch: FrameBatch, max: number): number {
+    const n = max < this.freeTop ? max : this.freeTop;
+    const addr = batch.addr;
+    const off = XDP_PACKET_HEADROOM + this.headroom;
+    for (let i = 0; i < n; i++) addr[i] = this.freeStack[--this.freeTop]! + off;
+    return n;
+  }
+
+  /**
+   * Queues `n` frames for transmission (`batch.addr[i]`, `batch.len[i]`); returns how many fit
+   * in the TX ring. Frames not queued stay the caller's. Call `kick()` after a batch.
+   */
+  tx(batch: FrameBatch, n: number): number {
+    const room = this.txRing.free(n);
+    if (n > room) n = room;
+    const addr = batch.addr;
+    const len = batch.len;
+    for (let i = 0; i < n; i++) this.txRing.setDesc(i, addr[i]!, len[i]!);
+    if (n > 0) this.txRing.submit(n);
+    return n;
+  }
+
+  /** Reaps the completion ring: sent frames go back to the free stack. Returns how many. */
+  completions(max: number = this.compRing.size): number {
+    let n = this.compRing.available(max);
+    if (n > max) n = max;
+    const mask = this.frameMask;
+    for (let i = 0; i < n; i++) this.freeStack[this.freeTop++] = (this.compRing.addrAt(i) & mask) >>> 0;
+    this.compRing.release(n);
+    return n;
+  }
+
+  /** Whether the kernel asked for a wakeup to process the TX ring. */
+  txNeedsWakeup(): boolean {
+    return (this.txRing.flags() & XDP_RING_NEED_WAKEUP) !== 0;
+  }
+
+  /** Whether the kernel asked for a wakeup to refill from the fill ring (RX stalls otherwise). */
+  rxNeedsWakeup(): boolean {
+    return (this.fillRing.flags() & XDP_RING_NEED_WAKEUP) !== 0;
+  }
+
+  /**
+   * Tells the kernel to process the TX ring, only if it asked (need_wakeup) and there is
+   * something queued: one sendto(MSG_DONTWAIT) per batch. Copy mode sends at most 32 frames per
+   * call (net/xdp/xsk.c TX_BATCH_SIZE), so a caller with more queued kicks again after
+   * `completions()`. Returns whether a syscall was made.
+   */
+  kick(): boolean {
+    if (!this.txNeedsWakeup() || this.txRing.pending() === 0) return false;
+    this.kicks++;
+    // One try per batch (not per packet): these errnos mean "busy, try again", as in libbpf.
+    try {
+      this.sys.sendto(this.fd, this.empty, 0, MSG_DONTWAIT, null);
+    } catch (err) {
+      const code = err instanceof SysError ? err.code : undefined;
+      if (code === 'EAGAIN' || code === 'EBUSY' || code === 'ENOBUFS' || code === 'ENETDOWN') this.kickBusy++;
+      else throw new PinholeError('ERR_XSK_KICK', `kick TX of xsk on ifindex ${this.ifindex} queue ${this.queue}`, { cause: err });
+    }
+    return true;
+  }
+
+  /** If the kernel asked for it, wakes the driver to refill from the fill ring (poll, no wait). */
+  wakeRx(): boolean {
+    if (!this.rxNeedsWakeup()) return false;
+    this.sys.poll(this.pollfd, 1, 0);
+    return true;
+  }
+
+  /** Waits (off the event loop) up to `timeoutMs` for received frames; true if there are some. */
+  async waitRx(timeoutMs: number): Promise<boolean> {
+    if (this.rxRing.available(1) > 0) return true;
+    const dv = new DataView(this.pollfd.buffer);
+    dv.setInt16(4, POLLIN, true);
+    dv.setInt16(6, 0, true);
+    const r = await this.sys.pollAsync(this.pollfd, 1, timeoutMs);
+    dv.setInt16(4, 0, true);
+    return r > 0 && this.rxRing.available(1) > 0;
+  }
+
+  stats(): XskStats {
+    this.statsBuf.fill(0);
+    this.sys.getsockopt(this.fd, SOL_XDP, XDP_STATISTICS, this.statsBuf);
+    const s = XdpStatistics.decode(this.statsBuf);
+    return {
+      rxDropped: s.rx_dropped as bigint,
+      rxInvalidDescs: s.rx_invalid_descs as bigint,
+      txInvalidDescs: s.tx_invalid_descs as bigint,
+      rxRingFull: s.rx_ring_full as bigint,
+      rxFillRingEmptyDescs: s.rx_fill_ring_empty_descs as bigint,
+      txRingEmptyDescs: s.tx_ring_empty_descs as bigint,
+    };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const m of this.mappings) this.sys.munmap(m);
+    this.sys.close(this.fd);
+    this.sys.munmap(this.area);
+  }
+}
+
+function isZeroCopyUnsupported(code: string | undefined): boolean {
+  return code === 'EOPNOTSUPP' || code === 'ENOTSUP' || code === 'EINVAL' || code === 'EPROTONOSUPPORT';
+}
+
+/**
+ * Opens an AF_XDP socket on (iface, queue). Errors: ERR_XSK_BUSY (queue held by another socket
+ * after the retries), ERR_XSK_BIND (any other bind failure, errno in the cause),
+ * ERR_XSK_SETUP (socket/UMEM/ring setup), ERR_XSK_CONFIG (bad options).
+ */
+export async function openXsk(opts: XskOptions): Promise<XskSocket> {
+  const sys = getSys();
+  const frameSize = opts.frameSize ?? 4096;
+  if (frameSize !== 2048 && frameSize !== 4096) throw new PinholeError('ERR_XSK_CONFIG', `frameSize must be 2048 or 4096, got ${frameSize}`);
+  const frameCount = opts.frameCount ?? 4096;
+  const headroom = opts.headroom ?? 0;
+  if (!Number.isInteger(frameCount) || frameCount < 2) throw new PinholeError('ERR_XSK_CONFIG', `frameCount must be an integer ≥ 2, got ${frameCount}`);
+  if (frameCount * frameSize > 0x80000000) throw new PinholeError('ERR_XSK_CONFIG', 'UMEM larger than 2 GiB');
+  if (!Number.isInteger(headroom) || headroom < 0 || headroom + XDP_PACKET_HEADROOM + 128 > frameSize) {
+    throw new PinholeError('ERR_XSK_CONFIG', `headroom ${headroom} leaves no room for a packet in a ${frameSize}-byte frame`);
+  }
+  const fillSize = pow2(opts.fillSize ?? 2048, 'fillSize');
+  const compSize = pow2(opts.compSize ?? 2048, 'compSize');
+  const rxSize = pow2(opts.rxSize ?? 2048, 'rxSize');
+  const txSize = pow2(opts.txSize ?? 2048, 'txSize');
+  const ifindex = typeof opts.iface === 'number' ? opts.iface : sys.ifNameToIndex(opts.iface);
+  const where = `ifindex ${ifindex}${typeof opts.iface === 'string' ? ` (${opts.iface})` : ''} queue ${opts.queue}`;
+
+  let fd = -1;
+  let area: Mapping | undefined;
+  const mappings: Mapping[] = [];
+  try {
+    let step = 'socket(AF_XDP)';
+    try {
+      fd = sys.socket(AF_XDP, SOCK_RAW, 0);
+      step = 'mmap UMEM';
+      area = sys.mmap(frameSize * frameCount, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+      step = 'XDP_UMEM_REG';
+      // The UMEM address is in `reg`; `area` stays reachable (we keep it) for the socket's life.
+      sys.setsockopt(fd, SOL_XDP, XDP_UMEM_REG, XdpUmemReg.encode({
+        addr: area.address, len: BigInt(frameSize * frameCount), chunk_size: frameSize, headroom, flags: 0,
+      }, alloc(XdpUmemReg.size)));
+      step = 'ring sizes';
+      sys.setsockopt(fd, SOL_XDP, XDP_UMEM_FILL_RING, u32buf(fillSize));
+      sys.setsockopt(fd, SOL_XDP, XDP_UMEM_COMPLETION_RING, u32buf(compSize));
+      sys.setsockopt(fd, SOL_XDP, XDP_RX_RING, u32buf(rxSize));
+      sys.setsockopt(fd, SOL_XDP, XDP_TX_RING, u32buf(txSize));
+    } catch (err) {
+      throw new PinholeError('ERR_XSK_SETUP', `set up xsk for ${where}: ${step} failed`, { cause: err });
+    }
+    const offBuf = alloc(XdpMmapOffsets.size);
+    sys.getsockopt(fd, SOL_XDP, XDP_MMAP_OFFSETS, offBuf);
+    const off = XdpMmapOffsets.decode(offBuf) as Record<'rx' | 'tx' | 'fr' | 'cr', Record<string, unknown>>;
+    const mapRing = (o: RingOffsets, entries: number, entrySize: number, pgoff: number): Mapping => {
+      const m = sys.mmap(o.desc + entries * entrySize, PROT_RW, MAP_SHARED | MAP_POPULATE, fd, pgoff);
+      mappings.push(m);
+      return m;
+    };
+    const frO = ringOffsets(off.fr);
+    const crO = ringOffsets(off.cr);
+    const rxO = ringOffsets(off.rx);
+    const txO = ringOffsets(off.tx);
+    const fill = new ProducerRing(mapRing(frO, fillSize, XDP_ADDR_SIZE, XDP_UMEM_PGOFF_FILL_RING), frO, fillSize, 2);
+    const comp = new ConsumerRing(mapRing(crO, compSize, XDP_ADDR_SIZE, XDP_UMEM_PGOFF_COMPLETION_RING), crO, compSize, 2);
+    const rx = new ConsumerRing(mapRing(rxO, rxSize, XDP_DESC_SIZE, XDP_PGOFF_RX_RING), rxO, rxSize, 4);
+    const tx = new ProducerRing(mapRing(txO, txSize, XDP_DESC_SIZE, XDP_PGOFF_TX_RING), txO, txSize, 4);
+
+    const freeStack = new Uint32Array(frameCount);
+    // Highest addresses at the bottom so the first frames handed out are the lowest.
+    for (let i = 0; i < frameCount; i++) freeStack[i] = (frameCount - 1 - i) * frameSize;
+
+    const mode = await bindWithRetry(sys, fd, ifindex, opts, where);
+    const sock = new XskSocket({
+      sys, fd, ifindex, queue: opts.queue, mode, frameSize, frameCount, headroom, area, mappings,
+      fill, comp, rx, tx, freeStack, freeTop: frameCount,
+    });
+    // Half the frames wait in the fill ring for traffic; the rest are for TX.
+    sock.fill(Math.min(fillSize, frameCount >>> 1));
+    return sock;
+  } catch (err) {
+    for (const m of mappings) sys.munmap(m);
+    if (fd >= 0) sys.close(fd);
+    if (area) sys.munmap(area);
+    throw err;
+  }
+}
+
+async function bindWithRetry(sys: Sys, fd: number, ifindex: number, opts: XskOptions, where: string): Promise<XskMode> {
+  const addr = alloc(SockaddrXdp.size);
+  const retries = opts.busyRetries ?? 5;
+  let delay = opts.busyDelayMs ?? 10;
+  const want = opts.mode ?? 'auto';
+  const tryModes: XskMode[] = want === 'auto' ? ['zerocopy', 'copy'] : [want];
+  let zcError: unknown;
+  for (let attempt = 0; ; attempt++) {
+    let busy: unknown;
+    for (const m of tryModes) {
+      SockaddrXdp.encode({
+        sxdp_family: AF_XDP,
+        sxdp_flags: XDP_USE_NEED_WAKEUP | (m === 'zerocopy' ? XDP_ZEROCOPY : XDP_COPY),
+        sxdp_ifindex: ifindex, sxdp_queue_id: opts.queue, sxdp_shared_umem_fd: 0,
+      }, addr);
+      try {
+        sys.bind(fd, addr);
+        return readMode(sys, fd);
+      } catch (err) {
+        const code = errnoCodeOf(err);
+        if (code === 'EBUSY') {
+          busy = err;
+          break; // the queue is taken whatever the mode
+        }
+        if (m === 'zerocopy' && want === 'auto' && isZeroCopyUnsupported(code)) {
+          zcError = err;
+          continue;
+        }
+        throw new PinholeError('ERR_XSK_BIND', `bind xsk to ${where} (${m})`, {
+          cause: err, details: { errno: code, zeroCopyError: errnoCodeOf(zcError) },
+        });
+      }
+    }
+    if (busy === undefined) throw new PinholeError('ERR_XSK_BIND', `bind xsk to ${where}: no mode left to try`, { cause: zcError });
+    if (attempt >= retries) {
+      throw new PinholeError('ERR_XSK_BUSY', `bind xsk to ${where}: the queue is in use by another AF_XDP socket (EBUSY after ${retries} retries)`, {
+        cause: busy, details: { ifindex, queue: opts.queue },
+      });
+    }
+    await sleep(delay);
+    delay *= 2;
+  }
+}
+
+function readMode(sys: Sys, fd: number): XskMode {
+  const b = alloc(XdpOptions.size);
+  sys.getsockopt(fd, SOL_XDP, XDP_OPTIONS, b);
+  return (Number(XdpOptions.decode(b).flags) & XDP_OPTIONS_ZEROCOPY) !== 0 ? 'zerocopy' : 'copy';
+}
