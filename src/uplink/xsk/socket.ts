@@ -130,7 +130,10 @@ export class XskSocket {
   private readonly empty = alloc(0);
   private readonly statsBuf = alloc(XdpStatistics.size);
   private closed = false;
-  /** Kicks that found the kernel busy (EAGAIN/EBUSY/ENOBUFS): the next kick retries. */
+  /**
+   * Kicks answered EAGAIN/EBUSY/ENOBUFS/ENETDOWN. Not an error: copy mode sends 32 descriptors
+   * per sendto and answers EAGAIN when more are queued; the next kick continues.
+   */
   kickBusy = 0;
   /** sendto kicks issued. */
   kicks = 0;
@@ -203,7 +206,10 @@ export class XskSocket {
 
   /**
    * Gives `n` frames (from `rx` or `allocTx`) back: straight onto the fill ring while it has
-   * room, the rest onto the free stack.
+   * room, the rest onto the free stack. The kernel publishes its fill-ring consumer index lazily
+   * (only when it has used up the entries it cached), so the ring can look full for a while:
+   * a receive loop should also call `fill()` when `freeFrames` is non-zero, or those frames
+   * stay parked on the free stack.
    */
   releaseRx(batch: FrameBatch, n: number): void {
     const room = this.fillRing.free(n);
