@@ -12,6 +12,7 @@ type Command = { summary: string; load: () => Promise<{ run: (args: string[], io
 const COMMANDS: Record<string, Command> = {
   probe: { summary: 'report kernel features, the interface, and the uplink mode pinhole would use', load: () => import('./commands/probe.ts') },
   bpf: { summary: 'bpf dump | bpf test: the pinhole XDP program, disassembled or run on a frame', load: () => import('./commands/bpf.ts') },
+  uplink: { summary: 'open the uplink (AF_XDP, AF_PACKET fallback), count tunnel frames, optionally cross-connect them (--to)', load: () => import('./commands/uplink.ts') },
   neigh: { summary: "the kernel's neighbour table as pinhole mirrors it (--watch to follow)", load: () => import('./commands/neigh.ts') },
   routes: { summary: 'the main routing table as pinhole mirrors it', load: () => import('./commands/routes.ts') },
   resolve: { summary: 'route, next hop and MAC for an address (asks the kernel to resolve a miss)', load: () => import('./commands/resolve.ts') },
