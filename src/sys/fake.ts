@@ -57,6 +57,7 @@ export class FakeSys implements Sys {
   close(fd: number): void { this.call('close', [fd]); }
   mount(source: string, target: string, fstype: string, flags: number, data: string | null): void { this.call('mount', [source, target, fstype, flags, data]); }
   unshare(flags: number): void { this.call('unshare', [flags]); }
+  flock(fd: number, op: number): boolean { return this.call('flock', [fd, op]); }
   setns(fd: number, nstype: number): void { this.call('setns', [fd, nstype]); }
   ifNameToIndex(name: string): number { return this.call('ifNameToIndex', [name]); }
   ifIndexToName(index: number): string { return this.call('ifIndexToName', [index]); }

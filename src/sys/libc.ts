@@ -38,6 +38,7 @@ export function loadLibc(): Sys {
   const close = libc.func('int close(int fd)');
   const mount = libc.func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const char *data)');
   const unshare = libc.func('int unshare(int flags)');
+  const flock = libc.func('int flock(int fd, int op)');
   const setns = libc.func('int setns(int fd, int nstype)');
   const ifNameToIndex = libc.func('unsigned int if_nametoindex(const char *name)');
   const ifIndexToName = libc.func('char *if_indextoname(unsigned int index, _Out_ uint8_t *name)');
@@ -127,6 +128,12 @@ export function loadLibc(): Sys {
     },
     mount(source, target, fstype, flags, data) {
       if (mount(source, target, fstype, flags, data) < 0) fail('mount', target);
+    },
+    flock(fd, op) {
+      if (flock(fd, op) === 0) return true;
+      const e = koffi.errno();
+      if (e === 11 /* EWOULDBLOCK */) return false;
+      throw new SysError('flock', e);
     },
     unshare(flags) {
       if (unshare(flags) < 0) fail('unshare', `flags 0x${flags.toString(16)}`);

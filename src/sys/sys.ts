@@ -45,6 +45,8 @@ export interface Sys {
   recvAsync(fd: number, buf: Uint8Array, flags: number): Promise<number>;
   close(fd: number): void;
   mount(source: string, target: string, fstype: string, flags: number, data: string | null): void;
+  /** flock(2); returns false when `nonBlocking` and another holder has it (EWOULDBLOCK). */
+  flock(fd: number, op: number): boolean;
   /** unshare(2) for the calling thread (a worker thread: CLONE_NEWNET gives it a private netns). */
   unshare(flags: number): void;
   /** setns(2) for the calling thread: join the namespace `fd` refers to (e.g. /run/netns/NAME). */

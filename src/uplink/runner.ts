@@ -20,6 +20,7 @@ import { PinholeError } from '../sys/index.ts';
 import { startWorker } from '../worker/spawn.ts';
 import { openPortGuard, type PortGuard } from './afpacket/port-guard.ts';
 import { decideUplink, type DecisionReason } from './decide.ts';
+import { lockInterface } from './lock.ts';
 import { CTRL_STOP, SLOT, SLOTS, type WorkerConfig, type WorkerMessage } from './worker-abi.ts';
 
 export type RequestedMode = 'auto' | 'afxdp' | 'afpacket';
@@ -68,6 +69,7 @@ export class UplinkRunner {
   readonly workers: WorkerHandle[];
   readonly detail: string;
   private readonly teardown: () => void;
+  private readonly extraTeardown: (() => void)[] = [];
   private readonly pinhole: LoadedPinhole | undefined;
   private stopping: Promise<UplinkTotals> | undefined;
   private finalPinhole: Record<Reason, number> | undefined;
@@ -108,6 +110,10 @@ export class UplinkRunner {
     return Object.fromEntries(REASONS.map((r) => [r, Number(by[r])])) as Record<Reason, number>;
   }
 
+  onTeardown(fn: () => void): void {
+    this.extraTeardown.push(fn);
+  }
+
   /** Stops the workers, then undoes every kernel change. Idempotent. */
   stop(): Promise<UplinkTotals> {
     this.stopping ??= (async () => {
@@ -115,6 +121,7 @@ export class UplinkRunner {
       const totals = this.totals();
       this.finalPinhole = this.pinholeCounters();
       this.teardown();
+      for (const fn of this.extraTeardown) fn();
       return totals;
     })();
     return this.stopping;
@@ -231,6 +238,19 @@ export async function startUplink(opts: StartUplinkOptions): Promise<UplinkRunne
   if (opts.ports.length === 0) throw new PinholeError('ERR_CONFIG_PORT', 'at least one tunnel port is needed (--port)');
   const iface = requireInterface(opts.iface);
   if (opts.to) requireInterface(opts.to);
+  // Held until stop; a live pinhole on this interface makes this fail with ERR_UPLINK_BUSY.
+  const lock = lockInterface(iface.name, iface.index);
+  try {
+    const runner = await startLocked(opts, iface, log);
+    runner.onTeardown(() => lock.release());
+    return runner;
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+async function startLocked(opts: StartUplinkOptions, iface: IfaceInfo, log: (e: Record<string, unknown>) => void): Promise<UplinkRunner> {
   const features = await probeFeatures();
   const decision = decideUplink(features, iface, { replaceForeign: opts.replaceForeign ?? false });
   const reasons = [...decision.reasons];

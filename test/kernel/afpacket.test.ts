@@ -158,11 +158,54 @@ test('AF_PACKET TX batch reaches the peer (qdisc bypass)', async () => {
   });
 });
 
+test('AF_PACKET TX ring: frames written in place, one sendto per batch, reach the peer in order', async () => {
+  await withLab(async ({ up, peer, upMac, peerMac }) => {
+    const filter = compilePinholeFilter({ ports: [PORT], addresses: [] });
+    const sock = inNetns(up, () => AfPacketSocket.open({ ifname: 'up0', filter, blockSize: 1 << 16, blockCount: 4, txFrames: 64 }));
+    const raw = inNetns(peer, () => new RawSocket('peer0'));
+    try {
+      const N = 512; // eight trips round the 64-slot ring
+      let sent = 0;
+      let flushes = 0;
+      const got: number[] = [];
+      while (sent < N) {
+        // A batch of 32 written in place, one sendto; then read them on the peer (its socket
+        // buffer holds a few hundred small frames only).
+        const first = sent;
+        while (sent < N && sent - first < 32) {
+          const slot = sock.txAcquire();
+          if (slot < 0) break; // ring full: flush what we have
+          const f = buildFrame({ eth: { src: upMac, dst: peerMac }, ipv4: { src: UP4, dst: PEER4 }, udp: { sport: PORT, dport: PORT }, payload: marker(5000 + sent) });
+          sock.txData[slot]!.set(f);
+          sock.txCommit(slot, f.length);
+          sent++;
+        }
+        if (sock.txFlush() > 0) flushes++;
+        while (got.length < sent) {
+          const f = await raw.receive((fr) => markerOf(fr) >= 5000, 3000);
+          if (!f) assert.fail(`only ${got.length} of ${sent} frames reached the peer`);
+          got.push(markerOf(f));
+        }
+      }
+      assert.deepEqual(got, Array.from({ length: N }, (_, i) => 5000 + i));
+      assert.equal(sock.counters.txFrames, N);
+      assert.equal(sock.counters.txErrors, 0, String(sock.lastTxError));
+      assert.ok(flushes <= N / 32 + 20, `${flushes} sendto calls for ${N} frames`);
+    } finally {
+      raw.close();
+      sock.close();
+    }
+  });
+});
+
 test('TPACKET_V3 ring: a small ring wraps many times without loss or reordering', async () => {
   await withLab(async ({ up, peer, upMac, peerMac }) => {
     const filter = compilePinholeFilter({ ports: [PORT], addresses: [] });
-    // 4 blocks of one page: about 30 small frames per block, so every chunk below wraps the ring.
-    const sock = inNetns(up, () => AfPacketSocket.open({ ifname: 'up0', filter, blockSize: 4096, blockCount: 4, retireMs: 1 }));
+    // 4 blocks of one page: about 30 small frames per block, so every chunk of 60 below takes
+    // 2–3 blocks and the ring wraps every other chunk. The retire timeout is long enough that the
+    // sender (this thread) fills blocks before the timer hands over half-empty ones — the test
+    // reads only after sending, so it must not need more than the 4 blocks.
+    const sock = inNetns(up, () => AfPacketSocket.open({ ifname: 'up0', filter, blockSize: 4096, blockCount: 4, retireMs: 20 }));
     const raw = inNetns(peer, () => new RawSocket('peer0'));
     try {
       const batch = new RxBatch(16); // smaller than a block: blocks are read across several calls
@@ -177,8 +220,9 @@ test('TPACKET_V3 ring: a small ring wraps many times without loss or reordering'
         while (seen.length < id) {
           const n = sock.receive(batch);
           for (let i = 0; i < n; i++) seen.push(markerOf(sock.memory, batch.offset[i]!, batch.length[i]!));
+          sock.release();
           if (n === 0) {
-            if (Date.now() > deadline) assert.fail(`chunk ${chunk}: ${seen.length} of ${id} frames`);
+            if (Date.now() > deadline) assert.fail(`chunk ${chunk}: ${seen.length} of ${id} frames (${JSON.stringify(sock.stats())})`);
             await sock.pollAsync(20);
           }
         }

@@ -23,6 +23,7 @@ export const IPV6_V6ONLY = 26;
 export const SOL_PACKET = 263;
 export const PACKET_RX_RING = 5;
 export const PACKET_STATISTICS = 6;
+export const PACKET_TX_RING = 13;
 export const PACKET_VERSION = 10;
 export const PACKET_FANOUT = 18;
 export const PACKET_QDISC_BYPASS = 20;
@@ -33,6 +34,12 @@ export const PACKET_FANOUT_HASH = 0;
 export const PACKET_FANOUT_LB = 1;
 export const PACKET_FANOUT_CPU = 2;
 export const PACKET_FANOUT_QM = 5;
+
+/** TX ring frame status (tp_status). */
+export const TP_STATUS_AVAILABLE = 0;
+export const TP_STATUS_SEND_REQUEST = 1;
+export const TP_STATUS_SENDING = 2;
+export const TP_STATUS_WRONG_FORMAT = 4;
 
 /** Block and frame status bits. */
 export const TP_STATUS_KERNEL = 0;

@@ -1,14 +1,16 @@
 /**
  * The AF_PACKET uplink core: one raw packet socket on one interface, with the pinhole policy as
- * a locked classic BPF filter, a TPACKET_V3 receive ring and sendto(2) transmit that bypasses the
- * qdisc layer. See Documentation/networking/packet_mmap.rst and linux/if_packet.h.
+ * a locked classic BPF filter, a TPACKET_V3 receive ring, and transmit that bypasses the qdisc
+ * layer — either one sendto(2) per frame (`transmit`) or an optional PACKET_TX_RING where frames
+ * are written in place and one sendto kicks a whole batch (`txAcquire/txCommit/txFlush`). See Documentation/networking/packet_mmap.rst and linux/if_packet.h.
  *
  * Open order (each step before the next, so no unfiltered frame is ever queued):
  *   1. socket(AF_PACKET, SOCK_RAW, 0) — protocol 0 registers no packet hook: the socket receives
  *      nothing until bind() names a protocol. (socket(..., htons(ETH_P_ALL)) would start
  *      receiving from *every* interface at once, before the filter is attached.)
  *   2. SO_ATTACH_FILTER (the compiled pinhole) and SO_LOCK_FILTER.
- *   3. PACKET_VERSION = TPACKET_V3, PACKET_RX_RING (tpacket_req3), mmap the ring.
+ *   3. PACKET_VERSION = TPACKET_V3, PACKET_RX_RING (tpacket_req3), [PACKET_TX_RING], one mmap
+ *      (RX ring first, then TX ring).
  *   4. PACKET_QDISC_BYPASS (TX skips qdiscs), PACKET_IGNORE_OUTGOING (no copies of the host's own
  *      transmissions, nor of ours).
  *   5. bind(sockaddr_ll{ ETH_P_ALL, ifindex }).
@@ -51,9 +53,9 @@ import type { Mapping } from '../../sys/index.ts';
 import {
   AF_PACKET, BLK_FIRST, BLK_NUM_PKTS, BLK_STATUS, ETH_P_ALL_BE, MAP_SHARED, MSG_DONTWAIT,
   PACKET_FANOUT, PACKET_FANOUT_HASH, PACKET_IGNORE_OUTGOING, PACKET_QDISC_BYPASS, PACKET_RX_RING,
-  PACKET_STATISTICS, PACKET_VERSION, PKT_LEN, PKT_MAC, PKT_NEXT, PKT_SNAPLEN, PKT_STATUS,
+  PACKET_STATISTICS, PACKET_TX_RING, PACKET_VERSION, PKT_LEN, PKT_MAC, PKT_NEXT, PKT_SNAPLEN, PKT_STATUS,
   PKT_VLAN_TCI, PKT_VLAN_TPID, POLLIN, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_RAW, SOL_PACKET,
-  TP_STATUS_KERNEL, TP_STATUS_USER, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID, TPACKET_V3, sockaddrLlLayout,
+  TP_STATUS_AVAILABLE, TP_STATUS_KERNEL, TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TP_STATUS_WRONG_FORMAT, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID, TPACKET_V3, sockaddrLlLayout,
   tpacket3HdrLayout, tpacketReq3Layout, tpacketStatsV3Layout,
 } from './abi.ts';
 import { attachFilter, int32 } from './filter.ts';
@@ -77,7 +79,21 @@ export interface AfPacketOptions {
   fanoutGroup?: number;
   /** PACKET_QDISC_BYPASS for transmit. Default true. */
   qdiscBypass?: boolean;
+  /**
+   * A PACKET_TX_RING of this many frame slots (a multiple of 32; slots of 2048 bytes), for
+   * `txAcquire/txCommit/txFlush`: frames are written in place and one sendto kicks a batch.
+   * Without it, only `transmit()` (one sendto per frame) is available.
+   */
+  txFrames?: number;
 }
+
+/** TX ring slot size and slots per block (block = 64 KiB). */
+const TX_FRAME_SIZE = 2048;
+const TX_FRAMES_PER_BLOCK = 32;
+/** Frame data starts here in a TX slot: TPACKET3_HDRLEN - sizeof(struct sockaddr_ll) = 68 - 20. */
+export const TX_DATA_OFFSET = 48;
+/** Largest frame a TX ring slot holds. */
+export const TX_MAX_FRAME = TX_FRAME_SIZE - TX_DATA_OFFSET;
 
 /** Received frames of one `receive()` call: frame i is `memory[offset[i], offset[i]+length[i])`. */
 export class RxBatch {
@@ -171,8 +187,16 @@ export class AfPacketSocket {
   private releaseFrom = 0;
   private releaseCount = 0;
   private closed = false;
+  /** TX ring: slot count (0 = none), byte offset of slot 0 in the mapping, next slot to fill. */
+  readonly txFrames: number;
+  private readonly txBase: number;
+  private txHead = 0;
+  private txPending = 0;
+  /** Preallocated views of each TX slot's data area (TX_MAX_FRAME bytes). */
+  readonly txData: readonly Uint8Array[];
+  private readonly kick = alloc(1);
 
-  private constructor(fd: number, ifindex: number, ifname: string, mapping: Mapping, blockSize: number, blockCount: number) {
+  private constructor(fd: number, ifindex: number, ifname: string, mapping: Mapping, blockSize: number, blockCount: number, txFrames: number) {
     this.fd = fd;
     this.ifindex = ifindex;
     this.ifname = ifname;
@@ -186,6 +210,14 @@ export class AfPacketSocket {
     const dv = new DataView(this.pollfd.buffer);
     dv.setInt32(0, fd, true);
     dv.setInt16(4, POLLIN, true);
+    this.txFrames = txFrames;
+    this.txBase = blockSize * blockCount;
+    const views: Uint8Array[] = [];
+    for (let i = 0; i < txFrames; i++) {
+      const at = this.txBase + i * TX_FRAME_SIZE + TX_DATA_OFFSET;
+      views.push(this.memory.subarray(at, at + TX_MAX_FRAME));
+    }
+    this.txData = views;
   }
 
   /** Opens the socket (see the file comment for the order of steps). Throws ERR_AFPACKET_OPEN. */
@@ -226,8 +258,21 @@ export class AfPacketSocket {
         tp_feature_req_word: 0,
       }, alloc(tpacketReq3Layout.size));
       sys.setsockopt(fd, SOL_PACKET, PACKET_RX_RING, req);
+      const txFrames = opts.txFrames ?? 0;
+      if (txFrames > 0) {
+        step = 'PACKET_TX_RING';
+        if (txFrames % TX_FRAMES_PER_BLOCK !== 0) throw new RangeError(`txFrames ${txFrames} is not a multiple of ${TX_FRAMES_PER_BLOCK}`);
+        // V3 TX rings are frame rings (no block retirement): timeout, priv and features must be 0.
+        sys.setsockopt(fd, SOL_PACKET, PACKET_TX_RING, tpacketReq3Layout.encode({
+          tp_block_size: TX_FRAME_SIZE * TX_FRAMES_PER_BLOCK,
+          tp_block_nr: txFrames / TX_FRAMES_PER_BLOCK,
+          tp_frame_size: TX_FRAME_SIZE,
+          tp_frame_nr: txFrames,
+        }, alloc(tpacketReq3Layout.size)));
+      }
       step = 'mmap';
-      mapping = sys.mmap(blockSize * blockCount, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      // One mapping: the RX ring, then the TX ring.
+      mapping = sys.mmap(blockSize * blockCount + txFrames * TX_FRAME_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
       if (opts.qdiscBypass ?? true) {
         step = 'PACKET_QDISC_BYPASS';
         sys.setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, int32(1));
@@ -240,7 +285,7 @@ export class AfPacketSocket {
         step = 'PACKET_FANOUT';
         sys.setsockopt(fd, SOL_PACKET, PACKET_FANOUT, int32((opts.fanoutGroup & 0xffff) | (PACKET_FANOUT_HASH << 16)));
       }
-      return new AfPacketSocket(fd, ifindex, opts.ifname, mapping, blockSize, blockCount);
+      return new AfPacketSocket(fd, ifindex, opts.ifname, mapping, blockSize, blockCount, txFrames);
     } catch (err) {
       return fail(err);
     }
@@ -253,12 +298,7 @@ export class AfPacketSocket {
   receive(batch: RxBatch): number {
     const u32 = this.u32;
     const bs = this.blockSize;
-    // Give back what the previous batch finished.
-    while (this.releaseCount > 0) {
-      Atomics.store(u32, (this.releaseFrom * bs + BLK_STATUS) >>> 2, TP_STATUS_KERNEL);
-      this.releaseFrom = this.releaseFrom + 1 === this.blockCount ? 0 : this.releaseFrom + 1;
-      this.releaseCount--;
-    }
+    this.release();
     let n = 0;
     const cap = batch.capacity;
     while (n < cap) {
@@ -290,6 +330,20 @@ export class AfPacketSocket {
     return n;
   }
 
+  /**
+   * Returns to the kernel the blocks the last batch finished (receive() does it first thing).
+   * Call it as soon as the batch's frames are no longer needed when the next receive() may be
+   * a while off: a block held by user space is a block the kernel cannot fill.
+   */
+  release(): void {
+    const u32 = this.u32;
+    while (this.releaseCount > 0) {
+      Atomics.store(u32, (this.releaseFrom * this.blockSize + BLK_STATUS) >>> 2, TP_STATUS_KERNEL);
+      this.releaseFrom = this.releaseFrom + 1 === this.blockCount ? 0 : this.releaseFrom + 1;
+      this.releaseCount--;
+    }
+  }
+
   private finishBlock(): void {
     if (this.releaseCount === 0) this.releaseFrom = this.block;
     this.releaseCount++;
@@ -313,6 +367,62 @@ export class AfPacketSocket {
     }
     this.counters.txFrames += i;
     return i;
+  }
+
+  /**
+   * TX ring: the next free slot's index (its data area is `txData[index]`), or -1 when the slot
+   * at the head is still owned by the kernel (ring full). Slots are used strictly in ring order.
+   *
+   *   slot i at txBase + i·2048:  ┌ tpacket3_hdr (tp_len, tp_status, tp_next_offset = 0) ┐
+   *                               └ frame data at +48 (TPACKET3_HDRLEN − sizeof(sockaddr_ll)) ┘
+   *   tp_status: AVAILABLE (0, ours) → SEND_REQUEST (1, set by txCommit) → SENDING (2) → AVAILABLE
+   */
+  txAcquire(): number {
+    if (this.txPending === this.txFrames) return -1;
+    let i = this.txHead + this.txPending;
+    if (i >= this.txFrames) i -= this.txFrames;
+    const st = (this.txBase + i * TX_FRAME_SIZE + PKT_STATUS) >>> 2;
+    const status = Atomics.load(this.u32, st);
+    if (status === TP_STATUS_WRONG_FORMAT) {
+      // The kernel refused a frame we queued earlier (e.g. too short); count it and reuse the slot.
+      this.counters.txErrors++;
+      Atomics.store(this.u32, st, TP_STATUS_AVAILABLE);
+    } else if (status !== TP_STATUS_AVAILABLE) {
+      return -1;
+    }
+    return i;
+  }
+
+  /** Marks slot `index` (from txAcquire) as holding a `length`-byte frame, to go at txFlush. */
+  txCommit(index: number, length: number): void {
+    const h = this.txBase + index * TX_FRAME_SIZE;
+    this.u32[(h + PKT_LEN) >>> 2] = length;
+    this.u32[(h + PKT_SNAPLEN) >>> 2] = length;
+    this.u32[(h + PKT_NEXT) >>> 2] = 0;
+    Atomics.store(this.u32, (h + PKT_STATUS) >>> 2, TP_STATUS_SEND_REQUEST);
+    this.txPending++;
+  }
+
+  /**
+   * One sendto(2) hands every committed frame to the kernel (non-blocking). Returns how many
+   * were committed since the last flush. A full device queue leaves frames queued in the ring;
+   * the next flush sends them.
+   */
+  txFlush(): number {
+    const n = this.txPending;
+    if (n === 0) return 0;
+    this.txHead += n;
+    if (this.txHead >= this.txFrames) this.txHead -= this.txFrames;
+    this.txPending = 0;
+    // One try per batch.
+    try {
+      getSys().sendto(this.fd, this.kick, 0, MSG_DONTWAIT, null);
+    } catch (err) {
+      this.counters.txErrors++;
+      this.lastTxError = err;
+    }
+    this.counters.txFrames += n;
+    return n;
   }
 
   /** poll(2) for readable ring blocks, blocking the calling thread up to `timeoutMs`. */
