@@ -59,7 +59,9 @@ export class AfPacketUplink implements Uplink {
   }
 
   releaseRx(): void {
-    // Ring blocks go back to the kernel at the start of the next receive().
+    // Hand finished ring blocks back now rather than at the next receive(): a small ring would
+    // otherwise stay short of free blocks while we wait.
+    this.sock.release();
   }
 
   txCopy(src: Uint8Array, addr: Float64Array | Uint32Array, len: Uint32Array, n: number): number {

@@ -34,6 +34,8 @@ function loop(up: Uplink, to: Uplink | undefined, c: Float64Array, ctrl: Int32Ar
   while (Atomics.load(ctrl, CTRL_STOP) === 0) {
     const n = up.rx(max);
     if (n === 0) {
+      // Idle: first let the transmit side finish anything still queued, then sleep in poll.
+      if (to) to.flush();
       c[SLOT.idleWaits]++;
       up.wait(50);
       continue;

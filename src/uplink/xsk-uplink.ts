@@ -106,8 +106,19 @@ export class XskUplink implements Uplink {
   }
 
   flush(): void {
-    this.sock.kick();
-    this.sock.completions();
+    const s = this.sock;
+    // Copy mode sends at most 32 frames per kick (net/xdp/xsk.c, then EAGAIN): kick until the
+    // ring is drained, so a batch never waits for the next one. Bounded: a 64-frame batch needs
+    // two kicks; a kick that makes no progress (device busy) ends the loop, the next flush
+    // carries on.
+    let pending = s.txRing.pending();
+    for (let i = 0; i < 8 && pending > 0; i++) {
+      if (!s.kick(i > 0)) break;
+      const left = s.txRing.pending();
+      if (left >= pending) break;
+      pending = left;
+    }
+    s.completions();
   }
 
   wait(timeoutMs: number): boolean {

@@ -37,6 +37,14 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
   const spec = specFromArgs(values.port.length ? values.port : ['4789'], values.address);
   requireCaps('running the uplink', ['CAP_NET_ADMIN', 'CAP_BPF', 'CAP_NET_RAW']);
   const log = (e: Record<string, unknown>): void => io.err(toJson({ time: new Date().toISOString(), ...e }));
+  // Listen for SIGINT/SIGTERM before anything is set up: a signal during startup stops cleanly
+  // right after it, instead of killing the process halfway (and leaving the program attached).
+  const stopRequested = new Promise<void>((resolve) => {
+    const done = (): void => resolve();
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+    opts.signal?.addEventListener('abort', done, { once: true });
+  });
 
   const runner = await startUplink({
     iface: values.iface, mode, ports: spec.ports, addresses: spec.addresses, log,
@@ -58,12 +66,7 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
     throw new PinholeError('ERR_CLI_USAGE', '--stats-interval: milliseconds, at least 10');
   }
   const statsTimer = statsMs ? setInterval(() => io.out(toJson({ event: 'stats', ...runner.totals(), pinhole: runner.pinholeCounters() ?? null })), statsMs) : undefined;
-  await new Promise<void>((resolve) => {
-    const done = (): void => resolve();
-    process.once('SIGINT', done);
-    process.once('SIGTERM', done);
-    opts.signal?.addEventListener('abort', done, { once: true });
-  });
+  await stopRequested;
   if (statsTimer) clearInterval(statsTimer);
   const totals = await runner.stop();
   const lagMs = lag.stop();

@@ -271,10 +271,11 @@ export class XskSocket {
    * Tells the kernel to process the TX ring, only if it asked (need_wakeup) and there is
    * something queued: one sendto(MSG_DONTWAIT) per batch. Copy mode sends at most 32 frames per
    * call (net/xdp/xsk.c TX_BATCH_SIZE), so a caller with more queued kicks again after
-   * `completions()`. Returns whether a syscall was made.
+   * `completions()`. `force` kicks even without the wakeup flag (copy mode may clear it while
+   * frames are still queued after a 32-frame pass). Returns whether a syscall was made.
    */
-  kick(): boolean {
-    if (!this.txNeedsWakeup() || this.txRing.pending() === 0) return false;
+  kick(force = false): boolean {
+    if ((!force && !this.txNeedsWakeup()) || this.txRing.pending() === 0) return false;
     this.kicks++;
     // One try per batch (not per packet): these errnos mean "busy, try again", as in libbpf.
     try {

@@ -1,0 +1,104 @@
+/**
+ * A `pinhole uplink` process inside a test namespace, driven like an operator would: wait for
+ * its ready line, signal it, read its final counters.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { PINHOLE_BIN } from './cli.ts';
+
+export interface ReadyLine {
+  event: 'ready';
+  mode: 'afxdp' | 'afpacket';
+  xdpMode: string | null;
+  detail: string;
+  reason: string | null;
+  reasons: { code: string; message: string }[];
+  queues: number;
+}
+
+export interface StoppedLine {
+  event: 'stopped';
+  mode: string;
+  rxPackets: number;
+  rxBytes: number;
+  txPackets: number;
+  txDropped: number;
+  kernelDrops: number;
+  perQueue: { queue: number; rxPackets: number; txPackets: number }[];
+  pinhole: Record<string, number> | null;
+  eventLoopLagMs: { samples: number; p50: number; p99: number; max: number };
+}
+
+export interface PinholeProc {
+  child: ChildProcess;
+  ready: Promise<ReadyLine>;
+  /** Resolves with the exit code and everything printed. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+  stop(signal?: NodeJS.Signals): Promise<StoppedLine>;
+  /** Waits for a `stats` line (needs --stats-interval) that satisfies `pred`. */
+  statsUntil(pred: (s: StoppedLine) => boolean, timeoutMs?: number): Promise<StoppedLine>;
+}
+
+export function startPinhole(netns: string, args: readonly string[], timeoutMs = 20_000): PinholeProc {
+  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, PINHOLE_BIN, 'uplink', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  const lineWith = (event: string, ms: number, pred: (j: never) => boolean = () => true): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        for (const l of stdout.split('\n')) {
+          if (!l.trim()) continue;
+          try {
+            const j = JSON.parse(l) as { event?: string };
+            if (j.event === event && pred(j as never)) {
+              resolve(j);
+              return true;
+            }
+          } catch {
+            // partial line
+          }
+        }
+        return false;
+      };
+      if (check()) return;
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`pinhole did not print "${event}" within ${ms} ms; stderr:\n${stderr}`));
+      }, ms);
+      const onData = (): void => {
+        if (check()) cleanup();
+      };
+      const onExit = (): void => {
+        if (!check()) reject(new Error(`pinhole exited before "${event}": stdout ${stdout}\nstderr:\n${stderr}`));
+        cleanup();
+      };
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        child.stdout!.off('data', onData);
+        child.off('exit', onExit);
+      };
+      child.stdout!.on('data', onData);
+      child.once('exit', onExit);
+    });
+  const ready = lineWith('ready', timeoutMs) as Promise<ReadyLine>;
+  ready.catch(() => undefined);
+  return {
+    child,
+    ready,
+    exited,
+    statsUntil(pred, ms = timeoutMs) {
+      return lineWith('stats', ms, pred as (j: never) => boolean) as Promise<StoppedLine>;
+    },
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      const stopped = lineWith('stopped', timeoutMs) as Promise<StoppedLine>;
+      child.kill(signal);
+      const s = await stopped;
+      await exited;
+      return s;
+    },
+  };
+}
