@@ -26,7 +26,11 @@ const { values } = parseArgs({
 const N = Number(values.neighbours);
 const REPEATS = Math.max(5, Number(values.repeats));
 
-interface Sample { name: string; unit: string; values: number[] }
+interface Sample {
+  name: string;
+  unit: string;
+  values: number[];
+}
 
 const ip = (i: number): string => `198.18.${64 + (i >> 8)}.${i & 0xff}`;
 const mac = (i: number, v: number): string =>
@@ -61,7 +65,10 @@ async function inner(): Promise<Sample[]> {
             have = 0;
             for (const n of m.tables.neighbours.values()) if (n.ifindex === bn0 && n.mac?.startsWith(marker)) have++;
           }
-          if (have >= N) { off(); resolve(); }
+          if (have >= N) {
+            off();
+            resolve();
+          }
         });
       });
       const t0 = performance.now();
@@ -122,21 +129,32 @@ if (values.inner) {
   const ns = `ph-bench-nl-${process.pid}`;
   execFileSync('ip', ['netns', 'add', ns]);
   try {
-    const run = (...a: string[]): void => { execFileSync('ip', ['-n', ns, ...a]); };
+    const run = (...a: string[]): void => {
+      execFileSync('ip', ['-n', ns, ...a]);
+    };
     run('link', 'set', 'lo', 'up');
     run('link', 'add', 'bn0', 'type', 'veth', 'peer', 'name', 'bn1');
     run('link', 'set', 'bn0', 'up');
     run('link', 'set', 'bn1', 'up');
     const me = fileURLToPath(import.meta.url);
-    const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', me, '--inner', '--neighbours', String(N), '--repeats', String(REPEATS)], {
-      encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24,
-    });
+    const r = spawnSync(
+      'ip',
+      ['netns', 'exec', ns, process.execPath, '--import', 'tsx', me, '--inner', '--neighbours', String(N), '--repeats', String(REPEATS)],
+      {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'inherit'],
+        maxBuffer: 1 << 24,
+      },
+    );
     if (r.status !== 0) throw new Error(`bench child failed (${r.status})`);
     const samples = JSON.parse(r.stdout.trim().split('\n').pop()!) as Sample[];
     if (values.json) {
       process.stdout.write(`${JSON.stringify(samples.map((s) => ({ ...s, ...stats(s.values) })))}\n`);
     } else {
-      const rows = samples.map((s) => { const st = stats(s.values); return [s.name, s.unit, fmt(st.min), fmt(st.median), fmt(st.max)]; });
+      const rows = samples.map((s) => {
+        const st = stats(s.values);
+        return [s.name, s.unit, fmt(st.min), fmt(st.median), fmt(st.max)];
+      });
       const head = ['metric', 'unit', 'min', 'median', 'max'];
       const w = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i]!.length)));
       const line = (c: string[]): string => c.map((x, i) => (i >= 2 ? x.padStart(w[i]!) : x.padEnd(w[i]!))).join('  ');

@@ -19,13 +19,27 @@ const REPEAT = Number(values.repeat);
 const ITER = Number(values.iterations);
 
 const frames: Record<string, Uint8Array> = {
-  'tcp ipv4 (host ssh)': buildFrame({ ipv4: { src: '198.18.0.2', dst: '198.18.0.1' }, tcp: { sport: 50000, dport: 22 }, payload: new Uint8Array(64) }),
-  'udp ipv4 to :53 (not pinhole)': buildFrame({ ipv4: { src: '198.18.0.2', dst: '198.18.0.1' }, udp: { sport: 50000, dport: 53 }, payload: new Uint8Array(64) }),
+  'tcp ipv4 (host ssh)': buildFrame({
+    ipv4: { src: '198.18.0.2', dst: '198.18.0.1' },
+    tcp: { sport: 50000, dport: 22 },
+    payload: new Uint8Array(64),
+  }),
+  'udp ipv4 to :53 (not pinhole)': buildFrame({
+    ipv4: { src: '198.18.0.2', dst: '198.18.0.1' },
+    udp: { sport: 50000, dport: 53 },
+    payload: new Uint8Array(64),
+  }),
   'udp ipv6 + 2 ext hdrs to :53': buildFrame({
     ipv6: { src: '2001:db8::2', dst: '2001:db8::1', extensions: [{ type: 0 }, { type: 60, hdrExtLen: 1 }] },
-    udp: { sport: 50000, dport: 53 }, payload: new Uint8Array(64),
+    udp: { sport: 50000, dport: 53 },
+    payload: new Uint8Array(64),
   }),
-  'vlan + udp ipv4 to :4789 (tunnel)': buildFrame({ vlans: [{ tpid: 0x8100, vid: 10 }], ipv4: { src: '198.18.0.2', dst: '198.18.0.1' }, udp: { sport: 50000, dport: 4789 }, payload: new Uint8Array(64) }),
+  'vlan + udp ipv4 to :4789 (tunnel)': buildFrame({
+    vlans: [{ tpid: 0x8100, vid: 10 }],
+    ipv4: { src: '198.18.0.2', dst: '198.18.0.1' },
+    udp: { sport: 50000, dport: 4789 },
+    payload: new Uint8Array(64),
+  }),
 };
 
 function measure(prog: Program, frame: Uint8Array): Summary {
@@ -61,5 +75,8 @@ try {
 }
 printTable(`pinhole XDP cost per frame (BPF_PROG_TEST_RUN, ${ITER} runs x ${REPEAT} repeats)`, 'ns', rows);
 mkdirSync('bench/results', { recursive: true });
-writeFileSync('bench/results/pinhole.json', JSON.stringify({ date: new Date().toISOString(), repeat: REPEAT, iterations: ITER, results: json }, null, 2));
+writeFileSync(
+  'bench/results/pinhole.json',
+  JSON.stringify({ date: new Date().toISOString(), repeat: REPEAT, iterations: ITER, results: json }, null, 2),
+);
 console.log('\nJSON: bench/results/pinhole.json');

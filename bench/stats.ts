@@ -18,7 +18,11 @@ export function printTable(title: string, unit: string, rows: readonly { name: s
   const head = ['case', `min ${unit}`, `median ${unit}`, `max ${unit}`, 'note'];
   const body = rows.map((r) => [r.name, fmt(r.summary.min), fmt(r.summary.median), fmt(r.summary.max), r.note ?? '']);
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (c: string[]): string => c.map((x, i) => (i > 0 && i < 4 ? x.padStart(w[i]!) : x.padEnd(w[i]!))).join('  ').trimEnd();
+  const line = (c: string[]): string =>
+    c
+      .map((x, i) => (i > 0 && i < 4 ? x.padStart(w[i]!) : x.padEnd(w[i]!)))
+      .join('  ')
+      .trimEnd();
   console.log(`\n${title}`);
   console.log(line(head));
   console.log(w.map((n) => '-'.repeat(n)).join('  '));

@@ -21,6 +21,8 @@ export function missingCaps(wanted: readonly CapName[], eff = effectiveCaps()): 
 export function requireCaps(what: string, wanted: readonly CapName[]): void {
   const missing = missingCaps(wanted);
   if (missing.length > 0) {
-    throw new PinholeError('ERR_PERMISSION', `${what} needs ${missing.join(', ')} (run as root, or grant the capabilities)`, { details: { missing } });
+    throw new PinholeError('ERR_PERMISSION', `${what} needs ${missing.join(', ')} (run as root, or grant the capabilities)`, {
+      details: { missing },
+    });
   }
 }

@@ -10,12 +10,21 @@ import { processIO } from './io.ts';
 type Command = { summary: string; load: () => Promise<{ run: (args: string[], io: CommandIO) => Promise<number> }> };
 
 const COMMANDS: Record<string, Command> = {
-  probe: { summary: 'report kernel features, the interface, and the uplink mode pinhole would use', load: () => import('./commands/probe.ts') },
+  probe: {
+    summary: 'report kernel features, the interface, and the uplink mode pinhole would use',
+    load: () => import('./commands/probe.ts'),
+  },
   bpf: { summary: 'bpf dump | bpf test: the pinhole XDP program, disassembled or run on a frame', load: () => import('./commands/bpf.ts') },
-  uplink: { summary: 'open the uplink (AF_XDP, AF_PACKET fallback), count tunnel frames, optionally cross-connect them (--to)', load: () => import('./commands/uplink.ts') },
+  uplink: {
+    summary: 'open the uplink (AF_XDP, AF_PACKET fallback), count tunnel frames, optionally cross-connect them (--to)',
+    load: () => import('./commands/uplink.ts'),
+  },
   neigh: { summary: "the kernel's neighbour table as pinhole mirrors it (--watch to follow)", load: () => import('./commands/neigh.ts') },
   routes: { summary: 'the main routing table as pinhole mirrors it', load: () => import('./commands/routes.ts') },
-  resolve: { summary: 'route, next hop and MAC for an address (asks the kernel to resolve a miss)', load: () => import('./commands/resolve.ts') },
+  resolve: {
+    summary: 'route, next hop and MAC for an address (asks the kernel to resolve a miss)',
+    load: () => import('./commands/resolve.ts'),
+  },
 };
 
 export function usage(): string {
@@ -45,7 +54,7 @@ export async function main(argv: string[], io: CommandIO = processIO): Promise<n
     return await mod.run(rest, io);
   } catch (err) {
     const e = err as { code?: string; message?: string };
-    if (typeof e.code === 'string' && (e.code.startsWith('ERR_'))) {
+    if (typeof e.code === 'string' && e.code.startsWith('ERR_')) {
       io.err(`pinhole: ${e.code}: ${e.message}`);
       return e.code === 'ERR_CLI_USAGE' || e.code.startsWith('ERR_PARSE_ARGS') ? 2 : 1;
     }

@@ -48,8 +48,10 @@ export function ensureBpffs(preferred = DEFAULT_BPFFS): BpffsResult {
   if (found) return { path: found, mounted: false };
   const occupied = readMounts().find((m) => m.mountPoint === preferred);
   if (occupied) {
-    throw new PinholeError('ERR_BPFFS_UNAVAILABLE',
-      `no bpf filesystem is mounted and ${preferred} already holds a ${occupied.fsType} mount; mount bpffs somewhere (mount -t bpf bpf /sys/fs/bpf)`);
+    throw new PinholeError(
+      'ERR_BPFFS_UNAVAILABLE',
+      `no bpf filesystem is mounted and ${preferred} already holds a ${occupied.fsType} mount; mount bpffs somewhere (mount -t bpf bpf /sys/fs/bpf)`,
+    );
   }
   try {
     if (!existsSync(preferred)) mkdirSync(preferred, { recursive: true });

@@ -104,8 +104,9 @@ export function probeXdpSockets(): Promise<FeatureResult> {
  */
 export function probeBpfLinkXdp(): Promise<FeatureResult> {
   return featureProbe('bpfLinkXdp', '5.9', async () => {
-    const r = await runWorkerOnce<{ ok: boolean; code?: string; message?: string }>(
-      new URL('./features-worker.ts', import.meta.url), { probe: 'bpfLinkXdp' });
+    const r = await runWorkerOnce<{ ok: boolean; code?: string; message?: string }>(new URL('./features-worker.ts', import.meta.url), {
+      probe: 'bpfLinkXdp',
+    });
     if (!r.ok) throw Object.assign(new Error(r.message ?? 'bpf_link probe failed'), { code: r.code });
   });
 }
@@ -135,7 +136,11 @@ export interface FeatureSet {
 
 export async function probeFeatures(): Promise<FeatureSet> {
   const [bpf, xdpSockets, bpfLinkXdp, bpffs, btf] = await Promise.all([
-    probeBpf(), probeXdpSockets(), probeBpfLinkXdp(), probeBpffs(), probeBtf(),
+    probeBpf(),
+    probeXdpSockets(),
+    probeBpfLinkXdp(),
+    probeBpffs(),
+    probeBtf(),
   ]);
   return { bpf, xdpSockets, bpfLinkXdp, bpffs, btf };
 }

@@ -20,23 +20,58 @@ const AF_INET = 2;
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 
-export const Ifreq = defineStruct('ifreq', [['ifr_name', { bytes: 16 }], ['ifr_data', 'u64'], ['pad', { bytes: 16 }]],
-  { cType: 'struct ifreq', header: 'net/if.h' });
+export const Ifreq = defineStruct(
+  'ifreq',
+  [
+    ['ifr_name', { bytes: 16 }],
+    ['ifr_data', 'u64'],
+    ['pad', { bytes: 16 }],
+  ],
+  { cType: 'struct ifreq', header: 'net/if.h' },
+);
 
-export const EthtoolDrvinfo = defineStruct('ethtool_drvinfo', [
-  ['cmd', 'u32'], ['driver', { bytes: 32 }], ['version', { bytes: 32 }], ['fw_version', { bytes: 32 }],
-  ['bus_info', { bytes: 32 }], ['erom_version', { bytes: 32 }], ['reserved2', { bytes: 12 }],
-  ['n_priv_flags', 'u32'], ['n_stats', 'u32'], ['testinfo_len', 'u32'], ['eedump_len', 'u32'], ['regdump_len', 'u32'],
-], { cType: 'struct ethtool_drvinfo', header: 'linux/ethtool.h' });
+export const EthtoolDrvinfo = defineStruct(
+  'ethtool_drvinfo',
+  [
+    ['cmd', 'u32'],
+    ['driver', { bytes: 32 }],
+    ['version', { bytes: 32 }],
+    ['fw_version', { bytes: 32 }],
+    ['bus_info', { bytes: 32 }],
+    ['erom_version', { bytes: 32 }],
+    ['reserved2', { bytes: 12 }],
+    ['n_priv_flags', 'u32'],
+    ['n_stats', 'u32'],
+    ['testinfo_len', 'u32'],
+    ['eedump_len', 'u32'],
+    ['regdump_len', 'u32'],
+  ],
+  { cType: 'struct ethtool_drvinfo', header: 'linux/ethtool.h' },
+);
 
-export const EthtoolChannels = defineStruct('ethtool_channels', [
-  ['cmd', 'u32'], ['max_rx', 'u32'], ['max_tx', 'u32'], ['max_other', 'u32'], ['max_combined', 'u32'],
-  ['rx_count', 'u32'], ['tx_count', 'u32'], ['other_count', 'u32'], ['combined_count', 'u32'],
-], { cType: 'struct ethtool_channels', header: 'linux/ethtool.h' });
+export const EthtoolChannels = defineStruct(
+  'ethtool_channels',
+  [
+    ['cmd', 'u32'],
+    ['max_rx', 'u32'],
+    ['max_tx', 'u32'],
+    ['max_other', 'u32'],
+    ['max_combined', 'u32'],
+    ['rx_count', 'u32'],
+    ['tx_count', 'u32'],
+    ['other_count', 'u32'],
+    ['combined_count', 'u32'],
+  ],
+  { cType: 'struct ethtool_channels', header: 'linux/ethtool.h' },
+);
 
 export interface Channels {
-  maxRx: number; maxTx: number; maxCombined: number;
-  rx: number; tx: number; combined: number;
+  maxRx: number;
+  maxTx: number;
+  maxCombined: number;
+  rx: number;
+  tx: number;
+  combined: number;
 }
 
 export interface XdpAttachment {
@@ -96,8 +131,12 @@ export function channelsOf(ifname: string): Channels | undefined {
   if (!ethtoolIfSupported(ifname, buf)) return undefined;
   const c = EthtoolChannels.decode(buf);
   return {
-    maxRx: Number(c.max_rx), maxTx: Number(c.max_tx), maxCombined: Number(c.max_combined),
-    rx: Number(c.rx_count), tx: Number(c.tx_count), combined: Number(c.combined_count),
+    maxRx: Number(c.max_rx),
+    maxTx: Number(c.max_tx),
+    maxCombined: Number(c.max_combined),
+    rx: Number(c.rx_count),
+    tx: Number(c.tx_count),
+    combined: Number(c.combined_count),
   };
 }
 

@@ -7,10 +7,22 @@
 import { readFileSync } from 'node:fs';
 import { alloc, getSys, PinholeError, SysError } from '../sys/index.ts';
 import {
-  BPF_ANY, BPF_MAP_CREATE, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY, BPF_MAP_LOOKUP_BATCH,
-  BPF_MAP_LOOKUP_ELEM, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
-  BPF_MAP_TYPE_XSKMAP, BPF_MAP_UPDATE_ELEM, BPF_OBJ_NAME_LEN, MapBatchAttr, MapCreateAttr,
-  MapElemAttr, MapInfo,
+  BPF_ANY,
+  BPF_MAP_CREATE,
+  BPF_MAP_DELETE_ELEM,
+  BPF_MAP_GET_NEXT_KEY,
+  BPF_MAP_LOOKUP_BATCH,
+  BPF_MAP_LOOKUP_ELEM,
+  BPF_MAP_TYPE_ARRAY,
+  BPF_MAP_TYPE_HASH,
+  BPF_MAP_TYPE_PERCPU_ARRAY,
+  BPF_MAP_TYPE_XSKMAP,
+  BPF_MAP_UPDATE_ELEM,
+  BPF_OBJ_NAME_LEN,
+  MapBatchAttr,
+  MapCreateAttr,
+  MapElemAttr,
+  MapInfo,
 } from './bpf-attr.ts';
 import { objectInfo, openPinned, pinObject } from './object.ts';
 
@@ -71,12 +83,15 @@ export class BpfMap {
     const sys = getSys();
     if (key) this.keyBuf.set(this.check(key, this.spec.keySize, 'key'));
     this.attr.fill(0);
-    MapElemAttr.encode({
-      map_fd: this.fd,
-      key: key ? sys.addressOf(this.keyBuf) : 0n,
-      value: value ? sys.addressOf(value) : 0n,
-      flags,
-    }, this.attr);
+    MapElemAttr.encode(
+      {
+        map_fd: this.fd,
+        key: key ? sys.addressOf(this.keyBuf) : 0n,
+        value: value ? sys.addressOf(value) : 0n,
+        flags,
+      },
+      this.attr,
+    );
     sys.bpf(cmd, this.attr, value ? [this.keyBuf, value] : [this.keyBuf]);
   }
 
@@ -125,11 +140,14 @@ export class BpfMap {
     let first = true;
     for (;;) {
       this.attr.fill(0);
-      MapElemAttr.encode({
-        map_fd: this.fd,
-        key: first ? 0n : sys.addressOf(this.keyBuf),
-        value: sys.addressOf(this.nextBuf),
-      }, this.attr);
+      MapElemAttr.encode(
+        {
+          map_fd: this.fd,
+          key: first ? 0n : sys.addressOf(this.keyBuf),
+          value: sys.addressOf(this.nextBuf),
+        },
+        this.attr,
+      );
       try {
         sys.bpf(BPF_MAP_GET_NEXT_KEY, this.attr, [this.keyBuf, this.nextBuf]);
       } catch (err) {
@@ -162,10 +180,17 @@ export class BpfMap {
     const sys = getSys();
     const attr = alloc(MapBatchAttr.size);
     const outBatch = alloc(8);
-    MapBatchAttr.encode({
-      in_batch: 0n, out_batch: sys.addressOf(outBatch), keys: sys.addressOf(keys),
-      values: sys.addressOf(values), count: n, map_fd: this.fd,
-    }, attr);
+    MapBatchAttr.encode(
+      {
+        in_batch: 0n,
+        out_batch: sys.addressOf(outBatch),
+        keys: sys.addressOf(keys),
+        values: sys.addressOf(values),
+        count: n,
+        map_fd: this.fd,
+      },
+      attr,
+    );
     try {
       sys.bpf(BPF_MAP_LOOKUP_BATCH, attr, [outBatch, keys, values]);
     } catch (err) {

@@ -55,7 +55,10 @@ export class LoadedPinhole {
   }
 
   ports(): number[] {
-    return this.maps.ports.keys().map((k) => (k[0]! << 8) | k[1]!).sort((a, b) => a - b);
+    return this.maps.ports
+      .keys()
+      .map((k) => (k[0]! << 8) | k[1]!)
+      .sort((a, b) => a - b);
   }
 
   addAddress(text: string): void {

@@ -5,8 +5,15 @@
  */
 import { alloc, getSys, PinholeError, SysError } from '../sys/index.ts';
 import {
-  BPF_F_TEST_XDP_LIVE_FRAMES, BPF_PROG_LOAD, BPF_PROG_TEST_RUN, BPF_PROG_TYPE_SOCKET_FILTER, BPF_PROG_TYPE_XDP,
-  ProgInfo, ProgLoadAttr, TestRunAttr, XdpMd,
+  BPF_F_TEST_XDP_LIVE_FRAMES,
+  BPF_PROG_LOAD,
+  BPF_PROG_TEST_RUN,
+  BPF_PROG_TYPE_SOCKET_FILTER,
+  BPF_PROG_TYPE_XDP,
+  ProgInfo,
+  ProgLoadAttr,
+  TestRunAttr,
+  XdpMd,
 } from './bpf-attr.ts';
 import { objName } from './map.ts';
 import { decodeName, objectInfo, pinObject } from './object.ts';
@@ -33,7 +40,9 @@ export class VerifierError extends PinholeError {
 
   constructor(name: string, cause: SysError, log: string) {
     const tail = log.trim().split('\n').slice(-12).join('\n');
-    super('ERR_BPF_VERIFIER', `the kernel rejected program ${name} (${cause.code})${tail ? `; verifier log tail:\n${tail}` : ''}`, { cause });
+    super('ERR_BPF_VERIFIER', `the kernel rejected program ${name} (${cause.code})${tail ? `; verifier log tail:\n${tail}` : ''}`, {
+      cause,
+    });
     this.log = log;
     this.errno = cause.code;
   }
@@ -102,7 +111,9 @@ export function loadProgram(spec: ProgramSpec): Program {
   } catch (err) {
     if (!(err instanceof SysError)) throw err;
     if (err.code === 'EPERM') {
-      throw new PinholeError('ERR_PERMISSION', `load BPF program ${spec.name}: not permitted (needs CAP_BPF and CAP_NET_ADMIN, or root)`, { cause: err });
+      throw new PinholeError('ERR_PERMISSION', `load BPF program ${spec.name}: not permitted (needs CAP_BPF and CAP_NET_ADMIN, or root)`, {
+        cause: err,
+      });
     }
     const log = alloc(4 << 20);
     try {
@@ -147,13 +158,16 @@ export class XdpTestRunner {
     this.dataIn = alloc(max);
     this.dataOut = alloc(max + 512);
     const sys = getSys();
-    TestRunAttr.encode({
-      prog_fd: prog.fd,
-      data_in: sys.addressOf(this.dataIn),
-      data_out: sys.addressOf(this.dataOut),
-      ctx_in: sys.addressOf(this.ctx),
-      ctx_size_in: XdpMd.size,
-    }, this.attr);
+    TestRunAttr.encode(
+      {
+        prog_fd: prog.fd,
+        data_in: sys.addressOf(this.dataIn),
+        data_out: sys.addressOf(this.dataOut),
+        ctx_in: sys.addressOf(this.ctx),
+        ctx_size_in: XdpMd.size,
+      },
+      this.attr,
+    );
     XdpMd.encode({ ingress_ifindex: opts.ingressIfindex ?? 1, rx_queue_index: opts.rxQueue ?? 0 }, this.ctx);
     this.refs = [this.dataIn, this.dataOut, this.ctx];
   }
@@ -175,7 +189,9 @@ export class XdpTestRunner {
     try {
       getSys().bpf(BPF_PROG_TEST_RUN, this.attr, this.refs);
     } catch (err) {
-      throw new PinholeError('ERR_BPF_TEST_RUN', `test run of ${this.prog.spec.name} on a ${len}-byte frame: ${(err as Error).message}`, { cause: err });
+      throw new PinholeError('ERR_BPF_TEST_RUN', `test run of ${this.prog.spec.name} on a ${len}-byte frame: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     this.lastDuration = v.getUint32(o.duration!, true);
     this.lastDataOutLength = v.getUint32(o.data_size_out!, true);
@@ -216,16 +232,19 @@ export class LiveFrameGenerator {
   send(count: number, batchSize = 64): number {
     const sys = getSys();
     this.attr.fill(0);
-    TestRunAttr.encode({
-      prog_fd: this.prog.fd,
-      data_in: sys.addressOf(this.dataIn),
-      data_size_in: this.dataIn.byteLength,
-      ctx_in: sys.addressOf(this.ctx),
-      ctx_size_in: XdpMd.size,
-      repeat: count,
-      flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-      batch_size: batchSize,
-    }, this.attr);
+    TestRunAttr.encode(
+      {
+        prog_fd: this.prog.fd,
+        data_in: sys.addressOf(this.dataIn),
+        data_size_in: this.dataIn.byteLength,
+        ctx_in: sys.addressOf(this.ctx),
+        ctx_size_in: XdpMd.size,
+        repeat: count,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size: batchSize,
+      },
+      this.attr,
+    );
     try {
       sys.bpf(BPF_PROG_TEST_RUN, this.attr, [this.dataIn, this.ctx]);
     } catch (err) {

@@ -67,14 +67,18 @@ function resolveIfindex(iface: string | number): number {
 }
 
 function foreign(ifindex: number, details: Record<string, unknown>, cause?: unknown): PinholeError {
-  return new PinholeError('ERR_XDP_FOREIGN_PROGRAM',
+  return new PinholeError(
+    'ERR_XDP_FOREIGN_PROGRAM',
     `ifindex ${ifindex} already has an XDP program; not replacing it (pass replace: true to take over)`,
-    { cause, details: { ifindex, ...details } });
+    { cause, details: { ifindex, ...details } },
+  );
 }
 
 function attachLink(progFd: number, ifindex: number, mode: XdpMode): number {
   const attr = LinkCreateAttr.encode({
-    prog_fd: progFd, target_ifindex: ifindex, attach_type: BPF_XDP,
+    prog_fd: progFd,
+    target_ifindex: ifindex,
+    attach_type: BPF_XDP,
     flags: mode === 'native' ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE,
   });
   return getSys().bpf(BPF_LINK_CREATE, attr);
@@ -126,15 +130,22 @@ export function attachXdp(progFd: number, opts: AttachXdpOptions): XdpAttachment
       }
     }
   }
-  throw new PinholeError('ERR_XDP_ATTACH', `attach XDP program to ifindex ${ifindex}: every way failed (${failures.map((f) => `${f.via}/${f.mode}: ${f.errno ?? f.message}`).join('; ')})`, {
-    details: { ifindex, failures },
-  });
+  throw new PinholeError(
+    'ERR_XDP_ATTACH',
+    `attach XDP program to ifindex ${ifindex}: every way failed (${failures.map((f) => `${f.via}/${f.mode}: ${f.errno ?? f.message}`).join('; ')})`,
+    {
+      details: { ifindex, failures },
+    },
+  );
 }
 
 function makeAttachment(ifindex: number, via: XdpVia, mode: XdpMode, fallbacks: AttemptFailure[], detach: () => void): XdpAttachment {
   let closed = false;
   return {
-    ifindex, via, mode, fallbacks,
+    ifindex,
+    via,
+    mode,
+    fallbacks,
     close() {
       if (closed) return;
       closed = true;

@@ -68,30 +68,46 @@ export const align4 = (n: number): number => (n + 3) & ~3;
 // ---------------------------------------------------------------------------------------------
 // Fixed layouts (pinned to the UAPI headers by test/unit/struct-layout.test.ts)
 
-export const nlmsghdr = defineStruct('nlmsghdr', [
-  ['nlmsg_len', 'u32'],
-  ['nlmsg_type', 'u16'],
-  ['nlmsg_flags', 'u16'],
-  ['nlmsg_seq', 'u32'],
-  ['nlmsg_pid', 'u32'],
-], { cType: 'struct nlmsghdr', header: 'linux/netlink.h' });
+export const nlmsghdr = defineStruct(
+  'nlmsghdr',
+  [
+    ['nlmsg_len', 'u32'],
+    ['nlmsg_type', 'u16'],
+    ['nlmsg_flags', 'u16'],
+    ['nlmsg_seq', 'u32'],
+    ['nlmsg_pid', 'u32'],
+  ],
+  { cType: 'struct nlmsghdr', header: 'linux/netlink.h' },
+);
 
-export const nlmsgerr = defineStruct('nlmsgerr', [
-  ['error', 's32'],
-  ['msg', nlmsghdr],
-], { cType: 'struct nlmsgerr', header: 'linux/netlink.h' });
+export const nlmsgerr = defineStruct(
+  'nlmsgerr',
+  [
+    ['error', 's32'],
+    ['msg', nlmsghdr],
+  ],
+  { cType: 'struct nlmsgerr', header: 'linux/netlink.h' },
+);
 
-export const rtattr = defineStruct('rtattr', [
-  ['rta_len', 'u16'],
-  ['rta_type', 'u16'],
-], { cType: 'struct rtattr', header: 'linux/rtnetlink.h' });
+export const rtattr = defineStruct(
+  'rtattr',
+  [
+    ['rta_len', 'u16'],
+    ['rta_type', 'u16'],
+  ],
+  { cType: 'struct rtattr', header: 'linux/rtnetlink.h' },
+);
 
-export const sockaddr_nl = defineStruct('sockaddr_nl', [
-  ['nl_family', 'u16'],
-  ['nl_pad', 'u16'],
-  ['nl_pid', 'u32'],
-  ['nl_groups', 'u32'],
-], { cType: 'struct sockaddr_nl', header: 'linux/netlink.h' });
+export const sockaddr_nl = defineStruct(
+  'sockaddr_nl',
+  [
+    ['nl_family', 'u16'],
+    ['nl_pad', 'u16'],
+    ['nl_pid', 'u32'],
+    ['nl_groups', 'u32'],
+  ],
+  { cType: 'struct sockaddr_nl', header: 'linux/netlink.h' },
+);
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -133,22 +149,37 @@ function malformed(what: string, details: Record<string, unknown> = {}): Pinhole
 // Attribute sets, declared as data
 
 export type AttrKind =
-  | 'u8' | 'u16' | 'u32' | 's32' | 'u64' | 'be16'
-  | 'flag' | 'string' | 'binary' | 'ip' | 'mac'
+  | 'u8'
+  | 'u16'
+  | 'u32'
+  | 's32'
+  | 'u64'
+  | 'be16'
+  | 'flag'
+  | 'string'
+  | 'binary'
+  | 'ip'
+  | 'mac'
   | { readonly nested: AttrSet<AttrSpec> }
   | { readonly struct: StructLayout };
 
 export type AttrSpec = Readonly<Record<string, readonly [number, AttrKind]>>;
 
-export type AttrValueOf<K> =
-  K extends 'u8' | 'u16' | 'u32' | 's32' | 'be16' ? number
-  : K extends 'u64' ? bigint
-  : K extends 'flag' ? true
-  : K extends 'string' | 'ip' | 'mac' ? string
-  : K extends 'binary' ? Uint8Array
-  : K extends { readonly nested: AttrSet<infer S> } ? AttrValues<S>
-  : K extends { readonly struct: StructLayout } ? Record<string, unknown>
-  : never;
+export type AttrValueOf<K> = K extends 'u8' | 'u16' | 'u32' | 's32' | 'be16'
+  ? number
+  : K extends 'u64'
+    ? bigint
+    : K extends 'flag'
+      ? true
+      : K extends 'string' | 'ip' | 'mac'
+        ? string
+        : K extends 'binary'
+          ? Uint8Array
+          : K extends { readonly nested: AttrSet<infer S> }
+            ? AttrValues<S>
+            : K extends { readonly struct: StructLayout }
+              ? Record<string, unknown>
+              : never;
 
 /** Decoded attributes: every declared name optional (the kernel may omit any). */
 export type AttrValues<S extends AttrSpec> = { -readonly [N in keyof S]?: AttrValueOf<S[N][1]> };
@@ -197,15 +228,24 @@ function decodeValue(setName: string, name: string, kind: AttrKind, buf: Uint8Ar
       throw malformed(`attribute ${setName}.${name}`, { expected: fixed, len });
     }
     switch (kind) {
-      case 'u8': return dv.getUint8(at);
-      case 'u16': return dv.getUint16(at, true);
-      case 'be16': return dv.getUint16(at, false);
-      case 'u32': return dv.getUint32(at, true);
-      case 's32': return dv.getInt32(at, true);
-      case 'u64': return dv.getBigUint64(at, true);
-      case 'flag': return true;
-      case 'binary': return buf.slice(at, at + len);
-      case 'mac': return formatMac(buf.subarray(at, at + len));
+      case 'u8':
+        return dv.getUint8(at);
+      case 'u16':
+        return dv.getUint16(at, true);
+      case 'be16':
+        return dv.getUint16(at, false);
+      case 'u32':
+        return dv.getUint32(at, true);
+      case 's32':
+        return dv.getInt32(at, true);
+      case 'u64':
+        return dv.getBigUint64(at, true);
+      case 'flag':
+        return true;
+      case 'binary':
+        return buf.slice(at, at + len);
+      case 'mac':
+        return formatMac(buf.subarray(at, at + len));
       case 'string': {
         let e = at;
         while (e < at + len && buf[e] !== 0) e++;
@@ -303,17 +343,31 @@ function encodeValue(what: string, kind: Exclude<AttrKind, { nested: unknown }>,
     return v;
   };
   switch (kind) {
-    case 'u8': dv!.setUint8(0, num()); return out!;
-    case 'u16': dv!.setUint16(0, num(), true); return out!;
-    case 'be16': dv!.setUint16(0, num(), false); return out!;
-    case 'u32': dv!.setUint32(0, num() >>> 0, true); return out!;
-    case 's32': dv!.setInt32(0, num(), true); return out!;
-    case 'u64': dv!.setBigUint64(0, BigInt(v as bigint), true); return out!;
-    case 'flag': return new Uint8Array(0);
+    case 'u8':
+      dv!.setUint8(0, num());
+      return out!;
+    case 'u16':
+      dv!.setUint16(0, num(), true);
+      return out!;
+    case 'be16':
+      dv!.setUint16(0, num(), false);
+      return out!;
+    case 'u32':
+      dv!.setUint32(0, num() >>> 0, true);
+      return out!;
+    case 's32':
+      dv!.setInt32(0, num(), true);
+      return out!;
+    case 'u64':
+      dv!.setBigUint64(0, BigInt(v as bigint), true);
+      return out!;
+    case 'flag':
+      return new Uint8Array(0);
     case 'binary':
       if (!(v instanceof Uint8Array)) throw new TypeError(`${what}: expected bytes`);
       return v;
-    case 'string': return new Uint8Array(Buffer.from(`${String(v)}\0`, 'utf8'));
+    case 'string':
+      return new Uint8Array(Buffer.from(`${String(v)}\0`, 'utf8'));
     case 'ip': {
       const b = typeof v === 'string' ? parseIpText(v) : undefined;
       if (!b) throw new TypeError(`${what}: not an IP address: ${String(v)}`);
@@ -394,7 +448,10 @@ export interface EncodeOptions {
 
 /** Encodes nlmsghdr + family header + attributes. */
 export function encodeMessage<S extends AttrSpec>(
-  spec: MessageSpec<S>, opts: EncodeOptions, header: Record<string, number>, attrs: AttrValues<S> = {},
+  spec: MessageSpec<S>,
+  opts: EncodeOptions,
+  header: Record<string, number>,
+  attrs: AttrValues<S> = {},
 ): Uint8Array {
   const w = new NlWriter(NLMSG_HDRLEN + spec.header.size + 64);
   w.reserve(NLMSG_HDRLEN);
@@ -406,10 +463,17 @@ export function encodeMessage<S extends AttrSpec>(
 
 /** Fills nlmsghdr at the start of `w` once the body is written. */
 export function finishHeader(w: NlWriter, opts: EncodeOptions): void {
-  nlmsghdr.encode({
-    nlmsg_len: w.len, nlmsg_type: opts.type, nlmsg_flags: opts.flags,
-    nlmsg_seq: opts.seq ?? 0, nlmsg_pid: opts.pid ?? 0,
-  }, w.buf, 0);
+  nlmsghdr.encode(
+    {
+      nlmsg_len: w.len,
+      nlmsg_type: opts.type,
+      nlmsg_flags: opts.flags,
+      nlmsg_seq: opts.seq ?? 0,
+      nlmsg_pid: opts.pid ?? 0,
+    },
+    w.buf,
+    0,
+  );
 }
 
 /** Sets the sequence number of an encoded message in place. */
@@ -443,7 +507,7 @@ export function decodeError(m: RawMessage): ErrorMessage {
   let extAckOffset: number | undefined;
   if (m.flags & NLM_F_ACK_TLVS) {
     // TLVs follow the echoed request: just its header if capped (or an ack), else all of it.
-    const echoed = (m.flags & NLM_F_CAPPED) || error === 0 ? NLMSG_HDRLEN : Math.max(origLen, NLMSG_HDRLEN);
+    const echoed = m.flags & NLM_F_CAPPED || error === 0 ? NLMSG_HDRLEN : Math.max(origLen, NLMSG_HDRLEN);
     const start = 4 + align4(echoed);
     if (start <= p.length) {
       const t = decodeAttrs(EXT_ACK, p, start, p.length);

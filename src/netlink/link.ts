@@ -10,8 +10,14 @@
 import { PinholeError } from '../sys/index.ts';
 import { NetlinkError } from './codec.ts';
 import {
-  RTM_GETLINK, RTM_NEWLINK, dumpRequest, getLinkRequest, parseLink, setXdpRequest,
-  type LinkInfo, type SetXdpOptions,
+  RTM_GETLINK,
+  RTM_NEWLINK,
+  dumpRequest,
+  getLinkRequest,
+  parseLink,
+  setXdpRequest,
+  type LinkInfo,
+  type SetXdpOptions,
 } from './rtnl.ts';
 import { rtnlRequest, rtnlRequestSync, RtnlSocket } from './socket.ts';
 
@@ -30,7 +36,8 @@ function checkName(nameOrIndex: string | number): void {
 function notFound(nameOrIndex: string | number, cause?: unknown): PinholeError {
   const what = typeof nameOrIndex === 'number' ? `ifindex ${nameOrIndex}` : `"${nameOrIndex}"`;
   return new PinholeError('ERR_IFACE_NOT_FOUND', `no network interface ${what} in this namespace`, {
-    cause, details: { iface: nameOrIndex },
+    cause,
+    details: { iface: nameOrIndex },
   });
 }
 
@@ -69,7 +76,10 @@ export async function listLinks(): Promise<LinkInfo[]> {
   const s = RtnlSocket.open();
   try {
     const msgs = await s.dump(dumpRequest(RTM_GETLINK), { what: 'dump links' });
-    return msgs.filter((m) => m.type === RTM_NEWLINK).map(parseLink).sort((a, b) => a.index - b.index);
+    return msgs
+      .filter((m) => m.type === RTM_NEWLINK)
+      .map(parseLink)
+      .sort((a, b) => a.index - b.index);
   } finally {
     s.close();
   }
@@ -79,7 +89,10 @@ export function listLinksSync(): LinkInfo[] {
   const s = RtnlSocket.open();
   try {
     const msgs = s.dumpSync(dumpRequest(RTM_GETLINK), { what: 'dump links' });
-    return msgs.filter((m) => m.type === RTM_NEWLINK).map(parseLink).sort((a, b) => a.index - b.index);
+    return msgs
+      .filter((m) => m.type === RTM_NEWLINK)
+      .map(parseLink)
+      .sort((a, b) => a.index - b.index);
   } finally {
     s.close();
   }

@@ -30,16 +30,38 @@ import { PinholeError } from '../sys/index.ts';
 import type { RawMessage } from './codec.ts';
 import { canonicalIp, parseIpText } from './ip.ts';
 import {
-  AF_UNSPEC, IFF_UP, NUD_FAILED, NUD_VALID, RTM_GETADDR, RTM_GETLINK, RTM_GETNEIGH, RTM_GETROUTE,
-  RTN_UNICAST, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV6_ROUTE,
-  RTNLGRP_LINK, RTNLGRP_NEIGH, dumpRequest, neighUseRequest, routeTypeName,
-  type Family, type NeighEntry, type RouteEntry,
+  AF_UNSPEC,
+  IFF_UP,
+  NUD_FAILED,
+  NUD_VALID,
+  RTM_GETADDR,
+  RTM_GETLINK,
+  RTM_GETNEIGH,
+  RTM_GETROUTE,
+  RTN_UNICAST,
+  RTNLGRP_IPV4_IFADDR,
+  RTNLGRP_IPV4_ROUTE,
+  RTNLGRP_IPV6_IFADDR,
+  RTNLGRP_IPV6_ROUTE,
+  RTNLGRP_LINK,
+  RTNLGRP_NEIGH,
+  dumpRequest,
+  neighUseRequest,
+  routeTypeName,
+  type Family,
+  type NeighEntry,
+  type RouteEntry,
 } from './rtnl.ts';
 import { RtnlSocket, RtnlSubscription, type SubscriptionOptions } from './socket.ts';
 import { MirrorTables, neighKey, parseUpdate, type TableChange, type Update } from './tables.ts';
 
 export const MIRROR_GROUPS = [
-  RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE, RTNLGRP_NEIGH,
+  RTNLGRP_LINK,
+  RTNLGRP_IPV4_IFADDR,
+  RTNLGRP_IPV6_IFADDR,
+  RTNLGRP_IPV4_ROUTE,
+  RTNLGRP_IPV6_ROUTE,
+  RTNLGRP_NEIGH,
 ] as const;
 
 /** What the mirror needs from the kernel; `kernelTransport()` is the real one, tests pass fakes. */
@@ -56,7 +78,9 @@ export function kernelTransport(): MirrorTransport {
   const sock = RtnlSocket.open();
   return {
     dump: (type) => sock.dump(dumpRequest(type, AF_UNSPEC), { what: `dump ${type}`, timeoutMs: 30_000 }),
-    request: async (msg, what) => { await sock.request(msg, { what }); },
+    request: async (msg, what) => {
+      await sock.request(msg, { what });
+    },
     subscribe: (opts) => RtnlSubscription.open(opts),
     close: () => sock.close(),
   };
@@ -127,9 +151,22 @@ interface Pending {
 export class Mirror {
   readonly tables: MirrorTables;
   readonly counters: MirrorCounters = {
-    eventsApplied: 0, notificationsMalformed: 0, overflows: 0, resyncs: 0, resolveFromMirror: 0, resolveByKernel: 0,
-    resolveFailed: 0, resolveTimeout: 0, ntfUseRequests: 0, packetsQueued: 0, packetsFlushed: 0,
-    dropQueueOverflow: 0, dropTimeout: 0, dropFailed: 0, dropTooManyPending: 0, neighbourTableFull: 0,
+    eventsApplied: 0,
+    notificationsMalformed: 0,
+    overflows: 0,
+    resyncs: 0,
+    resolveFromMirror: 0,
+    resolveByKernel: 0,
+    resolveFailed: 0,
+    resolveTimeout: 0,
+    ntfUseRequests: 0,
+    packetsQueued: 0,
+    packetsFlushed: 0,
+    dropQueueOverflow: 0,
+    dropTimeout: 0,
+    dropFailed: 0,
+    dropTooManyPending: 0,
+    neighbourTableFull: 0,
   };
   private readonly transport: MirrorTransport;
   private sub: { readonly rcvbuf: number; close(): Promise<void> } | undefined;
@@ -155,7 +192,10 @@ export class Mirror {
         rcvbuf: opts.rcvbuf,
         onMessages: (msgs) => m.onMessages(msgs),
         onOverflow: () => m.onOverflow(),
-        onError: (err, fatal) => { m.lastError = err; if (fatal) m.emitError(err); },
+        onError: (err, fatal) => {
+          m.lastError = err;
+          if (fatal) m.emitError(err);
+        },
       });
       await m.resync('initial');
     } catch (err) {
@@ -214,7 +254,10 @@ export class Mirror {
               if (u) snapshot.push(u);
             }
           }
-          if (this.resyncAgain !== undefined) { why = this.resyncAgain; continue; }
+          if (this.resyncAgain !== undefined) {
+            why = this.resyncAgain;
+            continue;
+          }
           this.tables.replaceAll(snapshot);
           const queued = this.buffered;
           this.buffered = undefined;
@@ -256,11 +299,19 @@ export class Mirror {
     const route = this.tables.lookupRoute(ip);
     if (!route) throw new PinholeError('ERR_NETLINK_NO_ROUTE', `resolve ${ip}: no route in the main table`, { details: { dst: ip } });
     if (route.type !== RTN_UNICAST) {
-      throw new PinholeError('ERR_NETLINK_UNREACHABLE', `resolve ${ip}: route ${route.dst}/${route.dstLen} is ${routeTypeName(route.type)}`, { details: { dst: ip, route } });
+      throw new PinholeError(
+        'ERR_NETLINK_UNREACHABLE',
+        `resolve ${ip}: route ${route.dst}/${route.dstLen} is ${routeTypeName(route.type)}`,
+        { details: { dst: ip, route } },
+      );
     }
     const nexthop = nextHopOf(route, ip);
     if (!nexthop) {
-      throw new PinholeError('ERR_NETLINK_UNSUPPORTED', `resolve ${ip}: route ${route.dst}/${route.dstLen} has no output interface (nexthop objects are not mirrored)`, { details: { route } });
+      throw new PinholeError(
+        'ERR_NETLINK_UNSUPPORTED',
+        `resolve ${ip}: route ${route.dst}/${route.dstLen} has no output interface (nexthop objects are not mirrored)`,
+        { details: { route } },
+      );
     }
     const known = this.tables.getNeighbour(nexthop.ifindex, nexthop.ip);
     if (known && known.state & NUD_VALID && known.mac) {
@@ -288,20 +339,33 @@ export class Mirror {
         return Promise.reject(new PinholeError('ERR_NETLINK_RESOLVE_BUSY', `resolve ${key.ip}: too many next hops resolving`));
       }
       const created: Pending = {
-        key, started: performance.now(), queue: [], waiters: [],
+        key,
+        started: performance.now(),
+        queue: [],
+        waiters: [],
         timer: setTimeout(() => {
           this.counters.resolveTimeout++;
-          this.finishPending(created, new PinholeError('ERR_NETLINK_RESOLVE_TIMEOUT',
-            `resolve ${key.ip}: the kernel did not resolve it within ${timeoutMs} ms`, { details: { ...key } }), 'timeout');
+          this.finishPending(
+            created,
+            new PinholeError('ERR_NETLINK_RESOLVE_TIMEOUT', `resolve ${key.ip}: the kernel did not resolve it within ${timeoutMs} ms`, {
+              details: { ...key },
+            }),
+            'timeout',
+          );
         }, timeoutMs),
       };
       p = created;
       this.pending.set(k, p);
       this.counters.ntfUseRequests++;
-      this.transport.request(neighUseRequest(key.family, key.ifindex, key.ip), `resolve ${key.ip} on ifindex ${key.ifindex} (NTF_USE)`)
+      this.transport
+        .request(neighUseRequest(key.family, key.ifindex, key.ip), `resolve ${key.ip} on ifindex ${key.ifindex} (NTF_USE)`)
         .catch((cause: unknown) => {
           this.counters.resolveFailed++;
-          this.finishPending(created, new PinholeError('ERR_NETLINK_RESOLVE', `resolve ${key.ip}: the kernel refused the request`, { cause }), 'failed');
+          this.finishPending(
+            created,
+            new PinholeError('ERR_NETLINK_RESOLVE', `resolve ${key.ip}: the kernel refused the request`, { cause }),
+            'failed',
+          );
         });
     }
     if (packet) {
@@ -344,7 +408,13 @@ export class Mirror {
     if (n.state & NUD_VALID && n.mac) this.finishPending(p, n, 'ok');
     else if (n.state & NUD_FAILED) {
       this.counters.resolveFailed++;
-      this.finishPending(p, new PinholeError('ERR_NETLINK_UNRESOLVED', `resolve ${key.ip}: the kernel marked the neighbour FAILED (no answer)`, { details: { ...key } }), 'failed');
+      this.finishPending(
+        p,
+        new PinholeError('ERR_NETLINK_UNRESOLVED', `resolve ${key.ip}: the kernel marked the neighbour FAILED (no answer)`, {
+          details: { ...key },
+        }),
+        'failed',
+      );
     }
   }
 

@@ -75,7 +75,7 @@ function hashKey(family: number, ifindex: number, a0: number, a1: number, a2: nu
 }
 
 function be32(b: Uint8Array, off: number): number {
-  return ((b[off]! << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!) | 0;
+  return (b[off]! << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]! | 0;
 }
 
 /** Lock-free reader (use in workers: `new NeighbourTableReader(sab)`). */
@@ -110,7 +110,16 @@ export class NeighbourTableReader {
     return this.find(6, ifindex, be32(addr, off), be32(addr, off + 4), be32(addr, off + 8), be32(addr, off + 12), macOut, macOff);
   }
 
-  private find(family: number, ifindex: number, a0: number, a1: number, a2: number, a3: number, macOut: Uint8Array, macOff: number): number {
+  private find(
+    family: number,
+    ifindex: number,
+    a0: number,
+    a1: number,
+    a2: number,
+    a3: number,
+    macOut: Uint8Array,
+    macOff: number,
+  ): number {
     const w = this.w;
     const mask = this.mask;
     const start = hashKey(family, ifindex, a0, a1, a2, a3) & mask;
@@ -123,8 +132,15 @@ export class NeighbourTableReader {
         const base = (HEADER_BYTES >> 2) + i * SLOT_WORDS;
         const used = w[base]!;
         if (used === EMPTY) break;
-        if (used === LIVE && w[base + 1] === family && w[base + 2] === ifindex && w[base + 4] === a0
-          && w[base + 5] === a1 && w[base + 6] === a2 && w[base + 7] === a3) {
+        if (
+          used === LIVE &&
+          w[base + 1] === family &&
+          w[base + 2] === ifindex &&
+          w[base + 4] === a0 &&
+          w[base + 5] === a1 &&
+          w[base + 6] === a2 &&
+          w[base + 7] === a3
+        ) {
           result = w[base + 3]!;
           const m0 = w[base + 8]!;
           const m1 = w[base + 9]!;
@@ -198,10 +214,20 @@ export class NeighbourTableWriter extends NeighbourTableReader {
       for (let n = 0; n <= mask; n++) {
         const base = (HEADER_BYTES >> 2) + i * SLOT_WORDS;
         const used = w[base]!;
-        if (used === EMPTY) { if (free < 0) free = i; break; }
-        if (used === TOMB) { if (free < 0) free = i; }
-        else if (w[base + 1] === v.family && w[base + 2] === v.ifindex && w[base + 4] === k[0]
-          && w[base + 5] === k[1] && w[base + 6] === k[2] && w[base + 7] === k[3]) {
+        if (used === EMPTY) {
+          if (free < 0) free = i;
+          break;
+        }
+        if (used === TOMB) {
+          if (free < 0) free = i;
+        } else if (
+          w[base + 1] === v.family &&
+          w[base + 2] === v.ifindex &&
+          w[base + 4] === k[0] &&
+          w[base + 5] === k[1] &&
+          w[base + 6] === k[2] &&
+          w[base + 7] === k[3]
+        ) {
           this.fill(base, v, k);
           return true;
         }
@@ -233,8 +259,15 @@ export class NeighbourTableWriter extends NeighbourTableReader {
         const base = (HEADER_BYTES >> 2) + i * SLOT_WORDS;
         const used = w[base]!;
         if (used === EMPTY) return false;
-        if (used === LIVE && w[base + 1] === family && w[base + 2] === ifindex && w[base + 4] === k[0]
-          && w[base + 5] === k[1] && w[base + 6] === k[2] && w[base + 7] === k[3]) {
+        if (
+          used === LIVE &&
+          w[base + 1] === family &&
+          w[base + 2] === ifindex &&
+          w[base + 4] === k[0] &&
+          w[base + 5] === k[1] &&
+          w[base + 6] === k[2] &&
+          w[base + 7] === k[3]
+        ) {
           w[base] = TOMB;
           w[H_COUNT]!--;
           w[H_TOMB]!++;

@@ -7,8 +7,18 @@
  */
 import { PinholeError, defineStruct } from '../sys/index.ts';
 import {
-  NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, align4, decodeAttrs, decodeBody, defineAttrs,
-  defineMessage, encodeMessage, type AttrValues, type RawMessage,
+  NLM_F_ACK,
+  NLM_F_CREATE,
+  NLM_F_DUMP,
+  NLM_F_REQUEST,
+  align4,
+  decodeAttrs,
+  decodeBody,
+  defineAttrs,
+  defineMessage,
+  encodeMessage,
+  type AttrValues,
+  type RawMessage,
 } from './codec.ts';
 import { formatIpBytes } from './ip.ts';
 
@@ -84,32 +94,82 @@ export const XDP_FLAGS_REPLACE = 1 << 4;
 // ---------------------------------------------------------------------------------------------
 // Layouts
 
-export const ifinfomsg = defineStruct('ifinfomsg', [
-  ['ifi_family', 'u8'], ['__ifi_pad', 'u8'], ['ifi_type', 'u16'], ['ifi_index', 's32'],
-  ['ifi_flags', 'u32'], ['ifi_change', 'u32'],
-], { cType: 'struct ifinfomsg', header: 'linux/rtnetlink.h' });
+export const ifinfomsg = defineStruct(
+  'ifinfomsg',
+  [
+    ['ifi_family', 'u8'],
+    ['__ifi_pad', 'u8'],
+    ['ifi_type', 'u16'],
+    ['ifi_index', 's32'],
+    ['ifi_flags', 'u32'],
+    ['ifi_change', 'u32'],
+  ],
+  { cType: 'struct ifinfomsg', header: 'linux/rtnetlink.h' },
+);
 
-export const ifaddrmsg = defineStruct('ifaddrmsg', [
-  ['ifa_family', 'u8'], ['ifa_prefixlen', 'u8'], ['ifa_flags', 'u8'], ['ifa_scope', 'u8'], ['ifa_index', 'u32'],
-], { cType: 'struct ifaddrmsg', header: 'linux/if_addr.h' });
+export const ifaddrmsg = defineStruct(
+  'ifaddrmsg',
+  [
+    ['ifa_family', 'u8'],
+    ['ifa_prefixlen', 'u8'],
+    ['ifa_flags', 'u8'],
+    ['ifa_scope', 'u8'],
+    ['ifa_index', 'u32'],
+  ],
+  { cType: 'struct ifaddrmsg', header: 'linux/if_addr.h' },
+);
 
-export const rtmsg = defineStruct('rtmsg', [
-  ['rtm_family', 'u8'], ['rtm_dst_len', 'u8'], ['rtm_src_len', 'u8'], ['rtm_tos', 'u8'],
-  ['rtm_table', 'u8'], ['rtm_protocol', 'u8'], ['rtm_scope', 'u8'], ['rtm_type', 'u8'], ['rtm_flags', 'u32'],
-], { cType: 'struct rtmsg', header: 'linux/rtnetlink.h' });
+export const rtmsg = defineStruct(
+  'rtmsg',
+  [
+    ['rtm_family', 'u8'],
+    ['rtm_dst_len', 'u8'],
+    ['rtm_src_len', 'u8'],
+    ['rtm_tos', 'u8'],
+    ['rtm_table', 'u8'],
+    ['rtm_protocol', 'u8'],
+    ['rtm_scope', 'u8'],
+    ['rtm_type', 'u8'],
+    ['rtm_flags', 'u32'],
+  ],
+  { cType: 'struct rtmsg', header: 'linux/rtnetlink.h' },
+);
 
-export const ndmsg = defineStruct('ndmsg', [
-  ['ndm_family', 'u8'], ['ndm_pad1', 'u8'], ['ndm_pad2', 'u16'], ['ndm_ifindex', 's32'],
-  ['ndm_state', 'u16'], ['ndm_flags', 'u8'], ['ndm_type', 'u8'],
-], { cType: 'struct ndmsg', header: 'linux/neighbour.h' });
+export const ndmsg = defineStruct(
+  'ndmsg',
+  [
+    ['ndm_family', 'u8'],
+    ['ndm_pad1', 'u8'],
+    ['ndm_pad2', 'u16'],
+    ['ndm_ifindex', 's32'],
+    ['ndm_state', 'u16'],
+    ['ndm_flags', 'u8'],
+    ['ndm_type', 'u8'],
+  ],
+  { cType: 'struct ndmsg', header: 'linux/neighbour.h' },
+);
 
-export const rtnexthop = defineStruct('rtnexthop', [
-  ['rtnh_len', 'u16'], ['rtnh_flags', 'u8'], ['rtnh_hops', 'u8'], ['rtnh_ifindex', 's32'],
-], { cType: 'struct rtnexthop', header: 'linux/rtnetlink.h' });
+export const rtnexthop = defineStruct(
+  'rtnexthop',
+  [
+    ['rtnh_len', 'u16'],
+    ['rtnh_flags', 'u8'],
+    ['rtnh_hops', 'u8'],
+    ['rtnh_ifindex', 's32'],
+  ],
+  { cType: 'struct rtnexthop', header: 'linux/rtnetlink.h' },
+);
 
-export const nda_cacheinfo = defineStruct('nda_cacheinfo', [
-  ['ndm_confirmed', 'u32'], ['ndm_used', 'u32'], ['ndm_updated', 'u32'], ['ndm_refcnt', 'u32'],
-], { cType: 'struct nda_cacheinfo', header: 'linux/neighbour.h' });
+export const nda_cacheinfo = defineStruct(
+  'nda_cacheinfo',
+  [
+    ['ndm_confirmed', 'u32'],
+    ['ndm_used', 'u32'],
+    ['ndm_updated', 'u32'],
+    ['ndm_refcnt', 'u32'],
+  ],
+  { cType: 'struct nda_cacheinfo', header: 'linux/neighbour.h' },
+);
 
 // ---------------------------------------------------------------------------------------------
 // Attribute sets
@@ -312,7 +372,11 @@ export function parseAddr(m: RawMessage): AddrEntry | undefined {
   const address = a.address ?? a.local;
   if (address === undefined) return undefined;
   const e: AddrEntry = {
-    family: fam, ifindex: h.ifa_index!, address, prefixLen: h.ifa_prefixlen!, scope: h.ifa_scope!,
+    family: fam,
+    ifindex: h.ifa_index!,
+    address,
+    prefixLen: h.ifa_prefixlen!,
+    scope: h.ifa_scope!,
     flags: a.flags ?? h.ifa_flags!,
   };
   if (a.local !== undefined) e.local = a.local;
@@ -371,7 +435,9 @@ export function parseMultipath(b: Uint8Array): NextHop[] {
     }
     const a = decodeAttrs(NH_ATTRS, b, off + rtnexthop.size, off + len);
     const nh: NextHop = {
-      flags: dv.getUint8(off + 2), weight: dv.getUint8(off + 3) + 1, ifindex: dv.getInt32(off + 4, true),
+      flags: dv.getUint8(off + 2),
+      weight: dv.getUint8(off + 3) + 1,
+      ifindex: dv.getInt32(off + 4, true),
     };
     const gw = a.gateway ?? (a.via ? parseVia(a.via) : undefined);
     if (gw !== undefined) nh.gateway = gw;
@@ -416,8 +482,12 @@ export function dumpRequest(type: number, family = AF_UNSPEC): Uint8Array {
 export function getLinkRequest(nameOrIndex: string | number): Uint8Array {
   const attrs: AttrValues<typeof IFLA.spec> = { extMask: RTEXT_FILTER_SKIP_STATS };
   if (typeof nameOrIndex === 'string') attrs.ifname = nameOrIndex;
-  return encodeMessage(LINK_MSG, { type: RTM_GETLINK, flags: NLM_F_REQUEST },
-    { ifi_family: AF_UNSPEC, ifi_index: typeof nameOrIndex === 'number' ? nameOrIndex : 0 }, attrs);
+  return encodeMessage(
+    LINK_MSG,
+    { type: RTM_GETLINK, flags: NLM_F_REQUEST },
+    { ifi_family: AF_UNSPEC, ifi_index: typeof nameOrIndex === 'number' ? nameOrIndex : 0 },
+    attrs,
+  );
 }
 
 export interface SetXdpOptions {
@@ -438,8 +508,12 @@ export function setXdpRequest(ifindex: number, progFd: number, opts: SetXdpOptio
     xdp.expectedFd = opts.expectedFd;
   }
   xdp.flags = flags;
-  return encodeMessage(LINK_MSG, { type: RTM_SETLINK, flags: NLM_F_REQUEST | NLM_F_ACK },
-    { ifi_family: AF_UNSPEC, ifi_index: ifindex }, { xdp });
+  return encodeMessage(
+    LINK_MSG,
+    { type: RTM_SETLINK, flags: NLM_F_REQUEST | NLM_F_ACK },
+    { ifi_family: AF_UNSPEC, ifi_index: ifindex },
+    { xdp },
+  );
 }
 
 /**
@@ -448,17 +522,26 @@ export function setXdpRequest(ifindex: number, progFd: number, opts: SetXdpOptio
  * packet were waiting — so the kernel also accepts the solicited IPv6 advertisement.
  */
 export function neighUseRequest(family: Family, ifindex: number, ip: string): Uint8Array {
-  return encodeMessage(NEIGH_MSG, { type: RTM_NEWNEIGH, flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE },
+  return encodeMessage(
+    NEIGH_MSG,
+    { type: RTM_NEWNEIGH, flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE },
     { ndm_family: family === 4 ? AF_INET : AF_INET6, ndm_ifindex: ifindex, ndm_state: NUD_NONE, ndm_flags: NTF_USE },
-    { dst: ip });
+    { dst: ip },
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Names for humans
 
 const NUD_NAMES: readonly [number, string][] = [
-  [NUD_INCOMPLETE, 'INCOMPLETE'], [NUD_REACHABLE, 'REACHABLE'], [NUD_STALE, 'STALE'], [NUD_DELAY, 'DELAY'],
-  [NUD_PROBE, 'PROBE'], [NUD_FAILED, 'FAILED'], [NUD_NOARP, 'NOARP'], [NUD_PERMANENT, 'PERMANENT'],
+  [NUD_INCOMPLETE, 'INCOMPLETE'],
+  [NUD_REACHABLE, 'REACHABLE'],
+  [NUD_STALE, 'STALE'],
+  [NUD_DELAY, 'DELAY'],
+  [NUD_PROBE, 'PROBE'],
+  [NUD_FAILED, 'FAILED'],
+  [NUD_NOARP, 'NOARP'],
+  [NUD_PERMANENT, 'PERMANENT'],
 ];
 
 export function nudStateName(state: number): string {
@@ -468,16 +551,36 @@ export function nudStateName(state: number): string {
 }
 
 const RTN_NAMES: Record<number, string> = {
-  0: 'unspec', 1: 'unicast', 2: 'local', 3: 'broadcast', 4: 'anycast', 5: 'multicast',
-  6: 'blackhole', 7: 'unreachable', 8: 'prohibit', 9: 'throw', 10: 'nat',
+  0: 'unspec',
+  1: 'unicast',
+  2: 'local',
+  3: 'broadcast',
+  4: 'anycast',
+  5: 'multicast',
+  6: 'blackhole',
+  7: 'unreachable',
+  8: 'prohibit',
+  9: 'throw',
+  10: 'nat',
 };
 export function routeTypeName(t: number): string {
   return RTN_NAMES[t] ?? String(t);
 }
 
 const PROTO_NAMES: Record<number, string> = {
-  0: 'unspec', 1: 'redirect', 2: 'kernel', 3: 'boot', 4: 'static', 16: 'dhcp', 42: 'babel', 186: 'bgp',
-  187: 'isis', 188: 'ospf', 189: 'rip', 192: 'eigrp', 9: 'ra',
+  0: 'unspec',
+  1: 'redirect',
+  2: 'kernel',
+  3: 'boot',
+  4: 'static',
+  16: 'dhcp',
+  42: 'babel',
+  186: 'bgp',
+  187: 'isis',
+  188: 'ospf',
+  189: 'rip',
+  192: 'eigrp',
+  9: 'ra',
 };
 export function routeProtocolName(p: number): string {
   return PROTO_NAMES[p] ?? String(p);

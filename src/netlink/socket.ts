@@ -19,8 +19,20 @@
  */
 import { PinholeError, SysError, alloc, getSys } from '../sys/index.ts';
 import {
-  NETLINK_ROUTE, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_MULTI,
-  NetlinkError, decodeError, setSeq, sockaddr_nl, splitMessages, type RawMessage,
+  NETLINK_ROUTE,
+  NLMSG_DONE,
+  NLMSG_ERROR,
+  NLMSG_NOOP,
+  NLMSG_OVERRUN,
+  NLM_F_ACK,
+  NLM_F_DUMP_INTR,
+  NLM_F_MULTI,
+  NetlinkError,
+  decodeError,
+  setSeq,
+  sockaddr_nl,
+  splitMessages,
+  type RawMessage,
 } from './codec.ts';
 
 const AF_NETLINK = 16;
@@ -57,8 +69,16 @@ function openFd(what: string): number {
   }
   try {
     // Best effort: older kernels lack these; errors then just carry less detail.
-    try { sys.setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, u32(1)); } catch { /* pre-4.12 kernel */ }
-    try { sys.setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, u32(1)); } catch { /* pre-4.3 kernel */ }
+    try {
+      sys.setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, u32(1));
+    } catch {
+      /* pre-4.12 kernel */
+    }
+    try {
+      sys.setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, u32(1));
+    } catch {
+      /* pre-4.3 kernel */
+    }
     sys.bind(fd, sockaddr_nl.encode({ nl_family: AF_NETLINK }, alloc(sockaddr_nl.size)));
   } catch (cause) {
     sys.close(fd);
@@ -199,7 +219,10 @@ export class RtnlSocket {
 }
 
 function dumpIntr(opts: RequestOptions): PinholeError {
-  return new PinholeError('ERR_NETLINK_DUMP_INTR', `${opts.what ?? 'dump'}: interrupted ${DUMP_RETRIES} times in a row (table changing too fast)`);
+  return new PinholeError(
+    'ERR_NETLINK_DUMP_INTR',
+    `${opts.what ?? 'dump'}: interrupted ${DUMP_RETRIES} times in a row (table changing too fast)`,
+  );
 }
 
 /** Collects the replies to one request. */
@@ -211,7 +234,11 @@ class Transaction {
   /** Whether the request had NLM_F_ACK: then the kernel always ends with NLMSG_ERROR (0 = ack). */
   private readonly wantsAck: boolean;
 
-  constructor(request: Uint8Array, private readonly seq: number, private readonly what: string) {
+  constructor(
+    request: Uint8Array,
+    private readonly seq: number,
+    private readonly what: string,
+  ) {
     this.wantsAck = (new DataView(request.buffer, request.byteOffset, request.byteLength).getUint16(6, true) & NLM_F_ACK) !== 0;
   }
 
@@ -278,7 +305,11 @@ export class RtnlSubscription {
   private readonly loop: Promise<void>;
   private overflows = 0;
 
-  private constructor(fd: number, rcvbuf: number, private readonly opts: SubscriptionOptions) {
+  private constructor(
+    fd: number,
+    rcvbuf: number,
+    private readonly opts: SubscriptionOptions,
+  ) {
     this.fd = fd;
     this.rcvbuf = rcvbuf;
     this.loop = this.run();

@@ -12,10 +12,27 @@ import { parseIpText } from './ip.ts';
 import type { RawMessage } from './codec.ts';
 import { NeighbourTableWriter, type NeighSlotValue } from './neigh-table.ts';
 import {
-  RTM_DELADDR, RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_F_CLONED, RTM_NEWADDR, RTM_NEWLINK,
-  RTM_NEWNEIGH, RTM_NEWROUTE, RT_TABLE_MAIN, NTF_PROXY, IFF_UP,
-  parseAddr, parseLink, parseNeigh, parseRoute,
-  type AddrEntry, type Family, type LinkInfo, type NeighEntry, type RouteEntry,
+  RTM_DELADDR,
+  RTM_DELLINK,
+  RTM_DELNEIGH,
+  RTM_DELROUTE,
+  RTM_F_CLONED,
+  RTM_NEWADDR,
+  RTM_NEWLINK,
+  RTM_NEWNEIGH,
+  RTM_NEWROUTE,
+  RT_TABLE_MAIN,
+  NTF_PROXY,
+  IFF_UP,
+  parseAddr,
+  parseLink,
+  parseNeigh,
+  parseRoute,
+  type AddrEntry,
+  type Family,
+  type LinkInfo,
+  type NeighEntry,
+  type RouteEntry,
 } from './rtnl.ts';
 
 export type TableChange =
@@ -201,8 +218,12 @@ export class MirrorTables {
     for (const u of updates) {
       if (u.del) continue;
       switch (u.table) {
-        case 'link': this.links.set(u.entry.index, u.entry); break;
-        case 'addr': this.addrs.set(addrKey(u.entry), u.entry); break;
+        case 'link':
+          this.links.set(u.entry.index, u.entry);
+          break;
+        case 'addr':
+          this.addrs.set(addrKey(u.entry), u.entry);
+          break;
         case 'route': {
           const k = routeKey(u.entry);
           const old = this.routes.get(k);
@@ -211,7 +232,9 @@ export class MirrorTables {
           (u.entry.family === 4 ? this.lpm4 : this.lpm6).add(u.entry);
           break;
         }
-        case 'neigh': this.neighbours.set(neighKey(u.entry.ifindex, u.entry.ip), u.entry); break;
+        case 'neigh':
+          this.neighbours.set(neighKey(u.entry.ifindex, u.entry.ip), u.entry);
+          break;
       }
     }
     this.rebuildShared();
@@ -240,12 +263,14 @@ export class MirrorTables {
 
   /** Neighbours sorted for display/comparison. */
   listNeighbours(family?: Family): NeighEntry[] {
-    return [...this.neighbours.values()].filter((n) => !family || n.family === family)
+    return [...this.neighbours.values()]
+      .filter((n) => !family || n.family === family)
       .sort((a, b) => a.ifindex - b.ifindex || a.family - b.family || compareIp(a.ip, b.ip));
   }
 
   listRoutes(family?: Family): RouteEntry[] {
-    return [...this.routes.values()].filter((r) => !family || r.family === family)
+    return [...this.routes.values()]
+      .filter((r) => !family || r.family === family)
       .sort((a, b) => a.family - b.family || b.dstLen - a.dstLen || compareIp(a.dst, b.dst) || a.priority - b.priority);
   }
 }
@@ -269,4 +294,3 @@ export function compareIp(a: string, b: string): number {
   for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i]! - y[i]!;
   return 0;
 }
-

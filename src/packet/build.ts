@@ -434,7 +434,8 @@ function writeAt(spec: FrameSpec, buf: Uint8Array, base: number, layout: FrameLa
     buf[l4 + 13] = t.flags ?? 0x02;
     put16(buf, l4 + 14, t.window ?? 65535);
     if (spec.payload) buf.set(spec.payload, payloadAt);
-    const ck = t.checksum === 'none' ? 0 : typeof t.checksum === 'number' ? t.checksum : finishChecksum(sumWords(buf, l4, l4Len, pseudo + l4Len));
+    const ck =
+      t.checksum === 'none' ? 0 : typeof t.checksum === 'number' ? t.checksum : finishChecksum(sumWords(buf, l4, l4Len, pseudo + l4Len));
     put16(buf, l4 + 16, ck);
   } else if (spec.icmp) {
     const c = spec.icmp;

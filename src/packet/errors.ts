@@ -3,11 +3,7 @@
  * `code`, never on the message text (see style.md, "Errors like Node's").
  */
 
-export type PacketErrorCode =
-  | 'ERR_INVALID_ADDRESS'
-  | 'ERR_INVALID_MAC'
-  | 'ERR_INVALID_PORT'
-  | 'ERR_INVALID_FRAME_SPEC';
+export type PacketErrorCode = 'ERR_INVALID_ADDRESS' | 'ERR_INVALID_MAC' | 'ERR_INVALID_PORT' | 'ERR_INVALID_FRAME_SPEC';
 
 export class PacketError extends Error {
   readonly code: PacketErrorCode;

@@ -72,7 +72,7 @@ export function formatIPv6(bytes: Uint8Array, off = 0): string {
   // RFC 5952 §4.2: shorten the longest run of ≥ 2 zero groups, the first one on a tie.
   let bestStart = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (words[i] !== 0) {
       i++;
       continue;

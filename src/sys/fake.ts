@@ -41,25 +41,67 @@ export class FakeSys implements Sys {
     return this.calls.filter((c) => c.method === method).map((c) => c.args);
   }
 
-  bpf(cmd: number, attr: Uint8Array, refs?: readonly Uint8Array[]): number { return this.call('bpf', [cmd, attr, refs]); }
-  socket(domain: number, type: number, protocol: number): number { return this.call('socket', [domain, type, protocol]); }
-  bind(fd: number, addr: Uint8Array): void { this.call('bind', [fd, addr]); }
-  setsockopt(fd: number, level: number, name: number, value: Uint8Array): void { this.call('setsockopt', [fd, level, name, value]); }
-  getsockopt(fd: number, level: number, name: number, value: Uint8Array): number { return this.call('getsockopt', [fd, level, name, value]); }
-  ioctl(fd: number, request: number, arg: Uint8Array): number { return this.call('ioctl', [fd, request, arg]); }
-  mmap(length: number, prot: number, flags: number, fd: number, offset: number | bigint): Mapping { return this.call('mmap', [length, prot, flags, fd, offset]); }
-  munmap(m: Mapping): void { this.call('munmap', [m]); }
-  poll(fds: Uint8Array, count: number, timeoutMs: number): number { return this.call('poll', [fds, count, timeoutMs]); }
-  pollAsync(fds: Uint8Array, count: number, timeoutMs: number): Promise<number> { return this.call('pollAsync', [fds, count, timeoutMs]); }
-  sendto(fd: number, buf: Uint8Array, length: number, flags: number, addr: Uint8Array | null): number { return this.call('sendto', [fd, buf, length, flags, addr]); }
-  recvfrom(fd: number, buf: Uint8Array, flags: number, addr: Uint8Array | null): number { return this.call('recvfrom', [fd, buf, flags, addr]); }
-  recvAsync(fd: number, buf: Uint8Array, flags: number): Promise<number> { return this.call('recvAsync', [fd, buf, flags]); }
-  close(fd: number): void { this.call('close', [fd]); }
-  mount(source: string, target: string, fstype: string, flags: number, data: string | null): void { this.call('mount', [source, target, fstype, flags, data]); }
-  unshare(flags: number): void { this.call('unshare', [flags]); }
-  flock(fd: number, op: number): boolean { return this.call('flock', [fd, op]); }
-  setns(fd: number, nstype: number): void { this.call('setns', [fd, nstype]); }
-  ifNameToIndex(name: string): number { return this.call('ifNameToIndex', [name]); }
-  ifIndexToName(index: number): string { return this.call('ifIndexToName', [index]); }
-  addressOf(_buf: Uint8Array): bigint { return 0x1000n; }
+  bpf(cmd: number, attr: Uint8Array, refs?: readonly Uint8Array[]): number {
+    return this.call('bpf', [cmd, attr, refs]);
+  }
+  socket(domain: number, type: number, protocol: number): number {
+    return this.call('socket', [domain, type, protocol]);
+  }
+  bind(fd: number, addr: Uint8Array): void {
+    this.call('bind', [fd, addr]);
+  }
+  setsockopt(fd: number, level: number, name: number, value: Uint8Array): void {
+    this.call('setsockopt', [fd, level, name, value]);
+  }
+  getsockopt(fd: number, level: number, name: number, value: Uint8Array): number {
+    return this.call('getsockopt', [fd, level, name, value]);
+  }
+  ioctl(fd: number, request: number, arg: Uint8Array): number {
+    return this.call('ioctl', [fd, request, arg]);
+  }
+  mmap(length: number, prot: number, flags: number, fd: number, offset: number | bigint): Mapping {
+    return this.call('mmap', [length, prot, flags, fd, offset]);
+  }
+  munmap(m: Mapping): void {
+    this.call('munmap', [m]);
+  }
+  poll(fds: Uint8Array, count: number, timeoutMs: number): number {
+    return this.call('poll', [fds, count, timeoutMs]);
+  }
+  pollAsync(fds: Uint8Array, count: number, timeoutMs: number): Promise<number> {
+    return this.call('pollAsync', [fds, count, timeoutMs]);
+  }
+  sendto(fd: number, buf: Uint8Array, length: number, flags: number, addr: Uint8Array | null): number {
+    return this.call('sendto', [fd, buf, length, flags, addr]);
+  }
+  recvfrom(fd: number, buf: Uint8Array, flags: number, addr: Uint8Array | null): number {
+    return this.call('recvfrom', [fd, buf, flags, addr]);
+  }
+  recvAsync(fd: number, buf: Uint8Array, flags: number): Promise<number> {
+    return this.call('recvAsync', [fd, buf, flags]);
+  }
+  close(fd: number): void {
+    this.call('close', [fd]);
+  }
+  mount(source: string, target: string, fstype: string, flags: number, data: string | null): void {
+    this.call('mount', [source, target, fstype, flags, data]);
+  }
+  unshare(flags: number): void {
+    this.call('unshare', [flags]);
+  }
+  flock(fd: number, op: number): boolean {
+    return this.call('flock', [fd, op]);
+  }
+  setns(fd: number, nstype: number): void {
+    this.call('setns', [fd, nstype]);
+  }
+  ifNameToIndex(name: string): number {
+    return this.call('ifNameToIndex', [name]);
+  }
+  ifIndexToName(index: number): string {
+    return this.call('ifIndexToName', [index]);
+  }
+  addressOf(_buf: Uint8Array): bigint {
+    return 0x1000n;
+  }
 }

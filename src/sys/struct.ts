@@ -116,12 +116,24 @@ function writeField(dv: DataView, buf: Uint8Array, at: number, t: FieldType, v: 
   if (typeof t === 'string') {
     if (typeof v !== 'number' && typeof v !== 'bigint') throw new TypeError(`${what}: expected a number`);
     switch (t) {
-      case 'u8': dv.setUint8(at, Number(v)); return;
-      case 'u16': dv.setUint16(at, Number(v), true); return;
-      case 'u32': dv.setUint32(at, Number(v) >>> 0, true); return;
-      case 's32': dv.setInt32(at, Number(v), true); return;
-      case 'u64': dv.setBigUint64(at, BigInt.asUintN(64, BigInt(v)), true); return;
-      case 's64': dv.setBigInt64(at, BigInt.asIntN(64, BigInt(v)), true); return;
+      case 'u8':
+        dv.setUint8(at, Number(v));
+        return;
+      case 'u16':
+        dv.setUint16(at, Number(v), true);
+        return;
+      case 'u32':
+        dv.setUint32(at, Number(v) >>> 0, true);
+        return;
+      case 's32':
+        dv.setInt32(at, Number(v), true);
+        return;
+      case 'u64':
+        dv.setBigUint64(at, BigInt.asUintN(64, BigInt(v)), true);
+        return;
+      case 's64':
+        dv.setBigInt64(at, BigInt.asIntN(64, BigInt(v)), true);
+        return;
     }
   }
   if ('bytes' in t) {
@@ -137,12 +149,18 @@ function writeField(dv: DataView, buf: Uint8Array, at: number, t: FieldType, v: 
 function readField(dv: DataView, buf: Uint8Array, at: number, t: FieldType): FieldValue {
   if (typeof t === 'string') {
     switch (t) {
-      case 'u8': return dv.getUint8(at);
-      case 'u16': return dv.getUint16(at, true);
-      case 'u32': return dv.getUint32(at, true);
-      case 's32': return dv.getInt32(at, true);
-      case 'u64': return dv.getBigUint64(at, true);
-      case 's64': return dv.getBigInt64(at, true);
+      case 'u8':
+        return dv.getUint8(at);
+      case 'u16':
+        return dv.getUint16(at, true);
+      case 'u32':
+        return dv.getUint32(at, true);
+      case 's32':
+        return dv.getInt32(at, true);
+      case 'u64':
+        return dv.getBigUint64(at, true);
+      case 's64':
+        return dv.getBigInt64(at, true);
     }
   }
   if ('bytes' in t) return buf.slice(at, at + t.bytes);

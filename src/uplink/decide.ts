@@ -30,7 +30,10 @@ export function decideUplink(features: FeatureSet, iface: IfaceInfo | undefined,
   const reasons: DecisionReason[] = [];
   const blockers: DecisionReason[] = [];
 
-  for (const [key, label] of [['bpf', 'the bpf syscall'], ['xdpSockets', 'XDP sockets (AF_XDP)']] as const) {
+  for (const [key, label] of [
+    ['bpf', 'the bpf syscall'],
+    ['xdpSockets', 'XDP sockets (AF_XDP)'],
+  ] as const) {
     const f = features[key];
     if (f.status === 'ok') continue;
     const code = `${key === 'bpf' ? 'BPF' : 'XDP_SOCKETS'}_${f.status === 'not-permitted' ? 'NOT_PERMITTED' : 'UNAVAILABLE'}`;
@@ -49,11 +52,20 @@ export function decideUplink(features: FeatureSet, iface: IfaceInfo | undefined,
       const name = iface.xdp.progName ?? '';
       const who = `program id ${iface.xdp.progId ?? '?'}${name ? ` (${name})` : ''}`;
       if (OWN_PROGRAM_NAMES.has(name)) {
-        reasons.push({ code: 'STALE_PINHOLE_PROGRAM', message: `a pinhole ${who} is attached in ${iface.xdp.mode} mode (left by an earlier run); it passes traffic to the kernel and will be taken over` });
+        reasons.push({
+          code: 'STALE_PINHOLE_PROGRAM',
+          message: `a pinhole ${who} is attached in ${iface.xdp.mode} mode (left by an earlier run); it passes traffic to the kernel and will be taken over`,
+        });
       } else if (opts.replaceForeign) {
-        reasons.push({ code: 'FOREIGN_XDP_PROGRAM_REPLACED', message: `XDP ${who} of another owner is attached in ${iface.xdp.mode} mode; replacing it as requested` });
+        reasons.push({
+          code: 'FOREIGN_XDP_PROGRAM_REPLACED',
+          message: `XDP ${who} of another owner is attached in ${iface.xdp.mode} mode; replacing it as requested`,
+        });
       } else {
-        blockers.push({ code: 'FOREIGN_XDP_PROGRAM', message: `XDP ${who} of another owner is attached in ${iface.xdp.mode} mode; pinhole never replaces it unless told to` });
+        blockers.push({
+          code: 'FOREIGN_XDP_PROGRAM',
+          message: `XDP ${who} of another owner is attached in ${iface.xdp.mode} mode; pinhole never replaces it unless told to`,
+        });
       }
     }
     if (iface.maxXdpMtu !== undefined && iface.mtu > iface.maxXdpMtu) {

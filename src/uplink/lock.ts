@@ -47,7 +47,9 @@ export function lockInterface(ifname: string, ifindex: number): IfaceLock {
       // unreadable: report without the pid
     }
     closeSync(fd);
-    throw new PinholeError('ERR_UPLINK_BUSY', `another pinhole (pid ${pid}) is running on ${ifname}; one pinhole per interface`, { details: { pid, path } });
+    throw new PinholeError('ERR_UPLINK_BUSY', `another pinhole (pid ${pid}) is running on ${ifname}; one pinhole per interface`, {
+      details: { pid, path },
+    });
   }
   ftruncateSync(fd, 0);
   writeSync(fd, `${process.pid}\n`);

@@ -75,8 +75,14 @@ export class UplinkRunner {
   private finalPinhole: Record<Reason, number> | undefined;
 
   constructor(init: {
-    mode: 'afxdp' | 'afpacket'; xdpMode?: string; reasons: DecisionReason[]; iface: IfaceInfo; workers: WorkerHandle[];
-    detail: string; teardown: () => void; pinhole?: LoadedPinhole;
+    mode: 'afxdp' | 'afpacket';
+    xdpMode?: string;
+    reasons: DecisionReason[];
+    iface: IfaceInfo;
+    workers: WorkerHandle[];
+    detail: string;
+    teardown: () => void;
+    pinhole?: LoadedPinhole;
   }) {
     this.mode = init.mode;
     this.xdpMode = init.xdpMode;
@@ -134,7 +140,11 @@ async function stopWorkers(workers: WorkerHandle[]): Promise<void> {
   await Promise.all(workers.map((w) => w.worker.terminate()));
 }
 
-async function spawnWorkers(base: Omit<WorkerConfig, 'queue' | 'counters' | 'control'>, queues: number, timeoutMs: number): Promise<{ workers: WorkerHandle[]; detail: string }> {
+async function spawnWorkers(
+  base: Omit<WorkerConfig, 'queue' | 'counters' | 'control'>,
+  queues: number,
+  timeoutMs: number,
+): Promise<{ workers: WorkerHandle[]; detail: string }> {
   const workers: WorkerHandle[] = [];
   const ready: Promise<string>[] = [];
   for (let q = 0; q < queues; q++) {
@@ -144,28 +154,33 @@ async function spawnWorkers(base: Omit<WorkerConfig, 'queue' | 'counters' | 'con
     const worker = startWorker(WORKER_URL, cfg as unknown as Record<string, unknown>);
     let onStopped!: () => void;
     const stopped = new Promise<void>((r) => (onStopped = r));
-    ready.push(new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new PinholeError('ERR_UPLINK_TIMEOUT', `queue ${q}: worker not ready within ${timeoutMs} ms`)), timeoutMs);
-      worker.on('message', (m: WorkerMessage) => {
-        if (m.type === 'ready') {
+    ready.push(
+      new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new PinholeError('ERR_UPLINK_TIMEOUT', `queue ${q}: worker not ready within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+        worker.on('message', (m: WorkerMessage) => {
+          if (m.type === 'ready') {
+            clearTimeout(timer);
+            resolve(m.detail);
+          } else if (m.type === 'error') {
+            clearTimeout(timer);
+            reject(new PinholeError(m.code, `queue ${q}: ${m.message}`));
+          } else if (m.type === 'stopped') onStopped();
+        });
+        worker.once('error', (e) => {
           clearTimeout(timer);
-          resolve(m.detail);
-        } else if (m.type === 'error') {
+          onStopped();
+          reject(new PinholeError('ERR_UPLINK_WORKER', `queue ${q}: worker failed: ${e.message}`, { cause: e }));
+        });
+        worker.once('exit', () => {
           clearTimeout(timer);
-          reject(new PinholeError(m.code, `queue ${q}: ${m.message}`));
-        } else if (m.type === 'stopped') onStopped();
-      });
-      worker.once('error', (e) => {
-        clearTimeout(timer);
-        onStopped();
-        reject(new PinholeError('ERR_UPLINK_WORKER', `queue ${q}: worker failed: ${e.message}`, { cause: e }));
-      });
-      worker.once('exit', () => {
-        clearTimeout(timer);
-        onStopped();
-        reject(new PinholeError('ERR_UPLINK_WORKER', `queue ${q}: worker exited before it was ready`));
-      });
-    }));
+          onStopped();
+          reject(new PinholeError('ERR_UPLINK_WORKER', `queue ${q}: worker exited before it was ready`));
+        });
+      }),
+    );
     workers.push({ worker, queue: q, counters: new Float64Array(counters), control: new Int32Array(control), stopped });
   }
   try {
@@ -179,29 +194,55 @@ async function spawnWorkers(base: Omit<WorkerConfig, 'queue' | 'counters' | 'con
 
 function workerCount(requested: number | undefined, iface: IfaceInfo, mode: 'afxdp' | 'afpacket'): number {
   if (requested !== undefined) {
-    if (!Number.isInteger(requested) || requested < 1 || requested > 64) throw new PinholeError('ERR_CONFIG_QUEUES', `queues must be 1..64, got ${requested}`);
+    if (!Number.isInteger(requested) || requested < 1 || requested > 64)
+      throw new PinholeError('ERR_CONFIG_QUEUES', `queues must be 1..64, got ${requested}`);
     return requested;
   }
   return mode === 'afxdp' ? Math.min(64, Math.max(1, iface.rxQueues ?? 1)) : 1;
 }
 
-async function startAfxdp(opts: StartUplinkOptions, iface: IfaceInfo, xdpMode: 'native' | 'generic', replaceOwn: boolean, reasons: DecisionReason[]): Promise<UplinkRunner> {
+async function startAfxdp(
+  opts: StartUplinkOptions,
+  iface: IfaceInfo,
+  xdpMode: 'native' | 'generic',
+  replaceOwn: boolean,
+  reasons: DecisionReason[],
+): Promise<UplinkRunner> {
   const spec: PinholeSpec = { ports: opts.ports, addresses: opts.addresses ?? [] };
   const ph = loadPinhole(spec);
   let attachment: XdpAttachment | undefined;
   try {
     attachment = attachXdp(ph.program.fd, {
-      iface: iface.name, mode: xdpMode === 'generic' ? 'generic' : 'auto', persist: true, replace: replaceOwn || (opts.replaceForeign ?? false),
+      iface: iface.name,
+      mode: xdpMode === 'generic' ? 'generic' : 'auto',
+      persist: true,
+      replace: replaceOwn || (opts.replaceForeign ?? false),
     });
     for (const f of attachment.fallbacks) {
-      reasons.push({ code: 'XDP_ATTACH_FALLBACK', message: `${f.via} ${f.mode} attach refused (${f.errno ?? f.message}); using ${attachment.via} ${attachment.mode}` });
+      reasons.push({
+        code: 'XDP_ATTACH_FALLBACK',
+        message: `${f.via} ${f.mode} attach refused (${f.errno ?? f.message}); using ${attachment.via} ${attachment.mode}`,
+      });
     }
     const queues = workerCount(opts.queues, iface, 'afxdp');
-    const base = { kind: 'afxdp' as const, ifname: iface.name, spec, xsksMapFd: ph.maps.xsks.fd, batchSize: opts.batchSize ?? 64, ...(opts.to ? { to: opts.to } : {}) };
+    const base = {
+      kind: 'afxdp' as const,
+      ifname: iface.name,
+      spec,
+      xsksMapFd: ph.maps.xsks.fd,
+      batchSize: opts.batchSize ?? 64,
+      ...(opts.to ? { to: opts.to } : {}),
+    };
     const { workers, detail } = await spawnWorkers(base, queues, opts.readyTimeoutMs ?? 15_000);
     const att = attachment;
     return new UplinkRunner({
-      mode: 'afxdp', xdpMode: att.mode, reasons, iface, workers, detail: `${detail}, ${att.mode} XDP via ${att.via}`, pinhole: ph,
+      mode: 'afxdp',
+      xdpMode: att.mode,
+      reasons,
+      iface,
+      workers,
+      detail: `${detail}, ${att.mode} XDP via ${att.via}`,
+      pinhole: ph,
       teardown: () => {
         att.close();
         ph.close();
@@ -218,12 +259,20 @@ async function startAfpacket(opts: StartUplinkOptions, iface: IfaceInfo, reasons
   const spec: PinholeSpec = { ports: opts.ports, addresses: opts.addresses ?? [] };
   // The kernel sees the tunnel frames too: keep it from answering them (ICMP port unreachable).
   const guard: PortGuard = openPortGuard({ ports: opts.ports });
-  for (const b of guard.busy) reasons.push({ code: 'PORT_HELD_BY_KERNEL_SOCKET', message: `UDP port ${b.port} (IPv${b.family}) is bound by another socket, which also receives this traffic` });
+  for (const b of guard.busy)
+    reasons.push({
+      code: 'PORT_HELD_BY_KERNEL_SOCKET',
+      message: `UDP port ${b.port} (IPv${b.family}) is bound by another socket, which also receives this traffic`,
+    });
   try {
     const queues = workerCount(opts.queues, iface, 'afpacket');
     const base = {
-      kind: 'afpacket' as const, ifname: iface.name, spec, batchSize: opts.batchSize ?? 64,
-      ...(queues > 1 ? { fanoutGroup: (process.pid & 0xfff) | 0x7000 } : {}), ...(opts.to ? { to: opts.to } : {}),
+      kind: 'afpacket' as const,
+      ifname: iface.name,
+      spec,
+      batchSize: opts.batchSize ?? 64,
+      ...(queues > 1 ? { fanoutGroup: (process.pid & 0xfff) | 0x7000 } : {}),
+      ...(opts.to ? { to: opts.to } : {}),
     };
     const { workers, detail } = await spawnWorkers(base, queues, opts.readyTimeoutMs ?? 15_000);
     return new UplinkRunner({ mode: 'afpacket', reasons, iface, workers, detail, teardown: () => guard.close() });
@@ -257,7 +306,11 @@ async function startLocked(opts: StartUplinkOptions, iface: IfaceInfo, log: (e: 
   const replaceOwn = decision.reasons.some((r) => r.code === 'STALE_PINHOLE_PROGRAM');
 
   if (opts.mode === 'afxdp' && decision.mode !== 'afxdp') {
-    throw new PinholeError('ERR_UPLINK_AFXDP_UNAVAILABLE', `AF_XDP cannot work on ${iface.name}: ${reasons.map((r) => `${r.code}: ${r.message}`).join('; ')}`, { details: { reasons } });
+    throw new PinholeError(
+      'ERR_UPLINK_AFXDP_UNAVAILABLE',
+      `AF_XDP cannot work on ${iface.name}: ${reasons.map((r) => `${r.code}: ${r.message}`).join('; ')}`,
+      { details: { reasons } },
+    );
   }
   if (opts.mode !== 'afpacket' && decision.mode === 'afxdp') {
     try {

@@ -28,4 +28,3 @@ export type WorkerMessage =
   | { type: 'ready'; queue: number; kind: UplinkKind; detail: string }
   | { type: 'error'; queue: number; code: string; message: string }
   | { type: 'stopped'; queue: number };
-

@@ -68,7 +68,12 @@ async function main(): Promise<void> {
   } catch (err) {
     up?.close();
     const e = err as { code?: string; message: string };
-    parentPort!.postMessage({ type: 'error', queue: cfg.queue, code: e.code ?? 'ERR_UPLINK_OPEN', message: e.message } satisfies WorkerMessage);
+    parentPort!.postMessage({
+      type: 'error',
+      queue: cfg.queue,
+      code: e.code ?? 'ERR_UPLINK_OPEN',
+      message: e.message,
+    } satisfies WorkerMessage);
     return;
   }
   const detail = up instanceof XskUplink ? `${up.sock.mode} mode` : 'TPACKET_V3 ring';

@@ -11,7 +11,9 @@ export interface CliResult {
 }
 
 export function runCli(args: readonly string[], opts: { netns?: string; timeoutMs?: number } = {}): CliResult {
-  const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, process.execPath, PINHOLE_BIN, ...args] : [process.execPath, PINHOLE_BIN, ...args];
+  const argv = opts.netns
+    ? ['ip', 'netns', 'exec', opts.netns, process.execPath, PINHOLE_BIN, ...args]
+    : [process.execPath, PINHOLE_BIN, ...args];
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: opts.timeoutMs ?? 60_000 });
   if (r.error) throw r.error;
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };

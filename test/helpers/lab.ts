@@ -17,8 +17,12 @@ export interface TwoHosts {
 }
 
 export const LAB = {
-  a4: '198.18.0.1', b4: '198.18.0.2', a6: '2001:db8::1', b6: '2001:db8::2',
-  aMac: '02:00:00:00:00:01', bMac: '02:00:00:00:00:02',
+  a4: '198.18.0.1',
+  b4: '198.18.0.2',
+  a6: '2001:db8::1',
+  b6: '2001:db8::2',
+  aMac: '02:00:00:00:00:01',
+  bMac: '02:00:00:00:00:02',
 };
 
 export function twoHosts(tag: string, opts: { queues?: number; mtu?: number } = {}): TwoHosts {
@@ -34,7 +38,14 @@ export function twoHosts(tag: string, opts: { queues?: number; mtu?: number } = 
     a.ip('-6', 'addr', 'add', `${LAB.a6}/64`, 'dev', 'up0', 'nodad');
     b.ip('-6', 'addr', 'add', `${LAB.b6}/64`, 'dev', 'peer0', 'nodad');
     const bb = b;
-    return { a, b: bb, close: () => { a.close(); bb.close(); } };
+    return {
+      a,
+      b: bb,
+      close: () => {
+        a.close();
+        bb.close();
+      },
+    };
   } catch (err) {
     a.close();
     b?.close();
@@ -50,7 +61,12 @@ function collect(child: ChildProcess): { out: () => string; done: Promise<number
   return { out: () => text, done };
 }
 
-export interface PingResult { sent: number; received: number; lossPct: number; raw: string }
+export interface PingResult {
+  sent: number;
+  received: number;
+  lossPct: number;
+  raw: string;
+}
 
 /** Pings `dst` from `ns` every `intervalMs` until stopped (SIGINT makes ping print its summary). */
 export function startPing(ns: Netns, dst: string, intervalMs = 20): { stop: () => Promise<PingResult> } {
@@ -70,7 +86,13 @@ export function startPing(ns: Netns, dst: string, intervalMs = 20): { stop: () =
   };
 }
 
-export interface TcpResult { bytes: number; retransmits: number; minIntervalBps: number; intervals: number; raw: string }
+export interface TcpResult {
+  bytes: number;
+  retransmits: number;
+  minIntervalBps: number;
+  intervals: number;
+  raw: string;
+}
 
 /**
  * A TCP stream from `client` to an iperf3 server in `server` at `addr`, for `seconds`, with
@@ -93,9 +115,18 @@ export function startTcpStream(server: Netns, client: Netns, addr: string, secon
     await srvOut.done;
     const raw = c.out();
     if (code !== 0) throw new Error(`iperf3 client failed (${code}): ${raw.slice(-2000)}`);
-    const j = JSON.parse(raw) as { end: { sum_sent: { bytes: number; retransmits: number } }; intervals: { sum: { bits_per_second: number } }[] };
+    const j = JSON.parse(raw) as {
+      end: { sum_sent: { bytes: number; retransmits: number } };
+      intervals: { sum: { bits_per_second: number } }[];
+    };
     const bps = j.intervals.map((i) => i.sum.bits_per_second);
-    return { bytes: j.end.sum_sent.bytes, retransmits: j.end.sum_sent.retransmits, minIntervalBps: Math.min(...bps), intervals: bps.length, raw };
+    return {
+      bytes: j.end.sum_sent.bytes,
+      retransmits: j.end.sum_sent.retransmits,
+      minIntervalBps: Math.min(...bps),
+      intervals: bps.length,
+      raw,
+    };
   })();
   return { done };
 }

@@ -73,8 +73,26 @@ export async function withNetns<T>(tags: readonly string[], fn: (...ns: Netns[])
 /** A veth pair between two namespaces (or both ends in one when `b` is omitted). */
 export function addVeth(a: Netns, aName: string, b: Netns, bName: string, opts: { queues?: number; mtu?: number } = {}): void {
   const q = opts.queues ?? 1;
-  a.ip('link', 'add', aName, 'numtxqueues', String(q), 'numrxqueues', String(q), 'type', 'veth',
-    'peer', 'name', bName, 'netns', b.name, 'numtxqueues', String(q), 'numrxqueues', String(q));
+  a.ip(
+    'link',
+    'add',
+    aName,
+    'numtxqueues',
+    String(q),
+    'numrxqueues',
+    String(q),
+    'type',
+    'veth',
+    'peer',
+    'name',
+    bName,
+    'netns',
+    b.name,
+    'numtxqueues',
+    String(q),
+    'numrxqueues',
+    String(q),
+  );
   if (opts.mtu) {
     a.ip('link', 'set', aName, 'mtu', String(opts.mtu));
     b.ip('link', 'set', bName, 'mtu', String(opts.mtu));

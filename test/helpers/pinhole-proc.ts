@@ -34,12 +34,16 @@ export interface PinholeProc {
   /** Resolves with the exit code and everything printed. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
   stop(signal?: NodeJS.Signals): Promise<StoppedLine>;
+  /** The most recent `stats` line printed so far (needs --stats-interval), if any. */
+  latestStats(): StoppedLine | undefined;
   /** Waits for a `stats` line (needs --stats-interval) that satisfies `pred`. */
   statsUntil(pred: (s: StoppedLine) => boolean, timeoutMs?: number): Promise<StoppedLine>;
 }
 
 export function startPinhole(netns: string, args: readonly string[], timeoutMs = 20_000): PinholeProc {
-  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, PINHOLE_BIN, 'uplink', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, PINHOLE_BIN, 'uplink', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -90,6 +94,18 @@ export function startPinhole(netns: string, args: readonly string[], timeoutMs =
     child,
     ready,
     exited,
+    latestStats() {
+      const lines = stdout.split('\n');
+      for (let i = lines.length - 1; i >= 0; i--) {
+        try {
+          const j = JSON.parse(lines[i]!) as StoppedLine & { event: string };
+          if ((j.event as string) === 'stats') return j;
+        } catch {
+          // partial or empty line
+        }
+      }
+      return undefined;
+    },
     statsUntil(pred, ms = timeoutMs) {
       return lineWith('stats', ms, pred as (j: never) => boolean) as Promise<StoppedLine>;
     },

@@ -63,8 +63,10 @@ test('kernel-run cBPF pinhole filter agrees with the reference on corpus frames 
             if (wb.vlanTci[i]! >= 0) {
               tagged++;
               wire.set(wit.memory.subarray(off, off + 12), 0);
-              wire[12] = wb.vlanTpid[i]! >> 8; wire[13] = wb.vlanTpid[i]! & 0xff;
-              wire[14] = wb.vlanTci[i]! >> 8; wire[15] = wb.vlanTci[i]! & 0xff;
+              wire[12] = wb.vlanTpid[i]! >> 8;
+              wire[13] = wb.vlanTpid[i]! & 0xff;
+              wire[14] = wb.vlanTci[i]! >> 8;
+              wire[15] = wb.vlanTci[i]! & 0xff;
               wire.set(wit.memory.subarray(off + 12, off + len), 16);
               wl = len + 4;
             } else {
@@ -89,20 +91,26 @@ test('kernel-run cBPF pinhole filter agrees with the reference on corpus frames 
           const want = pending[i];
           const got = keptChunk[i];
           if (!want || !got || Buffer.compare(Buffer.from(want), Buffer.from(got)) !== 0) {
-            assert.fail(`kept frame #${kept + i}: not the tunnel frame the witness saw:\n got  ${got ? Buffer.from(got).toString('hex') : '(none)'}\n want ${want ? Buffer.from(want).toString('hex') : '(none)'}`);
+            assert.fail(
+              `kept frame #${kept + i}: not the tunnel frame the witness saw:\n got  ${got ? Buffer.from(got).toString('hex') : '(none)'}\n want ${want ? Buffer.from(want).toString('hex') : '(none)'}`,
+            );
           }
         }
         kept += keptChunk.length;
         pending.length = 0;
         keptChunk.length = 0;
       };
-      const sentinel = (id: number) => buildFrame({
-        eth: { src: '02:00:00:00:00:01', dst: '02:00:00:00:00:02' },
-        ipv4: { src: '198.18.0.2', dst: '198.18.0.1' }, udp: { sport: 1, dport: SENTINEL_PORT }, payload: marker(id),
-      });
+      const sentinel = (id: number) =>
+        buildFrame({
+          eth: { src: '02:00:00:00:00:01', dst: '02:00:00:00:00:02' },
+          ipv4: { src: '198.18.0.2', dst: '198.18.0.1' },
+          udp: { sport: 1, dport: SENTINEL_PORT },
+          payload: marker(id),
+        });
       let inChunk = 0;
       for (const frame of corpus({ ...spec, seed: 99, count: COUNT })) {
-        if (frame.length < 14) { // SOCK_RAW refuses frames shorter than the link header
+        if (frame.length < 14) {
+          // SOCK_RAW refuses frames shorter than the link header
           short++;
           continue;
         }
@@ -125,7 +133,9 @@ test('kernel-run cBPF pinhole filter agrees with the reference on corpus frames 
       const ws = wit.stats();
       assert.equal(ps.drops, 0);
       assert.equal(ws.drops, 0);
-      console.log(`sent ${sent} (skipped ${short} shorter than 14 bytes), refused ${refused}, witnessed ${witnessed} (${tagged} with the outer tag in metadata), kept ${kept}`);
+      console.log(
+        `sent ${sent} (skipped ${short} shorter than 14 bytes), refused ${refused}, witnessed ${witnessed} (${tagged} with the outer tag in metadata), kept ${kept}`,
+      );
       assert.equal(sent + refused + short, COUNT);
       assert.ok(sent >= 100_000, `${sent} sent`);
       assert.ok(witnessed > sent * 0.9, `${witnessed} witnessed`);

@@ -6,7 +6,15 @@
 import { closeSync, openSync } from 'node:fs';
 import { alloc, getSys, SysError } from '../../src/sys/index.ts';
 import type { Netns } from '../helpers/netns.ts';
-import { AF_PACKET, ETH_P_ALL_BE, MSG_DONTWAIT, PACKET_IGNORE_OUTGOING, POLLIN, SOCK_RAW, SOL_PACKET } from '../../src/uplink/afpacket/abi.ts';
+import {
+  AF_PACKET,
+  ETH_P_ALL_BE,
+  MSG_DONTWAIT,
+  PACKET_IGNORE_OUTGOING,
+  POLLIN,
+  SOCK_RAW,
+  SOL_PACKET,
+} from '../../src/uplink/afpacket/abi.ts';
 
 const CLONE_NEWNET = 0x40000000;
 

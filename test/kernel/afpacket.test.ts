@@ -29,7 +29,12 @@ const PEER4 = '198.18.0.2';
 const UP6 = '2001:db8::1';
 const PEER6 = '2001:db8::2';
 
-interface Lab { up: Netns; peer: Netns; upMac: string; peerMac: string }
+interface Lab {
+  up: Netns;
+  peer: Netns;
+  upMac: string;
+  peerMac: string;
+}
 
 async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
   await withNetns(['afp-up', 'afp-peer'], async (up, peer) => {
@@ -48,7 +53,13 @@ async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
 }
 
 /** Drains `sock` until frame with marker `until` arrives; returns all marker ids seen in order. */
-async function collect(sock: AfPacketSocket, batch: RxBatch, until: number, timeoutMs: number, vlans?: Map<number, number>): Promise<number[]> {
+async function collect(
+  sock: AfPacketSocket,
+  batch: RxBatch,
+  until: number,
+  timeoutMs: number,
+  vlans?: Map<number, number>,
+): Promise<number[]> {
   const seen: number[] = [];
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -72,7 +83,10 @@ test('pinhole cBPF filter: kernel accepts and locks it; the ring receives exactl
     const raw = inNetns(peer, () => new RawSocket('peer0'));
     try {
       // The filter is locked: replacing it fails with EPERM.
-      assert.throws(() => attachFilter(sock.fd, cbpf().ret.k(0xffff).assemble()), (e: unknown) => e instanceof SysError && e.code === 'EPERM');
+      assert.throws(
+        () => attachFilter(sock.fd, cbpf().ret.k(0xffff).assemble()),
+        (e: unknown) => e instanceof SysError && e.code === 'EPERM',
+      );
 
       const eth = { src: peerMac, dst: upMac };
       const v4 = { src: PEER4, dst: UP4 };
@@ -101,7 +115,10 @@ test('pinhole cBPF filter: kernel accepts and locks it; the ring receives exactl
       const frames: Uint8Array[] = [];
       // Interleave: tunnel, other, tunnel, other, ...
       for (let i = 0; i < Math.max(tunnel.length, other.length); i++) {
-        if (tunnel[i]) { want.push(id); frames.push(buildFrame({ ...tunnel[i]!, payload: marker(id++) })); }
+        if (tunnel[i]) {
+          want.push(id);
+          frames.push(buildFrame({ ...tunnel[i]!, payload: marker(id++) }));
+        }
         if (other[i]) frames.push(buildFrame({ ...other[i]!, payload: marker(id++) }));
       }
       const sentinel = id++;
@@ -137,7 +154,12 @@ test('AF_PACKET TX batch reaches the peer (qdisc bypass)', async () => {
       const tx = new TxBatch(32);
       const N = 32;
       for (let i = 0; i < N; i++) {
-        const f = buildFrame({ eth: { src: upMac, dst: peerMac }, ipv4: { src: UP4, dst: PEER4 }, udp: { sport: PORT, dport: PORT }, payload: marker(1000 + i) });
+        const f = buildFrame({
+          eth: { src: upMac, dst: peerMac },
+          ipv4: { src: UP4, dst: PEER4 },
+          udp: { sport: PORT, dport: PORT },
+          payload: marker(1000 + i),
+        });
         tx.slot[i]!.set(f);
         tx.length[i] = f.length;
       }
@@ -175,7 +197,12 @@ test('AF_PACKET TX ring: frames written in place, one sendto per batch, reach th
         while (sent < N && sent - first < 32) {
           const slot = sock.txAcquire();
           if (slot < 0) break; // ring full: flush what we have
-          const f = buildFrame({ eth: { src: upMac, dst: peerMac }, ipv4: { src: UP4, dst: PEER4 }, udp: { sport: PORT, dport: PORT }, payload: marker(5000 + sent) });
+          const f = buildFrame({
+            eth: { src: upMac, dst: peerMac },
+            ipv4: { src: UP4, dst: PEER4 },
+            udp: { sport: PORT, dport: PORT },
+            payload: marker(5000 + sent),
+          });
           sock.txData[slot]!.set(f);
           sock.txCommit(slot, f.length);
           sent++;
@@ -187,7 +214,10 @@ test('AF_PACKET TX ring: frames written in place, one sendto per batch, reach th
           got.push(markerOf(f));
         }
       }
-      assert.deepEqual(got, Array.from({ length: N }, (_, i) => 5000 + i));
+      assert.deepEqual(
+        got,
+        Array.from({ length: N }, (_, i) => 5000 + i),
+      );
       assert.equal(sock.counters.txFrames, N);
       assert.equal(sock.counters.txErrors, 0, String(sock.lastTxError));
       assert.ok(flushes <= N / 32 + 20, `${flushes} sendto calls for ${N} frames`);
@@ -214,7 +244,14 @@ test('TPACKET_V3 ring: a small ring wraps many times without loss or reordering'
       for (let chunk = 0; chunk < 40; chunk++) {
         const last = id + 60;
         for (; id < last; id++) {
-          raw.send(buildFrame({ eth: { src: peerMac, dst: upMac }, ipv4: { src: PEER4, dst: UP4 }, udp: { sport: 1 + (id % 50), dport: PORT }, payload: marker(id) }));
+          raw.send(
+            buildFrame({
+              eth: { src: peerMac, dst: upMac },
+              ipv4: { src: PEER4, dst: UP4 },
+              udp: { sport: 1 + (id % 50), dport: PORT },
+              payload: marker(id),
+            }),
+          );
         }
         const deadline = Date.now() + 5000;
         while (seen.length < id) {
@@ -227,7 +264,10 @@ test('TPACKET_V3 ring: a small ring wraps many times without loss or reordering'
           }
         }
       }
-      assert.deepEqual(seen, Array.from({ length: id }, (_, i) => i));
+      assert.deepEqual(
+        seen,
+        Array.from({ length: id }, (_, i) => i),
+      );
       const st = sock.stats();
       assert.equal(st.drops, 0);
       assert.ok(sock.counters.rxBlocks > 4 * 10, `${sock.counters.rxBlocks} blocks`);
@@ -248,21 +288,35 @@ test('PACKET_FANOUT: two sockets in one group receive each tunnel frame exactly 
     try {
       const N = 200;
       for (let i = 0; i < N; i++) {
-        raw.send(buildFrame({ eth: { src: peerMac, dst: upMac }, ipv4: { src: PEER4, dst: UP4 }, udp: { sport: 20000 + i, dport: PORT }, payload: marker(i) }));
+        raw.send(
+          buildFrame({
+            eth: { src: peerMac, dst: upMac },
+            ipv4: { src: PEER4, dst: UP4 },
+            udp: { sport: 20000 + i, dport: PORT },
+            payload: marker(i),
+          }),
+        );
       }
       const batch = new RxBatch(64);
       const seenA: number[] = [];
       const seenB: number[] = [];
       const deadline = Date.now() + 5000;
       while (seenA.length + seenB.length < N && Date.now() < deadline) {
-        for (const [s, out] of [[a, seenA], [b, seenB]] as const) {
+        for (const [s, out] of [
+          [a, seenA],
+          [b, seenB],
+        ] as const) {
           const n = s.receive(batch);
           for (let i = 0; i < n; i++) out.push(markerOf(s.memory, batch.offset[i]!, batch.length[i]!));
         }
         if (seenA.length + seenB.length < N && !a.readable() && !b.readable()) await a.pollAsync(5);
       }
       const all = [...seenA, ...seenB].sort((x, y) => x - y);
-      assert.deepEqual(all, Array.from({ length: N }, (_, i) => i), 'each frame exactly once');
+      assert.deepEqual(
+        all,
+        Array.from({ length: N }, (_, i) => i),
+        'each frame exactly once',
+      );
       assert.ok(seenA.length > 0 && seenB.length > 0, `hash fanout spread flows: ${seenA.length} / ${seenB.length}`);
     } finally {
       raw.close();
@@ -302,7 +356,10 @@ test('port guard: no ICMP port unreachable for tunnel ports while the uplink is 
     assert.ok(before, 'without the guard the kernel sends ICMP port unreachable');
     const guard = inNetns(up, () => openPortGuard({ ports: [PORT] }));
     try {
-      assert.deepEqual(guard.guarded, [{ family: 4, port: PORT }, { family: 6, port: PORT }]);
+      assert.deepEqual(guard.guarded, [
+        { family: 4, port: PORT },
+        { family: 6, port: PORT },
+      ]);
       assert.deepEqual(guard.busy, []);
       const eth = { src: peerMac, dst: upMac };
       for (const family of [4, 6] as const) {

@@ -39,7 +39,10 @@ test('hash map: update, lookup, iterate, delete', () => {
     for (let i = 1; i <= 5; i++) m.update(u32(i), u32(i * 10));
     assert.deepEqual(m.lookup(u32(3)), u32(30));
     assert.equal(m.lookup(u32(99)), undefined);
-    const keys = m.keys().map((k) => new Uint32Array(k.buffer, k.byteOffset, 1)[0]).sort();
+    const keys = m
+      .keys()
+      .map((k) => new Uint32Array(k.buffer, k.byteOffset, 1)[0])
+      .sort();
     assert.deepEqual(keys, [1, 2, 3, 4, 5]);
     assert.equal(m.delete(u32(3)), true);
     assert.equal(m.delete(u32(3)), false);

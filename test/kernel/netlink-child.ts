@@ -9,9 +9,7 @@
  */
 import { createInterface } from 'node:readline';
 import { alloc, getSys } from '../../src/sys/index.ts';
-import {
-  clearLinkXdp, getLink, getLinkSync, listLinks, listLinksSync, setLinkXdp, setLinkXdpSync,
-} from '../../src/netlink/link.ts';
+import { clearLinkXdp, getLink, getLinkSync, listLinks, listLinksSync, setLinkXdp, setLinkXdpSync } from '../../src/netlink/link.ts';
 
 const BPF_PROG_LOAD = 5;
 const BPF_PROG_TYPE_XDP = 6;
@@ -47,18 +45,38 @@ async function linkScenario(ifname: string): Promise<void> {
   out.list = (await listLinks()).map((l) => l.name);
   out.listSync = listLinksSync().map((l) => l.name);
   for (const name of ['nope0', 'x'.repeat(20)]) {
-    try { await getLink(name); out[`missing:${name}`] = 'found?!'; } catch (e) { out[`missing:${name}`] = errInfo(e); }
+    try {
+      await getLink(name);
+      out[`missing:${name}`] = 'found?!';
+    } catch (e) {
+      out[`missing:${name}`] = errInfo(e);
+    }
   }
-  try { getLinkSync(987654); out.missingIndex = 'found?!'; } catch (e) { out.missingIndex = errInfo(e); }
+  try {
+    getLinkSync(987654);
+    out.missingIndex = 'found?!';
+  } catch (e) {
+    out.missingIndex = errInfo(e);
+  }
 
   const prog = loadXdpPass();
   const prog2 = loadXdpPass();
   await setLinkXdp(byName.index, prog, { mode: 'generic' });
   out.attached = (await getLink(byName.index)).xdp;
-  try { await setLinkXdp(byName.index, prog2, { mode: 'generic' }); out.second = 'attached?!'; } catch (e) { out.second = errInfo(e); }
+  try {
+    await setLinkXdp(byName.index, prog2, { mode: 'generic' });
+    out.second = 'attached?!';
+  } catch (e) {
+    out.second = errInfo(e);
+  }
   setLinkXdpSync(byName.index, prog2, { mode: 'generic', replace: true, expectedFd: prog });
   out.replaced = (await getLink(byName.index)).xdp;
-  try { await setLinkXdp(byName.index, prog, { mode: 'generic', replace: true, expectedFd: prog }); out.wrongExpected = 'replaced?!'; } catch (e) { out.wrongExpected = errInfo(e); }
+  try {
+    await setLinkXdp(byName.index, prog, { mode: 'generic', replace: true, expectedFd: prog });
+    out.wrongExpected = 'replaced?!';
+  } catch (e) {
+    out.wrongExpected = errInfo(e);
+  }
   await clearLinkXdp(byName.index, 'generic');
   out.cleared = (await getLink(byName.index)).xdp;
   getSys().close(prog);

@@ -24,7 +24,9 @@ export async function runMirrorChild(args: string[], rl: Interface): Promise<voi
   const rcvbuf = args[0] ? Number(args[0]) : undefined;
   const mirror = await Mirror.open({ rcvbuf });
   const waiters = new Set<() => void>();
-  mirror.onChange((_e: MirrorEvent) => { for (const w of [...waiters]) w(); });
+  mirror.onChange((_e: MirrorEvent) => {
+    for (const w of [...waiters]) w();
+  });
   const ifindex = (dev: string): number => {
     const l = [...mirror.tables.links.values()].find((x) => x.name === dev);
     if (!l) throw new Error(`no link ${dev} in the mirror`);
@@ -32,19 +34,26 @@ export async function runMirrorChild(args: string[], rl: Interface): Promise<voi
   };
 
   /** Resolves when `check()` returns a value, re-checking on every mirror event. */
-  const until = <T>(check: () => T | undefined, timeoutMs = 20_000): Promise<T> => new Promise((resolve, reject) => {
-    const first = check();
-    if (first !== undefined) { resolve(first); return; }
-    const timer = setTimeout(() => { waiters.delete(poke); reject(new Error('timed out waiting for the mirror')); }, timeoutMs);
-    const poke = (): void => {
-      const v = check();
-      if (v === undefined) return;
-      clearTimeout(timer);
-      waiters.delete(poke);
-      resolve(v);
-    };
-    waiters.add(poke);
-  });
+  const until = <T>(check: () => T | undefined, timeoutMs = 20_000): Promise<T> =>
+    new Promise((resolve, reject) => {
+      const first = check();
+      if (first !== undefined) {
+        resolve(first);
+        return;
+      }
+      const timer = setTimeout(() => {
+        waiters.delete(poke);
+        reject(new Error('timed out waiting for the mirror'));
+      }, timeoutMs);
+      const poke = (): void => {
+        const v = check();
+        if (v === undefined) return;
+        clearTimeout(timer);
+        waiters.delete(poke);
+        resolve(v);
+      };
+      waiters.add(poke);
+    });
 
   const kernelNeighbours = async (): Promise<string[]> => {
     const s = RtnlSocket.open();
@@ -60,8 +69,8 @@ export async function runMirrorChild(args: string[], rl: Interface): Promise<voi
       s.close();
     }
   };
-  const mirrorNeighbours = (): string[] => [...mirror.tables.neighbours.values()]
-    .map((n) => `${n.ifindex}|${n.ip}|${n.mac ?? '-'}|${n.state}`).sort();
+  const mirrorNeighbours = (): string[] =>
+    [...mirror.tables.neighbours.values()].map((n) => `${n.ifindex}|${n.ip}|${n.mac ?? '-'}|${n.state}`).sort();
 
   const handle = async (c: Cmd): Promise<unknown> => {
     switch (c.cmd) {
@@ -98,23 +107,42 @@ export async function runMirrorChild(args: string[], rl: Interface): Promise<voi
           const m = mirrorNeighbours();
           if (k.length === m.length && k.every((x, i) => x === m[i])) return { equal: true, count: k.length, ms: Date.now() - started };
           if (Date.now() - started > 60_000) {
-            return { equal: false, kernel: k.length, mirror: m.length, missing: k.filter((x) => !m.includes(x)).slice(0, 5), extra: m.filter((x) => !k.includes(x)).slice(0, 5) };
+            return {
+              equal: false,
+              kernel: k.length,
+              mirror: m.length,
+              missing: k.filter((x) => !m.includes(x)).slice(0, 5),
+              extra: m.filter((x) => !k.includes(x)).slice(0, 5),
+            };
           }
           // Not equal yet: the mirror has notifications (or a resync) to process. Wait for the next
           // change (re-checking at most every second in case the difference was in the kernel dump).
-          await new Promise<void>((r) => { const w = (): void => { waiters.delete(w); r(); }; waiters.add(w); setTimeout(w, 1000); });
+          await new Promise<void>((r) => {
+            const w = (): void => {
+              waiters.delete(w);
+              r();
+            };
+            waiters.add(w);
+            setTimeout(w, 1000);
+          });
         }
       }
       case 'stats':
-        return { counters: mirror.counters, rcvbuf: mirror.rcvbuf, neighbours: mirror.tables.neighbours.size, routes: mirror.tables.routes.size };
+        return {
+          counters: mirror.counters,
+          rcvbuf: mirror.rcvbuf,
+          neighbours: mirror.tables.neighbours.size,
+          routes: mirror.tables.routes.size,
+        };
       case 'shared': {
         const reader = new NeighbourTableReader(mirror.sharedNeighbours);
         const addr = parseIpText(c.ip as string)!;
         const mac = new Uint8Array(6);
         const idx = ifindex(c.dev as string);
-        const state = addr.length === 4
-          ? reader.lookupV4(idx, ((addr[0]! << 24) | (addr[1]! << 16) | (addr[2]! << 8) | addr[3]!) >>> 0, mac, 0)
-          : reader.lookupV6(idx, addr, 0, mac, 0);
+        const state =
+          addr.length === 4
+            ? reader.lookupV4(idx, ((addr[0]! << 24) | (addr[1]! << 16) | (addr[2]! << 8) | addr[3]!) >>> 0, mac, 0)
+            : reader.lookupV6(idx, addr, 0, mac, 0);
         return { state, mac: formatMac(mac) };
       }
       case 'exit':

@@ -21,10 +21,17 @@ class MirrorChild {
   private stderr = '';
 
   constructor(ns: Netns, rcvbuf?: number) {
-    this.proc = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '--import', 'tsx', CHILD, 'mirror', ...(rcvbuf ? [String(rcvbuf)] : [])], {
-      cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'],
+    this.proc = spawn(
+      'ip',
+      ['netns', 'exec', ns.name, process.execPath, '--import', 'tsx', CHILD, 'mirror', ...(rcvbuf ? [String(rcvbuf)] : [])],
+      {
+        cwd: ROOT,
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
+    this.proc.stderr!.on('data', (d: Buffer) => {
+      this.stderr += d.toString();
     });
-    this.proc.stderr!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
     this.lines = createInterface({ input: this.proc.stdout! })[Symbol.asyncIterator]();
   }
 
@@ -148,7 +155,10 @@ test('IPv6 and IPv4 gateways absent from the kernel table are resolved through N
     a.ip('route', 'add', '198.19.0.0/16', 'via', '198.18.9.2');
     a.ip('-6', 'route', 'add', '2001:db8:100::/48', 'via', '2001:db8:9::2');
     await withMirror(a, undefined, async (m) => {
-      for (const [dst, gwIp] of [['2001:db8:100::7', '2001:db8:9::2'], ['198.19.3.4', '198.18.9.2']] as const) {
+      for (const [dst, gwIp] of [
+        ['2001:db8:100::7', '2001:db8:9::2'],
+        ['198.19.3.4', '198.18.9.2'],
+      ] as const) {
         assert.equal(a.ip('neigh', 'show', gwIp, 'dev', 'ph0').trim(), '', `${gwIp} not in the kernel table yet`);
         const r = await m.ask({ cmd: 'resolve', ip: dst, timeoutMs: 8000 });
         assert.equal(r.error, undefined, JSON.stringify(r));
@@ -179,7 +189,8 @@ test('a flood of neighbour changes through a tiny receive buffer overflows, resy
     await withMirror(ns, 1024, async (m) => {
       const cmds: string[] = [];
       const ip = (i: number): string => `198.18.${100 + (i >> 8)}.${i & 0xff}`;
-      const mac = (i: number, v: number): string => `02:00:${v.toString(16).padStart(2, '0')}:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
+      const mac = (i: number, v: number): string =>
+        `02:00:${v.toString(16).padStart(2, '0')}:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
       const N = 3000;
       for (let i = 0; i < N; i++) cmds.push(`neigh replace ${ip(i)} dev ph0 lladdr ${mac(i, 1)} nud permanent`);
       for (let i = 0; i < N; i += 2) cmds.push(`neigh replace ${ip(i)} dev ph0 lladdr ${mac(i, 2)} nud permanent`);
@@ -223,7 +234,8 @@ test('CLI: pinhole routes/resolve --json, and neigh --watch streams changes unti
     assert.match(pinhole('resolve', '198.19.1.1'), /already in the neighbour table/);
 
     const watch = spawn('ip', ['netns', 'exec', a.name, process.execPath, `${ROOT}/bin/pinhole.js`, 'neigh', '--watch', '--json'], {
-      cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
     const lines = createInterface({ input: watch.stdout! })[Symbol.asyncIterator]();
     const next = async (): Promise<any> => JSON.parse((await lines.next()).value as string);
@@ -233,7 +245,10 @@ test('CLI: pinhole routes/resolve --json, and neigh --watch streams changes unti
     a.ip('neigh', 'add', '198.18.7.50', 'dev', 'ph0', 'lladdr', '02:00:00:00:77:50', 'nud', 'permanent');
     let ev = await next();
     while (ev.ip !== '198.18.7.50') ev = await next();
-    assert.deepEqual({ event: ev.event, mac: ev.mac, state: ev.state, dev: ev.dev }, { event: 'add', mac: '02:00:00:00:77:50', state: 'PERMANENT', dev: 'ph0' });
+    assert.deepEqual(
+      { event: ev.event, mac: ev.mac, state: ev.state, dev: ev.dev },
+      { event: 'add', mac: '02:00:00:00:77:50', state: 'PERMANENT', dev: 'ph0' },
+    );
     const exited = new Promise<number | null>((res) => watch.once('exit', (code) => res(code)));
     // `ip netns exec` execs node directly, so the signal reaches pinhole itself.
     watch.kill('SIGINT');

@@ -53,7 +53,11 @@ function reasonProbe(ph: LoadedPinhole): (frame: Uint8Array) => Reason {
   };
 }
 
-interface DiffResult { frames: number; kernelRuns: number; perReason: number[] }
+interface DiffResult {
+  frames: number;
+  kernelRuns: number;
+  perReason: number[];
+}
 
 function differential(spec: PinholeSpec, count: number, seed: number): DiffResult {
   const ph = loadPinhole(spec);
@@ -88,8 +92,10 @@ function differential(spec: PinholeSpec, count: number, seed: number): DiffResul
         before[i] = after[i]!;
       }
       if (moved !== want) {
-        assert.fail(`frame #${frames} (${frame.length} bytes): kernel says ${REASONS[moved] ?? 'nothing'}, reference says ${REASONS[want]}\n` +
-          Buffer.from(frame).toString('hex'));
+        assert.fail(
+          `frame #${frames} (${frame.length} bytes): kernel says ${REASONS[moved] ?? 'nothing'}, reference says ${REASONS[want]}\n` +
+            Buffer.from(frame).toString('hex'),
+        );
       }
       // No socket is bound in the XSKMAP, so bpf_redirect_map falls back to XDP_PASS.
       assert.equal(action, XDP_PASS);

@@ -27,7 +27,14 @@ test('the bpf_link probe leaves no XDP program on the host loopback', () => {
 test('bpffs: mounted when absent, reused when present, never over another mount', () => {
   const child = fileURLToPath(new URL('./fixtures/bpffs-child.ts', import.meta.url));
   const out = execFileSync('unshare', ['-m', '--propagation', 'private', process.execPath, '--import', 'tsx', child], { encoding: 'utf8' });
-  const r = JSON.parse(out) as { before: string | null; occupied: string; first: { mounted: boolean; path: string }; second: { mounted: boolean }; found: string; dir: string };
+  const r = JSON.parse(out) as {
+    before: string | null;
+    occupied: string;
+    first: { mounted: boolean; path: string };
+    second: { mounted: boolean };
+    found: string;
+    dir: string;
+  };
   assert.equal(r.before, null);
   assert.equal(r.occupied, 'ERR_BPFFS_UNAVAILABLE');
   assert.deepEqual(r.first, { path: r.dir, mounted: true });
@@ -38,7 +45,11 @@ test('bpffs: mounted when absent, reused when present, never over another mount'
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 test('pinhole bpf test: runs a frame through the kernel and reports action, verdict, reason', () => {
-  const vxlan = buildFrame({ ipv4: { src: '198.18.0.2', dst: '198.18.0.1' }, udp: { sport: 40000, dport: 4789 }, payload: new Uint8Array(8) });
+  const vxlan = buildFrame({
+    ipv4: { src: '198.18.0.2', dst: '198.18.0.1' },
+    udp: { sport: 40000, dport: 4789 },
+    payload: new Uint8Array(8),
+  });
   const tcp = buildFrame({ ipv6: { src: '2001:db8::2', dst: '2001:db8::1' }, tcp: { sport: 22, dport: 40000 } });
   let r = runCli(['bpf', 'test', '--port', '4789', '--frame', hex(vxlan), '--json']);
   assert.equal(r.code, 0, r.stderr);
@@ -75,8 +86,27 @@ test('pinhole bpf test without privileges names the missing capability', () => {
   // Drop every capability for the child (setpriv from util-linux).
   const r = (() => {
     try {
-      return { out: execFileSync('setpriv', ['--inh-caps=-all', '--bounding-set=-all', '--', process.execPath, fileURLToPath(new URL('../../bin/pinhole.js', import.meta.url)),
-        'bpf', 'test', '--port', '4789', '--frame', hex(vxlan)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }), code: 0, err: '' };
+      return {
+        out: execFileSync(
+          'setpriv',
+          [
+            '--inh-caps=-all',
+            '--bounding-set=-all',
+            '--',
+            process.execPath,
+            fileURLToPath(new URL('../../bin/pinhole.js', import.meta.url)),
+            'bpf',
+            'test',
+            '--port',
+            '4789',
+            '--frame',
+            hex(vxlan),
+          ],
+          { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+        ),
+        code: 0,
+        err: '',
+      };
     } catch (e) {
       const x = e as { status: number; stderr: string };
       return { out: '', code: x.status, err: x.stderr };

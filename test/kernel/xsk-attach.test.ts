@@ -49,8 +49,10 @@ test('a foreign program is never replaced without replace: true; with it, netlin
       await inNetns(a, () => {
         setLinkXdpSync(getLinkSync('up0').index, fw.fd, { mode: 'generic' });
         const fwId = xdpOf('up0')?.progId;
-        assert.throws(() => attachXdp(ph.program.fd, { iface: 'up0' }), (e: { code?: string; details?: Record<string, unknown> }) =>
-          e.code === 'ERR_XDP_FOREIGN_PROGRAM' && e.details?.progId === fwId);
+        assert.throws(
+          () => attachXdp(ph.program.fd, { iface: 'up0' }),
+          (e: { code?: string; details?: Record<string, unknown> }) => e.code === 'ERR_XDP_FOREIGN_PROGRAM' && e.details?.progId === fwId,
+        );
         assert.equal(xdpOf('up0')?.progId, fwId, 'the foreign program is untouched');
         const att = attachXdp(ph.program.fd, { iface: 'up0', replace: true });
         assert.deepEqual([att.via, att.mode], ['netlink', 'generic']);
@@ -96,8 +98,14 @@ test('native refused (peer MTU too large for XDP) falls back to generic and says
         assert.throws(() => attachXdp(ph.program.fd, { iface: 'up0', mode: 'native' }), isCode('ERR_XDP_ATTACH'));
         const att = attachXdp(ph.program.fd, { iface: 'up0' });
         assert.deepEqual([att.via, att.mode], ['bpf_link', 'generic']);
-        assert.deepEqual(att.fallbacks.map((f) => `${f.via}/${f.mode}`), ['bpf_link/native', 'netlink/native']);
-        assert.ok(att.fallbacks.every((f) => f.errno === 'ERANGE'), JSON.stringify(att.fallbacks));
+        assert.deepEqual(
+          att.fallbacks.map((f) => `${f.via}/${f.mode}`),
+          ['bpf_link/native', 'netlink/native'],
+        );
+        assert.ok(
+          att.fallbacks.every((f) => f.errno === 'ERANGE'),
+          JSON.stringify(att.fallbacks),
+        );
         assert.equal(xdpOf('up0')?.attached, 'generic');
         att.close();
         assert.equal(xdpOf('up0')?.attached, 'none');

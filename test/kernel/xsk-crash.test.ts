@@ -31,7 +31,12 @@ for (const style of ['bpf_link', 'netlink'] as const) {
       const child = a.spawn(process.execPath, ['--import', 'tsx', CHILD, style]);
       try {
         const lines = createInterface({ input: child.stdout! });
-        const [line] = (await Promise.race([once(lines, 'line'), once(child, 'exit').then(() => { throw new Error('child exited before ready'); })])) as [string];
+        const [line] = (await Promise.race([
+          once(lines, 'line'),
+          once(child, 'exit').then(() => {
+            throw new Error('child exited before ready');
+          }),
+        ])) as [string];
         const ready = JSON.parse(line) as { via: string; progId: number };
         assert.equal(ready.via, style);
         assert.equal(await inNetns(a, () => getLinkSync('up0').xdp?.progId), ready.progId);
@@ -67,7 +72,10 @@ for (const style of ['bpf_link', 'netlink'] as const) {
       try {
         await inNetns(a, () => {
           if (style === 'netlink') {
-            assert.throws(() => attachXdp(ph.program.fd, { iface: 'up0' }), (e: { code?: string }) => e.code === 'ERR_XDP_FOREIGN_PROGRAM');
+            assert.throws(
+              () => attachXdp(ph.program.fd, { iface: 'up0' }),
+              (e: { code?: string }) => e.code === 'ERR_XDP_FOREIGN_PROGRAM',
+            );
           }
           const att = attachXdp(ph.program.fd, { iface: 'up0', replace: style === 'netlink' });
           assert.equal(getLinkSync('up0').xdp?.progId, ph.program.info().id);

@@ -59,7 +59,16 @@ test('tunnel UDP reaches the XSK byte for byte; other UDP and ping reach the ker
     try {
       const { att, xsk, kernelUdp } = await inNetns(a, async () => {
         const att = attachXdp(ph.program.fd, { iface: 'up0', mode: 'native' });
-        const xsk = await openXsk({ iface: 'up0', queue: 0, frameSize: 2048, frameCount: 1024, rxSize: 512, txSize: 512, fillSize: 512, compSize: 512 });
+        const xsk = await openXsk({
+          iface: 'up0',
+          queue: 0,
+          frameSize: 2048,
+          frameCount: 1024,
+          rxSize: 512,
+          txSize: 512,
+          fillSize: 512,
+          compSize: 512,
+        });
         const kernelUdp = createSocket('udp4');
         kernelUdp.bind(4790, A_IP);
         await once(kernelUdp, 'listening');
@@ -90,10 +99,18 @@ test('tunnel UDP reaches the XSK byte for byte; other UDP and ping reach the ker
           // 2. UDP to another port → kernel socket; ping → kernel answers.
           const other = new TextEncoder().encode('pinhole-kernel-udp');
           const gotUdp = once(kernelUdp, 'message');
-          pkt.send(buildFrame({
-            eth: { src: peerMac, dst: upMac }, ipv4: { src: B_IP, dst: A_IP }, udp: { sport: 40001, dport: 4790 }, payload: other,
-          }));
-          const [msg] = (await Promise.race([gotUdp, new Promise((_, rej) => setTimeout(() => rej(new Error('kernel UDP socket got nothing in 5 s')), 5000).unref())])) as [Buffer];
+          pkt.send(
+            buildFrame({
+              eth: { src: peerMac, dst: upMac },
+              ipv4: { src: B_IP, dst: A_IP },
+              udp: { sport: 40001, dport: 4790 },
+              payload: other,
+            }),
+          );
+          const [msg] = (await Promise.race([
+            gotUdp,
+            new Promise((_, rej) => setTimeout(() => rej(new Error('kernel UDP socket got nothing in 5 s')), 5000).unref()),
+          ])) as [Buffer];
           assert.deepEqual(new Uint8Array(msg), other);
           b.exec('ping', ['-c', '1', '-W', '5', A_IP]);
           const c = ph.counters();
@@ -105,7 +122,9 @@ test('tunnel UDP reaches the XSK byte for byte; other UDP and ping reach the ker
 
           // 3. XSK TX → peer0.
           const out = buildFrame({
-            eth: { src: upMac, dst: peerMac }, ipv4: { src: A_IP, dst: B_IP }, udp: { sport: 4789, dport: 40000 },
+            eth: { src: upMac, dst: peerMac },
+            ipv4: { src: A_IP, dst: B_IP },
+            udp: { sport: 4789, dport: 40000 },
             payload: new TextEncoder().encode('pinhole-xsk-tx-marker-0002'),
           });
           const batch = { addr: new Uint32Array(4), len: new Uint32Array(4) };
@@ -147,8 +166,19 @@ test('a second XSK on the same queue fails with ERR_XSK_BUSY; after close the qu
       const first = await openXsk({ iface: 'up0', queue: 0, frameCount: 64, rxSize: 64, txSize: 64, fillSize: 64, compSize: 64 });
       try {
         await assert.rejects(
-          openXsk({ iface: 'up0', queue: 0, frameCount: 64, rxSize: 64, txSize: 64, fillSize: 64, compSize: 64, busyRetries: 2, busyDelayMs: 5 }),
-          (e: { code?: string }) => e.code === 'ERR_XSK_BUSY');
+          openXsk({
+            iface: 'up0',
+            queue: 0,
+            frameCount: 64,
+            rxSize: 64,
+            txSize: 64,
+            fillSize: 64,
+            compSize: 64,
+            busyRetries: 2,
+            busyDelayMs: 5,
+          }),
+          (e: { code?: string }) => e.code === 'ERR_XSK_BUSY',
+        );
         await assert.rejects(openXsk({ iface: 'up0', queue: 1, frameCount: 64 }), (e: { code?: string }) => e.code === 'ERR_XSK_BIND');
       } finally {
         first.close();
@@ -167,18 +197,29 @@ test('rings wrap around: 3200 frames each way through 64-entry rings, in order, 
     try {
       const { att, xsk } = await inNetns(a, async () => ({
         att: attachXdp(ph.program.fd, { iface: 'up0', mode: 'native' }),
-        xsk: await openXsk({ iface: 'up0', queue: 0, frameSize: 2048, frameCount: 256, rxSize: 64, txSize: 64, fillSize: 64, compSize: 64, headroom: 64 }),
+        xsk: await openXsk({
+          iface: 'up0',
+          queue: 0,
+          frameSize: 2048,
+          frameCount: 256,
+          rxSize: 64,
+          txSize: 64,
+          fillSize: 64,
+          compSize: 64,
+          headroom: 64,
+        }),
       }));
       const pkt = await inNetns(b, () => new PacketSocket('peer0'));
       try {
         ph.maps.xsks.update(u32(0), u32(xsk.fd));
         assert.equal(xsk.txOffset, 256 + 64);
-        const frame = (seq: number, toPeer: boolean) => buildFrame({
-          eth: toPeer ? { src: upMac, dst: peerMac } : { src: peerMac, dst: upMac },
-          ipv4: toPeer ? { src: A_IP, dst: B_IP } : { src: B_IP, dst: A_IP },
-          udp: toPeer ? { sport: 4789, dport: 40000 } : { sport: 40000, dport: 4789 },
-          payload: new Uint8Array([0x50, 0x48, seq >> 8, seq & 0xff]),
-        });
+        const frame = (seq: number, toPeer: boolean) =>
+          buildFrame({
+            eth: toPeer ? { src: upMac, dst: peerMac } : { src: peerMac, dst: upMac },
+            ipv4: toPeer ? { src: A_IP, dst: B_IP } : { src: B_IP, dst: A_IP },
+            udp: toPeer ? { sport: 4789, dport: 40000 } : { sport: 40000, dport: 4789 },
+            payload: new Uint8Array([0x50, 0x48, seq >> 8, seq & 0xff]),
+          });
         const seqOf = (f: Uint8Array) => (f[f.length - 2]! << 8) | f[f.length - 1]!;
         const upMacBytes = Buffer.from(upMac.replaceAll(':', ''), 'hex');
         const fromUp = (f: Uint8Array) => f.length >= 46 && Buffer.from(f.subarray(6, 12)).equals(upMacBytes);

@@ -33,9 +33,24 @@ const UDP_SEND = fileURLToPath(new URL('./fixtures/udp-send.ts', import.meta.url
 
 function flood(ns: Netns, count: number): void {
   const frame = buildFrame({
-    eth: { dst: LAB.aMac, src: LAB.bMac }, ipv4: { src: LAB.b4, dst: LAB.a4 }, udp: { sport: 40000, dport: 4789 }, payload: new Uint8Array(18),
+    eth: { dst: LAB.aMac, src: LAB.bMac },
+    ipv4: { src: LAB.b4, dst: LAB.a4 },
+    udp: { sport: 40000, dport: 4789 },
+    payload: new Uint8Array(18),
   });
-  const out = JSON.parse(ns.exec(process.execPath, ['--import', 'tsx', TRAFFICGEN, '--iface', 'peer0', '--frame', Buffer.from(frame).toString('hex'), '--count', String(count)])) as { sent: number };
+  const out = JSON.parse(
+    ns.exec(process.execPath, [
+      '--import',
+      'tsx',
+      TRAFFICGEN,
+      '--iface',
+      'peer0',
+      '--frame',
+      Buffer.from(frame).toString('hex'),
+      '--count',
+      String(count),
+    ]),
+  ) as { sent: number };
   assert.equal(out.sent, count);
 }
 
@@ -61,7 +76,10 @@ test('host traffic survives start, full-rate tunnel traffic, SIGKILL, restart an
     let n = 0;
     const quiet = await p.statsUntil(() => ++n >= 5);
     assert.equal(quiet.rxPackets, 0, 'host traffic never reaches the dataplane counters');
-    assert.ok(quiet.pinhole!.tcp > 0 && quiet.pinhole!.icmp > 0 && quiet.pinhole!.icmpv6 > 0, 'host traffic seen and passed by the pinhole');
+    assert.ok(
+      quiet.pinhole!.tcp > 0 && quiet.pinhole!.icmp > 0 && quiet.pinhole!.icmpv6 > 0,
+      'host traffic seen and passed by the pinhole',
+    );
 
     // 2. Full-rate tunnel traffic.
     flood(l.b, 1_000_000);
@@ -97,7 +115,10 @@ test('host traffic survives start, full-rate tunnel traffic, SIGKILL, restart an
     p = startPinhole(l.a.name, ['--iface', 'up0', '--port', '4789', '--stats-interval', '100']);
     ready = await p.ready;
     assert.equal(ready.mode, 'afxdp');
-    assert.ok(ready.reasons.some((r) => r.code === 'STALE_PINHOLE_PROGRAM'), JSON.stringify(ready.reasons));
+    assert.ok(
+      ready.reasons.some((r) => r.code === 'STALE_PINHOLE_PROGRAM'),
+      JSON.stringify(ready.reasons),
+    );
     flood(l.b, 500_000);
     await p.statsUntil((s) => s.rxPackets > 50_000);
 
@@ -116,7 +137,9 @@ test('host traffic survives start, full-rate tunnel traffic, SIGKILL, restart an
     // ARP and ND still answered by the kernel: the neighbours are usable, not FAILED.
     assert.match(l.b.ip('neigh', 'show', LAB.a4), /lladdr 02:00:00:00:00:01 (REACHABLE|STALE|DELAY|PROBE)/);
     assert.match(l.b.ip('-6', 'neigh', 'show', LAB.a6), /lladdr 02:00:00:00:00:01 (REACHABLE|STALE|DELAY|PROBE)/);
-    console.log(`host-safety: tcp ${(t.bytes / 1e6).toFixed(0)} MB, retransmits ${t.retransmits}, min interval ${(t.minIntervalBps / 1e6).toFixed(0)} Mbit/s; ping v4 loss ${r4.sent - r4.received}/${r4.sent}, v6 ${r6.sent - r6.received}/${r6.sent}; dataplane lag p99 ${fin.eventLoopLagMs.p99.toFixed(2)} ms`);
+    console.log(
+      `host-safety: tcp ${(t.bytes / 1e6).toFixed(0)} MB, retransmits ${t.retransmits}, min interval ${(t.minIntervalBps / 1e6).toFixed(0)} Mbit/s; ping v4 loss ${r4.sent - r4.received}/${r4.sent}, v6 ${r6.sent - r6.received}/${r6.sent}; dataplane lag p99 ${fin.eventLoopLagMs.p99.toFixed(2)} ms`,
+    );
   } finally {
     l.close();
   }

@@ -22,7 +22,16 @@ requireRoot();
 interface ProbeJson {
   kernel: { release: string };
   features: { bpf: boolean; xdpSockets: boolean; bpfLinkXdp: boolean; bpffs: boolean };
-  iface: { name: string; kind: string; driver: string; mtu: number; maxXdpMtu: number; rxQueues: number; txQueues: number; xdp: { mode: string; progId?: number; progName?: string } };
+  iface: {
+    name: string;
+    kind: string;
+    driver: string;
+    mtu: number;
+    maxXdpMtu: number;
+    rxQueues: number;
+    txQueues: number;
+    xdp: { mode: string; progId?: number; progName?: string };
+  };
   decision: { mode: string; xdpMode?: string; reasons: { code: string; message: string }[] };
 }
 

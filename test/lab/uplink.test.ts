@@ -118,7 +118,12 @@ test('--to: tunnel frames are forwarded unchanged out of another interface (AF_X
     try {
       addVeth(gen, 'g0', mid, 'up0');
       addVeth(mid, 'out0', sink, 's0');
-      for (const [ns, dev] of [[gen, 'g0'], [mid, 'up0'], [mid, 'out0'], [sink, 's0']] as const) {
+      for (const [ns, dev] of [
+        [gen, 'g0'],
+        [mid, 'up0'],
+        [mid, 'out0'],
+        [sink, 's0'],
+      ] as const) {
         ns.exec('ethtool', ['-K', dev, 'gro', 'on']);
         ns.exec('sysctl', ['-qw', `net.ipv6.conf.${dev}.disable_ipv6=1`]);
       }
@@ -128,12 +133,22 @@ test('--to: tunnel frames are forwarded unchanged out of another interface (AF_X
       const cap = await inNetns(sink, () => new PacketSocket('s0'));
       const inj = await inNetns(gen, () => new PacketSocket('g0'));
       try {
-        const frames = Array.from({ length: 50 }, (_, i) => buildFrame({
-          eth: { dst: '02:00:00:00:00:aa', src: '02:00:00:00:00:bb' },
-          ipv4: { src: '198.18.1.2', dst: '198.18.1.1' }, udp: { sport: 40000 + i, dport: 4789 }, payload: new Uint8Array(100).fill(i),
-        }));
+        const frames = Array.from({ length: 50 }, (_, i) =>
+          buildFrame({
+            eth: { dst: '02:00:00:00:00:aa', src: '02:00:00:00:00:bb' },
+            ipv4: { src: '198.18.1.2', dst: '198.18.1.1' },
+            udp: { sport: 40000 + i, dport: 4789 },
+            payload: new Uint8Array(100).fill(i),
+          }),
+        );
         for (const f of frames) inj.send(f);
-        inj.send(buildFrame({ eth: { dst: '02:00:00:00:00:aa', src: '02:00:00:00:00:bb' }, ipv4: { src: '198.18.1.2', dst: '198.18.1.1' }, udp: { sport: 1, dport: 53 } }));
+        inj.send(
+          buildFrame({
+            eth: { dst: '02:00:00:00:00:aa', src: '02:00:00:00:00:bb' },
+            ipv4: { src: '198.18.1.2', dst: '198.18.1.1' },
+            udp: { sport: 1, dport: 53 },
+          }),
+        );
         for (const f of frames) {
           const got = await cap.receive((g) => g.length === f.length && g[36] === f[36] && g[37] === f[37], 3000);
           assert.ok(got, `frame with sport ${(f[34]! << 8) | f[35]!} arrived`);
@@ -189,7 +204,10 @@ test('fallbacks: foreign program, forced mode, MTU too large, busy queue, second
       p = startPinhole(l.a.name, ['--iface', 'up0', '--port', '4789']);
       r = await p.ready;
       assert.equal(r.mode, 'afpacket');
-      assert.ok(r.reasons.some((x) => x.code === 'AFXDP_FAILED' && /ERR_XSK_BUSY/.test(x.message)), JSON.stringify(r.reasons));
+      assert.ok(
+        r.reasons.some((x) => x.code === 'AFXDP_FAILED' && /ERR_XSK_BUSY/.test(x.message)),
+        JSON.stringify(r.reasons),
+      );
       // 5. A second pinhole on the same interface is refused while the first runs.
       const second = startPinhole(l.a.name, ['--iface', 'up0', '--port', '4789']);
       const ex2 = await second.exited;

@@ -3,8 +3,32 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  FP, Helper, R0, R1, R2, R3, R4, R5, R6, R7,
-  alu32, alu64, assemble, call, decode, disasm, disasmBytes, end, exit, jmp, jmp32, label, ld, ldx, st, stx,
+  FP,
+  Helper,
+  R0,
+  R1,
+  R2,
+  R3,
+  R4,
+  R5,
+  R6,
+  R7,
+  alu32,
+  alu64,
+  assemble,
+  call,
+  decode,
+  disasm,
+  disasmBytes,
+  end,
+  exit,
+  jmp,
+  jmp32,
+  label,
+  ld,
+  ldx,
+  st,
+  stx,
 } from '../../src/bpf/asm/index.ts';
 
 const bytes = (...slots: string[]): Uint8Array => Uint8Array.from(Buffer.from(slots.join('').replace(/\s+/g, ''), 'hex'));
@@ -44,7 +68,9 @@ const program = () => [
 
 describe('disasm', () => {
   it('prints labels, slots (lddw takes two), map names, comments', () => {
-    assert.equal(disasm(program()), `\
+    assert.equal(
+      disasm(program()),
+      `\
    0: r2 = *(u32 *)(r1 + 0) ; data
    1: r3 = *(u32 *)(r1 + 4) ; data_end
    2: r4 = r2
@@ -76,7 +102,8 @@ pass:
   30: r0 = 2 ; XDP_PASS
 out:
   31: exit
-`);
+`,
+    );
   });
 
   it('disasmBytes shows what the kernel gets: numeric offsets, map fds', () => {
@@ -90,8 +117,17 @@ out:
   });
 
   it('the listing of source and of bytes agree line by line once labels, names and notes are stripped', () => {
-    const strip = (s: string) => s.split('\n').filter((l) => !l.endsWith(':'))
-      .map((l) => l.replace(/ <\w+>/, '').replace(/ ; .*/, '').replace(/map\[\w+\]/, 'map[?]').replace(/map\[fd:\d+\]/, 'map[?]'));
+    const strip = (s: string) =>
+      s
+        .split('\n')
+        .filter((l) => !l.endsWith(':'))
+        .map((l) =>
+          l
+            .replace(/ <\w+>/, '')
+            .replace(/ ; .*/, '')
+            .replace(/map\[\w+\]/, 'map[?]')
+            .replace(/map\[fd:\d+\]/, 'map[?]'),
+        );
     assert.deepEqual(strip(disasmBytes(assemble(program(), { maps: { ports: 4, xsks: 5 } }))), strip(disasm(program())));
   });
 
@@ -149,8 +185,10 @@ out:
   });
 
   it('source immediates print as the int32 the kernel sees', () => {
-    assert.equal(disasm([alu32.mov.imm(R0, 0xffffffff), alu64.and.imm(R1, 0xffffffff), ld.imm64(R1, -1)]),
-      '   0: w0 = -1\n   1: r1 &= -0x1\n   2: r1 = 0xffffffffffffffff ll\n');
+    assert.equal(
+      disasm([alu32.mov.imm(R0, 0xffffffff), alu64.and.imm(R1, 0xffffffff), ld.imm64(R1, -1)]),
+      '   0: w0 = -1\n   1: r1 &= -0x1\n   2: r1 = 0xffffffffffffffff ll\n',
+    );
   });
 
   it('decode of source-built immediates matches (round trip of the text)', () => {

@@ -6,8 +6,36 @@ import assert from 'node:assert/strict';
 
 import type { Insn, Reg } from '../../src/bpf/asm/index.ts';
 import {
-  AsmError, FP, Helper, R0, R1, R10, R2, R3, R4, R5, R6, R7, R8, R9,
-  alu32, alu64, assemble, call, decode, end, exit, fieldsOf, jmp, jmp32, label, ld, ldx, makeInsn, st, stx,
+  AsmError,
+  FP,
+  Helper,
+  R0,
+  R1,
+  R10,
+  R2,
+  R3,
+  R4,
+  R5,
+  R6,
+  R7,
+  R8,
+  R9,
+  alu32,
+  alu64,
+  assemble,
+  call,
+  decode,
+  end,
+  exit,
+  fieldsOf,
+  jmp,
+  jmp32,
+  label,
+  ld,
+  ldx,
+  makeInsn,
+  st,
+  stx,
 } from '../../src/bpf/asm/index.ts';
 
 /** '07 04 0000 2a000000' → bytes */
@@ -196,8 +224,7 @@ describe('encoding: jumps (target two slots ahead, so off = +1)', () => {
 });
 
 /** The s16 offset field of the instruction at `slot`. */
-const offAt = (b: Uint8Array, slot: number): number =>
-  new DataView(b.buffer, b.byteOffset).getInt16(slot * 8 + 2, true);
+const offAt = (b: Uint8Array, slot: number): number => new DataView(b.buffer, b.byteOffset).getInt16(slot * 8 + 2, true);
 
 describe('labels', () => {
   it('forward across an lddw counts it as two slots', () => {
@@ -239,10 +266,14 @@ describe('labels', () => {
     const fill = (n: number): Insn[] => Array.from({ length: n }, () => alu64.mov.imm(R0, 0));
     assert.equal(offAt(assemble([jmp.ja('far'), ...fill(32767), exit().sym('far')]), 0), 32767);
     assert.equal(offAt(assemble([exit().sym('top'), ...fill(32766), jmp.ja('top')]), 32767), -32768);
-    assert.throws(() => assemble([jmp.ja('far'), ...fill(32768), exit().sym('far')]),
-      (e: unknown) => e instanceof AsmError && e.reason === 'jump-range' && e.index === 0);
-    assert.throws(() => assemble([exit().sym('top'), ...fill(32767), jmp.ja('top')]),
-      (e: unknown) => e instanceof AsmError && e.reason === 'jump-range' && e.index === 32768 && /spans -32769 slots/.test(e.message));
+    assert.throws(
+      () => assemble([jmp.ja('far'), ...fill(32768), exit().sym('far')]),
+      (e: unknown) => e instanceof AsmError && e.reason === 'jump-range' && e.index === 0,
+    );
+    assert.throws(
+      () => assemble([exit().sym('top'), ...fill(32767), jmp.ja('top')]),
+      (e: unknown) => e instanceof AsmError && e.reason === 'jump-range' && e.index === 32768 && /spans -32769 slots/.test(e.message),
+    );
   });
 
   it('a jump keeps the numeric offset it was given when it has no label', () => {
@@ -254,69 +285,179 @@ describe('labels', () => {
 describe('AsmError', () => {
   const bad = (n: number) => n as Reg; // out-of-range registers, as untyped callers could pass
   const table: { name: string; prog: Insn[]; maps?: Record<string, number>; reason: string; index: number; message: RegExp }[] = [
-    { name: 'unknown label', prog: [exit(), jmp.ja('nowhere')], reason: 'unknown-label', index: 1,
-      message: /^bpf asm: insn 1 `goto <nowhere>`: unknown label "nowhere"$/ },
-    { name: 'unknown label (conditional)', prog: [jmp32.jgt.imm(R4, 3, 'nope'), exit()], reason: 'unknown-label', index: 0,
-      message: /insn 0 `if w4 > 3 goto <nope>`/ },
-    { name: 'duplicate label', prog: [exit().sym('a'), exit().sym('a')], reason: 'duplicate-label', index: 1,
-      message: /^bpf asm: insn 1 `exit`: duplicate label "a"$/ },
-    { name: 'duplicate label via marker', prog: [label('a'), exit().sym('a')], reason: 'duplicate-label', index: 1, message: /duplicate label "a"/ },
-    { name: 'trailing label', prog: [exit(), label('end')], reason: 'trailing-label', index: 1,
-      message: /^bpf asm: insn 1 `end:`: label "end" has no instruction after it$/ },
-    { name: 'trailing labels (first is named)', prog: [exit(), label('x'), label('y')], reason: 'trailing-label', index: 1, message: /label "x"/ },
+    {
+      name: 'unknown label',
+      prog: [exit(), jmp.ja('nowhere')],
+      reason: 'unknown-label',
+      index: 1,
+      message: /^bpf asm: insn 1 `goto <nowhere>`: unknown label "nowhere"$/,
+    },
+    {
+      name: 'unknown label (conditional)',
+      prog: [jmp32.jgt.imm(R4, 3, 'nope'), exit()],
+      reason: 'unknown-label',
+      index: 0,
+      message: /insn 0 `if w4 > 3 goto <nope>`/,
+    },
+    {
+      name: 'duplicate label',
+      prog: [exit().sym('a'), exit().sym('a')],
+      reason: 'duplicate-label',
+      index: 1,
+      message: /^bpf asm: insn 1 `exit`: duplicate label "a"$/,
+    },
+    {
+      name: 'duplicate label via marker',
+      prog: [label('a'), exit().sym('a')],
+      reason: 'duplicate-label',
+      index: 1,
+      message: /duplicate label "a"/,
+    },
+    {
+      name: 'trailing label',
+      prog: [exit(), label('end')],
+      reason: 'trailing-label',
+      index: 1,
+      message: /^bpf asm: insn 1 `end:`: label "end" has no instruction after it$/,
+    },
+    {
+      name: 'trailing labels (first is named)',
+      prog: [exit(), label('x'), label('y')],
+      reason: 'trailing-label',
+      index: 1,
+      message: /label "x"/,
+    },
     { name: 'label only', prog: [label('x')], reason: 'trailing-label', index: 0, message: /label "x"/ },
-    { name: 'imm above u32', prog: [alu64.add.imm(R1, 2 ** 32)], reason: 'imm-range', index: 0,
-      message: /^bpf asm: insn 0 `r1 \+= 4294967296`: immediate 4294967296 does not fit in 32 bits$/ },
-    { name: 'imm below int32', prog: [exit(), alu32.mov.imm(R1, -(2 ** 31) - 1)], reason: 'imm-range', index: 1, message: /immediate -2147483649/ },
+    {
+      name: 'imm above u32',
+      prog: [alu64.add.imm(R1, 2 ** 32)],
+      reason: 'imm-range',
+      index: 0,
+      message: /^bpf asm: insn 0 `r1 \+= 4294967296`: immediate 4294967296 does not fit in 32 bits$/,
+    },
+    {
+      name: 'imm below int32',
+      prog: [exit(), alu32.mov.imm(R1, -(2 ** 31) - 1)],
+      reason: 'imm-range',
+      index: 1,
+      message: /immediate -2147483649/,
+    },
     { name: 'imm not an integer', prog: [alu64.mov.imm(R1, 1.5)], reason: 'imm-range', index: 0, message: /immediate 1\.5/ },
     { name: 'imm NaN', prog: [st.w(R10, -4, Number.NaN)], reason: 'imm-range', index: 0, message: /immediate NaN/ },
-    { name: 'jump imm out of range', prog: [jmp.jeq.imm(R1, 2 ** 33, 't'), exit().sym('t')], reason: 'imm-range', index: 0, message: /immediate 8589934592/ },
+    {
+      name: 'jump imm out of range',
+      prog: [jmp.jeq.imm(R1, 2 ** 33, 't'), exit().sym('t')],
+      reason: 'imm-range',
+      index: 0,
+      message: /immediate 8589934592/,
+    },
     { name: 'call imm out of range', prog: [call(-(2 ** 40))], reason: 'imm-range', index: 0, message: /immediate/ },
     { name: 'imm64 above u64', prog: [ld.imm64(R1, 1n << 64n)], reason: 'imm-range', index: 0, message: /does not fit in 64 bits/ },
-    { name: 'imm64 below int64', prog: [ld.imm64(R1, -(1n << 63n) - 1n)], reason: 'imm-range', index: 0, message: /does not fit in 64 bits/ },
-    { name: 'offset above int16', prog: [ldx.w(R1, R2, 32768)], reason: 'offset-range', index: 0,
-      message: /^bpf asm: insn 0 `r1 = \*\(u32 \*\)\(r2 \+ 32768\)`: offset 32768 does not fit in 16 bits$/ },
+    {
+      name: 'imm64 below int64',
+      prog: [ld.imm64(R1, -(1n << 63n) - 1n)],
+      reason: 'imm-range',
+      index: 0,
+      message: /does not fit in 64 bits/,
+    },
+    {
+      name: 'offset above int16',
+      prog: [ldx.w(R1, R2, 32768)],
+      reason: 'offset-range',
+      index: 0,
+      message: /^bpf asm: insn 0 `r1 = \*\(u32 \*\)\(r2 \+ 32768\)`: offset 32768 does not fit in 16 bits$/,
+    },
     { name: 'offset below int16', prog: [stx.b(R10, -32769, R1)], reason: 'offset-range', index: 0, message: /offset -32769/ },
     { name: 'offset not an integer', prog: [st.h(R1, 0.5, 0)], reason: 'offset-range', index: 0, message: /offset 0\.5/ },
-    { name: 'unknown map', prog: [ld.map(R1, 'nope')], maps: { ports: 3 }, reason: 'unknown-map', index: 0,
-      message: /^bpf asm: insn 0 `r1 = map\[nope\] ll`: unknown map "nope"$/ },
-    { name: 'unknown map without options', prog: [exit(), ld.map(R1, 'ports')], reason: 'unknown-map', index: 1, message: /unknown map "ports"/ },
-    { name: 'map name from Object.prototype', prog: [ld.map(R1, 'toString')], maps: {}, reason: 'unknown-map', index: 0, message: /"toString"/ },
+    {
+      name: 'unknown map',
+      prog: [ld.map(R1, 'nope')],
+      maps: { ports: 3 },
+      reason: 'unknown-map',
+      index: 0,
+      message: /^bpf asm: insn 0 `r1 = map\[nope\] ll`: unknown map "nope"$/,
+    },
+    {
+      name: 'unknown map without options',
+      prog: [exit(), ld.map(R1, 'ports')],
+      reason: 'unknown-map',
+      index: 1,
+      message: /unknown map "ports"/,
+    },
+    {
+      name: 'map name from Object.prototype',
+      prog: [ld.map(R1, 'toString')],
+      maps: {},
+      reason: 'unknown-map',
+      index: 0,
+      message: /"toString"/,
+    },
     { name: 'negative map fd', prog: [ld.map(R1, 'ports')], maps: { ports: -1 }, reason: 'bad-map-fd', index: 0, message: /invalid fd -1/ },
-    { name: 'dst register 11', prog: [alu64.mov.reg(bad(11), R1)], reason: 'bad-register', index: 0, message: /dst register 11 out of range/ },
+    {
+      name: 'dst register 11',
+      prog: [alu64.mov.reg(bad(11), R1)],
+      reason: 'bad-register',
+      index: 0,
+      message: /dst register 11 out of range/,
+    },
     { name: 'dst register -1', prog: [exit(), alu64.mov.imm(bad(-1), 0)], reason: 'bad-register', index: 1, message: /dst register -1/ },
     { name: 'src register 12', prog: [ldx.w(R1, bad(12), 0)], reason: 'bad-register', index: 0, message: /src register 12/ },
-    { name: 'label on a non-jump', prog: [makeInsn({ ...fieldsOf(exit()), target: 'x' }), exit().sym('x')], reason: 'not-a-jump', index: 0,
-      message: /label target "x" on an instruction that does not jump/ },
-    { name: 'opcode not a byte', prog: [makeInsn({ op: 0x100, dst: R0, src: 0, off: 0, imm: 0 })], reason: 'bad-opcode', index: 0, message: /opcode 256/ },
+    {
+      name: 'label on a non-jump',
+      prog: [makeInsn({ ...fieldsOf(exit()), target: 'x' }), exit().sym('x')],
+      reason: 'not-a-jump',
+      index: 0,
+      message: /label target "x" on an instruction that does not jump/,
+    },
+    {
+      name: 'opcode not a byte',
+      prog: [makeInsn({ op: 0x100, dst: R0, src: 0, off: 0, imm: 0 })],
+      reason: 'bad-opcode',
+      index: 0,
+      message: /opcode 256/,
+    },
   ];
   for (const { name, prog, maps, reason, index, message } of table) {
     it(name, () => {
-      assert.throws(() => assemble(prog, maps === undefined ? undefined : { maps }), (e: unknown) => {
-        assert.ok(e instanceof AsmError, `expected AsmError, got ${String(e)}`);
-        assert.equal(e.code, 'ERR_BPF_ASM');
-        assert.equal(e.name, 'AsmError');
-        assert.equal(e.reason, reason);
-        assert.equal(e.index, index);
-        assert.equal(e.insn, prog[index]);
-        assert.match(e.message, message);
-        return true;
-      });
+      assert.throws(
+        () => assemble(prog, maps === undefined ? undefined : { maps }),
+        (e: unknown) => {
+          assert.ok(e instanceof AsmError, `expected AsmError, got ${String(e)}`);
+          assert.equal(e.code, 'ERR_BPF_ASM');
+          assert.equal(e.name, 'AsmError');
+          assert.equal(e.reason, reason);
+          assert.equal(e.index, index);
+          assert.equal(e.insn, prog[index]);
+          assert.match(e.message, message);
+          return true;
+        },
+      );
     });
   }
 
   it('ld.imm64 refuses numbers that are not safe integers (before assemble)', () => {
     for (const v of [2 ** 53, 0.5, Number.NaN]) {
-      assert.throws(() => ld.imm64(R1, v), (e: unknown) =>
-        e instanceof AsmError && e.reason === 'imm-range' && e.index === -1 && /pass a bigint/.test(e.message));
+      assert.throws(
+        () => ld.imm64(R1, v),
+        (e: unknown) => e instanceof AsmError && e.reason === 'imm-range' && e.index === -1 && /pass a bigint/.test(e.message),
+      );
     }
   });
 });
 
 describe('decode', () => {
   it('reads fields, signed off/imm, and lddw as one instruction', () => {
-    const insns = decode(bytes('69 72 0c00 00000000', '65 03 fbff ffffffff', '18 11 0000 07000000', '00 00 0000 00000000',
-      '18 02 0000 ffffffff', '00 00 0000 00000080', EXIT));
+    const insns = decode(
+      bytes(
+        '69 72 0c00 00000000',
+        '65 03 fbff ffffffff',
+        '18 11 0000 07000000',
+        '00 00 0000 00000000',
+        '18 02 0000 ffffffff',
+        '00 00 0000 00000080',
+        EXIT,
+      ),
+    );
     assert.deepEqual(insns.map(fieldsOf), [
       { op: 0x69, dst: 2, src: 7, off: 12, imm: 0 },
       { op: 0x65, dst: 3, src: 0, off: -5, imm: -1 },
@@ -344,8 +485,10 @@ describe('decode', () => {
   ];
   for (const [name, input, index, message] of table) {
     it(`rejects ${name}`, () => {
-      assert.throws(() => decode(input), (e: unknown) =>
-        e instanceof AsmError && e.reason === 'bad-bytecode' && e.index === index && message.test(e.message));
+      assert.throws(
+        () => decode(input),
+        (e: unknown) => e instanceof AsmError && e.reason === 'bad-bytecode' && e.index === index && message.test(e.message),
+      );
     });
   }
 });
@@ -390,7 +533,9 @@ describe('round trip', () => {
     // A fixed-seed xorshift makes failures reproducible.
     let seed = 0x2545f491;
     const next = (): number => {
-      seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5;
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
       return seed >>> 0;
     };
     for (let round = 0; round < 200; round++) {
@@ -403,7 +548,10 @@ describe('round trip', () => {
         const rest = (next() >>> 0).toString(16).padStart(8, '0') + (next() >>> 0).toString(16).padStart(8, '0');
         const slot = opcode.toString(16).padStart(2, '0') + regs.toString(16).padStart(2, '0') + rest.slice(0, 12);
         slots.push(slot);
-        if (opcode === 0x18) { slots.push('000000000' + rest.slice(9, 16)); i++; }
+        if (opcode === 0x18) {
+          slots.push('000000000' + rest.slice(9, 16));
+          i++;
+        }
       }
       const input = bytes(...slots);
       assert.deepEqual(assemble(decode(input)), input, `round ${round}: ${slots.join(' ')}`);

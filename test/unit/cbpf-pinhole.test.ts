@@ -16,7 +16,12 @@ import { compilePinholeFilter, PINHOLE_SNAP_LEN } from '../../src/bpf/cbpf/pinho
 import { CbpfVm, validate } from '../../src/bpf/cbpf/interp.ts';
 import { disasm } from '../../src/bpf/cbpf/asm.ts';
 
-interface Tally { frames: number; accepted: number; stripped: number; perReason: number[] }
+interface Tally {
+  frames: number;
+  accepted: number;
+  stripped: number;
+  perReason: number[];
+}
 
 /** Runs the corpus; for each frame also the VLAN-offloaded view when the frame has an outer tag. */
 function differential(spec: PinholeSpec, count: number, seed: number): Tally {
@@ -47,8 +52,10 @@ function differential(spec: PinholeSpec, count: number, seed: number): Tally {
       vm.ctx.vlanTci = (frame[14]! << 8) | frame[15]!;
       const got2 = vm.run(prog, scratch, 0, frame.length - 4);
       if ((got2 !== 0) !== (want === 0)) {
-        assert.fail(`frame #${t.frames} (outer tag in metadata): filter returned ${got2}, reference says ${REASONS[want]}\n` +
-          Buffer.from(frame).toString('hex'));
+        assert.fail(
+          `frame #${t.frames} (outer tag in metadata): filter returned ${got2}, reference says ${REASONS[want]}\n` +
+            Buffer.from(frame).toString('hex'),
+        );
       }
     }
   }
@@ -56,7 +63,11 @@ function differential(spec: PinholeSpec, count: number, seed: number): Tally {
 }
 
 test('cBPF pinhole filter agrees with the reference on 120k frames (addresses filtered)', () => {
-  const t = differential({ ports: [4789, 51820, 500, 4500], addresses: ['198.18.0.1', '198.19.255.254', '2001:db8::1', '2001:db8:ffff::2'] }, 120_000, 7);
+  const t = differential(
+    { ports: [4789, 51820, 500, 4500], addresses: ['198.18.0.1', '198.19.255.254', '2001:db8::1', '2001:db8:ffff::2'] },
+    120_000,
+    7,
+  );
   assert.equal(t.frames, 120_000);
   // The corpus must exercise every reason and accept a fair share.
   for (let i = 0; i < REASONS.length; i++) assert.ok(t.perReason[i]! > 0, `no ${REASONS[i]} frame in the corpus`);

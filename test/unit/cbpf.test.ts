@@ -9,29 +9,47 @@ import { CbpfVm, validate } from '../../src/bpf/cbpf/interp.ts';
 test('encodes instructions as struct sock_filter (tcpdump -dd values)', () => {
   // tcpdump -dd 'udp dst port 4789' style fragments, checked against the UAPI opcode values.
   const prog = cbpf()
-    .ldh.abs(12)                    // { 0x28, 0, 0, 0x0000000c }
-    .jeq.k(0x0800, null, 'drop')    // { 0x15, 0, 4, 0x00000800 }
-    .ldb.abs(23)                    // { 0x30, 0, 0, 0x00000017 }
-    .ldx.msh(14)                    // { 0xb1, 0, 0, 0x0000000e }
-    .ldh.ind(16)                    // { 0x48, 0, 0, 0x00000010 }
-    .ret.k(0x40000)                 // { 0x06, 0, 0, 0x00040000 }
+    .ldh.abs(12) // { 0x28, 0, 0, 0x0000000c }
+    .jeq.k(0x0800, null, 'drop') // { 0x15, 0, 4, 0x00000800 }
+    .ldb.abs(23) // { 0x30, 0, 0, 0x00000017 }
+    .ldx.msh(14) // { 0xb1, 0, 0, 0x0000000e }
+    .ldh.ind(16) // { 0x48, 0, 0, 0x00000010 }
+    .ret.k(0x40000) // { 0x06, 0, 0, 0x00040000 }
     .label('drop')
-    .ret.k(0)                       // { 0x06, 0, 0, 0x00000000 }
+    .ret.k(0) // { 0x06, 0, 0, 0x00000000 }
     .assemble();
   const bytes = encode(prog);
   const want = [
-    [0x28, 0, 0, 12], [0x15, 0, 4, 0x800], [0x30, 0, 0, 23], [0xb1, 0, 0, 14], [0x48, 0, 0, 16],
-    [0x06, 0, 0, 0x40000], [0x06, 0, 0, 0],
+    [0x28, 0, 0, 12],
+    [0x15, 0, 4, 0x800],
+    [0x30, 0, 0, 23],
+    [0xb1, 0, 0, 14],
+    [0x48, 0, 0, 16],
+    [0x06, 0, 0, 0x40000],
+    [0x06, 0, 0, 0],
   ];
   const dv = new DataView(bytes.buffer);
   want.forEach(([code, jt, jf, k], i) => {
-    assert.deepEqual([dv.getUint16(i * 8, true), bytes[i * 8 + 2], bytes[i * 8 + 3], dv.getUint32(i * 8 + 4, true)], [code, jt, jf, k], `insn ${i}`);
+    assert.deepEqual(
+      [dv.getUint16(i * 8, true), bytes[i * 8 + 2], bytes[i * 8 + 3], dv.getUint32(i * 8 + 4, true)],
+      [code, jt, jf, k],
+      `insn ${i}`,
+    );
   });
   assert.equal(disasm(decode(bytes)), disasm(prog));
-  assert.equal(disasm(prog), [
-    '0: ldh [12]', '1: jeq #0x800 jt 2 jf 6', '2: ldb [23]', '3: ldx 4*([14]&0xf)', '4: ldh [x+16]',
-    '5: ret #0x40000', '6: ret #0x0', '',
-  ].join('\n'));
+  assert.equal(
+    disasm(prog),
+    [
+      '0: ldh [12]',
+      '1: jeq #0x800 jt 2 jf 6',
+      '2: ldb [23]',
+      '3: ldx 4*([14]&0xf)',
+      '4: ldh [x+16]',
+      '5: ret #0x40000',
+      '6: ret #0x0',
+      '',
+    ].join('\n'),
+  );
 });
 
 test('assembler errors name the instruction', () => {
@@ -40,7 +58,10 @@ test('assembler errors name the instruction', () => {
   const far = cbpf().jeq.k(1, 'far');
   for (let i = 0; i < 256; i++) far.ld.imm(i);
   far.label('far').ret.k(0);
-  assert.throws(() => far.assemble(), (e: unknown) => e instanceof CbpfAsmError && e.index === 0 && /256 instructions ahead/.test(e.message));
+  assert.throws(
+    () => far.assemble(),
+    (e: unknown) => e instanceof CbpfAsmError && e.index === 0 && /256 instructions ahead/.test(e.message),
+  );
   const ok = cbpf().ja('far');
   for (let i = 0; i < 1000; i++) ok.ld.imm(i);
   assert.equal(ok.label('far').ret.k(0).assemble().k[0], 1000); // ja has a 32-bit reach

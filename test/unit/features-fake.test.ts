@@ -18,11 +18,23 @@ afterEach(() => {
 
 test('bpf probe: EPERM is not-permitted, ENOSYS is missing, success is ok', async () => {
   const eperm = new FakeSys();
-  restore = useSys(new FakeSys({ bpf: () => { throw eperm.errno('bpf', 'EPERM'); } }));
+  restore = useSys(
+    new FakeSys({
+      bpf: () => {
+        throw eperm.errno('bpf', 'EPERM');
+      },
+    }),
+  );
   assert.equal((await probeBpf()).status, 'not-permitted');
   restore();
   resetFeatureProbes();
-  restore = useSys(new FakeSys({ bpf: () => { throw eperm.errno('bpf', 'ENOSYS'); } }));
+  restore = useSys(
+    new FakeSys({
+      bpf: () => {
+        throw eperm.errno('bpf', 'ENOSYS');
+      },
+    }),
+  );
   assert.equal((await probeBpf()).status, 'missing');
   restore();
   resetFeatureProbes();
@@ -41,7 +53,11 @@ test('probes are memoised: the kernel is asked once', async () => {
 });
 
 test('XDP sockets probe: EAFNOSUPPORT (kernel without AF_XDP) is missing', async () => {
-  const fake: FakeSys = new FakeSys({ socket: () => { throw fake.errno('socket', 'EAFNOSUPPORT'); } });
+  const fake: FakeSys = new FakeSys({
+    socket: () => {
+      throw fake.errno('socket', 'EAFNOSUPPORT');
+    },
+  });
   restore = useSys(fake);
   const r = await probeXdpSockets();
   assert.equal(r.status, 'missing');
@@ -50,7 +66,13 @@ test('XDP sockets probe: EAFNOSUPPORT (kernel without AF_XDP) is missing', async
 });
 
 test('missing kernel support found by the probes sends the decision to AF_PACKET', async () => {
-  const fake: FakeSys = new FakeSys({ socket: () => { throw fake.errno('socket', 'EAFNOSUPPORT'); }, bpf: () => 3, close: () => undefined });
+  const fake: FakeSys = new FakeSys({
+    socket: () => {
+      throw fake.errno('socket', 'EAFNOSUPPORT');
+    },
+    bpf: () => 3,
+    close: () => undefined,
+  });
   restore = useSys(fake);
   const features: FeatureSet = {
     bpf: await probeBpf(),
@@ -61,7 +83,10 @@ test('missing kernel support found by the probes sends the decision to AF_PACKET
   };
   const d = decideUplink(features, undefined);
   assert.equal(d.mode, 'afpacket');
-  assert.deepEqual(d.reasons.map((r) => r.code), ['XDP_SOCKETS_UNAVAILABLE']);
+  assert.deepEqual(
+    d.reasons.map((r) => r.code),
+    ['XDP_SOCKETS_UNAVAILABLE'],
+  );
 });
 
 test('probe error classification', () => {

@@ -4,8 +4,25 @@ import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
 import { encodeMessage, splitMessages, decodeBody, type RawMessage } from '../../src/netlink/codec.ts';
 import {
-  AF_INET, AF_INET6, NEIGH_MSG, ROUTE_MSG, LINK_MSG, RTM_DELNEIGH, RTM_DELROUTE, RTM_GETLINK, RTM_GETNEIGH, RTM_GETROUTE,
-  RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, NUD_FAILED, NUD_INCOMPLETE, NUD_PERMANENT, NUD_REACHABLE, NUD_STALE, NTF_USE,
+  AF_INET,
+  AF_INET6,
+  NEIGH_MSG,
+  ROUTE_MSG,
+  LINK_MSG,
+  RTM_DELNEIGH,
+  RTM_DELROUTE,
+  RTM_GETLINK,
+  RTM_GETNEIGH,
+  RTM_GETROUTE,
+  RTM_NEWLINK,
+  RTM_NEWNEIGH,
+  RTM_NEWROUTE,
+  NUD_FAILED,
+  NUD_INCOMPLETE,
+  NUD_PERMANENT,
+  NUD_REACHABLE,
+  NUD_STALE,
+  NTF_USE,
   type RouteEntry,
 } from '../../src/netlink/rtnl.ts';
 import { Mirror, nextHopOf, type MirrorTransport } from '../../src/netlink/mirror.ts';
@@ -16,22 +33,41 @@ import type { SubscriptionOptions } from '../../src/netlink/socket.ts';
 
 const msg = (b: Uint8Array): RawMessage => splitMessages(b)[0]!;
 const neigh = (ip: string, mac: string | undefined, state = NUD_REACHABLE, ifindex = 2, del = false): RawMessage =>
-  msg(encodeMessage(NEIGH_MSG, { type: del ? RTM_DELNEIGH : RTM_NEWNEIGH, flags: 0 },
-    { ndm_family: ip.includes(':') ? AF_INET6 : AF_INET, ndm_ifindex: ifindex, ndm_state: state }, mac ? { dst: ip, lladdr: mac } : { dst: ip }));
-const route = (dst: string, len: number, a: { gateway?: string; oif?: number; priority?: number; table?: number; type?: number; del?: boolean } = {}): RawMessage =>
-  msg(encodeMessage(ROUTE_MSG, { type: a.del ? RTM_DELROUTE : RTM_NEWROUTE, flags: 0 },
-    { rtm_family: dst.includes(':') ? AF_INET6 : AF_INET, rtm_dst_len: len, rtm_table: a.table ?? 254, rtm_type: a.type ?? 1 },
-    { dst, gateway: a.gateway, oif: a.oif ?? 2, priority: a.priority }));
+  msg(
+    encodeMessage(
+      NEIGH_MSG,
+      { type: del ? RTM_DELNEIGH : RTM_NEWNEIGH, flags: 0 },
+      { ndm_family: ip.includes(':') ? AF_INET6 : AF_INET, ndm_ifindex: ifindex, ndm_state: state },
+      mac ? { dst: ip, lladdr: mac } : { dst: ip },
+    ),
+  );
+const route = (
+  dst: string,
+  len: number,
+  a: { gateway?: string; oif?: number; priority?: number; table?: number; type?: number; del?: boolean } = {},
+): RawMessage =>
+  msg(
+    encodeMessage(
+      ROUTE_MSG,
+      { type: a.del ? RTM_DELROUTE : RTM_NEWROUTE, flags: 0 },
+      { rtm_family: dst.includes(':') ? AF_INET6 : AF_INET, rtm_dst_len: len, rtm_table: a.table ?? 254, rtm_type: a.type ?? 1 },
+      { dst, gateway: a.gateway, oif: a.oif ?? 2, priority: a.priority },
+    ),
+  );
 const link = (index: number, name: string, flags = 1): RawMessage =>
   msg(encodeMessage(LINK_MSG, { type: RTM_NEWLINK, flags: 0 }, { ifi_index: index, ifi_flags: flags }, { ifname: name, mtu: 1500 }));
 
 test('LPM: longest prefix wins, then lowest metric; defaults; other tables and cloned routes ignored', () => {
   const t = new MirrorTables();
   for (const m of [
-    route('0.0.0.0', 0, { gateway: '198.18.0.1' }), route('198.19.0.0', 16, { gateway: '198.18.0.2' }),
-    route('198.19.7.0', 24, { gateway: '198.18.0.3', priority: 20 }), route('198.19.7.0', 24, { gateway: '198.18.0.4', priority: 10 }),
+    route('0.0.0.0', 0, { gateway: '198.18.0.1' }),
+    route('198.19.0.0', 16, { gateway: '198.18.0.2' }),
+    route('198.19.7.0', 24, { gateway: '198.18.0.3', priority: 20 }),
+    route('198.19.7.0', 24, { gateway: '198.18.0.4', priority: 10 }),
     route('198.19.7.128', 25, { gateway: '198.18.0.5', table: 100 }),
-    route('::', 0, { gateway: '2001:db8::1' }), route('2001:db8:1::', 48, { gateway: '2001:db8::2' }), route('2001:db8:1:2::', 64, { gateway: '2001:db8::3' }),
+    route('::', 0, { gateway: '2001:db8::1' }),
+    route('2001:db8:1::', 48, { gateway: '2001:db8::2' }),
+    route('2001:db8:1:2::', 64, { gateway: '2001:db8::3' }),
     route('2001:db8:1:2:3::', 80, { gateway: '2001:db8::4' }),
   ]) {
     const u = parseUpdate(m);
@@ -58,11 +94,33 @@ test('LPM: longest prefix wins, then lowest metric; defaults; other tables and c
 });
 
 test('next hop: gateway, on-link destination, first hop of a multipath route', () => {
-  const base: RouteEntry = { family: 4, dst: '198.19.0.0', dstLen: 16, table: 254, protocol: 4, scope: 0, type: 1, tos: 0, priority: 0, flags: 0 };
+  const base: RouteEntry = {
+    family: 4,
+    dst: '198.19.0.0',
+    dstLen: 16,
+    table: 254,
+    protocol: 4,
+    scope: 0,
+    type: 1,
+    tos: 0,
+    priority: 0,
+    flags: 0,
+  };
   assert.deepEqual(nextHopOf({ ...base, oif: 3, gateway: '198.18.0.2' }, '198.19.1.1'), { family: 4, ifindex: 3, ip: '198.18.0.2' });
   assert.deepEqual(nextHopOf({ ...base, oif: 3 }, '198.19.1.1'), { family: 4, ifindex: 3, ip: '198.19.1.1' });
-  assert.deepEqual(nextHopOf({ ...base, multipath: [{ ifindex: 5, gateway: '2001:db8::1', weight: 1, flags: 0 }, { ifindex: 6, weight: 1, flags: 0 }] }, '198.19.1.1'),
-    { family: 6, ifindex: 5, ip: '2001:db8::1' });
+  assert.deepEqual(
+    nextHopOf(
+      {
+        ...base,
+        multipath: [
+          { ifindex: 5, gateway: '2001:db8::1', weight: 1, flags: 0 },
+          { ifindex: 6, weight: 1, flags: 0 },
+        ],
+      },
+      '198.19.1.1',
+    ),
+    { family: 6, ifindex: 5, ip: '2001:db8::1' },
+  );
   assert.equal(nextHopOf({ ...base, nhId: 7 }, '198.19.1.1'), undefined);
 });
 
@@ -70,9 +128,14 @@ test('shared neighbour table: insert, update, delete, tombstone rebuild, full ta
   const w = new NeighbourTableWriter(16);
   const r = new NeighbourTableReader(w.buffer);
   const mac = new Uint8Array(8);
-  const v4 = (s: string): number => { const b = parseIpText(s)!; return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0; };
+  const v4 = (s: string): number => {
+    const b = parseIpText(s)!;
+    return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
+  };
   assert.equal(r.lookupV4(2, v4('198.18.0.1'), mac, 0), NEIGH_MISS);
-  assert.ok(w.upsert({ family: 4, ifindex: 2, addr: parseIpText('198.18.0.1')!, mac: Uint8Array.of(2, 0, 0, 0, 0, 1), state: NUD_REACHABLE }));
+  assert.ok(
+    w.upsert({ family: 4, ifindex: 2, addr: parseIpText('198.18.0.1')!, mac: Uint8Array.of(2, 0, 0, 0, 0, 1), state: NUD_REACHABLE }),
+  );
   assert.equal(r.lookupV4(2, v4('198.18.0.1'), mac, 1), NUD_REACHABLE);
   assert.deepEqual([...mac.subarray(1, 7)], [2, 0, 0, 0, 0, 1]);
   assert.equal(r.lookupV4(3, v4('198.18.0.1'), mac, 0), NEIGH_MISS, 'ifindex is part of the key');
@@ -84,7 +147,8 @@ test('shared neighbour table: insert, update, delete, tombstone rebuild, full ta
   assert.equal(mac[5], 2);
   assert.equal(r.count, 2);
   // Fill to the load limit (75% of 16 = 12), then one more is refused and counted.
-  for (let i = 0; i < 10; i++) assert.ok(w.upsert({ family: 4, ifindex: 2, addr: Uint8Array.of(198, 18, 1, i), mac: undefined, state: NUD_INCOMPLETE }));
+  for (let i = 0; i < 10; i++)
+    assert.ok(w.upsert({ family: 4, ifindex: 2, addr: Uint8Array.of(198, 18, 1, i), mac: undefined, state: NUD_INCOMPLETE }));
   assert.equal(w.upsert({ family: 4, ifindex: 2, addr: Uint8Array.of(198, 18, 2, 0), mac: undefined, state: 1 }), false);
   assert.equal(w.fullDrops, 1);
   for (let i = 0; i < 10; i++) assert.ok(w.remove(4, 2, Uint8Array.of(198, 18, 1, i)));
@@ -106,11 +170,22 @@ test('shared neighbour table read from a worker thread while the main thread rew
   const entry = new URL('./netlink-neigh-worker.ts', import.meta.url).href;
   const tsxApi = import.meta.resolve('tsx/esm/api');
   const worker = new Worker(`import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`, {
-    eval: true, workerData: { sab: w.buffer },
+    eval: true,
+    workerData: { sab: w.buffer },
   });
-  const result = new Promise<{ torn: number; reads: number }>((res, rej) => { worker.once('message', res); worker.once('error', rej); });
+  const result = new Promise<{ torn: number; reads: number }>((res, rej) => {
+    worker.once('message', res);
+    worker.once('error', rej);
+  });
   let stop = false;
-  void result.then(() => { stop = true; }, () => { stop = true; });
+  void result.then(
+    () => {
+      stop = true;
+    },
+    () => {
+      stop = true;
+    },
+  );
   let v = 0;
   const m = new Uint8Array(6);
   while (!stop) {
@@ -130,7 +205,12 @@ test('shared neighbour table read from a worker thread while the main thread rew
 /** A scripted kernel: dumps come from `state`, notifications are pushed by the test. */
 class FakeKernel implements MirrorTransport {
   links: RawMessage[] = [link(1, 'lo'), link(2, 'eth0')];
-  routes: RawMessage[] = [route('198.18.0.0', 24), route('0.0.0.0', 0, { gateway: '198.18.0.1' }), route('2001:db8::', 64), route('::', 0, { gateway: '2001:db8::1' })];
+  routes: RawMessage[] = [
+    route('198.18.0.0', 24),
+    route('0.0.0.0', 0, { gateway: '198.18.0.1' }),
+    route('2001:db8::', 64),
+    route('::', 0, { gateway: '2001:db8::1' }),
+  ];
   neighbours: RawMessage[] = [];
   requests: Uint8Array[] = [];
   dumps = 0;
@@ -142,7 +222,11 @@ class FakeKernel implements MirrorTransport {
   async dump(type: number): Promise<RawMessage[]> {
     this.dumps++;
     await Promise.resolve();
-    if (type === RTM_GETNEIGH) { const f = this.duringDump; this.duringDump = undefined; f?.(); }
+    if (type === RTM_GETNEIGH) {
+      const f = this.duringDump;
+      this.duringDump = undefined;
+      f?.();
+    }
     return type === RTM_GETLINK ? this.links : type === RTM_GETROUTE ? this.routes : type === RTM_GETNEIGH ? this.neighbours : [];
   }
   async request(m: Uint8Array): Promise<void> {
@@ -195,7 +279,9 @@ test('mirror: overflow discards buffered notifications and resyncs; notification
   const m = await Mirror.open({ transport: k });
   try {
     const resyncs: string[] = [];
-    m.onChange((e) => { if (e.table === 'resync') resyncs.push(e.reason); });
+    m.onChange((e) => {
+      if (e.table === 'resync') resyncs.push(e.reason);
+    });
     // Kernel state changed while notifications were lost.
     k.neighbours = [neigh('198.18.0.5', '02:00:00:00:00:05')];
     // During the dump, a notification newer than the snapshot arrives: it must win.
@@ -229,7 +315,11 @@ test('mirror: a link going down triggers a resync (IPv4 flushes its routes silen
   const m = await Mirror.open({ transport: k });
   try {
     assert.ok(m.tables.lookupRoute('203.0.113.1'));
-    const done = new Promise<string>((res) => m.onChange((e) => { if (e.table === 'resync') res(e.reason); }));
+    const done = new Promise<string>((res) =>
+      m.onChange((e) => {
+        if (e.table === 'resync') res(e.reason);
+      }),
+    );
     k.routes = [];
     k.notify(link(2, 'eth0', 0));
     assert.equal(await done, 'link 2 down');
@@ -243,7 +333,11 @@ test('resolve: mirror hit; miss → one NTF_USE request, bounded queue, flush on
   const k = new FakeKernel();
   k.neighbours = [neigh('198.18.0.1', '02:00:00:00:00:01')];
   const flushed: { ip: string; mac: string; n: number }[] = [];
-  const m = await Mirror.open({ transport: k, pendingQueueLength: 2, onFlush: (nh, mac, pkts) => flushed.push({ ip: nh.ip, mac, n: pkts.length }) });
+  const m = await Mirror.open({
+    transport: k,
+    pendingQueueLength: 2,
+    onFlush: (nh, mac, pkts) => flushed.push({ ip: nh.ip, mac, n: pkts.length }),
+  });
   try {
     const hit = await m.resolve('203.0.113.5');
     assert.equal(hit.source, 'mirror');
@@ -252,7 +346,11 @@ test('resolve: mirror hit; miss → one NTF_USE request, bounded queue, flush on
     assert.equal(k.requests.length, 0);
 
     const pkt = new Uint8Array(64);
-    const waits = [m.resolve('2001:db9::1', { packet: pkt }), m.resolve('2001:db9::2', { packet: pkt }), m.resolve('2001:db9::3', { packet: pkt })];
+    const waits = [
+      m.resolve('2001:db9::1', { packet: pkt }),
+      m.resolve('2001:db9::2', { packet: pkt }),
+      m.resolve('2001:db9::3', { packet: pkt }),
+    ];
     assert.equal(k.requests.length, 1, 'one request per next hop');
     const req = decodeBody(NEIGH_MSG, splitMessages(k.requests[0]!)[0]!.payload);
     assert.equal(req.header.ndm_flags, NTF_USE);
@@ -280,7 +378,11 @@ test('resolve: timeout, FAILED, refused request, too many pending, no route, unr
   const k = new FakeKernel();
   k.routes.push(route('198.51.100.0', 24, { type: 6 }));
   const m = await Mirror.open({ transport: k, maxPending: 2, resolveTimeoutMs: 50 });
-  const code = async (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (e: { code: string }) => e.code);
+  const code = async (p: Promise<unknown>): Promise<string> =>
+    p.then(
+      () => 'ok',
+      (e: { code: string }) => e.code,
+    );
   try {
     const pkt = new Uint8Array(1);
     assert.equal(await code(m.resolve('198.18.0.50', { packet: pkt })), 'ERR_NETLINK_RESOLVE_TIMEOUT');

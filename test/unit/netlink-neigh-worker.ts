@@ -10,7 +10,10 @@ let busy = 0;
 const until = Date.now() + 300;
 while (Date.now() < until) {
   const s = r.lookupV4(2, 0xc6120009, mac, 0);
-  if (s === NEIGH_BUSY) { busy++; continue; }
+  if (s === NEIGH_BUSY) {
+    busy++;
+    continue;
+  }
   reads++;
   // The writer always sets all six bytes to one value: any mix is a torn read.
   if (mac[0] !== mac[5] || mac[1] !== mac[4] || mac[2] !== mac[3] || mac[0] !== mac[2]) torn++;

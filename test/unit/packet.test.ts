@@ -3,16 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 
-import {
-  formatIP,
-  formatIPv4,
-  formatIPv6,
-  isIPv4,
-  isIPv6,
-  parseIP,
-  parseIPv4,
-  parseIPv6,
-} from '../../src/packet/ip.ts';
+import { formatIP, formatIPv4, formatIPv6, isIPv4, isIPv6, parseIP, parseIPv4, parseIPv6 } from '../../src/packet/ip.ts';
 import { formatMac, parseMac } from '../../src/packet/mac.ts';
 import { PacketError } from '../../src/packet/errors.ts';
 import {
@@ -24,14 +15,7 @@ import {
   sumWords,
   verifyChecksum,
 } from '../../src/packet/checksum.ts';
-import {
-  buildFrame,
-  frameLength,
-  ipv6MulticastMac,
-  layoutFrame,
-  solicitedNodeAddress,
-  writeFrame,
-} from '../../src/packet/build.ts';
+import { buildFrame, frameLength, ipv6MulticastMac, layoutFrame, solicitedNodeAddress, writeFrame } from '../../src/packet/build.ts';
 import type { FrameSpec } from '../../src/packet/build.ts';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -59,8 +43,26 @@ describe('IPv4 text', () => {
     });
   }
   const invalid = [
-    '', '1', '1.2.3', '1.2.3.4.5', '256.0.0.1', '1.2.3.256', '01.2.3.4', '1.2.3.04', '00.0.0.0', '1..2.3',
-    '.1.2.3', '1.2.3.', ' 1.2.3.4', '1.2.3.4 ', '0x1.2.3.4', '1.2.3.-4', '1.2.3.4/24', '::1', 'a.b.c.d', '1.2.3.1000',
+    '',
+    '1',
+    '1.2.3',
+    '1.2.3.4.5',
+    '256.0.0.1',
+    '1.2.3.256',
+    '01.2.3.4',
+    '1.2.3.04',
+    '00.0.0.0',
+    '1..2.3',
+    '.1.2.3',
+    '1.2.3.',
+    ' 1.2.3.4',
+    '1.2.3.4 ',
+    '0x1.2.3.4',
+    '1.2.3.-4',
+    '1.2.3.4/24',
+    '::1',
+    'a.b.c.d',
+    '1.2.3.1000',
   ];
   for (const text of invalid) {
     it(`rejects ${JSON.stringify(text)}`, () => {
@@ -110,10 +112,37 @@ describe('IPv6 text', () => {
     });
   }
   const invalid = [
-    '', ':', ':::', '1', '1.2.3.4', '1:2:3:4:5:6:7', '1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7:8::', '::1:2:3:4:5:6:7:8',
-    '1::2::3', ':1::', '1::2:', ':1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7:8:', '12345::', 'g::', '1:2:3:4:5:6:7:1.2.3.4',
-    '1::5:6:7:1.2.3.4:1', '::1.2.3', '::1.2.3.4.5', '::01.2.3.4', '::256.1.1.1', '::1.2.3.4:1', 'fe80::1%eth0', '[::1]',
-    ' ::1', '::1 ', '1:2:3:4:5:6:7:8:1.2.3.4', '::ffff:1.2.3.4/96', '1:::2', '1:2:3:4::5:6:7:8',
+    '',
+    ':',
+    ':::',
+    '1',
+    '1.2.3.4',
+    '1:2:3:4:5:6:7',
+    '1:2:3:4:5:6:7:8:9',
+    '1:2:3:4:5:6:7:8::',
+    '::1:2:3:4:5:6:7:8',
+    '1::2::3',
+    ':1::',
+    '1::2:',
+    ':1:2:3:4:5:6:7:8',
+    '1:2:3:4:5:6:7:8:',
+    '12345::',
+    'g::',
+    '1:2:3:4:5:6:7:1.2.3.4',
+    '1::5:6:7:1.2.3.4:1',
+    '::1.2.3',
+    '::1.2.3.4.5',
+    '::01.2.3.4',
+    '::256.1.1.1',
+    '::1.2.3.4:1',
+    'fe80::1%eth0',
+    '[::1]',
+    ' ::1',
+    '::1 ',
+    '1:2:3:4:5:6:7:8:1.2.3.4',
+    '::ffff:1.2.3.4/96',
+    '1:::2',
+    '1:2:3:4::5:6:7:8',
   ];
   for (const text of invalid) {
     it(`rejects ${JSON.stringify(text)}`, () => {
@@ -223,7 +252,14 @@ describe('frame builder', () => {
   });
 
   it('VLAN tags: each TPID, then TCI, outermost first', () => {
-    const f = buildFrame({ ...udp4, vlans: [{ tpid: 0x88a8, vid: 100, pcp: 5 }, { vid: 4095, dei: true }, { tpid: 0x8100, vid: 1 }] });
+    const f = buildFrame({
+      ...udp4,
+      vlans: [
+        { tpid: 0x88a8, vid: 100, pcp: 5 },
+        { vid: 4095, dei: true },
+        { tpid: 0x8100, vid: 1 },
+      ],
+    });
     const l = layoutFrame({ ...udp4, vlans: [{}, {}, {}] });
     assert.deepEqual(l.vlans, [12, 16, 20]);
     assert.equal(l.ethertype, 24);
@@ -238,7 +274,10 @@ describe('frame builder', () => {
     assert.equal(hex(f.subarray(0, 6)), 'ffffffffffff');
     assert.equal(u16(f, 12), 0x0806);
     assert.equal(hex(f.subarray(14)), '0001' + '0800' + '06' + '04' + '0001' + '020000000001' + 'c6120001' + '000000000000' + 'c6120002');
-    const r = buildFrame({ arp: { op: 2, senderIp: '1.1.1.1', targetIp: '2.2.2.2', senderMac: '02:aa:00:00:00:01', targetMac: '02:bb:00:00:00:02' }, padTo: 60 });
+    const r = buildFrame({
+      arp: { op: 2, senderIp: '1.1.1.1', targetIp: '2.2.2.2', senderMac: '02:aa:00:00:00:01', targetMac: '02:bb:00:00:00:02' },
+      padTo: 60,
+    });
     assert.equal(r.length, 60);
     assert.equal(u16(r, 20), 2);
     assert.equal(formatMac(r, 22), '02:aa:00:00:00:01');
@@ -247,7 +286,10 @@ describe('frame builder', () => {
 
   it('IPv4 header fields, options and header checksum', () => {
     const options = Uint8Array.of(0x94, 0x04, 0, 0, 1, 1); // padded to 8
-    const f = buildFrame({ ...udp4, ipv4: { src: '198.18.0.1', dst: '198.18.0.2', options, id: 0xbeef, ttl: 7, tos: 0xb8, dontFragment: true } });
+    const f = buildFrame({
+      ...udp4,
+      ipv4: { src: '198.18.0.1', dst: '198.18.0.2', options, id: 0xbeef, ttl: 7, tos: 0xb8, dontFragment: true },
+    });
     const l3 = 14;
     assert.equal(f[l3], 0x47); // IHL 7
     assert.equal(f[l3 + 1], 0xb8);
@@ -264,7 +306,21 @@ describe('frame builder', () => {
   });
 
   it('IPv4 fragment bits and overrides are written as given', () => {
-    const f = buildFrame({ ...udp4, ipv4: { src: '1.2.3.4', dst: '5.6.7.8', moreFragments: true, fragOffset: 0x1abc, reservedFlag: true, ihl: 15, version: 6, protocol: 99, checksum: 0x1234, totalLength: 9 } });
+    const f = buildFrame({
+      ...udp4,
+      ipv4: {
+        src: '1.2.3.4',
+        dst: '5.6.7.8',
+        moreFragments: true,
+        fragOffset: 0x1abc,
+        reservedFlag: true,
+        ihl: 15,
+        version: 6,
+        protocol: 99,
+        checksum: 0x1234,
+        totalLength: 9,
+      },
+    });
     assert.equal(u16(f, 20), 0x8000 | 0x2000 | 0x1abc);
     assert.equal(f[14], 0x6f);
     assert.equal(f[23], 99);
@@ -306,7 +362,12 @@ describe('frame builder', () => {
         trafficClass: 0xab,
         flowLabel: 0xcdef1,
         hopLimit: 9,
-        extensions: [{ type: 0 }, { type: 43, hdrExtLen: 2, routingType: 4, segmentsLeft: 1 }, { type: 60, hdrExtLen: 1 }, { type: 44, fragOffset: 3, moreFragments: true, id: 0xdeadbeef }],
+        extensions: [
+          { type: 0 },
+          { type: 43, hdrExtLen: 2, routingType: 4, segmentsLeft: 1 },
+          { type: 60, hdrExtLen: 1 },
+          { type: 44, fragOffset: 3, moreFragments: true, id: 0xdeadbeef },
+        ],
       },
       udp: { sport: 1, dport: 4789 },
       payload: Uint8Array.of(7, 7, 7, 7),
@@ -344,7 +405,10 @@ describe('frame builder', () => {
   });
 
   it('TCP minimal header', () => {
-    const f = buildFrame({ ipv4: { src: '192.0.2.1', dst: '192.0.2.2' }, tcp: { sport: 1234, dport: 22, seq: 0x01020304, ack: 5, flags: 0x12 } });
+    const f = buildFrame({
+      ipv4: { src: '192.0.2.1', dst: '192.0.2.2' },
+      tcp: { sport: 1234, dport: 22, seq: 0x01020304, ack: 5, flags: 0x12 },
+    });
     const l4 = 34;
     assert.equal(f[23], 6);
     assert.equal(f.length, l4 + 20);
@@ -369,7 +433,11 @@ describe('frame builder', () => {
     assert.equal(formatIPv6(dst), 'ff02::1:ff34:5678');
     assert.equal(formatMac(ipv6MulticastMac(dst)), '33:33:ff:34:56:78');
     const src = parseIPv6('fe80::1');
-    const f = buildFrame({ eth: { dst: ipv6MulticastMac(dst) }, ipv6: { src, dst, hopLimit: 255 }, icmpv6: { target, sourceMac: '02:00:00:00:00:01' } });
+    const f = buildFrame({
+      eth: { dst: ipv6MulticastMac(dst) },
+      ipv6: { src, dst, hopLimit: 255 },
+      icmpv6: { target, sourceMac: '02:00:00:00:00:01' },
+    });
     assert.equal(f[20], 58);
     assert.equal(f[21], 255);
     assert.equal(f.length, 54 + 32);
@@ -401,7 +469,10 @@ describe('frame builder', () => {
   it('rejects impossible layer combinations', () => {
     throwsCode(() => buildFrame({ udp: { sport: 1, dport: 2 } }), 'ERR_INVALID_FRAME_SPEC');
     throwsCode(() => buildFrame({ ipv4: { src: '1.1.1.1', dst: '2.2.2.2' }, ipv6: { src: '::1', dst: '::2' } }), 'ERR_INVALID_FRAME_SPEC');
-    throwsCode(() => buildFrame({ ipv4: { src: '1.1.1.1', dst: '2.2.2.2' }, udp: { sport: 1, dport: 2 }, tcp: { sport: 1, dport: 2 } }), 'ERR_INVALID_FRAME_SPEC');
+    throwsCode(
+      () => buildFrame({ ipv4: { src: '1.1.1.1', dst: '2.2.2.2' }, udp: { sport: 1, dport: 2 }, tcp: { sport: 1, dport: 2 } }),
+      'ERR_INVALID_FRAME_SPEC',
+    );
     throwsCode(() => buildFrame({ ipv4: { src: '1.1.1.1', dst: '2.2.2.2' }, icmpv6: {} }), 'ERR_INVALID_FRAME_SPEC');
     throwsCode(() => buildFrame({}), 'ERR_INVALID_FRAME_SPEC');
     throwsCode(() => buildFrame({ ipv4: { src: '1.1.1', dst: '2.2.2.2' } }), 'ERR_INVALID_ADDRESS');

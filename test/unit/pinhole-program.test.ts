@@ -53,20 +53,42 @@ test('every reason has a stub and the program assembles and round-trips', () => 
 });
 
 const ok = (name: string): FeatureResult => ({ name, status: 'ok', minKernel: '0' });
-const allOk: FeatureSet = { bpf: ok('bpf'), xdpSockets: ok('xdpSockets'), bpfLinkXdp: ok('bpfLinkXdp'), bpffs: ok('bpffs'), btf: ok('btf') };
+const allOk: FeatureSet = {
+  bpf: ok('bpf'),
+  xdpSockets: ok('xdpSockets'),
+  bpfLinkXdp: ok('bpfLinkXdp'),
+  bpffs: ok('bpffs'),
+  btf: ok('btf'),
+};
 const veth = (over: Partial<IfaceInfo> = {}): IfaceInfo => ({
-  name: 'eth0', index: 2, kind: 'veth', driver: 'veth', mtu: 1500, maxXdpMtu: 3506, rxQueues: 2, txQueues: 2, up: true, xdp: { mode: 'none' }, ...over,
+  name: 'eth0',
+  index: 2,
+  kind: 'veth',
+  driver: 'veth',
+  mtu: 1500,
+  maxXdpMtu: 3506,
+  rxQueues: 2,
+  txQueues: 2,
+  up: true,
+  xdp: { mode: 'none' },
+  ...over,
 });
 
 test('decision: everything available → afxdp native', () => {
   const d = decideUplink(allOk, veth());
   assert.equal(d.mode, 'afxdp');
   assert.equal(d.xdpMode, 'native');
-  assert.deepEqual(d.reasons.map((r) => r.code), ['COPY_MODE_ONLY']);
+  assert.deepEqual(
+    d.reasons.map((r) => r.code),
+    ['COPY_MODE_ONLY'],
+  );
 });
 
 test('decision: missing or forbidden kernel support → afpacket with the reason', () => {
-  const missing = decideUplink({ ...allOk, xdpSockets: { name: 'xdpSockets', status: 'missing', minKernel: '4.18', detail: 'EAFNOSUPPORT' } }, veth());
+  const missing = decideUplink(
+    { ...allOk, xdpSockets: { name: 'xdpSockets', status: 'missing', minKernel: '4.18', detail: 'EAFNOSUPPORT' } },
+    veth(),
+  );
   assert.equal(missing.mode, 'afpacket');
   assert.equal(missing.reasons[0]!.code, 'XDP_SOCKETS_UNAVAILABLE');
   const eperm = decideUplink({ ...allOk, bpf: { name: 'bpf', status: 'not-permitted', minKernel: '4.8' } }, undefined);

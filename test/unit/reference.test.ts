@@ -101,7 +101,10 @@ function digest(frames: Iterable<Uint8Array>): string {
 describe('policyState', () => {
   it('builds the sets in the PolicyState representation', () => {
     const s = policyState(SPEC);
-    assert.deepEqual([...s.ports].sort((a, b) => a - b), [500, 4500, 4789, 51820]);
+    assert.deepEqual(
+      [...s.ports].sort((a, b) => a - b),
+      [500, 4500, 4789, 51820],
+    );
     assert.equal(s.filterAddresses, true);
     assert.deepEqual([...s.ipv4], [0xc6120001, 0xc6130102]);
     assert.deepEqual([...s.ipv6], ['20010db8000000000000000000000001', '20010db8000100000000000000000002']);
@@ -119,10 +122,16 @@ describe('policyState', () => {
   });
   it('rejects bad ports and addresses with stable codes', () => {
     for (const port of [-1, 65536, 1.5, NaN]) {
-      assert.throws(() => policyState({ ports: [port], addresses: [] }), (e: unknown) => e instanceof PacketError && e.code === 'ERR_INVALID_PORT');
+      assert.throws(
+        () => policyState({ ports: [port], addresses: [] }),
+        (e: unknown) => e instanceof PacketError && e.code === 'ERR_INVALID_PORT',
+      );
     }
     for (const address of ['', '1.2.3', '2001:db8::1::2', 'example.com']) {
-      assert.throws(() => policyState({ ports: [1], addresses: [address] }), (e: unknown) => e instanceof PacketError && e.code === 'ERR_INVALID_ADDRESS');
+      assert.throws(
+        () => policyState({ ports: [1], addresses: [address] }),
+        (e: unknown) => e instanceof PacketError && e.code === 'ERR_INVALID_ADDRESS',
+      );
     }
   });
 });
@@ -229,7 +238,10 @@ describe('corpus', () => {
   it('yields exactly count frames: edge cases, their prefixes, then random frames', () => {
     const cases = edgeCases(SPEC);
     const fixed = fixedCorpusSize(SPEC);
-    assert.equal(fixed, cases.reduce((n, c) => n + 1 + c.frame.length, 0));
+    assert.equal(
+      fixed,
+      cases.reduce((n, c) => n + 1 + c.frame.length, 0),
+    );
     const frames = [...corpus({ ...SPEC, seed: 1, count: fixed + 100 })];
     assert.equal(frames.length, fixed + 100);
     assert.deepEqual(frames[0], cases[0].frame);
@@ -266,9 +278,25 @@ describe('corpus', () => {
   it('edge cases cover the named boundaries', () => {
     const names = new Set(edgeCases(SPEC).map((c) => c.name));
     for (const depth of [0, 1, 2, 3]) assert.ok([...names].some((n) => n.startsWith(`vlan/${depth}`)));
-    for (let ihl = 0; ihl <= 15; ihl++) assert.ok([...names].some((n) => n.startsWith(`ipv4/ihl-${ihl}`)), `IHL ${ihl}`);
-    for (let n = 0; n <= 8; n++) assert.ok([...names].some((x) => x.startsWith(`ipv6/ext-${n}`)), `${n} extension headers`);
-    for (const name of ['vlan/3rd-tpid-at-frame-end', 'ipv4/df', 'ipv4/mf', 'ipv4/offset-1', 'ipv4/ihl-15-past-end', 'ipv6/ext-6-then-7th-missing', 'ipv6/ext-past-end/icmpv6']) {
+    for (let ihl = 0; ihl <= 15; ihl++)
+      assert.ok(
+        [...names].some((n) => n.startsWith(`ipv4/ihl-${ihl}`)),
+        `IHL ${ihl}`,
+      );
+    for (let n = 0; n <= 8; n++)
+      assert.ok(
+        [...names].some((x) => x.startsWith(`ipv6/ext-${n}`)),
+        `${n} extension headers`,
+      );
+    for (const name of [
+      'vlan/3rd-tpid-at-frame-end',
+      'ipv4/df',
+      'ipv4/mf',
+      'ipv4/offset-1',
+      'ipv4/ihl-15-past-end',
+      'ipv6/ext-6-then-7th-missing',
+      'ipv6/ext-past-end/icmpv6',
+    ]) {
       assert.ok(names.has(name), name);
     }
   });

@@ -36,9 +36,13 @@ test('declared struct layouts match the kernel UAPI headers', () => {
     }
   }
   const src = [
-    '#include <stddef.h>', '#include <stdio.h>', '#include <sys/socket.h>',
+    '#include <stddef.h>',
+    '#include <stdio.h>',
+    '#include <sys/socket.h>',
     ...headers.map((h) => `#include <${h}>`),
-    'int main(void) {', ...lines, 'return 0; }',
+    'int main(void) {',
+    ...lines,
+    'return 0; }',
   ].join('\n');
   const dir = mkdtempSync(join(tmpdir(), 'ph-layout-'));
   try {

@@ -96,7 +96,8 @@ export function assemble(insns: readonly Insn[], opts: AssembleOptions = {}): Ui
       const to = labels.get(insn.target);
       if (to === undefined) throw new AsmError('unknown-label', `unknown label "${insn.target}"`, i, insn);
       off = to - (slot + 1);
-      if (!isInt16(off)) throw new AsmError('jump-range', `jump to "${insn.target}" spans ${off} slots, more than an s16 offset holds`, i, insn);
+      if (!isInt16(off))
+        throw new AsmError('jump-range', `jump to "${insn.target}" spans ${off} slots, more than an s16 offset holds`, i, insn);
     } else if (!isInt16(off)) {
       throw new AsmError('offset-range', `offset ${off} does not fit in 16 bits`, i, insn);
     }

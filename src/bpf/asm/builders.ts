@@ -28,8 +28,18 @@ export type AluOpName = 'add' | 'sub' | 'mul' | 'div' | 'or' | 'and' | 'lsh' | '
 export type AluClass = Readonly<Record<AluOpName, AluOp>> & { neg(dst: Reg): Insn };
 
 const ALU_OPS: Readonly<Record<AluOpName, number>> = {
-  add: op.BPF_ADD, sub: op.BPF_SUB, mul: op.BPF_MUL, div: op.BPF_DIV, or: op.BPF_OR, and: op.BPF_AND,
-  lsh: op.BPF_LSH, rsh: op.BPF_RSH, mod: op.BPF_MOD, xor: op.BPF_XOR, mov: op.BPF_MOV, arsh: op.BPF_ARSH,
+  add: op.BPF_ADD,
+  sub: op.BPF_SUB,
+  mul: op.BPF_MUL,
+  div: op.BPF_DIV,
+  or: op.BPF_OR,
+  and: op.BPF_AND,
+  lsh: op.BPF_LSH,
+  rsh: op.BPF_RSH,
+  mod: op.BPF_MOD,
+  xor: op.BPF_XOR,
+  mov: op.BPF_MOV,
+  arsh: op.BPF_ARSH,
 };
 
 function aluClass(cls: number): AluClass {
@@ -52,10 +62,8 @@ export const alu32: AluClass = aluClass(op.BPF_ALU);
 /** Byte-order conversion (BPF_ALU | BPF_END): `be` swaps on little-endian hosts, `le` only
  *  truncates there. Both zero-extend to 64 bits. */
 export const end = Object.freeze({
-  le: (dst: Reg, bits: 16 | 32 | 64): Insn =>
-    makeInsn({ op: op.BPF_ALU | op.BPF_END | op.BPF_TO_LE, dst, src: 0, off: 0, imm: bits }),
-  be: (dst: Reg, bits: 16 | 32 | 64): Insn =>
-    makeInsn({ op: op.BPF_ALU | op.BPF_END | op.BPF_TO_BE, dst, src: 0, off: 0, imm: bits }),
+  le: (dst: Reg, bits: 16 | 32 | 64): Insn => makeInsn({ op: op.BPF_ALU | op.BPF_END | op.BPF_TO_LE, dst, src: 0, off: 0, imm: bits }),
+  be: (dst: Reg, bits: 16 | 32 | 64): Insn => makeInsn({ op: op.BPF_ALU | op.BPF_END | op.BPF_TO_BE, dst, src: 0, off: 0, imm: bits }),
 });
 
 export interface JmpOp {
@@ -69,18 +77,25 @@ export type JmpOpName = 'jeq' | 'jgt' | 'jge' | 'jlt' | 'jle' | 'jset' | 'jne' |
 export type JmpClass = Readonly<Record<JmpOpName, JmpOp>>;
 
 const JMP_OPS: Readonly<Record<JmpOpName, number>> = {
-  jeq: op.BPF_JEQ, jgt: op.BPF_JGT, jge: op.BPF_JGE, jlt: op.BPF_JLT, jle: op.BPF_JLE, jset: op.BPF_JSET,
-  jne: op.BPF_JNE, jsgt: op.BPF_JSGT, jsge: op.BPF_JSGE, jslt: op.BPF_JSLT, jsle: op.BPF_JSLE,
+  jeq: op.BPF_JEQ,
+  jgt: op.BPF_JGT,
+  jge: op.BPF_JGE,
+  jlt: op.BPF_JLT,
+  jle: op.BPF_JLE,
+  jset: op.BPF_JSET,
+  jne: op.BPF_JNE,
+  jsgt: op.BPF_JSGT,
+  jsge: op.BPF_JSGE,
+  jslt: op.BPF_JSLT,
+  jsle: op.BPF_JSLE,
 };
 
 function jmpClass(cls: number): JmpClass {
   const ops = {} as Record<JmpOpName, JmpOp>;
   for (const [name, code] of Object.entries(JMP_OPS) as [JmpOpName, number][]) {
     ops[name] = Object.freeze({
-      imm: (dst: Reg, imm: number, target: string) =>
-        makeInsn({ op: cls | code | op.BPF_K, dst, src: 0, off: 0, imm, target }),
-      reg: (dst: Reg, src: Reg, target: string) =>
-        makeInsn({ op: cls | code | op.BPF_X, dst, src, off: 0, imm: 0, target }),
+      imm: (dst: Reg, imm: number, target: string) => makeInsn({ op: cls | code | op.BPF_K, dst, src: 0, off: 0, imm, target }),
+      reg: (dst: Reg, src: Reg, target: string) => makeInsn({ op: cls | code | op.BPF_X, dst, src, off: 0, imm: 0, target }),
     });
   }
   return Object.freeze(ops);
@@ -94,7 +109,12 @@ export const jmp: JmpClass & { ja(label: string): Insn } = Object.freeze({
 /** 32-bit compares (BPF_JMP32, kernel ≥ 5.1) of the low halves. */
 export const jmp32: JmpClass = jmpClass(op.BPF_JMP32);
 
-export interface MemSizes<F> { readonly b: F; readonly h: F; readonly w: F; readonly dw: F }
+export interface MemSizes<F> {
+  readonly b: F;
+  readonly h: F;
+  readonly w: F;
+  readonly dw: F;
+}
 
 const SIZES = { b: op.BPF_B, h: op.BPF_H, w: op.BPF_W, dw: op.BPF_DW } as const;
 
@@ -103,16 +123,19 @@ function bySize<F>(make: (size: number) => F): MemSizes<F> {
 }
 
 /** dst = *(size *)(src + off) */
-export const ldx: MemSizes<(dst: Reg, src: Reg, off: number) => Insn> = bySize((size) => (dst, src, off) =>
-  makeInsn({ op: op.BPF_LDX | op.BPF_MEM | size, dst, src, off, imm: 0 }));
+export const ldx: MemSizes<(dst: Reg, src: Reg, off: number) => Insn> = bySize(
+  (size) => (dst, src, off) => makeInsn({ op: op.BPF_LDX | op.BPF_MEM | size, dst, src, off, imm: 0 }),
+);
 
 /** *(size *)(dst + off) = src */
-export const stx: MemSizes<(dst: Reg, off: number, src: Reg) => Insn> = bySize((size) => (dst, off, src) =>
-  makeInsn({ op: op.BPF_STX | op.BPF_MEM | size, dst, src, off, imm: 0 }));
+export const stx: MemSizes<(dst: Reg, off: number, src: Reg) => Insn> = bySize(
+  (size) => (dst, off, src) => makeInsn({ op: op.BPF_STX | op.BPF_MEM | size, dst, src, off, imm: 0 }),
+);
 
 /** *(size *)(dst + off) = imm (a dw store sign-extends imm). */
-export const st: MemSizes<(dst: Reg, off: number, imm: number) => Insn> = bySize((size) => (dst, off, imm) =>
-  makeInsn({ op: op.BPF_ST | op.BPF_MEM | size, dst, src: 0, off, imm }));
+export const st: MemSizes<(dst: Reg, off: number, imm: number) => Insn> = bySize(
+  (size) => (dst, off, imm) => makeInsn({ op: op.BPF_ST | op.BPF_MEM | size, dst, src: 0, off, imm }),
+);
 
 /** Split a 64-bit constant over lddw's two imm fields: `imm` keeps the low half as an int32. */
 function lddw(dst: Reg, value: bigint, src: number): Insn {

@@ -16,7 +16,11 @@ import { BPF_LDDW, INSN_SIZE } from './opcodes.ts';
  */
 export function decode(bytes: Uint8Array): Insn[] {
   if (bytes.length % INSN_SIZE !== 0) {
-    throw new AsmError('bad-bytecode', `${bytes.length} bytes is not a whole number of ${INSN_SIZE}-byte instructions`, Math.floor(bytes.length / INSN_SIZE));
+    throw new AsmError(
+      'bad-bytecode',
+      `${bytes.length} bytes is not a whole number of ${INSN_SIZE}-byte instructions`,
+      Math.floor(bytes.length / INSN_SIZE),
+    );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const slots = bytes.length / INSN_SIZE;

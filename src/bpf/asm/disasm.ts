@@ -20,15 +20,31 @@ import { layout } from './layout.ts';
 import * as op from './opcodes.ts';
 
 const ALU_SYMBOL: Record<number, string> = {
-  [op.BPF_ADD]: '+', [op.BPF_SUB]: '-', [op.BPF_MUL]: '*', [op.BPF_DIV]: '/',
-  [op.BPF_OR]: '|', [op.BPF_AND]: '&', [op.BPF_LSH]: '<<', [op.BPF_RSH]: '>>',
-  [op.BPF_MOD]: '%', [op.BPF_XOR]: '^', [op.BPF_ARSH]: 's>>',
+  [op.BPF_ADD]: '+',
+  [op.BPF_SUB]: '-',
+  [op.BPF_MUL]: '*',
+  [op.BPF_DIV]: '/',
+  [op.BPF_OR]: '|',
+  [op.BPF_AND]: '&',
+  [op.BPF_LSH]: '<<',
+  [op.BPF_RSH]: '>>',
+  [op.BPF_MOD]: '%',
+  [op.BPF_XOR]: '^',
+  [op.BPF_ARSH]: 's>>',
 };
 
 const JMP_SYMBOL: Record<number, string> = {
-  [op.BPF_JEQ]: '==', [op.BPF_JGT]: '>', [op.BPF_JGE]: '>=', [op.BPF_JSET]: '&',
-  [op.BPF_JNE]: '!=', [op.BPF_JSGT]: 's>', [op.BPF_JSGE]: 's>=', [op.BPF_JLT]: '<',
-  [op.BPF_JLE]: '<=', [op.BPF_JSLT]: 's<', [op.BPF_JSLE]: 's<=',
+  [op.BPF_JEQ]: '==',
+  [op.BPF_JGT]: '>',
+  [op.BPF_JGE]: '>=',
+  [op.BPF_JSET]: '&',
+  [op.BPF_JNE]: '!=',
+  [op.BPF_JSGT]: 's>',
+  [op.BPF_JSGE]: 's>=',
+  [op.BPF_JLT]: '<',
+  [op.BPF_JLE]: '<=',
+  [op.BPF_JSLT]: 's<',
+  [op.BPF_JSLE]: 's<=',
 };
 
 const SIZE_NAME: Record<number, string> = { [op.BPF_W]: '32', [op.BPF_H]: '16', [op.BPF_B]: '8', [op.BPF_DW]: '64' };
@@ -67,10 +83,14 @@ function formatLoad(insn: Insn): string {
   if (value === undefined) return raw(insn);
   const low = value & 0xffff_ffffn;
   switch (insn.src) {
-    case 0: return `${d} = 0x${value.toString(16)} ll`;
-    case op.BPF_PSEUDO_MAP_FD: return `${d} = map[fd:${low}] ll`;
-    case op.BPF_PSEUDO_MAP_VALUE: return `${d} = map_value[fd:${low}]+${value >> 32n} ll`;
-    default: return `${d} = 0x${value.toString(16)} ll (src ${insn.src})`;
+    case 0:
+      return `${d} = 0x${value.toString(16)} ll`;
+    case op.BPF_PSEUDO_MAP_FD:
+      return `${d} = map[fd:${low}] ll`;
+    case op.BPF_PSEUDO_MAP_VALUE:
+      return `${d} = map_value[fd:${low}]+${value >> 32n} ll`;
+    default:
+      return `${d} = 0x${value.toString(16)} ll (src ${insn.src})`;
   }
 }
 
@@ -121,9 +141,8 @@ function formatJump(insn: Insn, jumpOff: number | undefined): string {
   const wide = op.bpfClass(insn.op) === op.BPF_JMP;
   const code = op.bpfOp(insn.op);
   // With a label: the resolved offset (when known) and the label; without: the raw offset.
-  const dest = insn.target === undefined
-    ? signed(insn.off)
-    : jumpOff === undefined ? `<${insn.target}>` : `${signed(jumpOff)} <${insn.target}>`;
+  const dest =
+    insn.target === undefined ? signed(insn.off) : jumpOff === undefined ? `<${insn.target}>` : `${signed(jumpOff)} <${insn.target}>`;
   switch (code) {
     case op.BPF_JA:
       return wide ? `goto ${dest}` : `gotol ${signed(insn.imm)}`;
@@ -150,13 +169,17 @@ export function formatInsn(insn: Insn, jumpOff?: number): string {
   if (isLabelMarker(insn)) return `${insn.label ?? '?'}:`;
   if (!Number.isInteger(insn.op) || insn.op < 0 || insn.op > 0xff) return raw(insn);
   switch (op.bpfClass(insn.op)) {
-    case op.BPF_LD: return formatLoad(insn);
+    case op.BPF_LD:
+      return formatLoad(insn);
     case op.BPF_LDX:
     case op.BPF_ST:
-    case op.BPF_STX: return formatMemory(insn);
+    case op.BPF_STX:
+      return formatMemory(insn);
     case op.BPF_ALU:
-    case op.BPF_ALU64: return formatAlu(insn);
-    default: return formatJump(insn, jumpOff);
+    case op.BPF_ALU64:
+      return formatAlu(insn);
+    default:
+      return formatJump(insn, jumpOff);
   }
 }
 

@@ -4,18 +4,18 @@ import type { Insn } from './insn.ts';
 import { formatInsn } from './disasm.ts';
 
 export type AsmErrorReason =
-  | 'unknown-label'     // a jump names a label no instruction carries
-  | 'duplicate-label'   // two instructions carry the same label
-  | 'trailing-label'    // a label marker with no instruction after it
-  | 'jump-range'        // a resolved jump displacement does not fit in s16
-  | 'imm-range'         // an immediate is not an integer in [-2^31, 2^32 - 1] (or 64-bit for lddw)
-  | 'offset-range'      // an offset is not an integer in s16
-  | 'unknown-map'       // ld.map names a map missing from AssembleOptions.maps
-  | 'bad-map-fd'        // the fd given for a map is not a non-negative int32
-  | 'bad-register'      // dst or src is not an integer 0..10
-  | 'bad-opcode'        // op is not a byte
-  | 'not-a-jump'        // a label target on an instruction that does not jump
-  | 'bad-bytecode';     // decode(): truncated input or a malformed lddw
+  | 'unknown-label' // a jump names a label no instruction carries
+  | 'duplicate-label' // two instructions carry the same label
+  | 'trailing-label' // a label marker with no instruction after it
+  | 'jump-range' // a resolved jump displacement does not fit in s16
+  | 'imm-range' // an immediate is not an integer in [-2^31, 2^32 - 1] (or 64-bit for lddw)
+  | 'offset-range' // an offset is not an integer in s16
+  | 'unknown-map' // ld.map names a map missing from AssembleOptions.maps
+  | 'bad-map-fd' // the fd given for a map is not a non-negative int32
+  | 'bad-register' // dst or src is not an integer 0..10
+  | 'bad-opcode' // op is not a byte
+  | 'not-a-jump' // a label target on an instruction that does not jump
+  | 'bad-bytecode'; // decode(): truncated input or a malformed lddw
 
 export class AsmError extends Error {
   readonly code = 'ERR_BPF_ASM';

@@ -75,13 +75,25 @@ export const SKF_AD_VLAN_TAG_PRESENT = 48;
 export const SKF_AD_VLAN_TPID = 60;
 
 /** `struct sock_filter` and `struct sock_fprog` (linux/filter.h). */
-export const sockFilterLayout = defineStruct('sock_filter', [
-  ['code', 'u16'], ['jt', 'u8'], ['jf', 'u8'], ['k', 'u32'],
-], { cType: 'struct sock_filter', header: 'linux/filter.h' });
+export const sockFilterLayout = defineStruct(
+  'sock_filter',
+  [
+    ['code', 'u16'],
+    ['jt', 'u8'],
+    ['jf', 'u8'],
+    ['k', 'u32'],
+  ],
+  { cType: 'struct sock_filter', header: 'linux/filter.h' },
+);
 
-export const sockFprogLayout = defineStruct('sock_fprog', [
-  ['len', 'u16'], ['filter', 'u64'],
-], { cType: 'struct sock_fprog', header: 'linux/filter.h' });
+export const sockFprogLayout = defineStruct(
+  'sock_fprog',
+  [
+    ['len', 'u16'],
+    ['filter', 'u64'],
+  ],
+  { cType: 'struct sock_fprog', header: 'linux/filter.h' },
+);
 
 export class CbpfAsmError extends Error {
   readonly code = 'ERR_CBPF_ASM';
@@ -306,8 +318,17 @@ export function decode(bytes: Uint8Array): CbpfProgram {
 }
 
 const ALU_NAMES: Record<number, string> = {
-  [BPF_ADD]: 'add', [BPF_SUB]: 'sub', [BPF_MUL]: 'mul', [BPF_DIV]: 'div', [BPF_OR]: 'or',
-  [BPF_AND]: 'and', [BPF_LSH]: 'lsh', [BPF_RSH]: 'rsh', [BPF_NEG]: 'neg', [BPF_MOD]: 'mod', [BPF_XOR]: 'xor',
+  [BPF_ADD]: 'add',
+  [BPF_SUB]: 'sub',
+  [BPF_MUL]: 'mul',
+  [BPF_DIV]: 'div',
+  [BPF_OR]: 'or',
+  [BPF_AND]: 'and',
+  [BPF_LSH]: 'lsh',
+  [BPF_RSH]: 'rsh',
+  [BPF_NEG]: 'neg',
+  [BPF_MOD]: 'mod',
+  [BPF_XOR]: 'xor',
 };
 const JMP_NAMES: Record<number, string> = { [BPF_JEQ]: 'jeq', [BPF_JGT]: 'jgt', [BPF_JGE]: 'jge', [BPF_JSET]: 'jset' };
 const SIZE_NAMES: Record<number, string> = { [BPF_W]: 'ld', [BPF_H]: 'ldh', [BPF_B]: 'ldb' };

@@ -17,11 +17,52 @@
  * used on a dataplane fallback path.
  */
 import {
-  BPF_A, BPF_ABS, BPF_ADD, BPF_K, BPF_ALU, BPF_AND, BPF_B, BPF_DIV, BPF_H, BPF_IMM, BPF_IND, BPF_JA,
-  BPF_JEQ, BPF_JGE, BPF_JGT, BPF_JMP, BPF_JSET, BPF_LD, BPF_LDX, BPF_LEN, BPF_LSH, BPF_MAXINSNS,
-  BPF_MEM, BPF_MISC, BPF_MOD, BPF_MSH, BPF_MUL, BPF_NEG, BPF_OR, BPF_RET, BPF_RSH, BPF_ST,
-  BPF_STX, BPF_SUB, BPF_TXA, BPF_W, BPF_X, BPF_XOR, SKF_AD_IFINDEX, SKF_AD_OFF, SKF_AD_PKTTYPE,
-  SKF_AD_PROTOCOL, SKF_AD_VLAN_TAG, SKF_AD_VLAN_TAG_PRESENT, SKF_AD_VLAN_TPID, CbpfAsmError,
+  BPF_A,
+  BPF_ABS,
+  BPF_ADD,
+  BPF_K,
+  BPF_ALU,
+  BPF_AND,
+  BPF_B,
+  BPF_DIV,
+  BPF_H,
+  BPF_IMM,
+  BPF_IND,
+  BPF_JA,
+  BPF_JEQ,
+  BPF_JGE,
+  BPF_JGT,
+  BPF_JMP,
+  BPF_JSET,
+  BPF_LD,
+  BPF_LDX,
+  BPF_LEN,
+  BPF_LSH,
+  BPF_MAXINSNS,
+  BPF_MEM,
+  BPF_MISC,
+  BPF_MOD,
+  BPF_MSH,
+  BPF_MUL,
+  BPF_NEG,
+  BPF_OR,
+  BPF_RET,
+  BPF_RSH,
+  BPF_ST,
+  BPF_STX,
+  BPF_SUB,
+  BPF_TXA,
+  BPF_W,
+  BPF_X,
+  BPF_XOR,
+  SKF_AD_IFINDEX,
+  SKF_AD_OFF,
+  SKF_AD_PKTTYPE,
+  SKF_AD_PROTOCOL,
+  SKF_AD_VLAN_TAG,
+  SKF_AD_VLAN_TAG_PRESENT,
+  SKF_AD_VLAN_TPID,
+  CbpfAsmError,
   disasmInsn,
 } from './asm.ts';
 import type { CbpfProgram } from './asm.ts';
@@ -79,8 +120,12 @@ export function validate(prog: CbpfProgram): void {
           if (s < 0) {
             if (s < SKF_AD_OFF || !ANCILLARY.has(s - SKF_AD_OFF) || (code & 0x18) !== BPF_W) fail('unsupported negative offset');
           }
-        } else if (!(mode === BPF_IND && cls === BPF_LD) && mode !== BPF_IMM && mode !== BPF_LEN &&
-          !(mode === BPF_MSH && cls === BPF_LDX && (code & 0x18) === BPF_B)) {
+        } else if (
+          !(mode === BPF_IND && cls === BPF_LD) &&
+          mode !== BPF_IMM &&
+          mode !== BPF_LEN &&
+          !(mode === BPF_MSH && cls === BPF_LDX && (code & 0x18) === BPF_B)
+        ) {
           fail('unknown load');
         }
         flow(i + 1);
@@ -182,12 +227,24 @@ export class CbpfVm {
           else a = buf[p]!;
           break;
         }
-        case BPF_LD | BPF_IMM: a = k; break;
-        case BPF_LD | BPF_MEM: a = m[k]!; break;
-        case BPF_LD | BPF_W | BPF_LEN: a = len; break;
-        case BPF_LDX | BPF_W | BPF_IMM: x = k; break;
-        case BPF_LDX | BPF_W | BPF_MEM: x = m[k]!; break;
-        case BPF_LDX | BPF_W | BPF_LEN: x = len; break;
+        case BPF_LD | BPF_IMM:
+          a = k;
+          break;
+        case BPF_LD | BPF_MEM:
+          a = m[k]!;
+          break;
+        case BPF_LD | BPF_W | BPF_LEN:
+          a = len;
+          break;
+        case BPF_LDX | BPF_W | BPF_IMM:
+          x = k;
+          break;
+        case BPF_LDX | BPF_W | BPF_MEM:
+          x = m[k]!;
+          break;
+        case BPF_LDX | BPF_W | BPF_LEN:
+          x = len;
+          break;
         case BPF_LDX | BPF_B | BPF_MSH:
           if (k >= len) {
             this.steps = steps;
@@ -195,16 +252,34 @@ export class CbpfVm {
           }
           x = (buf[off + k]! & 0xf) << 2;
           break;
-        case BPF_ST: m[k] = a; break;
-        case BPF_STX: m[k] = x; break;
+        case BPF_ST:
+          m[k] = a;
+          break;
+        case BPF_STX:
+          m[k] = x;
+          break;
 
-        case BPF_ALU | BPF_ADD | BPF_K: a = (a + k) >>> 0; break;
-        case BPF_ALU | BPF_ADD | BPF_X: a = (a + x) >>> 0; break;
-        case BPF_ALU | BPF_SUB | BPF_K: a = (a - k) >>> 0; break;
-        case BPF_ALU | BPF_SUB | BPF_X: a = (a - x) >>> 0; break;
-        case BPF_ALU | BPF_MUL | BPF_K: a = Math.imul(a, k) >>> 0; break;
-        case BPF_ALU | BPF_MUL | BPF_X: a = Math.imul(a, x) >>> 0; break;
-        case BPF_ALU | BPF_DIV | BPF_K: a = Math.floor(a / k) >>> 0; break;
+        case BPF_ALU | BPF_ADD | BPF_K:
+          a = (a + k) >>> 0;
+          break;
+        case BPF_ALU | BPF_ADD | BPF_X:
+          a = (a + x) >>> 0;
+          break;
+        case BPF_ALU | BPF_SUB | BPF_K:
+          a = (a - k) >>> 0;
+          break;
+        case BPF_ALU | BPF_SUB | BPF_X:
+          a = (a - x) >>> 0;
+          break;
+        case BPF_ALU | BPF_MUL | BPF_K:
+          a = Math.imul(a, k) >>> 0;
+          break;
+        case BPF_ALU | BPF_MUL | BPF_X:
+          a = Math.imul(a, x) >>> 0;
+          break;
+        case BPF_ALU | BPF_DIV | BPF_K:
+          a = Math.floor(a / k) >>> 0;
+          break;
         case BPF_ALU | BPF_DIV | BPF_X:
           if (x === 0) {
             this.steps = steps;
@@ -212,7 +287,9 @@ export class CbpfVm {
           }
           a = Math.floor(a / x) >>> 0;
           break;
-        case BPF_ALU | BPF_MOD | BPF_K: a = a % k; break;
+        case BPF_ALU | BPF_MOD | BPF_K:
+          a = a % k;
+          break;
         case BPF_ALU | BPF_MOD | BPF_X:
           if (x === 0) {
             this.steps = steps;
@@ -220,27 +297,67 @@ export class CbpfVm {
           }
           a = a % x;
           break;
-        case BPF_ALU | BPF_OR | BPF_K: a = (a | k) >>> 0; break;
-        case BPF_ALU | BPF_OR | BPF_X: a = (a | x) >>> 0; break;
-        case BPF_ALU | BPF_AND | BPF_K: a = (a & k) >>> 0; break;
-        case BPF_ALU | BPF_AND | BPF_X: a = (a & x) >>> 0; break;
-        case BPF_ALU | BPF_XOR | BPF_K: a = (a ^ k) >>> 0; break;
-        case BPF_ALU | BPF_XOR | BPF_X: a = (a ^ x) >>> 0; break;
-        case BPF_ALU | BPF_LSH | BPF_K: a = (a << k) >>> 0; break;
-        case BPF_ALU | BPF_LSH | BPF_X: a = (a << (x & 31)) >>> 0; break;
-        case BPF_ALU | BPF_RSH | BPF_K: a = a >>> k; break;
-        case BPF_ALU | BPF_RSH | BPF_X: a = a >>> (x & 31); break;
-        case BPF_ALU | BPF_NEG: a = (0 - a) >>> 0; break;
+        case BPF_ALU | BPF_OR | BPF_K:
+          a = (a | k) >>> 0;
+          break;
+        case BPF_ALU | BPF_OR | BPF_X:
+          a = (a | x) >>> 0;
+          break;
+        case BPF_ALU | BPF_AND | BPF_K:
+          a = (a & k) >>> 0;
+          break;
+        case BPF_ALU | BPF_AND | BPF_X:
+          a = (a & x) >>> 0;
+          break;
+        case BPF_ALU | BPF_XOR | BPF_K:
+          a = (a ^ k) >>> 0;
+          break;
+        case BPF_ALU | BPF_XOR | BPF_X:
+          a = (a ^ x) >>> 0;
+          break;
+        case BPF_ALU | BPF_LSH | BPF_K:
+          a = (a << k) >>> 0;
+          break;
+        case BPF_ALU | BPF_LSH | BPF_X:
+          a = (a << (x & 31)) >>> 0;
+          break;
+        case BPF_ALU | BPF_RSH | BPF_K:
+          a = a >>> k;
+          break;
+        case BPF_ALU | BPF_RSH | BPF_X:
+          a = a >>> (x & 31);
+          break;
+        case BPF_ALU | BPF_NEG:
+          a = (0 - a) >>> 0;
+          break;
 
-        case BPF_JMP | BPF_JA: pc += k; break;
-        case BPF_JMP | BPF_JEQ | BPF_K: pc += a === k ? jt[pc - 1]! : jf[pc - 1]!; break;
-        case BPF_JMP | BPF_JEQ | BPF_X: pc += a === x ? jt[pc - 1]! : jf[pc - 1]!; break;
-        case BPF_JMP | BPF_JGT | BPF_K: pc += a > k ? jt[pc - 1]! : jf[pc - 1]!; break;
-        case BPF_JMP | BPF_JGT | BPF_X: pc += a > x ? jt[pc - 1]! : jf[pc - 1]!; break;
-        case BPF_JMP | BPF_JGE | BPF_K: pc += a >= k ? jt[pc - 1]! : jf[pc - 1]!; break;
-        case BPF_JMP | BPF_JGE | BPF_X: pc += a >= x ? jt[pc - 1]! : jf[pc - 1]!; break;
-        case BPF_JMP | BPF_JSET | BPF_K: pc += (a & k) !== 0 ? jt[pc - 1]! : jf[pc - 1]!; break;
-        case BPF_JMP | BPF_JSET | BPF_X: pc += (a & x) !== 0 ? jt[pc - 1]! : jf[pc - 1]!; break;
+        case BPF_JMP | BPF_JA:
+          pc += k;
+          break;
+        case BPF_JMP | BPF_JEQ | BPF_K:
+          pc += a === k ? jt[pc - 1]! : jf[pc - 1]!;
+          break;
+        case BPF_JMP | BPF_JEQ | BPF_X:
+          pc += a === x ? jt[pc - 1]! : jf[pc - 1]!;
+          break;
+        case BPF_JMP | BPF_JGT | BPF_K:
+          pc += a > k ? jt[pc - 1]! : jf[pc - 1]!;
+          break;
+        case BPF_JMP | BPF_JGT | BPF_X:
+          pc += a > x ? jt[pc - 1]! : jf[pc - 1]!;
+          break;
+        case BPF_JMP | BPF_JGE | BPF_K:
+          pc += a >= k ? jt[pc - 1]! : jf[pc - 1]!;
+          break;
+        case BPF_JMP | BPF_JGE | BPF_X:
+          pc += a >= x ? jt[pc - 1]! : jf[pc - 1]!;
+          break;
+        case BPF_JMP | BPF_JSET | BPF_K:
+          pc += (a & k) !== 0 ? jt[pc - 1]! : jf[pc - 1]!;
+          break;
+        case BPF_JMP | BPF_JSET | BPF_X:
+          pc += (a & x) !== 0 ? jt[pc - 1]! : jf[pc - 1]!;
+          break;
 
         case BPF_RET:
           this.steps = steps;
@@ -248,8 +365,12 @@ export class CbpfVm {
         case BPF_RET | BPF_A:
           this.steps = steps;
           return a;
-        case BPF_MISC | 0: x = a; break; // tax
-        case BPF_MISC | BPF_TXA: a = x; break;
+        case BPF_MISC | 0:
+          x = a;
+          break; // tax
+        case BPF_MISC | BPF_TXA:
+          a = x;
+          break;
         default:
           throw new CbpfAsmError(`cannot run opcode 0x${c.toString(16)}`, pc - 1);
       }
@@ -259,14 +380,19 @@ export class CbpfVm {
   private ancillary(what: number): number {
     const c = this.ctx;
     switch (what) {
-      case SKF_AD_PROTOCOL: return c.protocol;
-      case SKF_AD_PKTTYPE: return c.pktType;
-      case SKF_AD_IFINDEX: return c.ifindex;
-      case SKF_AD_VLAN_TAG: return c.vlanTci;
-      case SKF_AD_VLAN_TAG_PRESENT: return c.vlanPresent ? 1 : 0;
-      case SKF_AD_VLAN_TPID: return c.vlanTpid;
+      case SKF_AD_PROTOCOL:
+        return c.protocol;
+      case SKF_AD_PKTTYPE:
+        return c.pktType;
+      case SKF_AD_IFINDEX:
+        return c.ifindex;
+      case SKF_AD_VLAN_TAG:
+        return c.vlanTci;
+      case SKF_AD_VLAN_TAG_PRESENT:
+        return c.vlanPresent ? 1 : 0;
+      case SKF_AD_VLAN_TPID:
+        return c.vlanTpid;
     }
     return 0;
   }
 }
-

@@ -39,8 +39,15 @@
 import { cbpf, SKF_AD_VLAN_TAG_PRESENT } from './asm.ts';
 import type { CbpfBuilder, CbpfProgram } from './asm.ts';
 import {
-  ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_DSTOPTS, IPPROTO_HOPOPTS,
-  IPPROTO_ROUTING, IPPROTO_UDP, MAX_IPV6_EXT_HEADERS,
+  ETH_P_8021AD,
+  ETH_P_8021Q,
+  ETH_P_IP,
+  ETH_P_IPV6,
+  IPPROTO_DSTOPTS,
+  IPPROTO_HOPOPTS,
+  IPPROTO_ROUTING,
+  IPPROTO_UDP,
+  MAX_IPV6_EXT_HEADERS,
 } from '../pinhole/policy.ts';
 import type { PinholeSpec } from '../pinhole/policy.ts';
 import { policyState } from '../pinhole/reference.ts';
@@ -67,18 +74,14 @@ export function compilePinholeFilter(spec: PinholeSpec): CbpfProgram {
   if (ports.length === 0) return a.ret.k(0).assemble();
 
   // Ethernet and VLAN. A = ethertype, X = L3 offset at 'dispatch'.
-  a.ld.anc(SKF_AD_VLAN_TAG_PRESENT)
-    .jeq.k(0, 'untagged', null);
+  a.ld.anc(SKF_AD_VLAN_TAG_PRESENT).jeq.k(0, 'untagged', null);
   // The kernel took the outer tag into metadata: one more tag at most in the data.
-  tpid(a, 12, 'm.tag1', null).ldx.imm(14).ja('dispatch')
-    .label('m.tag1');
-  tpid(a, 16, 'eth.drop', null).ldx.imm(18).ja('dispatch')
-    .label('untagged');
-  tpid(a, 12, 'u.tag1', null).ldx.imm(14).ja('dispatch')
-    .label('u.tag1');
-  tpid(a, 16, 'u.tag2', null).ldx.imm(18).ja('dispatch')
-    .label('u.tag2');
-  tpid(a, 20, 'eth.drop', null).ldx.imm(22)
+  tpid(a, 12, 'm.tag1', null).ldx.imm(14).ja('dispatch').label('m.tag1');
+  tpid(a, 16, 'eth.drop', null).ldx.imm(18).ja('dispatch').label('untagged');
+  tpid(a, 12, 'u.tag1', null).ldx.imm(14).ja('dispatch').label('u.tag1');
+  tpid(a, 16, 'u.tag2', null).ldx.imm(18).ja('dispatch').label('u.tag2');
+  tpid(a, 20, 'eth.drop', null)
+    .ldx.imm(22)
     .label('dispatch')
     .jeq.k(ETH_P_IP, 'ipv4', null)
     .jeq.k(ETH_P_IPV6, null, 'eth.drop')
@@ -89,9 +92,13 @@ export function compilePinholeFilter(spec: PinholeSpec): CbpfProgram {
   // IPv4, X = L3.
   a.label('ipv4')
     .stx(M_L3)
-    .ldb.ind(0).jge.k(0x45, null, 'v4.drop').jgt.k(0x4f, 'v4.drop', null) // version 4, IHL ≥ 5
-    .ldh.ind(6).jset.k(0x3fff, 'v4.drop', null) // MF or fragment offset
-    .ldb.ind(9).jeq.k(IPPROTO_UDP, null, 'v4.drop');
+    .ldb.ind(0)
+    .jge.k(0x45, null, 'v4.drop')
+    .jgt.k(0x4f, 'v4.drop', null) // version 4, IHL ≥ 5
+    .ldh.ind(6)
+    .jset.k(0x3fff, 'v4.drop', null) // MF or fragment offset
+    .ldb.ind(9)
+    .jeq.k(IPPROTO_UDP, null, 'v4.drop');
   if (state.filterAddresses) {
     if (v4.length === 0) a.ja('v4.drop');
     else {
@@ -101,18 +108,21 @@ export function compilePinholeFilter(spec: PinholeSpec): CbpfProgram {
     }
   }
   a.label('v4.addr-ok')
-    .ldb.ind(0).and.k(0x0f).lsh.k(2).add.x().tax() // X = L4 = L3 + 4·IHL
+    .ldb.ind(0)
+    .and.k(0x0f)
+    .lsh.k(2)
+    .add.x()
+    .tax() // X = L4 = L3 + 4·IHL
     .ldb.ind(7) // the whole UDP header is there, else the load drops the frame
     .ldh.ind(2)
     .ja('v4.ports')
-    .label('v4.drop').ret.k(0) // before the port chain, so early drops stay within 255
+    .label('v4.drop')
+    .ret.k(0) // before the port chain, so early drops stay within 255
     .label('v4.ports');
   portChain(a, ports, 'v4');
 
   // IPv6, X = L3.
-  a.label('ipv6')
-    .stx(M_L3)
-    .ldb.ind(0).and.k(0xf0).jeq.k(0x60, null, 'v6.drop');
+  a.label('ipv6').stx(M_L3).ldb.ind(0).and.k(0xf0).jeq.k(0x60, null, 'v6.drop');
   if (state.filterAddresses) {
     if (v6.length === 0) a.ja('v6.drop');
     for (let i = 0; i < v6.length; i++) {
@@ -123,36 +133,35 @@ export function compilePinholeFilter(spec: PinholeSpec): CbpfProgram {
     }
   }
   a.label('v6.addr-ok')
-    .txa().add.k(40).st(M_NEXT)
+    .txa()
+    .add.k(40)
+    .st(M_NEXT)
     .ldb.ind(6) // A = next header
     .ldx.mem(M_NEXT); // X = its offset
   for (let i = 0; i < MAX_IPV6_EXT_HEADERS; i++) {
-    a.jeq.k(IPPROTO_HOPOPTS, `v6.ext${i}`, null)
+    a.jeq
+      .k(IPPROTO_HOPOPTS, `v6.ext${i}`, null)
       .jeq.k(IPPROTO_ROUTING, `v6.ext${i}`, null)
       .jeq.k(IPPROTO_DSTOPTS, `v6.ext${i}`, 'v6.l4')
       .label(`v6.ext${i}`)
-      .ldb.ind(1).add.k(1).lsh.k(3).add.x().st(M_NEXT) // next offset = X + (len + 1)·8
+      .ldb.ind(1)
+      .add.k(1)
+      .lsh.k(3)
+      .add.x()
+      .st(M_NEXT) // next offset = X + (len + 1)·8
       .ldb.ind(0) // A = next header (the loads check the policy's "need 2")
       .ldx.mem(M_NEXT);
   }
   // MAX_IPV6_EXT_HEADERS walked: one more walked type is `ext-limit`, anything else but UDP is
   // not a tunnel frame either.
-  a.label('v6.l4')
-    .jeq.k(IPPROTO_UDP, null, 'v6.drop')
-    .ldb.ind(7)
-    .ldh.ind(2)
-    .ja('v6.ports')
-    .label('v6.drop').ret.k(0)
-    .label('v6.ports');
+  a.label('v6.l4').jeq.k(IPPROTO_UDP, null, 'v6.drop').ldb.ind(7).ldh.ind(2).ja('v6.ports').label('v6.drop').ret.k(0).label('v6.ports');
   portChain(a, ports, 'v6');
   return a.assemble();
 }
 
 /** A = ethertype at `at`; jump to `tag` if it is a VLAN TPID. */
 function tpid(a: CbpfBuilder, at: number, tag: string, other: string | null): CbpfBuilder {
-  return a.ldh.abs(at)
-    .jeq.k(ETH_P_8021Q, tag, null)
-    .jeq.k(ETH_P_8021AD, tag, other);
+  return a.ldh.abs(at).jeq.k(ETH_P_8021Q, tag, null).jeq.k(ETH_P_8021AD, tag, other);
 }
 
 /** A = destination port: accept when it is in `ports`, else fall through. */

@@ -311,7 +311,11 @@ export function edgeCases(opts: PinholeSpec): EdgeCase[] {
   build('ipv4/ihl-6-past-end-fragment', { ipv4: { src: SRC4, dst: ctx.v4In, ihl: 6, moreFragments: true, protocol: 17 } }, 'truncated');
   // IHL says 15, options absent, enough bytes follow: UDP is read 40 bytes later, inside the
   // payload, whose zero destination port is (normally) not a tunnel port.
-  build('ipv4/ihl-15-udp-read-from-payload', { ...udp4(ctx, { ipv4: { ihl: 15 } }), payload: new Uint8Array(60) }, ctx.state.ports.has(0) ? udpReason(ctx, 4, 0, ctx.v4In) : 'udp-port');
+  build(
+    'ipv4/ihl-15-udp-read-from-payload',
+    { ...udp4(ctx, { ipv4: { ihl: 15 } }), payload: new Uint8Array(60) },
+    ctx.state.ports.has(0) ? udpReason(ctx, 4, 0, ctx.v4In) : 'udp-port',
+  );
 
   // Fragments: MF or offset; DF and the reserved bit are not fragments. Checked after need IHL*4,
   // before the protocol.
@@ -345,13 +349,21 @@ export function edgeCases(opts: PinholeSpec): EdgeCase[] {
     if (port < 0 || port > 65535) continue;
     build(`ipv4/udp-dport-${port}`, udp4(ctx, { dport: port }), udpReason(ctx, 4, port, ctx.v4In));
   }
-  build('ipv4/udp-sport-is-tunnel-port', { ...udp4(ctx, { dport: ctx.otherPort }), udp: { sport: ctx.port, dport: ctx.otherPort } }, 'udp-port');
+  build(
+    'ipv4/udp-sport-is-tunnel-port',
+    { ...udp4(ctx, { dport: ctx.otherPort }), udp: { sport: ctx.port, dport: ctx.otherPort } },
+    'udp-port',
+  );
   for (const dst of new Set([...ctx.v4Addresses, ctx.v4Out, '255.255.255.255', '224.0.0.1', '0.0.0.0', '127.0.0.1'])) {
     build(`ipv4/udp-to-${dst}`, udp4(ctx, { dst }), udpReason(ctx, 4, ctx.port, dst));
   }
   build('ipv4/udp-other-port-other-address', udp4(ctx, { dst: ctx.v4Out, dport: ctx.otherPort }), 'udp-port');
   build('ipv4/udp-no-checksum', { ...udp4(ctx), udp: { sport: 1, dport: ctx.port, checksum: 'none' } }, tunnel4);
-  build('ipv4/udp-bad-lengths', { ...udp4(ctx, { ipv4: { totalLength: 20, checksum: 0xdead, ttl: 0 } }), udp: { sport: 1, dport: ctx.port, length: 3, checksum: 1 } }, tunnel4);
+  build(
+    'ipv4/udp-bad-lengths',
+    { ...udp4(ctx, { ipv4: { totalLength: 20, checksum: 0xdead, ttl: 0 } }), udp: { sport: 1, dport: ctx.port, length: 3, checksum: 1 } },
+    tunnel4,
+  );
   build('ipv4/udp-total-length-65535', udp4(ctx, { ipv4: { totalLength: 65535 } }), tunnel4);
   build('ipv4/udp-padded-to-60', { ...udp4(ctx), payload: undefined, padTo: 60 }, tunnel4);
   build('ipv4/udp-1514', { ...udp4(ctx), payload: new Uint8Array(1514 - 42).fill(0xa5) }, tunnel4);
@@ -375,16 +387,28 @@ export function edgeCases(opts: PinholeSpec): EdgeCase[] {
   cut('ipv6/hbh-2-bytes-to-icmpv6', { ipv6: { src: SRC6, dst: ctx.v6In, extensions: [{ type: 0 }] }, icmpv6: {} }, 14 + 42, 'icmpv6');
 
   // Neighbour discovery and other ICMPv6; TCP; other next headers.
-  build('ipv6/neighbour-solicitation', {
-    eth: { dst: '33:33:ff:00:00:01' },
-    ipv6: { src: SRC6, dst: 'ff02::1:ff00:1', hopLimit: 255 },
-    icmpv6: { target: ctx.v6In, sourceMac: '02:00:00:00:00:01' },
-  }, 'icmpv6');
-  build('ipv6/echo-request', { ipv6: { src: SRC6, dst: ctx.v6In }, icmpv6: { type: 128, id: 1, seq: 1 }, payload: new Uint8Array(56) }, 'icmpv6');
-  build('ipv6/mld-report-behind-hbh', {
-    ipv6: { src: 'fe80::1', dst: 'ff02::16', hopLimit: 1, extensions: [{ type: 0 }] },
-    icmpv6: { type: 143 },
-  }, 'icmpv6');
+  build(
+    'ipv6/neighbour-solicitation',
+    {
+      eth: { dst: '33:33:ff:00:00:01' },
+      ipv6: { src: SRC6, dst: 'ff02::1:ff00:1', hopLimit: 255 },
+      icmpv6: { target: ctx.v6In, sourceMac: '02:00:00:00:00:01' },
+    },
+    'icmpv6',
+  );
+  build(
+    'ipv6/echo-request',
+    { ipv6: { src: SRC6, dst: ctx.v6In }, icmpv6: { type: 128, id: 1, seq: 1 }, payload: new Uint8Array(56) },
+    'icmpv6',
+  );
+  build(
+    'ipv6/mld-report-behind-hbh',
+    {
+      ipv6: { src: 'fe80::1', dst: 'ff02::16', hopLimit: 1, extensions: [{ type: 0 }] },
+      icmpv6: { type: 143 },
+    },
+    'icmpv6',
+  );
   build('ipv6/tcp-syn', { ipv6: { src: SRC6, dst: ctx.v6In }, tcp: { sport: 40000, dport: ctx.port } }, 'tcp');
   for (const nh of [1, 2, 4, 41, 47, 50, 51, 59, 89, 103, 132, 135, 139, 140, 253, 255]) {
     build(`ipv6/next-header-${nh}`, { ipv6: { src: SRC6, dst: ctx.v6In, nextHeader: nh }, payload: VXLAN_PAYLOAD }, 'other-l4');
@@ -407,13 +431,18 @@ export function edgeCases(opts: PinholeSpec): EdgeCase[] {
       const tail = n > 6 ? 'ext-limit' : undefined;
       build(`ipv6/ext-${n}${label}/udp`, udp6(ctx, { ipv6: { extensions } }), tail ?? tunnel6);
       build(`ipv6/ext-${n}${label}/udp-other-port`, udp6(ctx, { ipv6: { extensions }, dport: ctx.otherPort }), tail ?? 'udp-port');
-      build(`ipv6/ext-${n}${label}/fragment`, udp6(ctx, { ipv6: { extensions: [...extensions, { type: 44, id: n, moreFragments: true }] } }), tail ?? 'fragment');
+      build(
+        `ipv6/ext-${n}${label}/fragment`,
+        udp6(ctx, { ipv6: { extensions: [...extensions, { type: 44, id: n, moreFragments: true }] } }),
+        tail ?? 'fragment',
+      );
       if (rot === 0) {
         build(`ipv6/ext-${n}${label}/icmpv6`, { ipv6: { src: SRC6, dst: ctx.v6In, extensions }, icmpv6: { type: 128 } }, tail ?? 'icmpv6');
         build(`ipv6/ext-${n}${label}/tcp`, { ipv6: { src: SRC6, dst: ctx.v6In, extensions }, tcp: { sport: 1, dport: 2 } }, tail ?? 'tcp');
         build(`ipv6/ext-${n}${label}/no-next`, { ipv6: { src: SRC6, dst: ctx.v6In, extensions } }, tail ?? 'other-l4');
         // The frame ends exactly after the last extension header.
-        if (n > 0) cut(`ipv6/ext-${n}${label}/udp-missing`, udp6(ctx, { ipv6: { extensions } }), frameEnd(n, extensions), tail ?? 'truncated');
+        if (n > 0)
+          cut(`ipv6/ext-${n}${label}/udp-missing`, udp6(ctx, { ipv6: { extensions } }), frameEnd(n, extensions), tail ?? 'truncated');
       }
     }
   }
@@ -426,17 +455,36 @@ export function edgeCases(opts: PinholeSpec): EdgeCase[] {
   build('ipv6/ext-6-then-unwalked-51', udp6(ctx, { ipv6: { extensions: [...six, { type: 51 }] } }), 'other-l4');
   // Hop-by-hop is walked wherever it appears (RFC 8200 wants it first; the policy does not care).
   build('ipv6/hbh-not-first', udp6(ctx, { ipv6: { extensions: [{ type: 60 }, { type: 0 }, { type: 0 }] } }), tunnel6);
-  build('ipv6/routing-segments-left-3', udp6(ctx, { ipv6: { extensions: [{ type: 43, routingType: 4, segmentsLeft: 3, hdrExtLen: 6 }] } }), tunnel6);
+  build(
+    'ipv6/routing-segments-left-3',
+    udp6(ctx, { ipv6: { extensions: [{ type: 43, routingType: 4, segmentsLeft: 3, hdrExtLen: 6 }] } }),
+    tunnel6,
+  );
   build('ipv6/fragment-first', udp6(ctx, { ipv6: { extensions: [{ type: 44, moreFragments: true }] } }), 'fragment');
   build('ipv6/atomic-fragment', udp6(ctx, { ipv6: { extensions: [{ type: 44 }] } }), 'fragment');
-  build('ipv6/fragment-offset-not-first', { ipv6: { src: SRC6, dst: ctx.v6In, extensions: [{ type: 44, fragOffset: 181, nextHeader: 17 }] }, payload: VXLAN_PAYLOAD }, 'fragment');
+  build(
+    'ipv6/fragment-offset-not-first',
+    { ipv6: { src: SRC6, dst: ctx.v6In, extensions: [{ type: 44, fragOffset: 181, nextHeader: 17 }] }, payload: VXLAN_PAYLOAD },
+    'fragment',
+  );
   build('ipv6/fragment-then-hbh', udp6(ctx, { ipv6: { extensions: [{ type: 44 }, { type: 0 }] } }), 'fragment');
 
   // Long extension headers (up to 2048 bytes each): the frames run past 1514 bytes.
   for (const type of EXT_KINDS) {
     build(`ipv6/long-${EXT_NAMES[type]}-255/udp`, udp6(ctx, { ipv6: { extensions: [{ type, hdrExtLen: 255 }] } }), tunnel6);
   }
-  build('ipv6/long-hbh-100-rt-30/udp', udp6(ctx, { ipv6: { extensions: [{ type: 0, hdrExtLen: 100 }, { type: 43, hdrExtLen: 30 }] } }), tunnel6);
+  build(
+    'ipv6/long-hbh-100-rt-30/udp',
+    udp6(ctx, {
+      ipv6: {
+        extensions: [
+          { type: 0, hdrExtLen: 100 },
+          { type: 43, hdrExtLen: 30 },
+        ],
+      },
+    }),
+    tunnel6,
+  );
 
   // A header claiming more bytes than the frame holds: only the next need check notices.
   const longHbh = (nextHeader: number): FrameSpec => ({
@@ -466,9 +514,17 @@ export function edgeCases(opts: PinholeSpec): EdgeCase[] {
     build(`ipv6/udp-to-${dst}`, udp6(ctx, { dst }), udpReason(ctx, 6, ctx.port, dst));
   }
   build('ipv6/udp-other-port-other-address', udp6(ctx, { dst: ctx.v6Out, dport: ctx.otherPort }), 'udp-port');
-  build('ipv6/udp-bad-lengths', { ...udp6(ctx, { ipv6: { payloadLength: 0, hopLimit: 0 } }), udp: { sport: 1, dport: ctx.port, length: 0, checksum: 0 } }, tunnel6);
+  build(
+    'ipv6/udp-bad-lengths',
+    { ...udp6(ctx, { ipv6: { payloadLength: 0, hopLimit: 0 } }), udp: { sport: 1, dport: ctx.port, length: 0, checksum: 0 } },
+    tunnel6,
+  );
   build('ipv6/udp-1514', { ...udp6(ctx), payload: new Uint8Array(1514 - 62).fill(0x5a) }, tunnel6);
-  build('ipv6/udp-2-tags-2-ext', { ...udp6(ctx, { ipv6: { extensions: [{ type: 0 }, { type: 60, hdrExtLen: 1 }] } }), vlans: [q(100, TPID_8021AD), q(10)] }, tunnel6);
+  build(
+    'ipv6/udp-2-tags-2-ext',
+    { ...udp6(ctx, { ipv6: { extensions: [{ type: 0 }, { type: 60, hdrExtLen: 1 }] } }), vlans: [q(100, TPID_8021AD), q(10)] },
+    tunnel6,
+  );
 
   return cases;
 }
@@ -539,7 +595,15 @@ function tunnelFrame(rng: Rng, ctx: Context): Shaped {
     headers += 20 + (options?.length ?? 0);
     spec = {
       vlans,
-      ipv4: { src: randomV4(rng), dst, options, dontFragment: rng.chance(0.5), id: rng.int(0x10000), ttl: rng.range(1, 255), tos: rng.int(256) },
+      ipv4: {
+        src: randomV4(rng),
+        dst,
+        options,
+        dontFragment: rng.chance(0.5),
+        id: rng.int(0x10000),
+        ttl: rng.range(1, 255),
+        tos: rng.int(256),
+      },
       udp: { sport: rng.int(0x10000), dport, checksum: rng.chance(0.2) ? 'none' : 'auto' },
     };
   } else {
@@ -585,13 +649,23 @@ function otherTraffic(rng: Rng, ctx: Context): Uint8Array {
     case 0:
       return buildFrame({ vlans, arp: { op: rng.range(1, 2), senderIp: src4, targetIp: dst4 } });
     case 1:
-      return buildFrame({ vlans, ipv4: { src: src4, dst: dst4 }, tcp: { sport: rng.int(0x10000), dport: rng.int(0x10000), flags: rng.int(256) }, payload });
+      return buildFrame({
+        vlans,
+        ipv4: { src: src4, dst: dst4 },
+        tcp: { sport: rng.int(0x10000), dport: rng.int(0x10000), flags: rng.int(256) },
+        payload,
+      });
     case 2:
       return buildFrame({ vlans, ipv4: { src: src4, dst: dst4 }, icmp: { type: rng.pick([0, 8]), id: rng.int(0x10000) }, payload });
     case 3:
       return buildFrame({ vlans, ipv6: { src: randomV6(rng), dst: 'ff02::1:ff00:1', hopLimit: 255 }, icmpv6: { target: dst6 } });
     case 4:
-      return buildFrame({ vlans, ipv6: { src: randomV6(rng), dst: dst6 }, tcp: { sport: rng.int(0x10000), dport: rng.int(0x10000) }, payload });
+      return buildFrame({
+        vlans,
+        ipv6: { src: randomV6(rng), dst: dst6 },
+        tcp: { sport: rng.int(0x10000), dport: rng.int(0x10000) },
+        payload,
+      });
     case 5:
       return buildFrame({ vlans, ipv4: { src: src4, dst: dst4, protocol: rng.pick(PROTOCOLS) }, payload });
     case 6:
@@ -663,7 +737,7 @@ function mutate(rng: Rng, ctx: Context, s: Shaped): Uint8Array {
       case 5: // IHL or version nibble
         if (s.l3 < frame.length) {
           if (rng.chance(0.6)) set8(s.l3, (frame[s.l3] & 0xf0) | rng.int(16));
-          else set8(s.l3, (rng.chance(0.5) ? rng.int(16) : s.family === 4 ? 6 : 4) << 4 | (frame[s.l3] & 0x0f));
+          else set8(s.l3, ((rng.chance(0.5) ? rng.int(16) : s.family === 4 ? 6 : 4) << 4) | (frame[s.l3] & 0x0f));
         }
         break;
       case 6: // fragment bits (IPv4) or an extension header's length (IPv6)

@@ -88,9 +88,7 @@ export const REASONS = [
 export type Reason = (typeof REASONS)[number];
 export type Verdict = 'xsk' | 'kernel';
 
-export const REASON_INDEX: Readonly<Record<Reason, number>> = Object.fromEntries(
-  REASONS.map((r, i) => [r, i]),
-) as Record<Reason, number>;
+export const REASON_INDEX: Readonly<Record<Reason, number>> = Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>;
 
 export function verdictOf(reason: Reason): Verdict {
   return reason === 'tunnel' ? 'xsk' : 'kernel';

@@ -54,14 +54,22 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
   if (sub === 'test') {
     const { values } = parseArgs({
       args: rest,
-      options: { ...specOptions, frame: { type: 'string' }, queue: { type: 'string', default: '0' }, json: { type: 'boolean', default: false } },
+      options: {
+        ...specOptions,
+        frame: { type: 'string' },
+        queue: { type: 'string', default: '0' },
+        json: { type: 'boolean', default: false },
+      },
       strict: true,
     });
     if (!values.frame) throw new PinholeError('ERR_CLI_USAGE', 'bpf test: --frame HEX is required');
     const spec = specFromArgs(values.port, values.address);
     const frame = parseHexFrame(values.frame);
     if (frame.length < XDP_TEST_MIN_FRAME) {
-      throw new PinholeError('ERR_CLI_FRAME', `--frame: ${frame.length} bytes; the kernel's test runner needs at least ${XDP_TEST_MIN_FRAME} (an Ethernet header)`);
+      throw new PinholeError(
+        'ERR_CLI_FRAME',
+        `--frame: ${frame.length} bytes; the kernel's test runner needs at least ${XDP_TEST_MIN_FRAME} (an Ethernet header)`,
+      );
     }
     requireCaps('loading a BPF program', ['CAP_BPF', 'CAP_NET_ADMIN']);
     const ph = loadPinhole(spec);

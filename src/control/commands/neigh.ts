@@ -41,24 +41,48 @@ export async function run(args: string[], io: CommandIO, opts: NeighRunOptions =
     }
     const keep = (n: NeighEntry): boolean => (!family || n.family === family) && (devIndex === undefined || n.ifindex === devIndex);
     const view = (n: NeighEntry): Record<string, unknown> => ({
-      family: n.family, ip: n.ip, dev: name(n.ifindex), ifindex: n.ifindex, mac: n.mac ?? null,
-      state: nudStateName(n.state), router: (n.flags & 0x80) !== 0,
+      family: n.family,
+      ip: n.ip,
+      dev: name(n.ifindex),
+      ifindex: n.ifindex,
+      mac: n.mac ?? null,
+      state: nudStateName(n.state),
+      router: (n.flags & 0x80) !== 0,
     });
     const rows = mirror.tables.listNeighbours().filter(keep);
     if (!values.watch) {
       if (values.json) io.out(toJson(rows.map(view)));
-      else io.out(rows.length ? table(['address', 'dev', 'lladdr', 'state'], rows.map((n) => [n.ip, name(n.ifindex), n.mac ?? '-', nudStateName(n.state)])) : '(no neighbours)');
+      else
+        io.out(
+          rows.length
+            ? table(
+                ['address', 'dev', 'lladdr', 'state'],
+                rows.map((n) => [n.ip, name(n.ifindex), n.mac ?? '-', nudStateName(n.state)]),
+              )
+            : '(no neighbours)',
+        );
       return 0;
     }
     // Watch: the current table, then changes.
     if (values.json) for (const n of rows) io.out(toJson({ event: 'present', ...view(n) }));
     else {
-      io.out(rows.length ? table(['address', 'dev', 'lladdr', 'state'], rows.map((n) => [n.ip, name(n.ifindex), n.mac ?? '-', nudStateName(n.state)])) : '(no neighbours)');
+      io.out(
+        rows.length
+          ? table(
+              ['address', 'dev', 'lladdr', 'state'],
+              rows.map((n) => [n.ip, name(n.ifindex), n.mac ?? '-', nudStateName(n.state)]),
+            )
+          : '(no neighbours)',
+      );
       io.out('-- watching (Ctrl-C to stop)');
     }
     const off = mirror.onChange((e: MirrorEvent) => {
       if (e.table === 'resync') {
-        io.out(values.json ? toJson({ event: 'resync', reason: e.reason, neighbours: e.neighbours }) : `-- resync (${e.reason}): ${e.neighbours} neighbours`);
+        io.out(
+          values.json
+            ? toJson({ event: 'resync', reason: e.reason, neighbours: e.neighbours })
+            : `-- resync (${e.reason}): ${e.neighbours} neighbours`,
+        );
         return;
       }
       if (e.table !== 'neigh' || !keep(e.entry)) return;

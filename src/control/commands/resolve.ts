@@ -27,7 +27,8 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
   }
   if (positionals.length !== 1) throw new PinholeError('ERR_CLI_USAGE', 'usage: pinhole resolve IP [--json] [--timeout MS]');
   const timeoutMs = Number(values.timeout);
-  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new PinholeError('ERR_CLI_USAGE', `--timeout must be a positive number of milliseconds, not ${values.timeout}`);
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0)
+    throw new PinholeError('ERR_CLI_USAGE', `--timeout must be a positive number of milliseconds, not ${values.timeout}`);
   const mirror = await Mirror.open();
   try {
     const r = await mirror.resolve(positionals[0]!, { timeoutMs });
@@ -35,18 +36,42 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
     const route = `${r.route.dstLen === 0 ? 'default' : `${r.route.dst}/${r.route.dstLen}`}${r.route.gateway ? ` via ${r.route.gateway}` : ''} dev ${name(r.nexthop.ifindex)} metric ${r.route.priority}`;
     const how = r.source === 'mirror' ? 'already in the neighbour table' : 'resolved by the kernel on request (NTF_USE)';
     if (values.json) {
-      io.out(toJson({
-        dst: r.dst,
-        route: { dst: r.route.dst, prefixLen: r.route.dstLen, gateway: r.route.gateway ?? null, type: routeTypeName(r.route.type), metric: r.route.priority },
-        nexthop: { ip: r.nexthop.ip, dev: name(r.nexthop.ifindex), ifindex: r.nexthop.ifindex, family: r.nexthop.family },
-        mac: r.mac, state: nudStateName(r.state), source: r.source, elapsedMs: Math.round(r.elapsedMs * 1000) / 1000,
-      }));
+      io.out(
+        toJson({
+          dst: r.dst,
+          route: {
+            dst: r.route.dst,
+            prefixLen: r.route.dstLen,
+            gateway: r.route.gateway ?? null,
+            type: routeTypeName(r.route.type),
+            metric: r.route.priority,
+          },
+          nexthop: { ip: r.nexthop.ip, dev: name(r.nexthop.ifindex), ifindex: r.nexthop.ifindex, family: r.nexthop.family },
+          mac: r.mac,
+          state: nudStateName(r.state),
+          source: r.source,
+          elapsedMs: Math.round(r.elapsedMs * 1000) / 1000,
+        }),
+      );
       return 0;
     }
-    io.out(table(['', ''], [
-      ['destination', r.dst], ['route', route], ['next hop', `${r.nexthop.ip} dev ${name(r.nexthop.ifindex)}`],
-      ['mac', r.mac], ['state', nudStateName(r.state)], ['how', how], ['took', `${r.elapsedMs.toFixed(1)} ms`],
-    ]).split('\n').slice(1).join('\n'));
+    io.out(
+      table(
+        ['', ''],
+        [
+          ['destination', r.dst],
+          ['route', route],
+          ['next hop', `${r.nexthop.ip} dev ${name(r.nexthop.ifindex)}`],
+          ['mac', r.mac],
+          ['state', nudStateName(r.state)],
+          ['how', how],
+          ['took', `${r.elapsedMs.toFixed(1)} ms`],
+        ],
+      )
+        .split('\n')
+        .slice(1)
+        .join('\n'),
+    );
     return 0;
   } finally {
     await mirror.close();

@@ -33,7 +33,8 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
   });
   if (!values.iface) throw new PinholeError('ERR_CLI_USAGE', 'uplink: --iface NAME is required');
   const mode = values.mode as RequestedMode;
-  if (!['auto', 'afxdp', 'afpacket'].includes(mode)) throw new PinholeError('ERR_CLI_USAGE', `--mode ${values.mode}: expected auto, afxdp or afpacket`);
+  if (!['auto', 'afxdp', 'afpacket'].includes(mode))
+    throw new PinholeError('ERR_CLI_USAGE', `--mode ${values.mode}: expected auto, afxdp or afpacket`);
   const spec = specFromArgs(values.port.length ? values.port : ['4789'], values.address);
   requireCaps('running the uplink', ['CAP_NET_ADMIN', 'CAP_BPF', 'CAP_NET_RAW']);
   const log = (e: Record<string, unknown>): void => io.err(toJson({ time: new Date().toISOString(), ...e }));
@@ -47,16 +48,29 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
   });
 
   const runner = await startUplink({
-    iface: values.iface, mode, ports: spec.ports, addresses: spec.addresses, log,
+    iface: values.iface,
+    mode,
+    ports: spec.ports,
+    addresses: spec.addresses,
+    log,
     ...(values.to ? { to: values.to } : {}),
     ...(values.queues ? { queues: Number(values.queues) } : {}),
     replaceForeign: values['replace-foreign'],
   });
-  io.out(toJson({
-    event: 'ready', mode: runner.mode, xdpMode: runner.xdpMode ?? null, detail: runner.detail,
-    reason: runner.reasons.map((r) => r.code).join(',') || null, reasons: runner.reasons, queues: runner.workers.length,
-    iface: runner.iface.name, ports: spec.ports, to: values.to ?? null,
-  }));
+  io.out(
+    toJson({
+      event: 'ready',
+      mode: runner.mode,
+      xdpMode: runner.xdpMode ?? null,
+      detail: runner.detail,
+      reason: runner.reasons.map((r) => r.code).join(',') || null,
+      reasons: runner.reasons,
+      queues: runner.workers.length,
+      iface: runner.iface.name,
+      ports: spec.ports,
+      to: values.to ?? null,
+    }),
+  );
   log({ level: 'info', event: 'ready', mode: runner.mode, detail: runner.detail, queues: runner.workers.length });
   // Measured from ready on: what a busy dataplane does to the main thread.
   const lag = startLagMonitor(10);
@@ -65,15 +79,22 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
   if (values['stats-interval'] && (!Number.isInteger(statsMs) || statsMs < 10)) {
     throw new PinholeError('ERR_CLI_USAGE', '--stats-interval: milliseconds, at least 10');
   }
-  const statsTimer = statsMs ? setInterval(() => io.out(toJson({ event: 'stats', ...runner.totals(), pinhole: runner.pinholeCounters() ?? null })), statsMs) : undefined;
+  const statsTimer = statsMs
+    ? setInterval(() => io.out(toJson({ event: 'stats', ...runner.totals(), pinhole: runner.pinholeCounters() ?? null })), statsMs)
+    : undefined;
   await stopRequested;
   if (statsTimer) clearInterval(statsTimer);
   const totals = await runner.stop();
   const lagMs = lag.stop();
-  io.out(toJson({
-    event: 'stopped', mode: runner.mode, ...totals, pinhole: runner.pinholeCounters() ?? null,
-    eventLoopLagMs: lagMs,
-  }));
+  io.out(
+    toJson({
+      event: 'stopped',
+      mode: runner.mode,
+      ...totals,
+      pinhole: runner.pinholeCounters() ?? null,
+      eventLoopLagMs: lagMs,
+    }),
+  );
   log({ level: 'info', event: 'stopped' });
   return 0;
 }

@@ -61,72 +61,104 @@ export const POLLERR = 0x8;
 /** ETH_P_ALL in network byte order, as sll_protocol and socket()'s protocol want it. */
 export const ETH_P_ALL_BE = ((ETH_P_ALL & 0xff) << 8) | (ETH_P_ALL >> 8);
 
-export const sockaddrLlLayout = defineStruct('sockaddr_ll', [
-  ['sll_family', 'u16'],
-  ['sll_protocol', 'u16'], // network byte order
-  ['sll_ifindex', 's32'],
-  ['sll_hatype', 'u16'],
-  ['sll_pkttype', 'u8'],
-  ['sll_halen', 'u8'],
-  ['sll_addr', { bytes: 8 }],
-], { cType: 'struct sockaddr_ll', header: 'linux/if_packet.h' });
+export const sockaddrLlLayout = defineStruct(
+  'sockaddr_ll',
+  [
+    ['sll_family', 'u16'],
+    ['sll_protocol', 'u16'], // network byte order
+    ['sll_ifindex', 's32'],
+    ['sll_hatype', 'u16'],
+    ['sll_pkttype', 'u8'],
+    ['sll_halen', 'u8'],
+    ['sll_addr', { bytes: 8 }],
+  ],
+  { cType: 'struct sockaddr_ll', header: 'linux/if_packet.h' },
+);
 
-export const tpacketReq3Layout = defineStruct('tpacket_req3', [
-  ['tp_block_size', 'u32'],
-  ['tp_block_nr', 'u32'],
-  ['tp_frame_size', 'u32'],
-  ['tp_frame_nr', 'u32'],
-  ['tp_retire_blk_tov', 'u32'],
-  ['tp_sizeof_priv', 'u32'],
-  ['tp_feature_req_word', 'u32'],
-], { cType: 'struct tpacket_req3', header: 'linux/if_packet.h' });
+export const tpacketReq3Layout = defineStruct(
+  'tpacket_req3',
+  [
+    ['tp_block_size', 'u32'],
+    ['tp_block_nr', 'u32'],
+    ['tp_frame_size', 'u32'],
+    ['tp_frame_nr', 'u32'],
+    ['tp_retire_blk_tov', 'u32'],
+    ['tp_sizeof_priv', 'u32'],
+    ['tp_feature_req_word', 'u32'],
+  ],
+  { cType: 'struct tpacket_req3', header: 'linux/if_packet.h' },
+);
 
-export const tpacketBdTsLayout = defineStruct('tpacket_bd_ts', [
-  ['ts_sec', 'u32'],
-  ['ts_usec', 'u32'], // union with ts_nsec
-], { cType: 'struct tpacket_bd_ts', header: 'linux/if_packet.h' });
+export const tpacketBdTsLayout = defineStruct(
+  'tpacket_bd_ts',
+  [
+    ['ts_sec', 'u32'],
+    ['ts_usec', 'u32'], // union with ts_nsec
+  ],
+  { cType: 'struct tpacket_bd_ts', header: 'linux/if_packet.h' },
+);
 
-export const tpacketHdrV1Layout = defineStruct('tpacket_hdr_v1', [
-  ['block_status', 'u32'],
-  ['num_pkts', 'u32'],
-  ['offset_to_first_pkt', 'u32'],
-  ['blk_len', 'u32'],
-  ['seq_num', 'u64'],
-  ['ts_first_pkt', tpacketBdTsLayout],
-  ['ts_last_pkt', tpacketBdTsLayout],
-], { cType: 'struct tpacket_hdr_v1', header: 'linux/if_packet.h' });
+export const tpacketHdrV1Layout = defineStruct(
+  'tpacket_hdr_v1',
+  [
+    ['block_status', 'u32'],
+    ['num_pkts', 'u32'],
+    ['offset_to_first_pkt', 'u32'],
+    ['blk_len', 'u32'],
+    ['seq_num', 'u64'],
+    ['ts_first_pkt', tpacketBdTsLayout],
+    ['ts_last_pkt', tpacketBdTsLayout],
+  ],
+  { cType: 'struct tpacket_hdr_v1', header: 'linux/if_packet.h' },
+);
 
-export const tpacketBlockDescLayout = defineStruct('tpacket_block_desc', [
-  ['version', 'u32'],
-  ['offset_to_priv', 'u32'],
-  ['hdr', tpacketHdrV1Layout], // union tpacket_bd_header_u { struct tpacket_hdr_v1 bh1; }
-], { cType: 'struct tpacket_block_desc', header: 'linux/if_packet.h' });
+export const tpacketBlockDescLayout = defineStruct(
+  'tpacket_block_desc',
+  [
+    ['version', 'u32'],
+    ['offset_to_priv', 'u32'],
+    ['hdr', tpacketHdrV1Layout], // union tpacket_bd_header_u { struct tpacket_hdr_v1 bh1; }
+  ],
+  { cType: 'struct tpacket_block_desc', header: 'linux/if_packet.h' },
+);
 
-export const tpacketHdrVariant1Layout = defineStruct('tpacket_hdr_variant1', [
-  ['tp_rxhash', 'u32'],
-  ['tp_vlan_tci', 'u32'],
-  ['tp_vlan_tpid', 'u16'],
-  ['tp_padding', 'u16'],
-], { cType: 'struct tpacket_hdr_variant1', header: 'linux/if_packet.h' });
+export const tpacketHdrVariant1Layout = defineStruct(
+  'tpacket_hdr_variant1',
+  [
+    ['tp_rxhash', 'u32'],
+    ['tp_vlan_tci', 'u32'],
+    ['tp_vlan_tpid', 'u16'],
+    ['tp_padding', 'u16'],
+  ],
+  { cType: 'struct tpacket_hdr_variant1', header: 'linux/if_packet.h' },
+);
 
-export const tpacket3HdrLayout = defineStruct('tpacket3_hdr', [
-  ['tp_next_offset', 'u32'],
-  ['tp_sec', 'u32'],
-  ['tp_nsec', 'u32'],
-  ['tp_snaplen', 'u32'],
-  ['tp_len', 'u32'],
-  ['tp_status', 'u32'],
-  ['tp_mac', 'u16'],
-  ['tp_net', 'u16'],
-  ['hv1', tpacketHdrVariant1Layout], // anonymous union { struct tpacket_hdr_variant1 hv1; }
-  ['tp_padding', { bytes: 8 }],
-], { cType: 'struct tpacket3_hdr', header: 'linux/if_packet.h' });
+export const tpacket3HdrLayout = defineStruct(
+  'tpacket3_hdr',
+  [
+    ['tp_next_offset', 'u32'],
+    ['tp_sec', 'u32'],
+    ['tp_nsec', 'u32'],
+    ['tp_snaplen', 'u32'],
+    ['tp_len', 'u32'],
+    ['tp_status', 'u32'],
+    ['tp_mac', 'u16'],
+    ['tp_net', 'u16'],
+    ['hv1', tpacketHdrVariant1Layout], // anonymous union { struct tpacket_hdr_variant1 hv1; }
+    ['tp_padding', { bytes: 8 }],
+  ],
+  { cType: 'struct tpacket3_hdr', header: 'linux/if_packet.h' },
+);
 
-export const tpacketStatsV3Layout = defineStruct('tpacket_stats_v3', [
-  ['tp_packets', 'u32'],
-  ['tp_drops', 'u32'],
-  ['tp_freeze_q_cnt', 'u32'],
-], { cType: 'struct tpacket_stats_v3', header: 'linux/if_packet.h' });
+export const tpacketStatsV3Layout = defineStruct(
+  'tpacket_stats_v3',
+  [
+    ['tp_packets', 'u32'],
+    ['tp_drops', 'u32'],
+    ['tp_freeze_q_cnt', 'u32'],
+  ],
+  { cType: 'struct tpacket_stats_v3', header: 'linux/if_packet.h' },
+);
 
 // Offsets the ring walk uses, read once from the layouts (never per packet).
 const BH1 = tpacketBlockDescLayout.offsets['hdr']!;

@@ -51,12 +51,46 @@ import type { CbpfProgram } from '../../bpf/cbpf/asm.ts';
 import { alloc, getSys, PinholeError, SysError } from '../../sys/index.ts';
 import type { Mapping } from '../../sys/index.ts';
 import {
-  AF_PACKET, BLK_FIRST, BLK_NUM_PKTS, BLK_STATUS, ETH_P_ALL_BE, MAP_SHARED, MSG_DONTWAIT,
-  PACKET_FANOUT, PACKET_FANOUT_HASH, PACKET_IGNORE_OUTGOING, PACKET_QDISC_BYPASS, PACKET_RX_RING,
-  PACKET_STATISTICS, PACKET_TX_RING, PACKET_VERSION, PKT_LEN, PKT_MAC, PKT_NEXT, PKT_SNAPLEN, PKT_STATUS,
-  PKT_VLAN_TCI, PKT_VLAN_TPID, POLLIN, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_RAW, SOL_PACKET,
-  TP_STATUS_AVAILABLE, TP_STATUS_KERNEL, TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TP_STATUS_WRONG_FORMAT, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID, TPACKET_V3, sockaddrLlLayout,
-  tpacket3HdrLayout, tpacketReq3Layout, tpacketStatsV3Layout,
+  AF_PACKET,
+  BLK_FIRST,
+  BLK_NUM_PKTS,
+  BLK_STATUS,
+  ETH_P_ALL_BE,
+  MAP_SHARED,
+  MSG_DONTWAIT,
+  PACKET_FANOUT,
+  PACKET_FANOUT_HASH,
+  PACKET_IGNORE_OUTGOING,
+  PACKET_QDISC_BYPASS,
+  PACKET_RX_RING,
+  PACKET_STATISTICS,
+  PACKET_TX_RING,
+  PACKET_VERSION,
+  PKT_LEN,
+  PKT_MAC,
+  PKT_NEXT,
+  PKT_SNAPLEN,
+  PKT_STATUS,
+  PKT_VLAN_TCI,
+  PKT_VLAN_TPID,
+  POLLIN,
+  PROT_READ,
+  PROT_WRITE,
+  SOCK_CLOEXEC,
+  SOCK_RAW,
+  SOL_PACKET,
+  TP_STATUS_AVAILABLE,
+  TP_STATUS_KERNEL,
+  TP_STATUS_SEND_REQUEST,
+  TP_STATUS_USER,
+  TP_STATUS_WRONG_FORMAT,
+  TP_STATUS_VLAN_TPID_VALID,
+  TP_STATUS_VLAN_VALID,
+  TPACKET_V3,
+  sockaddrLlLayout,
+  tpacket3HdrLayout,
+  tpacketReq3Layout,
+  tpacketStatsV3Layout,
 } from './abi.ts';
 import { attachFilter, int32 } from './filter.ts';
 
@@ -196,7 +230,15 @@ export class AfPacketSocket {
   readonly txData: readonly Uint8Array[];
   private readonly kick = alloc(1);
 
-  private constructor(fd: number, ifindex: number, ifname: string, mapping: Mapping, blockSize: number, blockCount: number, txFrames: number) {
+  private constructor(
+    fd: number,
+    ifindex: number,
+    ifname: string,
+    mapping: Mapping,
+    blockSize: number,
+    blockCount: number,
+    txFrames: number,
+  ) {
     this.fd = fd;
     this.ifindex = ifindex;
     this.ifname = ifname;
@@ -248,27 +290,38 @@ export class AfPacketSocket {
       step = 'PACKET_VERSION';
       sys.setsockopt(fd, SOL_PACKET, PACKET_VERSION, int32(TPACKET_V3));
       step = 'PACKET_RX_RING';
-      const req = tpacketReq3Layout.encode({
-        tp_block_size: blockSize,
-        tp_block_nr: blockCount,
-        tp_frame_size: frameSize,
-        tp_frame_nr: Math.floor(blockSize / frameSize) * blockCount,
-        tp_retire_blk_tov: opts.retireMs ?? 2,
-        tp_sizeof_priv: 0,
-        tp_feature_req_word: 0,
-      }, alloc(tpacketReq3Layout.size));
+      const req = tpacketReq3Layout.encode(
+        {
+          tp_block_size: blockSize,
+          tp_block_nr: blockCount,
+          tp_frame_size: frameSize,
+          tp_frame_nr: Math.floor(blockSize / frameSize) * blockCount,
+          tp_retire_blk_tov: opts.retireMs ?? 2,
+          tp_sizeof_priv: 0,
+          tp_feature_req_word: 0,
+        },
+        alloc(tpacketReq3Layout.size),
+      );
       sys.setsockopt(fd, SOL_PACKET, PACKET_RX_RING, req);
       const txFrames = opts.txFrames ?? 0;
       if (txFrames > 0) {
         step = 'PACKET_TX_RING';
         if (txFrames % TX_FRAMES_PER_BLOCK !== 0) throw new RangeError(`txFrames ${txFrames} is not a multiple of ${TX_FRAMES_PER_BLOCK}`);
         // V3 TX rings are frame rings (no block retirement): timeout, priv and features must be 0.
-        sys.setsockopt(fd, SOL_PACKET, PACKET_TX_RING, tpacketReq3Layout.encode({
-          tp_block_size: TX_FRAME_SIZE * TX_FRAMES_PER_BLOCK,
-          tp_block_nr: txFrames / TX_FRAMES_PER_BLOCK,
-          tp_frame_size: TX_FRAME_SIZE,
-          tp_frame_nr: txFrames,
-        }, alloc(tpacketReq3Layout.size)));
+        sys.setsockopt(
+          fd,
+          SOL_PACKET,
+          PACKET_TX_RING,
+          tpacketReq3Layout.encode(
+            {
+              tp_block_size: TX_FRAME_SIZE * TX_FRAMES_PER_BLOCK,
+              tp_block_nr: txFrames / TX_FRAMES_PER_BLOCK,
+              tp_frame_size: TX_FRAME_SIZE,
+              tp_frame_nr: txFrames,
+            },
+            alloc(tpacketReq3Layout.size),
+          ),
+        );
       }
       step = 'mmap';
       // One mapping: the RX ring, then the TX ring.
@@ -280,7 +333,10 @@ export class AfPacketSocket {
       step = 'PACKET_IGNORE_OUTGOING';
       sys.setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, int32(1));
       step = 'bind';
-      sys.bind(fd, sockaddrLlLayout.encode({ sll_family: AF_PACKET, sll_protocol: ETH_P_ALL_BE, sll_ifindex: ifindex }, alloc(sockaddrLlLayout.size)));
+      sys.bind(
+        fd,
+        sockaddrLlLayout.encode({ sll_family: AF_PACKET, sll_protocol: ETH_P_ALL_BE, sll_ifindex: ifindex }, alloc(sockaddrLlLayout.size)),
+      );
       if (opts.fanoutGroup !== undefined) {
         step = 'PACKET_FANOUT';
         sys.setsockopt(fd, SOL_PACKET, PACKET_FANOUT, int32((opts.fanoutGroup & 0xffff) | (PACKET_FANOUT_HASH << 16)));

@@ -50,30 +50,67 @@ export const XDP_DESC_SIZE = 16;
 /** Fill and completion ring entries are bare u64 UMEM addresses. */
 export const XDP_ADDR_SIZE = 8;
 
-export const SockaddrXdp = defineStruct('sockaddr_xdp', [
-  ['sxdp_family', 'u16'], ['sxdp_flags', 'u16'], ['sxdp_ifindex', 'u32'], ['sxdp_queue_id', 'u32'],
-  ['sxdp_shared_umem_fd', 'u32'],
-], { cType: 'struct sockaddr_xdp', header: H });
+export const SockaddrXdp = defineStruct(
+  'sockaddr_xdp',
+  [
+    ['sxdp_family', 'u16'],
+    ['sxdp_flags', 'u16'],
+    ['sxdp_ifindex', 'u32'],
+    ['sxdp_queue_id', 'u32'],
+    ['sxdp_shared_umem_fd', 'u32'],
+  ],
+  { cType: 'struct sockaddr_xdp', header: H },
+);
 
-export const XdpRingOffset = defineStruct('xdp_ring_offset', [
-  ['producer', 'u64'], ['consumer', 'u64'], ['desc', 'u64'], ['flags', 'u64'],
-], { cType: 'struct xdp_ring_offset', header: H });
+export const XdpRingOffset = defineStruct(
+  'xdp_ring_offset',
+  [
+    ['producer', 'u64'],
+    ['consumer', 'u64'],
+    ['desc', 'u64'],
+    ['flags', 'u64'],
+  ],
+  { cType: 'struct xdp_ring_offset', header: H },
+);
 
-export const XdpMmapOffsets = defineStruct('xdp_mmap_offsets', [
-  ['rx', XdpRingOffset], ['tx', XdpRingOffset], ['fr', XdpRingOffset], ['cr', XdpRingOffset],
-], { cType: 'struct xdp_mmap_offsets', header: H });
+export const XdpMmapOffsets = defineStruct(
+  'xdp_mmap_offsets',
+  [
+    ['rx', XdpRingOffset],
+    ['tx', XdpRingOffset],
+    ['fr', XdpRingOffset],
+    ['cr', XdpRingOffset],
+  ],
+  { cType: 'struct xdp_mmap_offsets', header: H },
+);
 
 /**
  * struct xdp_umem_reg. Newer kernels append `tx_metadata_len` in what is padding here (the
  * struct stays 32 bytes); a zero there means "no TX metadata", which is what we want.
  */
-export const XdpUmemReg = defineStruct('xdp_umem_reg', [
-  ['addr', 'u64'], ['len', 'u64'], ['chunk_size', 'u32'], ['headroom', 'u32'], ['flags', 'u32'],
-], { cType: 'struct xdp_umem_reg', header: H });
+export const XdpUmemReg = defineStruct(
+  'xdp_umem_reg',
+  [
+    ['addr', 'u64'],
+    ['len', 'u64'],
+    ['chunk_size', 'u32'],
+    ['headroom', 'u32'],
+    ['flags', 'u32'],
+  ],
+  { cType: 'struct xdp_umem_reg', header: H },
+);
 
-export const XdpStatistics = defineStruct('xdp_statistics', [
-  ['rx_dropped', 'u64'], ['rx_invalid_descs', 'u64'], ['tx_invalid_descs', 'u64'],
-  ['rx_ring_full', 'u64'], ['rx_fill_ring_empty_descs', 'u64'], ['tx_ring_empty_descs', 'u64'],
-], { cType: 'struct xdp_statistics', header: H });
+export const XdpStatistics = defineStruct(
+  'xdp_statistics',
+  [
+    ['rx_dropped', 'u64'],
+    ['rx_invalid_descs', 'u64'],
+    ['tx_invalid_descs', 'u64'],
+    ['rx_ring_full', 'u64'],
+    ['rx_fill_ring_empty_descs', 'u64'],
+    ['tx_ring_empty_descs', 'u64'],
+  ],
+  { cType: 'struct xdp_statistics', header: H },
+);
 
 export const XdpOptions = defineStruct('xdp_options', [['flags', 'u32']], { cType: 'struct xdp_options', header: H });

@@ -26,11 +26,34 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { alloc, errnoCodeOf, getSys, PinholeError, SysError, type Mapping, type Sys } from '../../sys/index.ts';
 import {
-  AF_XDP, SOCK_RAW, SOL_XDP, SockaddrXdp, XDP_ADDR_SIZE, XDP_COPY, XDP_DESC_SIZE, XDP_MMAP_OFFSETS,
-  XDP_OPTIONS, XDP_OPTIONS_ZEROCOPY, XDP_PACKET_HEADROOM, XDP_PGOFF_RX_RING, XDP_PGOFF_TX_RING,
-  XDP_RING_NEED_WAKEUP, XDP_RX_RING, XDP_STATISTICS, XDP_TX_RING, XDP_UMEM_COMPLETION_RING,
-  XDP_UMEM_FILL_RING, XDP_UMEM_PGOFF_COMPLETION_RING, XDP_UMEM_PGOFF_FILL_RING, XDP_UMEM_REG,
-  XDP_USE_NEED_WAKEUP, XDP_ZEROCOPY, XdpMmapOffsets, XdpOptions, XdpStatistics, XdpUmemReg,
+  AF_XDP,
+  SOCK_RAW,
+  SOL_XDP,
+  SockaddrXdp,
+  XDP_ADDR_SIZE,
+  XDP_COPY,
+  XDP_DESC_SIZE,
+  XDP_MMAP_OFFSETS,
+  XDP_OPTIONS,
+  XDP_OPTIONS_ZEROCOPY,
+  XDP_PACKET_HEADROOM,
+  XDP_PGOFF_RX_RING,
+  XDP_PGOFF_TX_RING,
+  XDP_RING_NEED_WAKEUP,
+  XDP_RX_RING,
+  XDP_STATISTICS,
+  XDP_TX_RING,
+  XDP_UMEM_COMPLETION_RING,
+  XDP_UMEM_FILL_RING,
+  XDP_UMEM_PGOFF_COMPLETION_RING,
+  XDP_UMEM_PGOFF_FILL_RING,
+  XDP_UMEM_REG,
+  XDP_USE_NEED_WAKEUP,
+  XDP_ZEROCOPY,
+  XdpMmapOffsets,
+  XdpOptions,
+  XdpStatistics,
+  XdpUmemReg,
 } from './abi.ts';
 import { ConsumerRing, ProducerRing, type RingOffsets } from './ring.ts';
 
@@ -94,7 +117,10 @@ function pow2(n: number, what: string): number {
 
 function ringOffsets(v: Record<string, unknown>): RingOffsets {
   return {
-    producer: Number(v.producer), consumer: Number(v.consumer), desc: Number(v.desc), flags: Number(v.flags),
+    producer: Number(v.producer),
+    consumer: Number(v.consumer),
+    desc: Number(v.desc),
+    flags: Number(v.flags),
   };
 }
 
@@ -140,9 +166,22 @@ export class XskSocket {
 
   /** @internal use openXsk */
   constructor(init: {
-    sys: Sys; fd: number; ifindex: number; queue: number; mode: XskMode; frameSize: number; frameCount: number;
-    headroom: number; area: Mapping; mappings: Mapping[]; fill: ProducerRing; comp: ConsumerRing;
-    rx: ConsumerRing; tx: ProducerRing; freeStack: Uint32Array; freeTop: number;
+    sys: Sys;
+    fd: number;
+    ifindex: number;
+    queue: number;
+    mode: XskMode;
+    frameSize: number;
+    frameCount: number;
+    headroom: number;
+    area: Mapping;
+    mappings: Mapping[];
+    fill: ProducerRing;
+    comp: ConsumerRing;
+    rx: ConsumerRing;
+    tx: ProducerRing;
+    freeStack: Uint32Array;
+    freeTop: number;
   }) {
     this.sys = init.sys;
     this.fd = init.fd;
@@ -341,10 +380,12 @@ function isZeroCopyUnsupported(code: string | undefined): boolean {
 export async function openXsk(opts: XskOptions): Promise<XskSocket> {
   const sys = getSys();
   const frameSize = opts.frameSize ?? 4096;
-  if (frameSize !== 2048 && frameSize !== 4096) throw new PinholeError('ERR_XSK_CONFIG', `frameSize must be 2048 or 4096, got ${frameSize}`);
+  if (frameSize !== 2048 && frameSize !== 4096)
+    throw new PinholeError('ERR_XSK_CONFIG', `frameSize must be 2048 or 4096, got ${frameSize}`);
   const frameCount = opts.frameCount ?? 4096;
   const headroom = opts.headroom ?? 0;
-  if (!Number.isInteger(frameCount) || frameCount < 2) throw new PinholeError('ERR_XSK_CONFIG', `frameCount must be an integer ≥ 2, got ${frameCount}`);
+  if (!Number.isInteger(frameCount) || frameCount < 2)
+    throw new PinholeError('ERR_XSK_CONFIG', `frameCount must be an integer ≥ 2, got ${frameCount}`);
   if (frameCount * frameSize > 0x80000000) throw new PinholeError('ERR_XSK_CONFIG', 'UMEM larger than 2 GiB');
   if (!Number.isInteger(headroom) || headroom < 0 || headroom + XDP_PACKET_HEADROOM + 128 > frameSize) {
     throw new PinholeError('ERR_XSK_CONFIG', `headroom ${headroom} leaves no room for a packet in a ${frameSize}-byte frame`);
@@ -367,9 +408,21 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
       area = sys.mmap(frameSize * frameCount, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
       step = 'XDP_UMEM_REG';
       // The UMEM address is in `reg`; `area` stays reachable (we keep it) for the socket's life.
-      sys.setsockopt(fd, SOL_XDP, XDP_UMEM_REG, XdpUmemReg.encode({
-        addr: area.address, len: BigInt(frameSize * frameCount), chunk_size: frameSize, headroom, flags: 0,
-      }, alloc(XdpUmemReg.size)));
+      sys.setsockopt(
+        fd,
+        SOL_XDP,
+        XDP_UMEM_REG,
+        XdpUmemReg.encode(
+          {
+            addr: area.address,
+            len: BigInt(frameSize * frameCount),
+            chunk_size: frameSize,
+            headroom,
+            flags: 0,
+          },
+          alloc(XdpUmemReg.size),
+        ),
+      );
       step = 'ring sizes';
       sys.setsockopt(fd, SOL_XDP, XDP_UMEM_FILL_RING, u32buf(fillSize));
       sys.setsockopt(fd, SOL_XDP, XDP_UMEM_COMPLETION_RING, u32buf(compSize));
@@ -401,8 +454,22 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
 
     const mode = await bindWithRetry(sys, fd, ifindex, opts, where);
     const sock = new XskSocket({
-      sys, fd, ifindex, queue: opts.queue, mode, frameSize, frameCount, headroom, area, mappings,
-      fill, comp, rx, tx, freeStack, freeTop: frameCount,
+      sys,
+      fd,
+      ifindex,
+      queue: opts.queue,
+      mode,
+      frameSize,
+      frameCount,
+      headroom,
+      area,
+      mappings,
+      fill,
+      comp,
+      rx,
+      tx,
+      freeStack,
+      freeTop: frameCount,
     });
     // Half the frames wait in the fill ring for traffic; the rest are for TX.
     sock.fill(Math.min(fillSize, frameCount >>> 1));
@@ -425,11 +492,16 @@ async function bindWithRetry(sys: Sys, fd: number, ifindex: number, opts: XskOpt
   for (let attempt = 0; ; attempt++) {
     let busy: unknown;
     for (const m of tryModes) {
-      SockaddrXdp.encode({
-        sxdp_family: AF_XDP,
-        sxdp_flags: XDP_USE_NEED_WAKEUP | (m === 'zerocopy' ? XDP_ZEROCOPY : XDP_COPY),
-        sxdp_ifindex: ifindex, sxdp_queue_id: opts.queue, sxdp_shared_umem_fd: 0,
-      }, addr);
+      SockaddrXdp.encode(
+        {
+          sxdp_family: AF_XDP,
+          sxdp_flags: XDP_USE_NEED_WAKEUP | (m === 'zerocopy' ? XDP_ZEROCOPY : XDP_COPY),
+          sxdp_ifindex: ifindex,
+          sxdp_queue_id: opts.queue,
+          sxdp_shared_umem_fd: 0,
+        },
+        addr,
+      );
       try {
         sys.bind(fd, addr);
         return readMode(sys, fd);
@@ -444,15 +516,21 @@ async function bindWithRetry(sys: Sys, fd: number, ifindex: number, opts: XskOpt
           continue;
         }
         throw new PinholeError('ERR_XSK_BIND', `bind xsk to ${where} (${m})`, {
-          cause: err, details: { errno: code, zeroCopyError: errnoCodeOf(zcError) },
+          cause: err,
+          details: { errno: code, zeroCopyError: errnoCodeOf(zcError) },
         });
       }
     }
     if (busy === undefined) throw new PinholeError('ERR_XSK_BIND', `bind xsk to ${where}: no mode left to try`, { cause: zcError });
     if (attempt >= retries) {
-      throw new PinholeError('ERR_XSK_BUSY', `bind xsk to ${where}: the queue is in use by another AF_XDP socket (EBUSY after ${retries} retries)`, {
-        cause: busy, details: { ifindex, queue: opts.queue },
-      });
+      throw new PinholeError(
+        'ERR_XSK_BUSY',
+        `bind xsk to ${where}: the queue is in use by another AF_XDP socket (EBUSY after ${retries} retries)`,
+        {
+          cause: busy,
+          details: { ifindex, queue: opts.queue },
+        },
+      );
     }
     await sleep(delay);
     delay *= 2;
