@@ -1,92 +1,17 @@
 /**
- * Helpers for the AF_PACKET kernel tests: run code with this thread in a test namespace (setns(2);
- * sockets keep the namespace they were created in), a plain raw packet socket to inject and
- * capture frames on the peer end of a veth, and marked frames.
+ * Helpers for the AF_PACKET kernel tests: namespace entry and raw sockets (shared, from
+ * test/helpers/packet-socket.ts), and marked frames.
  */
-import { closeSync, openSync } from 'node:fs';
-import { alloc, getSys, SysError } from '../../src/sys/index.ts';
+import { PacketSocket } from '../helpers/packet-socket.ts';
 import type { Netns } from '../helpers/netns.ts';
-import {
-  AF_PACKET,
-  ETH_P_ALL_BE,
-  MSG_DONTWAIT,
-  PACKET_IGNORE_OUTGOING,
-  POLLIN,
-  SOCK_RAW,
-  SOL_PACKET,
-} from '../../src/uplink/afpacket/abi.ts';
 
-const CLONE_NEWNET = 0x40000000;
-
-/** Runs `fn` synchronously with this thread in `ns`'s network namespace, then moves back. */
-export function inNetns<T>(ns: Netns, fn: () => T): T {
-  const sys = getSys();
-  const home = openSync('/proc/thread-self/ns/net', 'r');
-  const target = openSync(`/run/netns/${ns.name}`, 'r');
-  try {
-    sys.setns(target, CLONE_NEWNET);
-    try {
-      return fn();
-    } finally {
-      sys.setns(home, CLONE_NEWNET);
-    }
-  } finally {
-    closeSync(target);
-    closeSync(home);
-  }
-}
+/** The shared helpers, under the names these tests use. */
+export { inNetnsSync as inNetns } from '../helpers/packet-socket.ts';
 
 /** A raw packet socket on one interface that ignores its own transmissions. */
-export class RawSocket {
-  readonly fd: number;
-  private readonly sll = alloc(20);
-  private readonly buf = alloc(65536);
-  private readonly pfd = alloc(8);
-  private readonly out = alloc(65536);
-
+export class RawSocket extends PacketSocket {
   constructor(ifname: string) {
-    const sys = getSys();
-    const ifindex = sys.ifNameToIndex(ifname);
-    this.fd = sys.socket(AF_PACKET, SOCK_RAW, 0);
-    const one = alloc(4);
-    one[0] = 1;
-    sys.setsockopt(this.fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, one);
-    const dv = new DataView(this.sll.buffer);
-    dv.setUint16(0, AF_PACKET, true);
-    dv.setUint16(2, ETH_P_ALL_BE, true);
-    dv.setInt32(4, ifindex, true);
-    sys.bind(this.fd, this.sll);
-    new DataView(this.pfd.buffer).setInt32(0, this.fd, true);
-    new DataView(this.pfd.buffer).setInt16(4, POLLIN, true);
-  }
-
-  send(frame: Uint8Array): void {
-    this.out.set(frame);
-    getSys().sendto(this.fd, this.out, frame.length, 0, null);
-  }
-
-  /** Frames received until `match` accepts one (returned) or the deadline passes (undefined). */
-  async receive(match: (f: Uint8Array) => boolean, timeoutMs: number): Promise<Uint8Array | undefined> {
-    const sys = getSys();
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      let n: number;
-      try {
-        n = sys.recvfrom(this.fd, this.buf, MSG_DONTWAIT, null);
-      } catch (err) {
-        if (!(err instanceof SysError && err.code === 'EAGAIN')) throw err;
-        const left = deadline - Date.now();
-        if (left <= 0) return undefined;
-        await sys.pollAsync(this.pfd, 1, Math.min(left, 200));
-        continue;
-      }
-      const f = this.buf.slice(0, n);
-      if (match(f)) return f;
-    }
-  }
-
-  close(): void {
-    getSys().close(this.fd);
+    super(ifname, { ignoreOutgoing: true });
   }
 }
 
