@@ -6,7 +6,7 @@
  * Sources: rtnetlink RTM_GETLINK (kind, MTU, queues, IFLA_XDP), the ethtool ioctl
  * (ETHTOOL_GDRVINFO, ETHTOOL_GCHANNELS; include/uapi/linux/ethtool.h), bpf(2) for program names.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { getLinkSync } from '../netlink/link.ts';
 import { defineStruct, getSys, PinholeError, SysError } from '../sys/index.ts';
 import { BPF_PROG_GET_FD_BY_ID, ProgInfo } from './bpf-attr.ts';
@@ -193,11 +193,26 @@ export function interfaceInfo(name: string): IfaceInfo {
     info.maxXdpMtu = limit.mtu;
     info.maxXdpMtuSource = limit.source;
   }
-  if (link.numRxQueues !== undefined) info.rxQueues = link.numRxQueues;
-  if (link.numTxQueues !== undefined) info.txQueues = link.numTxQueues;
+  // Queues in use, not allocated: IFLA_NUM_RX_QUEUES is the allocation (a veth made without
+  // numrxqueues allocates 2, uses 1; `ethtool -L` shrinks a NIC's channels without freeing).
+  // Binding an AF_XDP socket to an unused queue fails, so count what the device runs.
   const ch = channelsOf(link.name);
   if (ch) info.channels = ch;
+  const rx = ch && ch.rx + ch.combined > 0 ? ch.rx + ch.combined : (sysfsQueues(link.name, 'rx') ?? link.numRxQueues);
+  const tx = ch && ch.tx + ch.combined > 0 ? ch.tx + ch.combined : (sysfsQueues(link.name, 'tx') ?? link.numTxQueues);
+  if (rx !== undefined) info.rxQueues = rx;
+  if (tx !== undefined) info.txQueues = tx;
   return info;
+}
+
+/** rx-N / tx-N entries under /sys/class/net/IF/queues (this network namespace's sysfs). */
+function sysfsQueues(ifname: string, dir: 'rx' | 'tx'): number | undefined {
+  try {
+    const n = readdirSync(`/sys/class/net/${ifname}/queues`).filter((q) => q.startsWith(`${dir}-`)).length;
+    return n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function requireInterface(name: string): IfaceInfo {

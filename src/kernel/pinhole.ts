@@ -132,8 +132,13 @@ export function loadPinhole(spec: PinholeSpec, opts: LoadPinholeOptions = {}): L
     });
     const program = loadProgram({ name: opts.name ?? 'pinhole', type: 'xdp', insns });
     const loaded = new LoadedPinhole(program, maps, spec);
-    for (const port of spec.ports) loaded.addPort(port);
-    for (const a of spec.addresses) loaded.addAddress(a);
+    try {
+      for (const port of spec.ports) loaded.addPort(port);
+      for (const a of spec.addresses) loaded.addAddress(a);
+    } catch (err) {
+      program.close();
+      throw err;
+    }
     return loaded;
   } catch (err) {
     for (const m of made) m.close();

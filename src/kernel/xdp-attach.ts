@@ -27,7 +27,8 @@
  */
 import { errnoCodeOf, getSys, PinholeError } from '../sys/index.ts';
 import { getLinkSync, setLinkXdpSync } from '../netlink/link.ts';
-import { BPF_LINK_CREATE, BPF_XDP, LinkCreateAttr, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE } from './bpf-attr.ts';
+import { fdById } from './object.ts';
+import { BPF_LINK_CREATE, BPF_PROG_GET_FD_BY_ID, BPF_XDP, LinkCreateAttr, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE } from './bpf-attr.ts';
 
 export type XdpMode = 'native' | 'generic';
 export type XdpVia = 'bpf_link' | 'netlink';
@@ -43,6 +44,8 @@ export interface AttachXdpOptions {
   persist?: boolean;
   /** Replace a program already attached (netlink only). Default false: fail instead. */
   replace?: boolean;
+  /** With replace: only replace this program (by id), atomically (XDP_FLAGS_REPLACE). */
+  expectedProgId?: number;
 }
 
 export interface AttemptFailure {
@@ -112,7 +115,16 @@ export function attachXdp(progFd: number, opts: AttachXdpOptions): XdpAttachment
           const linkFd = attachLink(progFd, ifindex, mode);
           return makeAttachment(ifindex, via, mode, failures, () => getSys().close(linkFd));
         }
-        setLinkXdpSync(ifindex, progFd, { mode, replace });
+        if (replace && opts.expectedProgId !== undefined) {
+          const expected = fdById(BPF_PROG_GET_FD_BY_ID, opts.expectedProgId);
+          try {
+            setLinkXdpSync(ifindex, progFd, { mode, replace: true, expectedFd: expected });
+          } finally {
+            getSys().close(expected);
+          }
+        } else {
+          setLinkXdpSync(ifindex, progFd, { mode, replace });
+        }
         return makeAttachment(ifindex, via, mode, failures, () => {
           // Detach only if our program is still the one attached (XDP_FLAGS_REPLACE + expected fd).
           try {

@@ -68,13 +68,17 @@ export class AfPacketUplink implements Uplink {
     const tb = this.txb;
     const m = n < tb.capacity ? n : tb.capacity;
     let bytes = 0;
+    let k = 0;
     for (let i = 0; i < m; i++) {
-      const l = len[i]! < tb.slotSize ? len[i]! : tb.slotSize;
-      copyFrame(src, addr[i]!, tb.memory, i * tb.slotSize, l);
-      tb.length[i] = l;
+      const l = len[i]!;
+      // A frame larger than a slot is dropped and counted, never sent truncated.
+      if (l > tb.slotSize) continue;
+      copyFrame(src, addr[i]!, tb.memory, k * tb.slotSize, l);
+      tb.length[k] = l;
       bytes += l;
+      k++;
     }
-    tb.count = m;
+    tb.count = k;
     const sent = this.sock.transmit(tb);
     this.c.txPackets += sent;
     this.c.txBytes += bytes;

@@ -39,6 +39,8 @@ export interface StartUplinkOptions {
   log?: (event: Record<string, unknown>) => void;
   /** How long workers may take to open their sockets. */
   readyTimeoutMs?: number;
+  /** Called when a worker dies after it was ready (its queue is no longer served). */
+  onWorkerDeath?: (queue: number, why: string) => void;
 }
 
 export interface UplinkTotals {
@@ -52,6 +54,8 @@ export interface UplinkTotals {
 }
 
 interface WorkerHandle {
+  /** Set when we asked it to stop: an exit after that is not a death. */
+  stopping: boolean;
   worker: Worker;
   queue: number;
   counters: Float64Array;
@@ -125,9 +129,24 @@ export class UplinkRunner {
     this.stopping ??= (async () => {
       await stopWorkers(this.workers);
       const totals = this.totals();
-      this.finalPinhole = this.pinholeCounters();
-      this.teardown();
-      for (const fn of this.extraTeardown) fn();
+      // Every step runs even if an earlier one fails: a failed detach must not keep the lock
+      // held or the maps open. Failures are reported together at the end.
+      const errors: unknown[] = [];
+      const step = (fn: () => void): void => {
+        try {
+          fn();
+        } catch (err) {
+          errors.push(err);
+        }
+      };
+      step(() => (this.finalPinhole = this.pinholeCounters()));
+      step(() => this.teardown());
+      for (const fn of this.extraTeardown) step(fn);
+      if (errors.length > 0) {
+        throw new PinholeError('ERR_UPLINK_TEARDOWN', `stopping the uplink: ${errors.map((e) => (e as Error).message).join('; ')}`, {
+          cause: errors[0],
+        });
+      }
       return totals;
     })();
     return this.stopping;
@@ -135,7 +154,10 @@ export class UplinkRunner {
 }
 
 async function stopWorkers(workers: WorkerHandle[]): Promise<void> {
-  for (const w of workers) Atomics.store(w.control, CTRL_STOP, 1);
+  for (const w of workers) {
+    w.stopping = true;
+    Atomics.store(w.control, CTRL_STOP, 1);
+  }
   await Promise.all(workers.map((w) => Promise.race([w.stopped, new Promise<void>((r) => setTimeout(r, 5000).unref())])));
   await Promise.all(workers.map((w) => w.worker.terminate()));
 }
@@ -144,6 +166,7 @@ async function spawnWorkers(
   base: Omit<WorkerConfig, 'queue' | 'counters' | 'control'>,
   queues: number,
   timeoutMs: number,
+  onDeath: (queue: number, why: string) => void = () => undefined,
 ): Promise<{ workers: WorkerHandle[]; detail: string }> {
   const workers: WorkerHandle[] = [];
   const ready: Promise<string>[] = [];
@@ -154,6 +177,23 @@ async function spawnWorkers(
     const worker = startWorker(WORKER_URL, cfg as unknown as Record<string, unknown>);
     let onStopped!: () => void;
     const stopped = new Promise<void>((r) => (onStopped = r));
+    let isReady = false;
+    const handle: WorkerHandle = {
+      stopping: false,
+      worker,
+      queue: q,
+      counters: new Float64Array(counters),
+      control: new Int32Array(control),
+      stopped,
+    };
+    const died = (why: string): void => {
+      if (isReady && !handle.stopping) onDeath(q, why);
+    };
+    worker.on('error', (e) => died(`worker error: ${e.message}`));
+    worker.on('exit', (code) => died(`worker exited (code ${code})`));
+    worker.on('message', (m: WorkerMessage) => {
+      if (m.type === 'error') died(`${m.code}: ${m.message}`);
+    });
     ready.push(
       new Promise<string>((resolve, reject) => {
         const timer = setTimeout(
@@ -163,6 +203,7 @@ async function spawnWorkers(
         worker.on('message', (m: WorkerMessage) => {
           if (m.type === 'ready') {
             clearTimeout(timer);
+            isReady = true;
             resolve(m.detail);
           } else if (m.type === 'error') {
             clearTimeout(timer);
@@ -181,7 +222,7 @@ async function spawnWorkers(
         });
       }),
     );
-    workers.push({ worker, queue: q, counters: new Float64Array(counters), control: new Int32Array(control), stopped });
+    workers.push(handle);
   }
   try {
     const details = await Promise.all(ready);
@@ -201,6 +242,18 @@ function workerCount(requested: number | undefined, iface: IfaceInfo, mode: 'afx
   return mode === 'afxdp' ? Math.min(64, Math.max(1, iface.rxQueues ?? 1)) : 1;
 }
 
+/** AF_XDP must serve every RX queue: the program redirects all of them. */
+function afxdpQueues(requested: number | undefined, iface: IfaceInfo): number {
+  const n = workerCount(requested, iface, 'afxdp');
+  if (iface.rxQueues !== undefined && n !== iface.rxQueues) {
+    throw new PinholeError(
+      'ERR_CONFIG_QUEUES',
+      `AF_XDP serves every RX queue: ${iface.name} has ${iface.rxQueues}, --queues asked for ${n} (the others' tunnel traffic would go unserved)`,
+    );
+  }
+  return n;
+}
+
 async function startAfxdp(
   opts: StartUplinkOptions,
   iface: IfaceInfo,
@@ -209,14 +262,23 @@ async function startAfxdp(
   reasons: DecisionReason[],
 ): Promise<UplinkRunner> {
   const spec: PinholeSpec = { ports: opts.ports, addresses: opts.addresses ?? [] };
-  const ph = loadPinhole(spec);
+  // Tunnel frames reach the kernel whenever a queue has no socket (between attach and bind,
+  // during stop, if a worker dies): the guard keeps it from answering them with ICMP errors.
+  const guard = openPortGuard({ ports: opts.ports });
+  let ph: LoadedPinhole | undefined;
   let attachment: XdpAttachment | undefined;
   try {
+    ph = loadPinhole(spec);
+    const replace = replaceOwn || (opts.replaceForeign ?? false);
+    const attached = iface.xdp.progId;
     attachment = attachXdp(ph.program.fd, {
       iface: iface.name,
       mode: xdpMode === 'generic' ? 'generic' : 'auto',
       persist: true,
-      replace: replaceOwn || (opts.replaceForeign ?? false),
+      replace,
+      // Replace exactly the program we inspected, atomically; if anything else got attached
+      // meanwhile the kernel refuses (EEXIST) and we report a foreign program.
+      ...(replace && attached !== undefined ? { expectedProgId: attached } : {}),
     });
     for (const f of attachment.fallbacks) {
       reasons.push({
@@ -224,7 +286,7 @@ async function startAfxdp(
         message: `${f.via} ${f.mode} attach refused (${f.errno ?? f.message}); using ${attachment.via} ${attachment.mode}`,
       });
     }
-    const queues = workerCount(opts.queues, iface, 'afxdp');
+    const queues = afxdpQueues(opts.queues, iface);
     const base = {
       kind: 'afxdp' as const,
       ifname: iface.name,
@@ -233,8 +295,9 @@ async function startAfxdp(
       batchSize: opts.batchSize ?? 64,
       ...(opts.to ? { to: opts.to } : {}),
     };
-    const { workers, detail } = await spawnWorkers(base, queues, opts.readyTimeoutMs ?? 15_000);
+    const { workers, detail } = await spawnWorkers(base, queues, opts.readyTimeoutMs ?? 15_000, opts.onWorkerDeath);
     const att = attachment;
+    const loaded = ph;
     return new UplinkRunner({
       mode: 'afxdp',
       xdpMode: att.mode,
@@ -242,15 +305,23 @@ async function startAfxdp(
       iface,
       workers,
       detail: `${detail}, ${att.mode} XDP via ${att.via}`,
-      pinhole: ph,
+      pinhole: loaded,
       teardown: () => {
-        att.close();
-        ph.close();
+        try {
+          att.close();
+        } finally {
+          loaded.close();
+          guard.close();
+        }
       },
     });
   } catch (err) {
-    attachment?.close();
-    ph.close();
+    try {
+      attachment?.close();
+    } finally {
+      ph?.close();
+      guard.close();
+    }
     throw err;
   }
 }
@@ -274,7 +345,7 @@ async function startAfpacket(opts: StartUplinkOptions, iface: IfaceInfo, reasons
       ...(queues > 1 ? { fanoutGroup: (process.pid & 0xfff) | 0x7000 } : {}),
       ...(opts.to ? { to: opts.to } : {}),
     };
-    const { workers, detail } = await spawnWorkers(base, queues, opts.readyTimeoutMs ?? 15_000);
+    const { workers, detail } = await spawnWorkers(base, queues, opts.readyTimeoutMs ?? 15_000, opts.onWorkerDeath);
     return new UplinkRunner({ mode: 'afpacket', reasons, iface, workers, detail, teardown: () => guard.close() });
   } catch (err) {
     guard.close();
@@ -313,6 +384,8 @@ async function startLocked(opts: StartUplinkOptions, iface: IfaceInfo, log: (e: 
     );
   }
   if (opts.mode !== 'afpacket' && decision.mode === 'afxdp') {
+    // A configuration error is not a reason to fall back: refuse before touching anything.
+    if (opts.queues !== undefined) afxdpQueues(opts.queues, iface);
     try {
       return await startAfxdp(opts, iface, decision.xdpMode ?? 'native', replaceOwn, reasons);
     } catch (err) {

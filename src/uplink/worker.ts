@@ -80,6 +80,15 @@ async function main(): Promise<void> {
   parentPort!.postMessage({ type: 'ready', queue: cfg.queue, kind: up.kind, detail } satisfies WorkerMessage);
   try {
     loop(up, to, c, ctrl);
+  } catch (err) {
+    // Reported to the main thread, which treats a queue losing its socket as fatal.
+    const e = err as { code?: string; message: string };
+    parentPort!.postMessage({
+      type: 'error',
+      queue: cfg.queue,
+      code: e.code ?? 'ERR_UPLINK_WORKER',
+      message: e.message,
+    } satisfies WorkerMessage);
   } finally {
     c[SLOT.kernelDrops] = up.counters().kernelDrops;
     to?.close();

@@ -69,10 +69,11 @@ export interface PingResult {
 }
 
 /** Pings `dst` from `ns` every `intervalMs` until stopped (SIGINT makes ping print its summary). */
-export function startPing(ns: Netns, dst: string, intervalMs = 20): { stop: () => Promise<PingResult> } {
+export function startPing(ns: Netns, dst: string, intervalMs = 20): { stop: () => Promise<PingResult>; kill: () => void } {
   const child = ns.spawn('ping', ['-n', '-i', String(intervalMs / 1000), '-W', '1', dst]);
   const c = collect(child);
   return {
+    kill: () => void child.kill('SIGKILL'),
     async stop() {
       child.kill('SIGINT');
       await c.done;
@@ -99,9 +100,16 @@ export interface TcpResult {
  * per-interval throughput: a stall shows up as an interval with ~0 bits per second, a reset as a
  * failed run.
  */
-export function startTcpStream(server: Netns, client: Netns, addr: string, seconds: number): { done: Promise<TcpResult> } {
+export function startTcpStream(
+  server: Netns,
+  client: Netns,
+  addr: string,
+  seconds: number,
+): { done: Promise<TcpResult>; running: () => boolean; kill: () => void } {
   const srv = server.spawn('iperf3', ['-s', '-1', '-B', addr, '--forceflush']);
   const srvOut = collect(srv);
+  let cli: ChildProcess | undefined;
+  let finished = false;
   const done = (async () => {
     // Wait until the server listens (it prints "Server listening").
     const deadline = Date.now() + 5000;
@@ -109,9 +117,10 @@ export function startTcpStream(server: Netns, client: Netns, addr: string, secon
       if (Date.now() > deadline) throw new Error(`iperf3 server did not start: ${srvOut.out()}`);
       await new Promise((r) => setTimeout(r, 20));
     }
-    const cli = client.spawn('iperf3', ['-c', addr, '-t', String(seconds), '-i', '0.5', '-J', '-b', '200M']);
+    cli = client.spawn('iperf3', ['-c', addr, '-t', String(seconds), '-i', '0.5', '-J', '-b', '200M']);
     const c = collect(cli);
     const code = await c.done;
+    finished = true;
     await srvOut.done;
     const raw = c.out();
     if (code !== 0) throw new Error(`iperf3 client failed (${code}): ${raw.slice(-2000)}`);
@@ -128,5 +137,13 @@ export function startTcpStream(server: Netns, client: Netns, addr: string, secon
       raw,
     };
   })();
-  return { done };
+  done.catch(() => undefined);
+  return {
+    done,
+    running: () => !finished,
+    kill: () => {
+      cli?.kill('SIGKILL');
+      srv.kill('SIGKILL');
+    },
+  };
 }

@@ -34,10 +34,20 @@ export interface PinholeProc {
   /** Resolves with the exit code and everything printed. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
   stop(signal?: NodeJS.Signals): Promise<StoppedLine>;
+  /** How many `stats` lines were printed so far. */
+  statsCount(): number;
   /** The most recent `stats` line printed so far (needs --stats-interval), if any. */
   latestStats(): StoppedLine | undefined;
   /** Waits for a `stats` line (needs --stats-interval) that satisfies `pred`. */
   statsUntil(pred: (s: StoppedLine) => boolean, timeoutMs?: number): Promise<StoppedLine>;
+}
+
+const live = new Set<ChildProcess>();
+
+/** SIGKILLs every pinhole process a test started that is still running (call in `finally`). */
+export function killLeftoverPinholes(): void {
+  for (const c of live) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  live.clear();
 }
 
 export function startPinhole(netns: string, args: readonly string[], timeoutMs = 20_000): PinholeProc {
@@ -46,6 +56,8 @@ export function startPinhole(netns: string, args: readonly string[], timeoutMs =
   });
   let stdout = '';
   let stderr = '';
+  live.add(child);
+  child.once('exit', () => live.delete(child));
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) => {
@@ -94,6 +106,9 @@ export function startPinhole(netns: string, args: readonly string[], timeoutMs =
     child,
     ready,
     exited,
+    statsCount() {
+      return stdout.split('\n').filter((l) => l.startsWith('{"event":"stats"')).length;
+    },
     latestStats() {
       const lines = stdout.split('\n');
       for (let i = lines.length - 1; i >= 0; i--) {

@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { requireRoot } from '../helpers/require.ts';
 import { LAB, startPing, startTcpStream, twoHosts } from '../helpers/lab.ts';
-import { startPinhole } from '../helpers/pinhole-proc.ts';
+import { killLeftoverPinholes, startPinhole } from '../helpers/pinhole-proc.ts';
 import type { Netns } from '../helpers/netns.ts';
 import { buildFrame } from '../../src/packet/build.ts';
 
@@ -60,21 +60,28 @@ function xdpName(ns: Netns): string {
 
 test('host traffic survives start, full-rate tunnel traffic, SIGKILL, restart and SIGTERM', async () => {
   const l = twoHosts('safety', { queues: 2 });
+  let tcp: ReturnType<typeof startTcpStream> | undefined;
+  let ping4: ReturnType<typeof startPing> | undefined;
+  let ping6: ReturnType<typeof startPing> | undefined;
   try {
     l.a.exec('ethtool', ['-K', 'up0', 'gro', 'on']);
     l.b.exec('ethtool', ['-K', 'peer0', 'gro', 'on']);
     l.b.exec('ping', ['-c', '1', LAB.a4]);
     l.b.exec('ping', ['-c', '1', LAB.a6]);
-    const tcp = startTcpStream(l.a, l.b, LAB.a4, 14);
-    const ping4 = startPing(l.b, LAB.a4, 20);
-    const ping6 = startPing(l.b, LAB.a6, 20);
+    // Long enough to cover every phase on a slow machine; asserted to be running at the stop.
+    tcp = startTcpStream(l.a, l.b, LAB.a4, 40);
+    ping4 = startPing(l.b, LAB.a4, 20);
+    ping6 = startPing(l.b, LAB.a6, 20);
 
     // 1. Start: AF_XDP; while TCP and ping run, nothing reaches the dataplane.
     let p = startPinhole(l.a.name, ['--iface', 'up0', '--port', '4789', '--stats-interval', '100']);
     let ready = await p.ready;
     assert.equal(ready.mode, 'afxdp');
-    let n = 0;
-    const quiet = await p.statsUntil(() => ++n >= 5);
+    // Five more stats lines (half a second) of TCP and ping with the dataplane up.
+    await p.statsUntil(() => true);
+    const target = p.statsCount() + 5;
+    await p.statsUntil(() => p.statsCount() >= target);
+    const quiet = p.latestStats()!;
     assert.equal(quiet.rxPackets, 0, 'host traffic never reaches the dataplane counters');
     assert.ok(
       quiet.pinhole!.tcp > 0 && quiet.pinhole!.icmp > 0 && quiet.pinhole!.icmpv6 > 0,
@@ -122,7 +129,8 @@ test('host traffic survives start, full-rate tunnel traffic, SIGKILL, restart an
     flood(l.b, 500_000);
     await p.statsUntil((s) => s.rxPackets > 50_000);
 
-    // 5. SIGTERM: clean stop, nothing left.
+    // 5. SIGTERM: clean stop, nothing left — with the TCP stream still running across it.
+    assert.ok(tcp.running(), 'the TCP stream still runs when pinhole is stopped');
     const fin = await p.stop('SIGTERM');
     assert.ok(fin.rxPackets > 50_000);
     assert.equal(xdpName(l.a), 'none', 'no XDP program after a clean stop');
@@ -141,6 +149,10 @@ test('host traffic survives start, full-rate tunnel traffic, SIGKILL, restart an
       `host-safety: tcp ${(t.bytes / 1e6).toFixed(0)} MB, retransmits ${t.retransmits}, min interval ${(t.minIntervalBps / 1e6).toFixed(0)} Mbit/s; ping v4 loss ${r4.sent - r4.received}/${r4.sent}, v6 ${r6.sent - r6.received}/${r6.sent}; dataplane lag p99 ${fin.eventLoopLagMs.p99.toFixed(2)} ms`,
     );
   } finally {
+    killLeftoverPinholes();
+    tcp?.kill();
+    ping4?.kill();
+    ping6?.kill();
     l.close();
   }
 });

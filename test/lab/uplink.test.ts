@@ -3,7 +3,7 @@
  * which frames reach the dataplane (tunnel ones, exactly) and which stay with the kernel, the
  * L2 cross-connect, the fallback cases, and that stopping leaves nothing behind.
  */
-import { test } from 'node:test';
+import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { requireRoot } from '../helpers/require.ts';
 import { addVeth, createNetns, type Netns } from '../helpers/netns.ts';
 import { LAB, twoHosts, type TwoHosts } from '../helpers/lab.ts';
-import { startPinhole } from '../helpers/pinhole-proc.ts';
+import { killLeftoverPinholes, startPinhole } from '../helpers/pinhole-proc.ts';
 import { inNetns, PacketSocket } from '../kernel/xsk-netns.ts';
 import { getSys } from '../../src/sys/index.ts';
 import { openXsk } from '../../src/uplink/xsk/socket.ts';
@@ -23,6 +23,8 @@ import { XDP_PASS } from '../../src/kernel/bpf-attr.ts';
 import { buildFrame } from '../../src/packet/build.ts';
 
 requireRoot();
+// A failed assertion must not leave a pinhole running (it would keep its namespace alive).
+afterEach(() => killLeftoverPinholes());
 
 const UDP_SEND = fileURLToPath(new URL('./fixtures/udp-send.ts', import.meta.url));
 
@@ -238,5 +240,50 @@ test('fallbacks: foreign program, forced mode, MTU too large, busy queue, second
     execFileSync('umount', [dir]);
     rmSync(dir, { recursive: true, force: true });
     l.close();
+  }
+});
+
+test('bad arguments fail before anything is set up; a second signal cannot abort teardown', async () => {
+  const l = lab('up-sig');
+  try {
+    let p = startPinhole(l.a.name, ['--iface', 'up0', '--port', '4789', '--stats-interval', '5']);
+    const ex = await p.exited;
+    assert.equal(ex.code, 2);
+    assert.match(ex.stderr, /ERR_CLI_USAGE: --stats-interval/);
+    assert.equal(xdpOf(l.a, 'up0'), 'none');
+    p = startPinhole(l.a.name, ['--iface', 'up0', '--port', '4789', '--queues', '3']);
+    const ex2 = await p.exited;
+    assert.equal(ex2.code, 1);
+    assert.match(ex2.stderr, /ERR_CONFIG_QUEUES: AF_XDP serves every RX queue/);
+    assert.equal(xdpOf(l.a, 'up0'), 'none', 'the refused start left nothing');
+
+    p = startPinhole(l.a.name, ['--iface', 'up0', '--port', '4789']);
+    assert.equal((await p.ready).mode, 'afxdp');
+    p.child.kill('SIGINT');
+    p.child.kill('SIGINT');
+    const done = await p.exited;
+    assert.equal(done.code, 0, done.stderr);
+    assert.match(done.stdout, /"event":"stopped"/);
+    assert.equal(xdpOf(l.a, 'up0'), 'none', 'teardown completed despite the second signal');
+  } finally {
+    l.close();
+  }
+});
+
+test('queues in use, not allocated: a veth made without numrxqueues has one RX queue', async () => {
+  const a = createNetns('q-a');
+  const b = createNetns('q-b');
+  try {
+    a.ip('link', 'add', 'name', 'up0', 'type', 'veth', 'peer', 'name', 'peer0', 'netns', b.name);
+    a.ip('link', 'set', 'up0', 'up');
+    b.ip('link', 'set', 'peer0', 'up');
+    const p = startPinhole(a.name, ['--iface', 'up0', '--port', '4789']);
+    const r = await p.ready;
+    assert.equal(r.mode, 'afxdp', JSON.stringify(r.reasons));
+    assert.equal(r.queues, 1);
+    await p.stop();
+  } finally {
+    a.close();
+    b.close();
   }
 });
