@@ -1,13 +1,14 @@
 /**
- * AF_PACKET uplink: an AfPacketSocket (TPACKET_V3 ring, the pinhole policy as a locked classic
- * BPF filter, fanout across workers) behind the Uplink interface.
+ * AF_PACKET uplink: an AfPacketSocket (TPACKET_V3 RX ring, the pinhole policy as a locked classic
+ * BPF filter, fanout across workers, a PACKET_TX_RING sent with one sendto per batch) behind the
+ * Uplink interface.
  *
  * VLAN: on receive the kernel moves the outer 802.1Q tag into packet metadata, so frames in the
  * ring are untagged (see src/bpf/cbpf/pinhole.ts for how the filter treats tags).
  */
 import { compilePinholeFilter } from '../bpf/cbpf/pinhole.ts';
 import type { PinholeSpec } from '../bpf/pinhole/policy.ts';
-import { AfPacketSocket, RxBatch, TxBatch } from './afpacket/socket.ts';
+import { AfPacketSocket, RxBatch } from './afpacket/socket.ts';
 import { copyFrame, zeroCounters, type Uplink, type UplinkCounters } from './types.ts';
 
 export interface AfPacketUplinkOptions {
@@ -29,20 +30,18 @@ export class AfPacketUplink implements Uplink {
   readonly rxLen: Uint32Array;
   readonly sock: AfPacketSocket;
   private readonly rxb: RxBatch;
-  private readonly txb: TxBatch;
   private readonly c: UplinkCounters = zeroCounters();
 
   constructor(opts: AfPacketUplinkOptions) {
     this.ifname = opts.ifname;
     this.queue = opts.queue;
     this.batchSize = opts.batchSize ?? 64;
-    const open = { ifname: opts.ifname, filter: compilePinholeFilter(opts.spec) };
+    const open = { ifname: opts.ifname, filter: compilePinholeFilter(opts.spec), txFrames: 512 };
     this.sock = AfPacketSocket.open(opts.fanoutGroup === undefined ? open : { ...open, fanoutGroup: opts.fanoutGroup });
     this.mem = this.sock.memory;
     this.rxb = new RxBatch(this.batchSize);
     this.rxAddr = this.rxb.offset;
     this.rxLen = this.rxb.length;
-    this.txb = new TxBatch(this.batchSize, 2048);
   }
 
   rx(max: number): number {
@@ -65,28 +64,32 @@ export class AfPacketUplink implements Uplink {
   }
 
   txCopy(src: Uint8Array, addr: Float64Array | Uint32Array, len: Uint32Array, n: number): number {
-    const tb = this.txb;
-    const m = n < tb.capacity ? n : tb.capacity;
+    // Frames are written in place into the PACKET_TX_RING; one sendto at flush() sends them all.
+    const sock = this.sock;
+    const data = sock.txData;
+    let queued = 0;
     let bytes = 0;
-    let k = 0;
-    for (let i = 0; i < m; i++) {
+    for (let i = 0; i < n; i++) {
       const l = len[i]!;
+      const slot = sock.txAcquire();
+      if (slot < 0) break; // ring full: the rest of the batch is dropped (counted below)
+      const dst = data[slot]!;
       // A frame larger than a slot is dropped and counted, never sent truncated.
-      if (l > tb.slotSize) continue;
-      copyFrame(src, addr[i]!, tb.memory, k * tb.slotSize, l);
-      tb.length[k] = l;
+      if (l > dst.length) continue;
+      copyFrame(src, addr[i]!, dst, 0, l);
+      sock.txCommit(slot, l);
       bytes += l;
-      k++;
+      queued++;
     }
-    tb.count = k;
-    const sent = this.sock.transmit(tb);
-    this.c.txPackets += sent;
+    this.c.txPackets += queued;
     this.c.txBytes += bytes;
-    this.c.txDropped += n - sent;
-    return sent;
+    this.c.txDropped += n - queued;
+    return queued;
   }
 
-  flush(): void {}
+  flush(): void {
+    this.sock.txFlush();
+  }
 
   wait(timeoutMs: number): boolean {
     if (this.sock.readable()) return true;
