@@ -46,15 +46,24 @@ export interface Uplink {
   close(): void;
 }
 
+/** A view over a whole ArrayBuffer, cached for the last buffer seen (no allocation per frame). */
+let wholeBuffer: ArrayBufferLike | undefined;
+let wholeView: Uint8Array = new Uint8Array(0);
+
 /**
- * Copies one frame between memories. Within one ArrayBuffer `copyWithin` moves bytes with no
- * allocation; across buffers `subarray` costs one small object per frame — the one allocation
- * left on the forwarding path (measured by bench/uplink.ts), avoided when RX and TX share memory.
+ * Copies one frame between memories. When both live in one ArrayBuffer (e.g. two UMEMs carved
+ * out of one mapping, see XskOptions.area) `copyWithin` on a view of the whole buffer moves the
+ * bytes with no allocation. Across buffers `subarray` costs one small object per frame — the one
+ * allocation left on a forwarding path, and only when RX and TX memory are separate mappings.
  */
 export function copyFrame(src: Uint8Array, from: number, dst: Uint8Array, to: number, len: number): void {
   if (src.buffer === dst.buffer) {
-    const base = dst.byteOffset - src.byteOffset;
-    src.copyWithin(to + base, from, from + len);
+    if (wholeBuffer !== src.buffer) {
+      wholeBuffer = src.buffer;
+      wholeView = new Uint8Array(src.buffer);
+    }
+    const s = src.byteOffset + from;
+    wholeView.copyWithin(dst.byteOffset + to, s, s + len);
   } else {
     dst.set(src.subarray(from, from + len), to);
   }

@@ -11,15 +11,35 @@
  * with Atomics, so the main thread never waits on a message the loop cannot answer.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import '../sys/index.ts';
+import { getSys, type Mapping } from '../sys/index.ts';
 import { AfPacketUplink } from './afpacket-uplink.ts';
 import type { Uplink } from './types.ts';
 import { CTRL_STOP, SLOT, type WorkerConfig, type WorkerMessage } from './worker-abi.ts';
 import { XskUplink } from './xsk-uplink.ts';
 
-async function openUplink(cfg: WorkerConfig, ifname: string, queue: number, rx: boolean): Promise<Uplink> {
+const FRAME_SIZE = 4096;
+const FRAME_COUNT = 4096;
+const UMEM_BYTES = FRAME_SIZE * FRAME_COUNT;
+const PROT_RW = 3;
+const MAP_PRIVATE = 0x02;
+const MAP_ANONYMOUS = 0x20;
+
+async function openUplink(
+  cfg: WorkerConfig,
+  ifname: string,
+  queue: number,
+  rx: boolean,
+  area?: { mapping: Mapping; offset: number },
+): Promise<Uplink> {
   if (cfg.kind === 'afxdp') {
-    const o = { ifname, queue, batchSize: cfg.batchSize };
+    const o = {
+      ifname,
+      queue,
+      batchSize: cfg.batchSize,
+      frameSize: FRAME_SIZE as 4096,
+      frameCount: FRAME_COUNT,
+      ...(area ? { area } : {}),
+    };
     return XskUplink.open(rx && cfg.xsksMapFd !== undefined ? { ...o, xsksMapFd: cfg.xsksMapFd } : o);
   }
   const o = { ifname, queue, spec: rx ? cfg.spec : { ports: [], addresses: [] }, batchSize: cfg.batchSize };
@@ -62,11 +82,15 @@ async function main(): Promise<void> {
   const ctrl = new Int32Array(cfg.control);
   let up: Uplink | undefined;
   let to: Uplink | undefined;
+  // AF_XDP cross-connect: both UMEMs in one mapping, so frames move with copyWithin.
+  let area: Mapping | undefined;
   try {
-    up = await openUplink(cfg, cfg.ifname, cfg.queue, true);
-    if (cfg.to) to = await openUplink(cfg, cfg.to, cfg.queue, false);
+    if (cfg.kind === 'afxdp' && cfg.to) area = getSys().mmap(2 * UMEM_BYTES, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    up = await openUplink(cfg, cfg.ifname, cfg.queue, true, area ? { mapping: area, offset: 0 } : undefined);
+    if (cfg.to) to = await openUplink(cfg, cfg.to, cfg.queue, false, area ? { mapping: area, offset: UMEM_BYTES } : undefined);
   } catch (err) {
     up?.close();
+    if (area) getSys().munmap(area);
     const e = err as { code?: string; message: string };
     parentPort!.postMessage({
       type: 'error',
@@ -93,6 +117,7 @@ async function main(): Promise<void> {
     c[SLOT.kernelDrops] = up.counters().kernelDrops;
     to?.close();
     up.close();
+    if (area) getSys().munmap(area);
     parentPort!.postMessage({ type: 'stopped', queue: cfg.queue } satisfies WorkerMessage);
   }
 }

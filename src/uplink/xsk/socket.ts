@@ -84,6 +84,12 @@ export interface XskOptions {
   compSize?: number;
   /** 'auto' (default): zero-copy if the driver offers it, copy otherwise. */
   mode?: 'auto' | XskMode;
+  /**
+   * Put the UMEM inside memory the caller mapped (page-aligned `offset`), instead of a mapping
+   * of its own. Two sockets whose UMEMs share one mapping share one ArrayBuffer, so frames move
+   * between them with copyWithin (no per-packet allocation). The caller unmaps it after close().
+   */
+  area?: { mapping: Mapping; offset: number };
   /** EBUSY retries before ERR_XSK_BUSY (default 5) and the first delay (default 10 ms, doubling). */
   busyRetries?: number;
   busyDelayMs?: number;
@@ -146,7 +152,7 @@ export class XskSocket {
   readonly txRing: ProducerRing;
 
   private readonly sys: Sys;
-  private readonly area: Mapping;
+  private readonly area: Mapping | undefined;
   private readonly mappings: Mapping[];
   /** Free frames (base addresses), a stack. */
   private readonly freeStack: Uint32Array;
@@ -174,7 +180,8 @@ export class XskSocket {
     frameSize: number;
     frameCount: number;
     headroom: number;
-    area: Mapping;
+    area: Mapping | undefined;
+    umem: Uint8Array;
     mappings: Mapping[];
     fill: ProducerRing;
     comp: ConsumerRing;
@@ -192,7 +199,7 @@ export class XskSocket {
     this.frameCount = init.frameCount;
     this.headroom = init.headroom;
     this.area = init.area;
-    this.umem = new Uint8Array(init.area.buffer, 0, init.frameSize * init.frameCount);
+    this.umem = init.umem;
     this.mappings = init.mappings;
     this.fillRing = init.fill;
     this.compRing = init.comp;
@@ -364,7 +371,7 @@ export class XskSocket {
     this.closed = true;
     for (const m of this.mappings) this.sys.munmap(m);
     this.sys.close(this.fd);
-    this.sys.munmap(this.area);
+    if (this.area) this.sys.munmap(this.area);
   }
 }
 
@@ -399,13 +406,30 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
 
   let fd = -1;
   let area: Mapping | undefined;
+  let umemAddr = 0n;
+  let umem: Uint8Array | undefined;
   const mappings: Mapping[] = [];
   try {
     let step = 'socket(AF_XDP)';
     try {
       fd = sys.socket(AF_XDP, SOCK_RAW, 0);
       step = 'mmap UMEM';
-      area = sys.mmap(frameSize * frameCount, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+      const size = frameSize * frameCount;
+      if (opts.area) {
+        const { mapping, offset } = opts.area;
+        if (offset % 4096 !== 0 || offset + size > mapping.length) {
+          throw new PinholeError(
+            'ERR_XSK_CONFIG',
+            `UMEM area offset ${offset} (+${size}) does not fit a ${mapping.length}-byte mapping page-aligned`,
+          );
+        }
+        umemAddr = mapping.address + BigInt(offset);
+        umem = new Uint8Array(mapping.buffer, offset, size);
+      } else {
+        area = sys.mmap(size, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        umemAddr = area.address;
+        umem = new Uint8Array(area.buffer, 0, size);
+      }
       step = 'XDP_UMEM_REG';
       // The UMEM address is in `reg`; `area` stays reachable (we keep it) for the socket's life.
       sys.setsockopt(
@@ -414,7 +438,7 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
         XDP_UMEM_REG,
         XdpUmemReg.encode(
           {
-            addr: area.address,
+            addr: umemAddr,
             len: BigInt(frameSize * frameCount),
             chunk_size: frameSize,
             headroom,
@@ -463,6 +487,7 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
       frameCount,
       headroom,
       area,
+      umem: umem!,
       mappings,
       fill,
       comp,
