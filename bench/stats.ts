@@ -14,7 +14,7 @@ export function summarise(runs: readonly number[]): Summary {
 }
 
 export function printTable(title: string, unit: string, rows: readonly { name: string; summary: Summary; note?: string }[]): void {
-  const fmt = (n: number): string => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
+  const fmt = (n: number): string => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
   const head = ['case', `min ${unit}`, `median ${unit}`, `max ${unit}`, 'note'];
   const body = rows.map((r) => [r.name, fmt(r.summary.min), fmt(r.summary.median), fmt(r.summary.max), r.note ?? '']);
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
