@@ -103,7 +103,7 @@ function ethtool(ifname: string, data: Uint8Array): void {
   try {
     const name = new TextEncoder().encode(ifname);
     const req = Ifreq.encode({ ifr_name: name, ifr_data: sys.addressOf(data) });
-    sys.ioctl(fd, SIOCETHTOOL, req);
+    sys.ioctl(fd, SIOCETHTOOL, req, [data]);
   } finally {
     sys.close(fd);
   }

@@ -50,14 +50,14 @@ export class FakeSys implements Sys {
   bind(fd: number, addr: Uint8Array): void {
     this.call('bind', [fd, addr]);
   }
-  setsockopt(fd: number, level: number, name: number, value: Uint8Array): void {
-    this.call('setsockopt', [fd, level, name, value]);
+  setsockopt(fd: number, level: number, name: number, value: Uint8Array, refs?: readonly Uint8Array[]): void {
+    this.call('setsockopt', [fd, level, name, value, refs]);
   }
   getsockopt(fd: number, level: number, name: number, value: Uint8Array): number {
     return this.call('getsockopt', [fd, level, name, value]);
   }
-  ioctl(fd: number, request: number, arg: Uint8Array): number {
-    return this.call('ioctl', [fd, request, arg]);
+  ioctl(fd: number, request: number, arg: Uint8Array, refs?: readonly Uint8Array[]): number {
+    return this.call('ioctl', [fd, request, arg, refs]);
   }
   mmap(length: number, prot: number, flags: number, fd: number, offset: number | bigint): Mapping {
     return this.call('mmap', [length, prot, flags, fd, offset]);
@@ -88,9 +88,6 @@ export class FakeSys implements Sys {
   }
   unshare(flags: number): void {
     this.call('unshare', [flags]);
-  }
-  flock(fd: number, op: number): boolean {
-    return this.call('flock', [fd, op]);
   }
   setns(fd: number, nstype: number): void {
     this.call('setns', [fd, nstype]);

@@ -15,7 +15,7 @@ import type { Mapping, Sys } from './sys.ts';
 const SYS_bpf = process.arch === 'arm64' ? 280 : 321;
 const MAP_FAILED = 0xffffffffffffffffn;
 
-/** Buffers pointed to by the attr of the bpf(2) call in progress (see Sys.bpf). */
+/** Buffers pointed to by the struct of the bpf/setsockopt/ioctl call in progress (see Sys.bpf). */
 let held: readonly Uint8Array[] | undefined;
 export function heldBuffers(): readonly Uint8Array[] | undefined {
   return held;
@@ -38,7 +38,6 @@ export function loadLibc(): Sys {
   const close = libc.func('int close(int fd)');
   const mount = libc.func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const char *data)');
   const unshare = libc.func('int unshare(int flags)');
-  const flock = libc.func('int flock(int fd, int op)');
   const setns = libc.func('int setns(int fd, int nstype)');
   const ifNameToIndex = libc.func('unsigned int if_nametoindex(const char *name)');
   const ifIndexToName = libc.func('char *if_indextoname(unsigned int index, _Out_ uint8_t *name)');
@@ -66,18 +65,28 @@ export function loadLibc(): Sys {
     bind(fd, addr) {
       if (bind(fd, addr, addr.byteLength) < 0) fail('bind');
     },
-    setsockopt(fd, level, name, value) {
-      if (setsockopt(fd, level, name, value, value.byteLength) < 0) fail('setsockopt', `level ${level} opt ${name}`);
+    setsockopt(fd, level, name, value, refs) {
+      held = refs;
+      try {
+        if (setsockopt(fd, level, name, value, value.byteLength) < 0) fail('setsockopt', `level ${level} opt ${name}`);
+      } finally {
+        held = undefined;
+      }
     },
     getsockopt(fd, level, name, value) {
       const len = [value.byteLength];
       if (getsockopt(fd, level, name, value, len) < 0) fail('getsockopt', `level ${level} opt ${name}`);
       return len[0]!;
     },
-    ioctl(fd, request, arg) {
-      const r = ioctl(fd, request, arg);
-      if (r < 0) fail('ioctl', `0x${request.toString(16)}`);
-      return r;
+    ioctl(fd, request, arg, refs) {
+      held = refs;
+      try {
+        const r = ioctl(fd, request, arg);
+        if (r < 0) fail('ioctl', `0x${request.toString(16)}`);
+        return r;
+      } finally {
+        held = undefined;
+      }
     },
     mmap(length, prot, flags, fd, offset) {
       const p = mmap(null, length, prot, flags, fd, Number(offset));
@@ -103,6 +112,8 @@ export function loadLibc(): Sys {
       });
     },
     sendto(fd, buf, length, flags, addr) {
+      // The kernel would read past the buffer's end.
+      if (length > buf.byteLength) throw new RangeError(`sendto: length ${length} exceeds the ${buf.byteLength}-byte buffer`);
       const r = Number(sendto(fd, buf, length, flags, addr, addr ? addr.byteLength : 0));
       if (r < 0) fail('sendto');
       return r;
@@ -128,12 +139,6 @@ export function loadLibc(): Sys {
     },
     mount(source, target, fstype, flags, data) {
       if (mount(source, target, fstype, flags, data) < 0) fail('mount', target);
-    },
-    flock(fd, op) {
-      if (flock(fd, op) === 0) return true;
-      const e = koffi.errno();
-      if (e === 11 /* EWOULDBLOCK */) return false;
-      throw new SysError('flock', e);
     },
     unshare(flags) {
       if (unshare(flags) < 0) fail('unshare', `flags 0x${flags.toString(16)}`);

@@ -29,10 +29,12 @@ export interface Sys {
   bpf(cmd: number, attr: Uint8Array, refs?: readonly Uint8Array[]): number;
   socket(domain: number, type: number, protocol: number): number;
   bind(fd: number, addr: Uint8Array): void;
-  setsockopt(fd: number, level: number, name: number, value: Uint8Array): void;
+  /** `refs`: buffers `value` points to (kept reachable during the call, as for bpf). */
+  setsockopt(fd: number, level: number, name: number, value: Uint8Array, refs?: readonly Uint8Array[]): void;
   /** Returns the length the kernel wrote. */
   getsockopt(fd: number, level: number, name: number, value: Uint8Array): number;
-  ioctl(fd: number, request: number, arg: Uint8Array): number;
+  /** `refs`: buffers `arg` points to (e.g. ifreq.ifr_data), kept reachable during the call. */
+  ioctl(fd: number, request: number, arg: Uint8Array, refs?: readonly Uint8Array[]): number;
   mmap(length: number, prot: number, flags: number, fd: number, offset: number | bigint): Mapping;
   munmap(m: Mapping): void;
   /** poll(2) over a `struct pollfd[]` buffer (8 bytes each); returns the number ready. */
@@ -45,8 +47,6 @@ export interface Sys {
   recvAsync(fd: number, buf: Uint8Array, flags: number): Promise<number>;
   close(fd: number): void;
   mount(source: string, target: string, fstype: string, flags: number, data: string | null): void;
-  /** flock(2); returns false when `nonBlocking` and another holder has it (EWOULDBLOCK). */
-  flock(fd: number, op: number): boolean;
   /** unshare(2) for the calling thread (a worker thread: CLONE_NEWNET gives it a private netns). */
   unshare(flags: number): void;
   /** setns(2) for the calling thread: join the namespace `fd` refers to (e.g. /run/netns/NAME). */

@@ -1,66 +1,83 @@
 /**
- * One pinhole per interface: an exclusive flock(2) on /run/pinhole/<netns>-<ifindex>.lock, held
- * for the life of the process. The kernel drops it when the process dies (even SIGKILL), so a
- * held lock means a live pinhole — and an attached program named `pinhole` without the lock is
- * stale and may be taken over. The file records the holder's pid for the error message.
+ * One pinhole per interface: the process binds the abstract unix socket `@pinhole/<ifindex>`
+ * for its whole life. Abstract socket names belong to the network namespace — the scope of an
+ * ifindex — not to a mount namespace, so two containers with host networking (or a pod and an
+ * operator's shell) see each other's claim; and the kernel frees the name when the process dies,
+ * even by SIGKILL, leaving no file behind. A claimed name means a live pinhole; an attached
+ * program named `pinhole` while the name is free is stale and may be taken over.
+ *
+ * The holder's pid is found through /proc/net/unix + /proc/<pid>/fd, best effort, for the error.
  */
-import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, readlinkSync, writeSync } from 'node:fs';
-import { getSys, PinholeError } from '../sys/index.ts';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { alloc, getSys, PinholeError, SysError } from '../sys/index.ts';
 
-const LOCK_EX = 2;
-const LOCK_NB = 4;
-const LOCK_DIR = process.env.PINHOLE_RUN_DIR ?? '/run/pinhole';
+const AF_UNIX = 1;
+const SOCK_DGRAM = 2;
+const SOCK_CLOEXEC = 0o2000000;
 
 export interface IfaceLock {
-  readonly path: string;
+  readonly name: string;
   release(): void;
 }
 
-function netnsId(): string {
-  try {
-    return /\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/net'))?.[1] ?? 'net';
-  } catch {
-    return 'net';
-  }
+export function lockName(ifindex: number): string {
+  return `pinhole/${ifindex}`;
 }
 
-export function lockPath(ifindex: number): string {
-  return `${LOCK_DIR}/${netnsId()}-${ifindex}.lock`;
+/** Pid of the process holding abstract socket `@name` in this netns, if it can be found. */
+function holderPid(name: string): number | undefined {
+  try {
+    const inodes = new Set<string>();
+    for (const line of readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[7] === `@${name}`) inodes.add(f[6]!);
+    }
+    if (inodes.size === 0) return undefined;
+    for (const pid of readdirSync('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      try {
+        for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+          const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+          if (m && inodes.has(m[1]!)) return Number(pid);
+        }
+      } catch {
+        // process gone or not ours to read
+      }
+    }
+  } catch {
+    // no procfs
+  }
+  return undefined;
 }
 
 export function lockInterface(ifname: string, ifindex: number): IfaceLock {
-  mkdirSync(LOCK_DIR, { recursive: true, mode: 0o755 });
-  const path = lockPath(ifindex);
-  const fd = openSync(path, 'a+', 0o644);
-  let held = false;
+  const sys = getSys();
+  const name = lockName(ifindex);
+  const bytes = new TextEncoder().encode(name);
+  // struct sockaddr_un { sa_family_t sun_family; char sun_path[108]; } — abstract: sun_path[0] = 0.
+  const addr = alloc(2 + 1 + bytes.length);
+  new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
+  addr.set(bytes, 3);
+  const fd = sys.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   try {
-    held = getSys().flock(fd, LOCK_EX | LOCK_NB);
+    sys.bind(fd, addr);
   } catch (err) {
-    closeSync(fd);
-    throw err;
-  }
-  if (!held) {
-    let pid = '?';
-    try {
-      pid = readFileSync(path, 'utf8').trim() || '?';
-    } catch {
-      // unreadable: report without the pid
+    sys.close(fd);
+    if (err instanceof SysError && err.code === 'EADDRINUSE') {
+      const pid = holderPid(name);
+      throw new PinholeError('ERR_UPLINK_BUSY', `another pinhole (pid ${pid ?? '?'}) is running on ${ifname}; one pinhole per interface`, {
+        details: { pid, lock: `@${name}` },
+      });
     }
-    closeSync(fd);
-    throw new PinholeError('ERR_UPLINK_BUSY', `another pinhole (pid ${pid}) is running on ${ifname}; one pinhole per interface`, {
-      details: { pid, path },
-    });
+    throw new PinholeError('ERR_UPLINK_LOCK', `claim @${name} for ${ifname}: ${(err as Error).message}`, { cause: err });
   }
-  ftruncateSync(fd, 0);
-  writeSync(fd, `${process.pid}\n`);
   let released = false;
   return {
-    path,
+    name,
     release() {
       if (released) return;
       released = true;
-      // The file stays (unlinking a lock file races with a concurrent opener); closing drops the lock.
-      closeSync(fd);
+      sys.close(fd);
     },
   };
 }

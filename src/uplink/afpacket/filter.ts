@@ -13,9 +13,8 @@ export function attachFilter(fd: number, prog: CbpfProgram, opts: { lock?: boole
   const sys = getSys();
   const insns = encode(prog, alloc(prog.length * 8));
   const fprog = sockFprogLayout.encode({ len: prog.length, filter: sys.addressOf(insns) }, alloc(sockFprogLayout.size));
-  sys.setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, fprog);
-  // `insns` is referenced only by address inside `fprog`: keep it reachable past the call.
-  if (insns.byteLength !== prog.length * 8) throw new Error('unreachable');
+  // `insns` is referenced only by address inside `fprog`: `refs` keeps it reachable.
+  sys.setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, fprog, [insns]);
   if (opts.lock) sys.setsockopt(fd, SOL_SOCKET, SO_LOCK_FILTER, int32(1));
 }
 
