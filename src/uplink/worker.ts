@@ -14,7 +14,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { getSys, type Mapping } from '../sys/index.ts';
 import { AfPacketUplink } from './afpacket-uplink.ts';
 import type { Uplink } from './types.ts';
-import { CTRL_STOP, SLOT, type WorkerConfig, type WorkerMessage } from './worker-abi.ts';
+import { SLOT, type WorkerConfig, type WorkerMessage } from './worker-abi.ts';
+import { runLoop } from './forward.ts';
 import { XskUplink } from './xsk-uplink.ts';
 
 const FRAME_SIZE = 4096;
@@ -46,36 +47,6 @@ async function openUplink(
   return new AfPacketUplink(cfg.fanoutGroup !== undefined && rx ? { ...o, fanoutGroup: cfg.fanoutGroup } : o);
 }
 
-function loop(up: Uplink, to: Uplink | undefined, c: Float64Array, ctrl: Int32Array): void {
-  const max = up.batchSize;
-  const addr = up.rxAddr;
-  const len = up.rxLen;
-  const mem = up.mem;
-  while (Atomics.load(ctrl, CTRL_STOP) === 0) {
-    const n = up.rx(max);
-    if (n === 0) {
-      // Idle: first let the transmit side finish anything still queued, then sleep in poll.
-      if (to) to.flush();
-      c[SLOT.idleWaits]++;
-      up.wait(50);
-      continue;
-    }
-    let bytes = 0;
-    for (let i = 0; i < n; i++) bytes += len[i]!;
-    if (to) {
-      const q = to.txCopy(mem, addr, len, n);
-      to.flush();
-      c[SLOT.txPackets] += q;
-      c[SLOT.txDropped] += n - q;
-      if (q === n) c[SLOT.txBytes] += bytes;
-    }
-    up.releaseRx(n);
-    c[SLOT.batches]++;
-    c[SLOT.rxPackets] += n;
-    c[SLOT.rxBytes] += bytes;
-  }
-}
-
 async function main(): Promise<void> {
   const cfg = workerData as WorkerConfig;
   const c = new Float64Array(cfg.counters);
@@ -103,7 +74,7 @@ async function main(): Promise<void> {
   const detail = up instanceof XskUplink ? `${up.sock.mode} mode` : 'TPACKET_V3 ring';
   parentPort!.postMessage({ type: 'ready', queue: cfg.queue, kind: up.kind, detail } satisfies WorkerMessage);
   try {
-    loop(up, to, c, ctrl);
+    runLoop(up, to, c, ctrl);
   } catch (err) {
     // Reported to the main thread, which treats a queue losing its socket as fatal.
     const e = err as { code?: string; message: string };
@@ -114,7 +85,11 @@ async function main(): Promise<void> {
       message: e.message,
     } satisfies WorkerMessage);
   } finally {
-    c[SLOT.kernelDrops] = up.counters().kernelDrops;
+    try {
+      c[SLOT.kernelDrops] = up.counters().kernelDrops;
+    } catch {
+      // statistics are best effort; closing is not
+    }
     to?.close();
     up.close();
     if (area) getSys().munmap(area);
