@@ -6,19 +6,26 @@
  * The generator is the kernel itself (BPF_PROG_TEST_RUN live frames, XDP_TX out of g0, ~2 Mpps
  * on one core): UDP to port 4789. Cases:
  *   - receive-and-drop on up0: pinhole AF_XDP, pinhole AF_PACKET;
- *   - L2 cross-connect up0 → out0: pinhole AF_XDP --to, pinhole AF_PACKET --to, and the kernel's
- *     own IP forwarding (mid routes the frames to the sink) as the reference;
+ *   - L2 cross-connect up0 → out0: pinhole AF_XDP --to, pinhole AF_PACKET --to, the kernel's
+ *     own IP forwarding (mid routes the frames to the sink) as the reference, and an in-kernel
+ *     XDP redirect up0 → out0 as the ceiling;
  * each for 64-byte frames (packets per second) and 1500-byte frames (Gbit/s). Delivered frames
  * are counted where they land (pinhole's counters for drop, the sink's interface counters for
  * forwarding) and divided by the generator's send time. Prints min/median/max per case and
  * writes bench/results/uplink.json. Root; `node --import tsx bench/uplink.ts [--repeat 5]`.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { addVeth, createNetns, type Netns } from '../test/helpers/netns.ts';
 import { startPinhole, type PinholeProc } from '../test/helpers/pinhole-proc.ts';
 import { buildFrame } from '../src/packet/build.ts';
+import { getSys } from '../src/sys/index.ts';
+import { alu64, assemble, call, exit, Helper, R1, R2 } from '../src/bpf/asm/index.ts';
+import { loadProgram } from '../src/kernel/program.ts';
 import { printTable, summarise, type Summary } from './stats.ts';
 
 const { values } = parseArgs({ options: { repeat: { type: 'string', default: '5' }, frames: { type: 'string', default: '2000000' } } });
@@ -118,6 +125,31 @@ async function withPinhole(
   return fin.eventLoopLagMs.p99;
 }
 
+/** The ceiling: an XDP program on up0 that redirects every frame to out0 inside the kernel. */
+async function withXdpRedirect(fn: () => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'ph-bench-bpffs-'));
+  getSys().mount('bpf', dir, 'bpf', 0, 'mode=0700');
+  const out0 = Number(mid.exec('cat', ['/sys/class/net/out0/ifindex']).trim());
+  const prog = loadProgram({
+    name: 'ph_bench_redir',
+    type: 'xdp',
+    insns: assemble([alu64.mov.imm(R1, out0), alu64.mov.imm(R2, 0), call(Helper.redirect), exit()]),
+  });
+  try {
+    prog.pin(join(dir, 'redir'));
+    mid.ip('link', 'set', 'dev', 'up0', 'xdpdrv', 'pinned', join(dir, 'redir'));
+    try {
+      await fn();
+    } finally {
+      mid.ip('link', 'set', 'dev', 'up0', 'xdpdrv', 'off');
+    }
+  } finally {
+    prog.close();
+    execFileSync('umount', [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 try {
   addVeth(gen, 'g0', mid, 'up0', { queues: 2 });
   addVeth(mid, 'out0', sink, 's0', { queues: 2 });
@@ -145,6 +177,7 @@ try {
     mid.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
     await measure('kernel ip forwarding', size, sinkRx);
     mid.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
+    await withXdpRedirect(() => measure('in-kernel XDP redirect (ceiling)', size, sinkRx));
   }
   rows.sort((a, b) => a.name.localeCompare(b.name));
   printTable(`uplink throughput (veth, ${FRAMES} frames per run, ${REPEAT} runs; generator: kernel live frames)`, '', rows);
