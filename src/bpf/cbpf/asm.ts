@@ -17,96 +17,50 @@
  */
 import { defineStruct } from '../../sys/struct.ts';
 
-// The encodings both instruction sets share (linux/bpf_common.h) come from the eBPF opcodes;
-// classes 0x06/0x07 differ (cBPF RET/MISC, eBPF JMP32/ALU64) and are defined here.
+export * from './opcodes.ts';
 import {
-  BPF_LD,
-  BPF_LDX,
-  BPF_ST,
-  BPF_STX,
-  BPF_ALU,
-  BPF_JMP,
-  BPF_W,
-  BPF_H,
-  BPF_B,
-  BPF_IMM,
+  BPF_A,
   BPF_ABS,
-  BPF_IND,
-  BPF_MEM,
   BPF_ADD,
-  BPF_SUB,
-  BPF_MUL,
-  BPF_DIV,
-  BPF_OR,
+  BPF_ALU,
   BPF_AND,
-  BPF_LSH,
-  BPF_RSH,
-  BPF_NEG,
-  BPF_MOD,
-  BPF_XOR,
+  BPF_B,
+  BPF_DIV,
+  BPF_H,
+  BPF_IMM,
+  BPF_IND,
   BPF_JA,
   BPF_JEQ,
-  BPF_JGT,
   BPF_JGE,
+  BPF_JGT,
+  BPF_JMP,
   BPF_JSET,
   BPF_K,
-  BPF_X,
-} from '../asm/opcodes.ts';
-
-export {
   BPF_LD,
   BPF_LDX,
+  BPF_LEN,
+  BPF_LSH,
+  BPF_MAXINSNS,
+  BPF_MEM,
+  BPF_MEMWORDS,
+  BPF_MISC,
+  BPF_MOD,
+  BPF_MSH,
+  BPF_MUL,
+  BPF_NEG,
+  BPF_OR,
+  BPF_RET,
+  BPF_RSH,
   BPF_ST,
   BPF_STX,
-  BPF_ALU,
-  BPF_JMP,
-  BPF_W,
-  BPF_H,
-  BPF_B,
-  BPF_IMM,
-  BPF_ABS,
-  BPF_IND,
-  BPF_MEM,
-  BPF_ADD,
   BPF_SUB,
-  BPF_MUL,
-  BPF_DIV,
-  BPF_OR,
-  BPF_AND,
-  BPF_LSH,
-  BPF_RSH,
-  BPF_NEG,
-  BPF_MOD,
-  BPF_XOR,
-  BPF_JA,
-  BPF_JEQ,
-  BPF_JGT,
-  BPF_JGE,
-  BPF_JSET,
-  BPF_K,
+  BPF_TAX,
+  BPF_TXA,
+  BPF_W,
   BPF_X,
-};
-
-export const BPF_RET = 0x06;
-export const BPF_MISC = 0x07;
-export const BPF_LEN = 0x80;
-export const BPF_MSH = 0xa0;
-export const BPF_A = 0x10; // BPF_RET only
-// MISC.
-export const BPF_TAX = 0x00;
-export const BPF_TXA = 0x80;
-
-export const BPF_MEMWORDS = 16;
-export const BPF_MAXINSNS = 4096;
-
-/** Ancillary data: `ld [SKF_AD_OFF + x]` reads skb metadata instead of packet bytes. */
-export const SKF_AD_OFF = -0x1000;
-export const SKF_AD_PROTOCOL = 0;
-export const SKF_AD_PKTTYPE = 4;
-export const SKF_AD_IFINDEX = 8;
-export const SKF_AD_VLAN_TAG = 44;
-export const SKF_AD_VLAN_TAG_PRESENT = 48;
-export const SKF_AD_VLAN_TPID = 60;
+  BPF_XOR,
+  SKF_AD_OFF,
+} from './opcodes.ts';
 
 /** `struct sock_filter` and `struct sock_fprog` (linux/filter.h). */
 export const sockFilterLayout = defineStruct(
