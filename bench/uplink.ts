@@ -20,7 +20,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { addVeth, createNetns, type Netns } from '../test/helpers/netns.ts';
+import type { Netns } from '../test/helpers/netns.ts';
+import { threeNodes } from '../test/helpers/lab.ts';
 import { startPinhole, type PinholeProc } from '../test/helpers/pinhole-proc.ts';
 import { buildFrame } from '../src/packet/build.ts';
 import { getSys } from '../src/sys/index.ts';
@@ -33,14 +34,9 @@ const REPEAT = Number(values.repeat);
 const FRAMES = Number(values.frames);
 const TRAFFICGEN = fileURLToPath(new URL('./lib/trafficgen.ts', import.meta.url));
 
-const gen = createNetns('bench-gen');
-const mid = createNetns('bench-mid');
-const sink = createNetns('bench-sink');
-const cleanup = (): void => {
-  gen.close();
-  mid.close();
-  sink.close();
-};
+const nodes = threeNodes('bench', { queues: 2 });
+const { gen, mid, sink } = nodes;
+const cleanup = (): void => nodes.close();
 process.on('SIGINT', () => {
   cleanup();
   process.exit(130);
@@ -151,17 +147,6 @@ async function withXdpRedirect(fn: () => Promise<void>): Promise<void> {
 }
 
 try {
-  addVeth(gen, 'g0', mid, 'up0', { queues: 2 });
-  addVeth(mid, 'out0', sink, 's0', { queues: 2 });
-  for (const [ns, dev] of [
-    [gen, 'g0'],
-    [mid, 'up0'],
-    [mid, 'out0'],
-    [sink, 's0'],
-  ] as const) {
-    ns.exec('ethtool', ['-K', dev, 'gro', 'on']);
-    ns.exec('sysctl', ['-qw', `net.ipv6.conf.${dev}.disable_ipv6=1`]);
-  }
   mid.ip('addr', 'add', '198.18.0.1/24', 'dev', 'up0');
   mid.ip('addr', 'add', '198.19.0.1/24', 'dev', 'out0');
   sink.ip('addr', 'add', '198.19.0.2/24', 'dev', 's0');

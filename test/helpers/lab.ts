@@ -4,6 +4,9 @@
  *   twoHosts():   [ns a] up0 ──veth── peer0 [ns b]
  *                 198.18.0.1/24, 2001:db8::1/64        198.18.0.2/24, 2001:db8::2/64
  *
+ *   threeNodes(): [gen] g0 ──veth── up0 [mid] out0 ──veth── s0 [sink]
+ *                 (no addresses; GRO on and IPv6 off everywhere, for a cross-connect)
+ *
  * Monitors run real tools inside the namespaces: ping (ICMP/ICMPv6, which also exercises ARP
  * and ND) and an iperf3 TCP stream, and report what they saw when stopped.
  */
@@ -49,6 +52,48 @@ export function twoHosts(tag: string, opts: { queues?: number; mtu?: number } = 
   } catch (err) {
     a.close();
     b?.close();
+    throw err;
+  }
+}
+
+export interface ThreeNodes {
+  gen: Netns;
+  mid: Netns;
+  sink: Netns;
+  close(): void;
+}
+
+/**
+ * A traffic source, a middle node with two uplinks and a sink. GRO is on for every veth (XDP
+ * frames sent into a veth are dropped unless its peer runs XDP or GRO) and IPv6 off, so the
+ * only traffic is what the test sends.
+ */
+export function threeNodes(tag: string, opts: { queues?: number } = {}): ThreeNodes {
+  const made: Netns[] = [];
+  const close = (): void => {
+    for (const n of made) n.close();
+  };
+  try {
+    const gen = createNetns(`${tag}-g`);
+    made.push(gen);
+    const mid = createNetns(`${tag}-m`);
+    made.push(mid);
+    const sink = createNetns(`${tag}-s`);
+    made.push(sink);
+    addVeth(gen, 'g0', mid, 'up0', opts);
+    addVeth(mid, 'out0', sink, 's0', opts);
+    for (const [ns, dev] of [
+      [gen, 'g0'],
+      [mid, 'up0'],
+      [mid, 'out0'],
+      [sink, 's0'],
+    ] as const) {
+      ns.exec('ethtool', ['-K', dev, 'gro', 'on']);
+      ns.exec('sysctl', ['-qw', `net.ipv6.conf.${dev}.disable_ipv6=1`]);
+    }
+    return { gen, mid, sink, close };
+  } catch (err) {
+    close();
     throw err;
   }
 }

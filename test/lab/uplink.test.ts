@@ -11,8 +11,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireRoot } from '../helpers/require.ts';
-import { addVeth, createNetns, type Netns } from '../helpers/netns.ts';
-import { LAB, twoHosts, type TwoHosts } from '../helpers/lab.ts';
+import { createNetns, type Netns } from '../helpers/netns.ts';
+import { LAB, threeNodes, twoHosts, type TwoHosts } from '../helpers/lab.ts';
 import { killLeftoverPinholes, startPinhole } from '../helpers/pinhole-proc.ts';
 import { inNetns, PacketSocket } from '../kernel/xsk-netns.ts';
 import { getSys } from '../../src/sys/index.ts';
@@ -114,21 +114,9 @@ test('AF_PACKET mode: the kernel does not answer tunnel frames with ICMP port un
 
 test('--to: tunnel frames are forwarded unchanged out of another interface (AF_XDP and AF_PACKET)', async () => {
   for (const mode of ['afxdp', 'afpacket'] as const) {
-    const gen = createNetns(`xc-g-${mode}`);
-    const mid = createNetns(`xc-m-${mode}`);
-    const sink = createNetns(`xc-s-${mode}`);
+    const nodes = threeNodes(`xc-${mode}`);
+    const { gen, mid, sink } = nodes;
     try {
-      addVeth(gen, 'g0', mid, 'up0');
-      addVeth(mid, 'out0', sink, 's0');
-      for (const [ns, dev] of [
-        [gen, 'g0'],
-        [mid, 'up0'],
-        [mid, 'out0'],
-        [sink, 's0'],
-      ] as const) {
-        ns.exec('ethtool', ['-K', dev, 'gro', 'on']);
-        ns.exec('sysctl', ['-qw', `net.ipv6.conf.${dev}.disable_ipv6=1`]);
-      }
       const p = startPinhole(mid.name, ['--iface', 'up0', '--port', '4789', '--mode', mode, '--to', 'out0', '--stats-interval', '50']);
       const ready = await p.ready;
       assert.equal(ready.mode, mode);
@@ -165,9 +153,7 @@ test('--to: tunnel frames are forwarded unchanged out of another interface (AF_X
         inj.close();
       }
     } finally {
-      gen.close();
-      mid.close();
-      sink.close();
+      nodes.close();
     }
   }
 });
