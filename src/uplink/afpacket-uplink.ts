@@ -28,6 +28,7 @@ export class AfPacketUplink implements Uplink {
   readonly mem: Uint8Array;
   readonly rxAddr: Uint32Array;
   readonly rxLen: Uint32Array;
+  rxBatchBytes = 0;
   readonly sock: AfPacketSocket;
   private readonly rxb: RxBatch;
   private readonly c: UplinkCounters = zeroCounters();
@@ -52,6 +53,7 @@ export class AfPacketUplink implements Uplink {
     const len = this.rxLen;
     let bytes = 0;
     for (let i = 0; i < n; i++) bytes += len[i]!;
+    this.rxBatchBytes = bytes;
     this.c.rxPackets += n;
     this.c.rxBytes += bytes;
     return n;

@@ -14,11 +14,9 @@ import { CTRL_STOP, SLOT } from './worker-abi.ts';
 export function forwardBatch(up: Uplink, to: Uplink | undefined, c: Float64Array): number {
   const n = up.rx(up.batchSize);
   if (n === 0) return 0;
-  const len = up.rxLen;
-  let bytes = 0;
-  for (let i = 0; i < n; i++) bytes += len[i]!;
+  const bytes = up.rxBatchBytes;
   if (to) {
-    const q = to.txCopy(up.mem, up.rxAddr, len, n);
+    const q = to.txCopy(up.mem, up.rxAddr, up.rxLen, n);
     to.flush();
     c[SLOT.txPackets] += q;
     c[SLOT.txDropped] += n - q;

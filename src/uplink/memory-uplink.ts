@@ -13,6 +13,7 @@ export class MemoryUplink implements Uplink {
   readonly mem: Uint8Array;
   readonly rxAddr: Float64Array;
   readonly rxLen: Uint32Array;
+  rxBatchBytes = 0;
   /** Copies of transmitted frames, in order. */
   readonly sent: Uint8Array[] = [];
   private readonly slots: number;
@@ -49,15 +50,18 @@ export class MemoryUplink implements Uplink {
 
   rx(max: number): number {
     let n = 0;
+    let bytes = 0;
     const lim = max < this.batchSize ? max : this.batchSize;
     while (n < lim && this.head + n < this.tail) {
       const slot = (this.head + n) % this.slots;
       this.rxAddr[n] = slot * this.slotSize;
       this.rxLen[n] = this.pendingLen[slot]!;
-      this.c.rxBytes += this.pendingLen[slot]!;
+      bytes += this.pendingLen[slot]!;
       n++;
     }
+    this.rxBatchBytes = bytes;
     this.c.rxPackets += n;
+    this.c.rxBytes += bytes;
     return n;
   }
 

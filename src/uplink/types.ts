@@ -32,6 +32,8 @@ export interface Uplink {
   readonly mem: Uint8Array;
   readonly rxAddr: Float64Array | Uint32Array;
   readonly rxLen: Uint32Array;
+  /** Bytes of the frames the last rx() returned (summed once there, so callers need not loop). */
+  readonly rxBatchBytes: number;
   /** Receives up to `max` (≤ batchSize) frames without blocking; returns how many. */
   rx(max: number): number;
   /** Gives the `n` frames of the last rx() back to the kernel. */

@@ -26,6 +26,7 @@ export class XskUplink implements Uplink {
   readonly mem: Uint8Array;
   readonly rxAddr: Float64Array;
   readonly rxLen: Uint32Array;
+  rxBatchBytes = 0;
   readonly sock: XskSocket;
   private readonly rxBatch: { addr: Float64Array; len: Uint32Array };
   private readonly txBatch: { addr: Float64Array; len: Uint32Array };
@@ -72,6 +73,7 @@ export class XskUplink implements Uplink {
     const len = this.rxLen;
     let bytes = 0;
     for (let i = 0; i < n; i++) bytes += len[i]!;
+    this.rxBatchBytes = bytes;
     this.c.rxPackets += n;
     this.c.rxBytes += bytes;
     return n;
