@@ -6,7 +6,7 @@
  *   error         — something else failed (detail says what).
  * The minimum kernel is informative only: it is necessary, not sufficient.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { alloc, errnoCodeOf, getSys } from '../sys/index.ts';
 import { findBpffs } from './bpffs.ts';
@@ -115,7 +115,10 @@ export function probeBpffs(): Promise<FeatureResult> {
   return featureProbe('bpffs', '4.4', () => {
     const path = findBpffs();
     if (path) return `mounted at ${path}`;
-    if (!existsSync('/proc/filesystems')) throw new Error('cannot read /proc/filesystems');
+    // Not mounted: supported if the kernel lists the filesystem type (then it can be mounted).
+    if (!/\tbpf$/m.test(readFileSync('/proc/filesystems', 'utf8'))) {
+      throw Object.assign(new Error('the kernel has no bpf filesystem (not in /proc/filesystems)'), { code: 'ENOENT' });
+    }
     return 'not mounted; pinhole mounts it at /sys/fs/bpf when it needs to pin';
   });
 }

@@ -15,11 +15,11 @@ import type { Mapping, Sys } from './sys.ts';
 const SYS_bpf = process.arch === 'arm64' ? 280 : 321;
 const MAP_FAILED = 0xffffffffffffffffn;
 
-/** Buffers pointed to by the struct of the bpf/setsockopt/ioctl call in progress (see Sys.bpf). */
-let held: readonly Uint8Array[] | undefined;
-export function heldBuffers(): readonly Uint8Array[] | undefined {
-  return held;
-}
+/**
+ * Buffers pointed to by the struct of the bpf/setsockopt/ioctl call in progress (see Sys.bpf):
+ * a property of a module-level object, so they stay reachable until the call returns.
+ */
+const inFlight: { refs: readonly Uint8Array[] | undefined } = { refs: undefined };
 
 export function loadLibc(): Sys {
   const libc = koffi.load('libc.so.6');
@@ -48,13 +48,13 @@ export function loadLibc(): Sys {
 
   const sys: Sys = {
     bpf(cmd, attr, refs) {
-      held = refs; // reachable from a module variable until the call returns
+      inFlight.refs = refs;
       try {
         const r = Number(syscall4(SYS_bpf, cmd, attr, attr.byteLength));
         if (r < 0) fail('bpf', bpfCmdName(cmd));
         return r;
       } finally {
-        held = undefined;
+        inFlight.refs = undefined;
       }
     },
     socket(domain, type, protocol) {
@@ -66,11 +66,11 @@ export function loadLibc(): Sys {
       if (bind(fd, addr, addr.byteLength) < 0) fail('bind');
     },
     setsockopt(fd, level, name, value, refs) {
-      held = refs;
+      inFlight.refs = refs;
       try {
         if (setsockopt(fd, level, name, value, value.byteLength) < 0) fail('setsockopt', `level ${level} opt ${name}`);
       } finally {
-        held = undefined;
+        inFlight.refs = undefined;
       }
     },
     getsockopt(fd, level, name, value) {
@@ -79,13 +79,13 @@ export function loadLibc(): Sys {
       return len[0]!;
     },
     ioctl(fd, request, arg, refs) {
-      held = refs;
+      inFlight.refs = refs;
       try {
         const r = ioctl(fd, request, arg);
         if (r < 0) fail('ioctl', `0x${request.toString(16)}`);
         return r;
       } finally {
-        held = undefined;
+        inFlight.refs = undefined;
       }
     },
     mmap(length, prot, flags, fd, offset) {

@@ -28,6 +28,7 @@ test('bpffs: mounted when absent, reused when present, never over another mount'
   const child = fileURLToPath(new URL('./fixtures/bpffs-child.ts', import.meta.url));
   const out = execFileSync('unshare', ['-m', '--propagation', 'private', process.execPath, '--import', 'tsx', child], { encoding: 'utf8' });
   const r = JSON.parse(out) as {
+    probe: unknown;
     before: string | null;
     occupied: string;
     first: { mounted: boolean; path: string };
@@ -36,6 +37,12 @@ test('bpffs: mounted when absent, reused when present, never over another mount'
     dir: string;
   };
   assert.equal(r.before, null);
+  assert.deepEqual(r.probe, {
+    name: 'bpffs',
+    status: 'ok',
+    minKernel: '4.4',
+    detail: 'not mounted; pinhole mounts it at /sys/fs/bpf when it needs to pin',
+  });
   assert.equal(r.occupied, 'ERR_BPFFS_UNAVAILABLE');
   assert.deepEqual(r.first, { path: r.dir, mounted: true });
   assert.equal(r.second.mounted, false);
