@@ -9,7 +9,7 @@
 import { compilePinholeFilter } from '../bpf/cbpf/pinhole.ts';
 import type { PinholeSpec } from '../bpf/pinhole/policy.ts';
 import { AfPacketSocket, RxBatch } from './afpacket/socket.ts';
-import { copyFrame, zeroCounters, type Uplink, type UplinkCounters } from './types.ts';
+import { batchBytes, copyFrame, zeroCounters, type Uplink, type UplinkCounters } from './types.ts';
 
 export interface AfPacketUplinkOptions {
   ifname: string;
@@ -50,9 +50,7 @@ export class AfPacketUplink implements Uplink {
     // by callers passing batchSize (the common case).
     const n = this.sock.receive(this.rxb);
     void max;
-    const len = this.rxLen;
-    let bytes = 0;
-    for (let i = 0; i < n; i++) bytes += len[i]!;
+    const bytes = batchBytes(this.rxLen, n);
     this.rxBatchBytes = bytes;
     this.c.rxPackets += n;
     this.c.rxBytes += bytes;

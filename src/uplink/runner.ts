@@ -20,6 +20,7 @@ import { PinholeError } from '../sys/index.ts';
 import { startWorker } from '../worker/spawn.ts';
 import { openPortGuard, type PortGuard } from './afpacket/port-guard.ts';
 import { decideUplink, type DecisionReason } from './decide.ts';
+import type { UplinkCounters } from './types.ts';
 import { lockInterface } from './lock.ts';
 import { CTRL_STOP, SLOT, SLOTS, type WorkerConfig, type WorkerMessage } from './worker-abi.ts';
 
@@ -43,13 +44,8 @@ export interface StartUplinkOptions {
   onWorkerDeath?: (queue: number, why: string) => void;
 }
 
-export interface UplinkTotals {
-  rxPackets: number;
-  rxBytes: number;
-  txPackets: number;
-  txBytes: number;
-  txDropped: number;
-  kernelDrops: number;
+/** Every worker's counters added up, plus the per-queue split. */
+export interface UplinkTotals extends UplinkCounters {
   perQueue: { queue: number; rxPackets: number; txPackets: number }[];
 }
 

@@ -71,6 +71,13 @@ export function copyFrame(src: Uint8Array, from: number, dst: Uint8Array, to: nu
   }
 }
 
+/** Sum of the first `n` lengths: the bytes of a received batch (once per batch, in rx()). */
+export function batchBytes(len: Uint32Array, n: number): number {
+  let bytes = 0;
+  for (let i = 0; i < n; i++) bytes += len[i]!;
+  return bytes;
+}
+
 export function zeroCounters(): UplinkCounters {
   return { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, txDropped: 0, kernelDrops: 0 };
 }

@@ -7,7 +7,7 @@
 import { BpfMap } from '../kernel/map.ts';
 import { alloc, getSys } from '../sys/index.ts';
 import { openXsk, type XskOptions, type XskSocket } from './xsk/socket.ts';
-import { copyFrame, zeroCounters, type Uplink, type UplinkCounters } from './types.ts';
+import { batchBytes, copyFrame, zeroCounters, type Uplink, type UplinkCounters } from './types.ts';
 
 const POLLIN = 1;
 
@@ -70,9 +70,7 @@ export class XskUplink implements Uplink {
 
   rx(max: number): number {
     const n = this.sock.rx(this.rxBatch, max < this.batchSize ? max : this.batchSize);
-    const len = this.rxLen;
-    let bytes = 0;
-    for (let i = 0; i < n; i++) bytes += len[i]!;
+    const bytes = batchBytes(this.rxLen, n);
     this.rxBatchBytes = bytes;
     this.c.rxPackets += n;
     this.c.rxBytes += bytes;
