@@ -1,0 +1,148 @@
+/**
+ * The engine of one worker: ports and stages joined by links, run in breaths (Snabb's
+ * core/app.lua breathe loop, reduced to what one worker thread needs):
+ *
+ *   breathe():  1. every receiving port pulls one batch into its output link
+ *               2. every stage, in graph order, drains its input link(s) into its outputs
+ *               3. every transmitting port copies its input link into its TX buffers, flushes
+ *               4. every receiving port releases its batch (frames were only borrowed)
+ *
+ * Links never carry frames from one breathe to the next, so a received frame is referenced only
+ * within the breathe that received it; a stage that must hold frames longer (the next-hop wait
+ * queue) copies them. Work per breathe is bounded by the link capacities.
+ *
+ * run(): breathe until the stop flag is raised; when a breathe moved nothing, sleep in one
+ * poll(2) over every receiving port's fd (≤ 50 ms, ≤ 5 ms while frames wait for a next hop).
+ * Kernel statistics that need a syscall are refreshed about once a second.
+ */
+import { getSys, alloc } from '../sys/index.ts';
+import type { Link } from './link.ts';
+import type { Port } from './port.ts';
+import { CTRL_STOP } from './plan.ts';
+
+const POLLIN = 0x0001;
+const POLLERR = 0x0008;
+const POLLHUP = 0x0010;
+const POLLNVAL = 0x0020;
+
+export interface RxRoute {
+  port: Port;
+  out: Link;
+  /** The aux tag given to every frame (a connection index, or -1). */
+  tag: number;
+}
+
+export interface TxRoute {
+  input: Link;
+  port: Port;
+}
+
+export interface Step {
+  /** Drains the step's input link(s). `now` is performance.now() at the start of the breathe. */
+  run(now: number): void;
+  /** Frames held across breaths (the engine wakes more often while any are). */
+  readonly held?: number;
+}
+
+export const ENGINE_SLOT = { breaths: 0, idleWaits: 1, frames: 2 } as const;
+
+export class Engine {
+  private readonly pollfds: Uint8Array;
+  private readonly pollPorts: Port[];
+  private readonly pollView: DataView;
+  private lastStats = 0;
+
+  constructor(
+    private readonly rx: readonly RxRoute[],
+    private readonly steps: readonly Step[],
+    private readonly tx: readonly TxRoute[],
+    private readonly c: Float64Array,
+    private readonly base: number,
+  ) {
+    this.pollPorts = rx.map((r) => r.port).filter((p) => p.fd >= 0);
+    this.pollfds = alloc(8 * Math.max(1, this.pollPorts.length));
+    this.pollView = new DataView(this.pollfds.buffer, this.pollfds.byteOffset, this.pollfds.byteLength);
+    this.pollPorts.forEach((p, i) => {
+      this.pollView.setInt32(8 * i, p.fd, true);
+      this.pollView.setInt16(8 * i + 4, POLLIN, true);
+    });
+  }
+
+  /** One turn of the graph; returns the frames received. */
+  breathe(now: number): number {
+    const rx = this.rx;
+    let frames = 0;
+    for (let i = 0; i < rx.length; i++) {
+      const r = rx[i]!;
+      frames += r.port.rx(r.out, r.tag);
+    }
+    const steps = this.steps;
+    for (let i = 0; i < steps.length; i++) steps[i]!.run(now);
+    const tx = this.tx;
+    for (let i = 0; i < tx.length; i++) {
+      const t = tx[i]!;
+      if (t.input.n > 0) t.port.tx(t.input);
+      t.input.clear();
+      t.port.flush();
+    }
+    for (let i = 0; i < rx.length; i++) rx[i]!.port.release();
+    const c = this.c;
+    c[this.base + ENGINE_SLOT.breaths]++;
+    c[this.base + ENGINE_SLOT.frames] += frames;
+    return frames;
+  }
+
+  private held(): number {
+    let h = 0;
+    for (let i = 0; i < this.steps.length; i++) h += this.steps[i]!.held ?? 0;
+    return h;
+  }
+
+  /** Blocks until a receiving port has frames or `timeoutMs` passes. */
+  wait(timeoutMs: number): void {
+    const rx = this.rx;
+    for (let i = 0; i < rx.length; i++) if (rx[i]!.port.readable()) return;
+    const n = this.pollPorts.length;
+    if (n === 0) {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, timeoutMs);
+      return;
+    }
+    const v = this.pollView;
+    for (let i = 0; i < n; i++) v.setInt16(8 * i + 6, 0, true);
+    const ready = getSys().poll(this.pollfds, n, timeoutMs);
+    if (ready <= 0) return;
+    for (let i = 0; i < n; i++) {
+      const re = v.getInt16(8 * i + 6, true);
+      if ((re & (POLLERR | POLLHUP | POLLNVAL)) !== 0) {
+        this.pollPorts[i]!.pollError();
+      }
+    }
+  }
+
+  refreshStats(): void {
+    const seen = new Set<Port>();
+    for (const r of this.rx) seen.add(r.port);
+    for (const t of this.tx) seen.add(t.port);
+    for (const p of seen) p.refreshStats();
+  }
+
+  /** Breathes until ctrl[CTRL_STOP] is raised. */
+  run(ctrl: Int32Array): void {
+    let errorBackoff = 0;
+    while (Atomics.load(ctrl, CTRL_STOP) === 0) {
+      const now = performance.now();
+      if (now - this.lastStats >= 1000) {
+        this.lastStats = now;
+        this.refreshStats();
+      }
+      if (this.breathe(now) === 0) {
+        this.c[this.base + ENGINE_SLOT.idleWaits]++;
+        const before = this.c[this.base + ENGINE_SLOT.idleWaits]!;
+        void before;
+        this.wait(this.held() > 0 ? 5 : 50);
+        // A port in an error state (link down) makes poll return at once: never spin on it.
+        if (errorBackoff > 0) errorBackoff--;
+      }
+    }
+  }
+}

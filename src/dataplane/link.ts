@@ -1,0 +1,59 @@
+/**
+ * A link joins one stage's output to another stage's (or port's) input: a bounded batch of frame
+ * descriptors, structure-of-arrays over preallocated typed arrays (Snabb's core/link.lua, made
+ * to fit one breathe):
+ *
+ *        push()                                         consumer reads [0, n), then clear()
+ *   ───────────────►  mem[i] addr[i] len[i] aux[i]  ───────────────►
+ *                     i = 0 .. n-1  (n ≤ capacity)
+ *
+ * Frames are only descriptors (memory id, byte offset, length) into PacketMemory; `aux` is a
+ * per-frame tag the producer sets (the connection index on tunnel paths). A link is filled and
+ * drained within one breathe of the engine, so it needs no ring indexes: the consumer reads every
+ * entry and clears it. Pushing into a full link drops the frame and counts it (`dropped`), as a
+ * full Snabb link does. Counters are plain numbers, published by the engine once per breathe.
+ */
+export class Link {
+  readonly name: string;
+  readonly capacity: number;
+  readonly mem: Uint8Array;
+  readonly addr: Uint32Array;
+  readonly len: Uint32Array;
+  readonly aux: Int32Array;
+  n = 0;
+  /** Frames pushed (accepted). */
+  frames = 0;
+  bytes = 0;
+  /** Frames refused because the link was full. */
+  dropped = 0;
+
+  constructor(name: string, capacity: number) {
+    this.name = name;
+    this.capacity = capacity;
+    this.mem = new Uint8Array(capacity);
+    this.addr = new Uint32Array(capacity);
+    this.len = new Uint32Array(capacity);
+    this.aux = new Int32Array(capacity);
+  }
+
+  /** Appends a frame; false (and counted as dropped) when the link is full. */
+  push(mem: number, addr: number, len: number, aux: number): boolean {
+    const i = this.n;
+    if (i === this.capacity) {
+      this.dropped++;
+      return false;
+    }
+    this.mem[i] = mem;
+    this.addr[i] = addr;
+    this.len[i] = len;
+    this.aux[i] = aux;
+    this.n = i + 1;
+    this.frames++;
+    this.bytes += len;
+    return true;
+  }
+
+  clear(): void {
+    this.n = 0;
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * Packet memory of one dataplane worker: every buffer frames can live in (the AF_XDP area that
+ * holds all of the worker's UMEMs, each AF_PACKET ring mapping, the next-hop wait buffers),
+ * registered once at start and named by a small integer id. A frame is (memory id, byte offset,
+ * length); links carry those triples, never objects.
+ *
+ * Copies between memories allocate nothing: within one buffer `copyWithin` on a view of the
+ * whole buffer; across buffers a word loop over cached Int32Array views when source and
+ * destination share their alignment (the usual case: Ethernet frames at 2-byte-aligned offsets in
+ * both), a byte loop otherwise. Views are created once per memory, at registration.
+ */
+import { PinholeError } from '../sys/errors.ts';
+
+export const MAX_MEMORIES = 64;
+
+export class PacketMemory {
+  /** Whole-buffer byte views, by id. */
+  readonly u8: Uint8Array[] = [];
+  /** Whole-buffer 32-bit views (the buffer's length rounded down to 4), by id. */
+  private readonly i32: Int32Array[] = [];
+  private readonly buffers: ArrayBufferLike[] = [];
+
+  /** Registers a buffer (idempotent) and returns its id. */
+  register(buffer: ArrayBufferLike): number {
+    const known = this.buffers.indexOf(buffer);
+    if (known >= 0) return known;
+    if (this.buffers.length >= MAX_MEMORIES) throw new PinholeError('ERR_DATAPLANE_MEMORY', `more than ${MAX_MEMORIES} packet memories`);
+    this.buffers.push(buffer);
+    this.u8.push(new Uint8Array(buffer));
+    this.i32.push(new Int32Array(buffer, 0, buffer.byteLength >>> 2));
+    return this.buffers.length - 1;
+  }
+
+  /** Copies `len` bytes from memory `src` at `from` to memory `dst` at `to`. No allocation. */
+  copy(src: number, from: number, dst: number, to: number, len: number): void {
+    if (src === dst) {
+      this.u8[src]!.copyWithin(to, from, from + len);
+      return;
+    }
+    const s8 = this.u8[src]!;
+    const d8 = this.u8[dst]!;
+    let i = 0;
+    if ((from & 3) === (to & 3) && len >= 16) {
+      // Head bytes up to the shared alignment, then words, then the tail.
+      while (((from + i) & 3) !== 0) {
+        d8[to + i] = s8[from + i]!;
+        i++;
+      }
+      const s32 = this.i32[src]!;
+      const d32 = this.i32[dst]!;
+      const words = (len - i) >>> 2;
+      let sw = (from + i) >>> 2;
+      let dw = (to + i) >>> 2;
+      const end = sw + words;
+      while (sw < end) d32[dw++] = s32[sw++]!;
+      i += words << 2;
+    }
+    for (; i < len; i++) d8[to + i] = s8[from + i]!;
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * The worker plan: everything a dataplane worker needs to build its ports, links and stages,
+ * as plain serialisable data (structured-cloned into the worker). The main thread decides (host
+ * setup, driver per interface, connections, next hops); a worker only executes its plan.
+ *
+ * Counter layout is a pure function of the plan (`planCounters`), so the main thread reads a
+ * worker's SharedArrayBuffer counters by name without asking the worker.
+ */
+import type { PinholeSpec } from '../bpf/pinhole/policy.ts';
+import { DECAP_PARSE_REASONS } from '../packet/vxlan.ts';
+import { layoutCounters, type CounterBlock, type CounterLayout } from './counters.ts';
+
+export type PortDriver = 'afxdp' | 'afpacket';
+export type PortRole = 'uplink' | 'workload' | 'to';
+
+export interface PortPlan {
+  /** Unique in the worker: 'uplink', 'to', 'wl:<connection>'. */
+  name: string;
+  role: PortRole;
+  ifname: string;
+  queue: number;
+  driver: PortDriver;
+  /** Receive on this port (a transmit-only port receives nothing: no socket in an XSKMAP, a drop-all filter). */
+  rx: boolean;
+  /** AF_XDP: the XSKMAP (fd valid in the whole process) the socket registers itself in under `queue`. */
+  xsksMapFd?: number;
+  /** AF_XDP UMEM frames for this port (default 4096). */
+  frameCount?: number;
+  /** AF_PACKET: the pinhole policy compiled to a socket filter (uplink), or 'all' (workload). */
+  filter?: PinholeSpec | 'all';
+  /** AF_PACKET fanout group shared by the workers serving this interface. */
+  fanoutGroup?: number;
+  /** For workload ports: the connection index whose frames this port carries. */
+  connection?: number;
+}
+
+export interface VxlanConnectionPlan {
+  index: number;
+  name: string;
+  vni: number;
+  family: 4 | 6;
+  /** Our tunnel address (outer source; decapsulated frames must be sent to it). */
+  local: string;
+  remote: string;
+  port: number;
+  ttl: number;
+  /** The uplink's MAC (outer source MAC). */
+  srcMac: string;
+  /** Largest inner frame (Ethernet header included) that still fits the uplink MTU once encapsulated. */
+  maxInnerFrame: number;
+  /** Name of the workload port. */
+  workloadPort: string;
+}
+
+export interface WorkerPlan {
+  worker: number;
+  graph: 'cross-connect' | 'vxlan';
+  ports: PortPlan[];
+  connections: VxlanConnectionPlan[];
+  batchSize: number;
+  /** Frames held per connection while its next hop resolves, and for how long. */
+  waitQueue: { frames: number; timeoutMs: number };
+}
+
+export const PORT_COUNTERS = [
+  'rx_frames',
+  'rx_bytes',
+  'tx_frames',
+  'tx_bytes',
+  'tx_dropped',
+  'tx_too_big',
+  'kernel_drops',
+  'errors',
+] as const;
+export const ENGINE_COUNTERS = ['breaths', 'idle_waits', 'frames'] as const;
+export const DECAP_REASONS = [
+  ...DECAP_PARSE_REASONS,
+  'unknown-vni',
+  'wrong-port',
+  'wrong-source',
+  'wrong-destination',
+  'link-full',
+] as const;
+export type DecapReason = (typeof DECAP_REASONS)[number];
+export const DECAP_COUNTERS = ['frames', ...DECAP_REASONS.map((r) => `drop:${r}`)] as const;
+export const ENCAP_COUNTERS = ['frames', 'drop:too-big', 'drop:no-headroom', 'drop:link-full'] as const;
+export const NEXTHOP_COUNTERS = [
+  'frames',
+  'misses',
+  'queued',
+  'flushed',
+  'drop:queue-full',
+  'drop:timeout',
+  'drop:no-route',
+  'drop:link-full',
+  'stale-refreshes',
+] as const;
+/** Per connection: frames/bytes out of the tunnel to the workload (decap) and into it (encap). */
+export const CONNECTION_COUNTERS = ['decap_frames', 'decap_bytes', 'encap_frames', 'encap_bytes', 'drop_too_big', 'drop_nexthop'] as const;
+
+export function planCounterBlocks(plan: WorkerPlan): CounterBlock[] {
+  const blocks: CounterBlock[] = [{ owner: 'engine', names: ENGINE_COUNTERS }];
+  for (const p of plan.ports) blocks.push({ owner: `port:${p.name}`, names: PORT_COUNTERS });
+  if (plan.graph === 'vxlan') {
+    blocks.push({ owner: 'decap', names: DECAP_COUNTERS });
+    blocks.push({ owner: 'encap', names: ENCAP_COUNTERS });
+    blocks.push({ owner: 'nexthop', names: NEXTHOP_COUNTERS });
+    for (const c of plan.connections) blocks.push({ owner: `conn:${c.name}`, names: CONNECTION_COUNTERS });
+  }
+  return blocks;
+}
+
+export function planCounters(plan: WorkerPlan): CounterLayout {
+  return layoutCounters(planCounterBlocks(plan));
+}
+
+/** Int32 control slots shared with each worker: [0] stop flag (main → worker). */
+export const CTRL_STOP = 0;
+export const CTRL_SLOTS = 2;
+
+export type WorkerMessage =
+  | { type: 'ready'; worker: number; ports: { name: string; driver: PortDriver; detail: string }[] }
+  | { type: 'error'; worker: number; code: string; message: string; port?: string }
+  | { type: 'miss'; worker: number; connection: number }
+  | { type: 'stopped'; worker: number };

@@ -1,0 +1,40 @@
+/**
+ * A port: one queue of one interface, as the dataplane sees it — the uplink, a workload
+ * interface, or (tests, benchmarks) the out side of a cross-connect. Receive and transmit are
+ * both optional uses of one object, over descriptors in the worker's PacketMemory:
+ *
+ *   rx(out)     pushes up to out.capacity received frames into a link; the frames stay the
+ *               port's until release(), which the engine calls at the end of the breathe
+ *   tx(input)   copies every frame of a link into the port's own transmit buffers (the one copy
+ *               on a forwarding path) and queues it; frames that do not fit are counted drops
+ *   flush()     makes queued frames go (at most one syscall per batch) and reclaims sent buffers
+ *
+ * Counters are the PORT_COUNTERS block of the plan's layout, written in place (see counters.ts).
+ */
+import type { Link } from './link.ts';
+
+export interface Port {
+  readonly name: string;
+  readonly driver: 'afxdp' | 'afpacket' | 'memory';
+  /** What the port got from the kernel (e.g. 'copy mode', 'TPACKET_V3 ring'). */
+  readonly detail: string;
+  /** The file descriptor to poll for received frames, or -1. */
+  readonly fd: number;
+  /** Receives up to `out.capacity - out.n` frames into `out`, each tagged with `tag`. */
+  rx(out: Link, tag: number): number;
+  /** Returns the frames of the last rx() to the kernel. */
+  release(): void;
+  /** Queues the frames of `input` for transmission (copied); returns how many were queued. */
+  tx(input: Link): number;
+  flush(): void;
+  /** Frames waiting to be read without a syscall. */
+  readable(): boolean;
+  /** Called when poll() reported an error condition on `fd` (clears it; counts it). */
+  pollError(): void;
+  /** Refreshes counters that need a syscall (kernel drop statistics). Not per batch. */
+  refreshStats(): void;
+  close(): void;
+}
+
+/** Slot offsets inside a port's PORT_COUNTERS block. */
+export const PC = { rxFrames: 0, rxBytes: 1, txFrames: 2, txBytes: 3, txDropped: 4, txTooBig: 5, kernelDrops: 6, errors: 7 } as const;

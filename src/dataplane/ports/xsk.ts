@@ -1,0 +1,210 @@
+/**
+ * AF_XDP port: one XskSocket whose UMEM lives inside the worker's AF_XDP area (one anonymous
+ * mapping holding every UMEM of the worker), so a frame received on one AF_XDP port and sent on
+ * another moves with one copyWithin, no allocation. Descriptors carry area offsets:
+ *
+ *   area:  [ UMEM of port 0 | UMEM of port 1 | ... ]      descriptor addr = umemOffset + UMEM addr
+ *
+ * A received frame keeps 256 bytes (XDP_PACKET_HEADROOM) of its chunk in front of it: stages
+ * may write encapsulation headers there in place. On receive the port registers its socket in
+ * the XSKMAP (`xsksMapFd`) under its queue, so the XDP program starts redirecting to it.
+ */
+import { BpfMap } from '../../kernel/map.ts';
+import { alloc, type Mapping } from '../../sys/index.ts';
+import { openXsk, type XskSocket } from '../../uplink/xsk/socket.ts';
+import type { Link } from '../link.ts';
+import type { PacketMemory } from '../memory.ts';
+import { PC, type Port } from '../port.ts';
+
+export interface XskPortOptions {
+  name: string;
+  ifname: string;
+  queue: number;
+  memory: PacketMemory;
+  area: Mapping;
+  /** Page-aligned offset of this port's UMEM in the area. */
+  areaOffset: number;
+  frameCount: number;
+  batchSize: number;
+  xsksMapFd?: number;
+  counters: Float64Array;
+  base: number;
+}
+
+export const XSK_FRAME_SIZE = 4096;
+
+export class XskPort implements Port {
+  readonly name: string;
+  readonly driver = 'afxdp' as const;
+  readonly detail: string;
+  readonly fd: number;
+  readonly sock: XskSocket;
+  private readonly memId: number;
+  private readonly off: number;
+  private readonly rxb: { addr: Uint32Array; len: Uint32Array };
+  private readonly txb: { addr: Uint32Array; len: Uint32Array };
+  private readonly spare: { addr: Uint32Array; len: Uint32Array };
+  private rxN = 0;
+  private readonly c: Float64Array;
+  private readonly b: number;
+  private readonly maxFrame: number;
+  private readonly batch: number;
+  private readonly memory: PacketMemory;
+
+  private constructor(sock: XskSocket, o: XskPortOptions) {
+    this.sock = sock;
+    this.name = o.name;
+    this.fd = sock.fd;
+    this.detail = `${sock.mode} mode`;
+    this.memory = o.memory;
+    this.memId = o.memory.register(o.area.buffer);
+    this.off = o.areaOffset;
+    this.batch = o.batchSize;
+    this.rxb = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
+    this.txb = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
+    this.spare = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
+    this.c = o.counters;
+    this.b = o.base;
+    this.maxFrame = XSK_FRAME_SIZE - sock.txOffset;
+  }
+
+  static async open(o: XskPortOptions): Promise<XskPort> {
+    const sock = await openXsk({
+      iface: o.ifname,
+      queue: o.queue,
+      frameSize: XSK_FRAME_SIZE,
+      frameCount: o.frameCount,
+      area: { mapping: o.area, offset: o.areaOffset },
+    });
+    try {
+      if (o.xsksMapFd !== undefined) {
+        // A BpfMap over the shared fd; never closed here (the loaded program owns the fd).
+        const xsks = new BpfMap(o.xsksMapFd, { name: 'xsks', type: 'xskmap', keySize: 4, valueSize: 4, maxEntries: 1 });
+        const key = alloc(4);
+        const val = alloc(4);
+        new DataView(key.buffer).setUint32(0, o.queue, true);
+        new DataView(val.buffer).setUint32(0, sock.fd, true);
+        xsks.update(key, val);
+      }
+    } catch (err) {
+      sock.close();
+      throw err;
+    }
+    return new XskPort(sock, o);
+  }
+
+  rx(out: Link, tag: number): number {
+    // One receive per breathe: the frames stay ours until release().
+    if (this.rxN > 0) return 0;
+    let max = out.capacity - out.n;
+    if (max > this.batch) max = this.batch;
+    if (max <= 0) return 0;
+    const n = this.sock.rx(this.rxb, max);
+    const addr = this.rxb.addr;
+    const len = this.rxb.len;
+    const id = this.memId;
+    const off = this.off;
+    let bytes = 0;
+    for (let i = 0; i < n; i++) {
+      const l = len[i]!;
+      bytes += l;
+      out.push(id, off + addr[i]!, l, tag);
+    }
+    this.rxN = n;
+    this.c[this.b + PC.rxFrames] += n;
+    this.c[this.b + PC.rxBytes] += bytes;
+    return n;
+  }
+
+  release(): void {
+    if (this.rxN > 0) {
+      this.sock.releaseRx(this.rxb, this.rxN);
+      this.rxN = 0;
+    }
+    // The kernel publishes fill-ring progress lazily: keep parked frames flowing back.
+    if (this.sock.freeFrames > 0) this.sock.fill();
+  }
+
+  tx(input: Link): number {
+    const n = input.n;
+    if (n === 0) return 0;
+    const s = this.sock;
+    const tb = this.txb;
+    const spare = this.spare;
+    const mem = this.memory;
+    const id = this.memId;
+    const off = this.off;
+    const max = this.maxFrame;
+    let done = 0;
+    let queuedTotal = 0;
+    let bytes = 0;
+    let tooBig = 0;
+    while (done < n) {
+      const want = n - done < this.batch ? n - done : this.batch;
+      const got = s.allocTx(tb, want);
+      if (got === 0) break;
+      let k = 0;
+      let spareN = 0;
+      for (let i = 0; i < got; i++) {
+        const j = done + i;
+        const l = input.len[j]!;
+        const dst = tb.addr[i]!;
+        if (l > max) {
+          // Never sent truncated: a counted drop, its buffer goes back.
+          spare.addr[spareN++] = dst;
+          tooBig++;
+          continue;
+        }
+        mem.copy(input.mem[j]!, input.addr[j]!, id, off + dst, l);
+        tb.addr[k] = dst;
+        tb.len[k] = l;
+        k++;
+      }
+      const queued = s.tx(tb, k);
+      for (let i = 0; i < queued; i++) bytes += tb.len[i]!;
+      // TX ring full: unqueued buffers go back with the skipped ones; their frames are drops.
+      for (let i = queued; i < k; i++) spare.addr[spareN++] = tb.addr[i]!;
+      if (spareN > 0) s.releaseRx(spare, spareN);
+      queuedTotal += queued;
+      done += got;
+      if (queued < k) break;
+    }
+    this.c[this.b + PC.txFrames] += queuedTotal;
+    this.c[this.b + PC.txBytes] += bytes;
+    this.c[this.b + PC.txDropped] += n - queuedTotal - tooBig;
+    this.c[this.b + PC.txTooBig] += tooBig;
+    return queuedTotal;
+  }
+
+  flush(): void {
+    const s = this.sock;
+    // Copy mode sends at most 32 frames per kick (net/xdp/xsk.c, then EAGAIN): kick until the
+    // ring is drained, so a batch never waits for the next one. Bounded; a kick that makes no
+    // progress (device busy) ends the loop and the next flush carries on.
+    let pending = s.txRing.pending();
+    for (let i = 0; i < 8 && pending > 0; i++) {
+      if (!s.kick(i > 0)) break;
+      const left = s.txRing.pending();
+      if (left >= pending) break;
+      pending = left;
+    }
+    s.completions();
+  }
+
+  readable(): boolean {
+    return this.sock.rxRing.available(1) > 0;
+  }
+
+  pollError(): void {
+    this.c[this.b + PC.errors]++;
+  }
+
+  refreshStats(): void {
+    const st = this.sock.stats();
+    this.c[this.b + PC.kernelDrops] = Number(st.rxDropped + st.rxRingFull + st.rxFillRingEmptyDescs);
+  }
+
+  close(): void {
+    this.sock.close();
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * VXLAN encapsulation: frames from the workload links → the nexthop stage.
+ *
+ * In place: the outer headers (50 bytes over IPv4, 70 over IPv6) are written into the headroom
+ * in front of the received inner frame (every port keeps at least 82 bytes there, see
+ * ports/afpacket.ts and ports/xsk.ts), and the descriptor is widened to cover them. The outer
+ * UDP source port comes from a hash of the inner flow (packet/vxlan.ts flowHash), inside the
+ * kernel's default range, so one flow keeps one outer 5-tuple (no reordering across ECMP paths
+ * or RSS queues) and different flows spread. An inner frame that would not fit the uplink MTU
+ * once encapsulated is a counted drop (we never fragment the outer packet: DF is set).
+ *
+ * The destination MAC is left for the nexthop stage (the template's is a placeholder).
+ */
+import { parseMac } from '../../packet/mac.ts';
+import { flowHash, sourcePortOf, VxlanEncapTemplate } from '../../packet/vxlan.ts';
+import type { Link } from '../link.ts';
+import type { PacketMemory } from '../memory.ts';
+import { CONNECTION_COUNTERS, ENCAP_COUNTERS, type VxlanConnectionPlan } from '../plan.ts';
+
+const E_FRAMES = ENCAP_COUNTERS.indexOf('frames');
+const E_TOO_BIG = ENCAP_COUNTERS.indexOf('drop:too-big');
+const E_NO_HEADROOM = ENCAP_COUNTERS.indexOf('drop:no-headroom');
+const E_LINK_FULL = ENCAP_COUNTERS.indexOf('drop:link-full');
+const CC_ENCAP_FRAMES = CONNECTION_COUNTERS.indexOf('encap_frames');
+const CC_ENCAP_BYTES = CONNECTION_COUNTERS.indexOf('encap_bytes');
+const CC_TOO_BIG = CONNECTION_COUNTERS.indexOf('drop_too_big');
+
+export class EncapStage {
+  private readonly tmpl: VxlanEncapTemplate[];
+  private readonly maxInner: Int32Array;
+
+  constructor(
+    conns: readonly VxlanConnectionPlan[],
+    private readonly output: Link,
+    private readonly memory: PacketMemory,
+    private readonly c: Float64Array,
+    private readonly base: number,
+    private readonly connBase: Int32Array,
+  ) {
+    this.tmpl = conns.map(
+      (k) => new VxlanEncapTemplate({ srcMac: parseMac(k.srcMac), src: k.local, dst: k.remote, dstPort: k.port, vni: k.vni, ttl: k.ttl }),
+    );
+    this.maxInner = Int32Array.from(conns.map((k) => k.maxInnerFrame));
+  }
+
+  push(input: Link): void {
+    const n = input.n;
+    const c = this.c;
+    const base = this.base;
+    const out = this.output;
+    for (let i = 0; i < n; i++) {
+      const k = input.aux[i]!;
+      const len = input.len[i]!;
+      const addr = input.addr[i]!;
+      const cb = this.connBase[k]!;
+      if (len > this.maxInner[k]!) {
+        c[base + E_TOO_BIG]++;
+        c[cb + CC_TOO_BIG]++;
+        continue;
+      }
+      const t = this.tmpl[k]!;
+      const h = t.headerBytes;
+      if (addr < h) {
+        c[base + E_NO_HEADROOM]++;
+        continue;
+      }
+      const m = input.mem[i]!;
+      const u8 = this.memory.u8[m]!;
+      const total = t.write(u8, addr - h, len, sourcePortOf(flowHash(u8, addr, len)));
+      if (!out.push(m, addr - h, total, k)) {
+        c[base + E_LINK_FULL]++;
+        continue;
+      }
+      c[base + E_FRAMES]++;
+      c[cb + CC_ENCAP_FRAMES]++;
+      c[cb + CC_ENCAP_BYTES] += len;
+    }
+    input.clear();
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * Next hop: writes the outer destination MAC of encapsulated frames and passes them to the
+ * uplink, or holds them while the kernel resolves the next hop.
+ *
+ * Where the MAC comes from: the main thread publishes each connection's next hop (the remote
+ * itself when it is on the uplink's subnet, else the route's gateway) in the NextHopTable; this
+ * stage looks the next hop up in the shared neighbour table, which the rtnetlink mirror keeps
+ * equal to the kernel's. Lookups happen once per connection per breathe (cached by breathe
+ * number), not per frame. A neighbour or route change therefore takes effect on the next
+ * breathe, without a restart.
+ *
+ * Miss: no usable entry (missing, INCOMPLETE, FAILED). The frame is copied into the
+ * connection's small wait queue (bounded: `frames` slots; overflow is a counted drop) and the
+ * worker asks the main thread, once per miss episode, to have the kernel resolve it
+ * (RTM_NEWNEIGH + NTF_USE: the kernel sends the ARP request / neighbour solicitation itself).
+ * When the entry appears the queue is sent, in order; after `timeoutMs` it is dropped and
+ * counted. STALE entries are used (as the kernel does) but, because the kernel never sees our
+ * traffic and so never re-confirms them, the worker asks for a refresh at most once a second
+ * while a connection sends through a STALE entry — this is how a next hop whose MAC changed
+ * is noticed.
+ */
+import { NeighbourTableReader } from '../../netlink/neigh-table.ts';
+import type { Link } from '../link.ts';
+import type { PacketMemory } from '../memory.ts';
+import { NH_OK, type NextHopTable } from '../nexthop-table.ts';
+import { CONNECTION_COUNTERS, NEXTHOP_COUNTERS, type VxlanConnectionPlan } from '../plan.ts';
+
+const NUD_STALE = 0x04;
+/** NUD_VALID in include/net/neighbour.h: PERMANENT | NOARP | REACHABLE | PROBE | STALE | DELAY. */
+const NUD_VALID = 0x80 | 0x40 | 0x02 | 0x10 | 0x04 | 0x08;
+
+const N = (name: (typeof NEXTHOP_COUNTERS)[number]): number => NEXTHOP_COUNTERS.indexOf(name);
+const N_FRAMES = N('frames');
+const N_MISSES = N('misses');
+const N_QUEUED = N('queued');
+const N_FLUSHED = N('flushed');
+const N_QUEUE_FULL = N('drop:queue-full');
+const N_TIMEOUT = N('drop:timeout');
+const N_NO_ROUTE = N('drop:no-route');
+const N_LINK_FULL = N('drop:link-full');
+const N_STALE = N('stale-refreshes');
+const CC_DROP_NEXTHOP = CONNECTION_COUNTERS.indexOf('drop_nexthop');
+
+/** Why the worker asks the main thread about a connection's next hop. */
+export const ASK_RESOLVE = 1;
+export const ASK_REFRESH = 2;
+
+export class NexthopStage {
+  private readonly count: number;
+  private readonly slot = new Int32Array(7);
+  private readonly seen: Int32Array;
+  private readonly checked: Float64Array;
+  /** Per connection: 1 when the MAC in `macs` is usable this breathe. */
+  private readonly ok: Uint8Array;
+  private readonly stale: Uint8Array;
+  private readonly routeOk: Uint8Array;
+  private readonly family: Int32Array;
+  private readonly ifindex: Int32Array;
+  private readonly v4: Int32Array;
+  private readonly v6: Uint8Array;
+  private readonly macs: Uint8Array;
+  private readonly lastAsk: Float64Array;
+  // Wait queues: `frames` slots of `slotBytes` per connection, in one buffer.
+  private readonly waitMem: number;
+  private readonly waitU8: Uint8Array;
+  private readonly slotBytes: number;
+  private readonly frames: number;
+  private readonly waitLen: Uint32Array;
+  private readonly waitN: Int32Array;
+  private readonly waitSince: Float64Array;
+  private breath = 0;
+  private waiting = 0;
+
+  constructor(
+    conns: readonly VxlanConnectionPlan[],
+    private readonly output: Link,
+    private readonly memory: PacketMemory,
+    private readonly nexthops: NextHopTable,
+    private readonly neighbours: NeighbourTableReader,
+    private readonly c: Float64Array,
+    private readonly base: number,
+    private readonly connBase: Int32Array,
+    opts: { frames: number; timeoutMs: number },
+    /** Called (rarely: once per miss episode, ≤ 1/s for refreshes) to ask the main thread. */
+    private readonly ask: (connection: number, why: number) => void,
+  ) {
+    const n = conns.length;
+    this.count = n;
+    this.timeoutMs = opts.timeoutMs;
+    this.seen = new Int32Array(n).fill(-1);
+    this.checked = new Float64Array(n).fill(-1);
+    this.ok = new Uint8Array(n);
+    this.stale = new Uint8Array(n);
+    this.routeOk = new Uint8Array(n);
+    this.family = new Int32Array(n);
+    this.ifindex = new Int32Array(n);
+    this.v4 = new Int32Array(n);
+    this.v6 = new Uint8Array(16 * n);
+    this.macs = new Uint8Array(6 * n);
+    this.lastAsk = new Float64Array(n).fill(-Infinity);
+    this.frames = opts.frames;
+    let biggest = 64;
+    for (const k of conns) biggest = Math.max(biggest, k.maxInnerFrame + 70);
+    this.slotBytes = (biggest + 63) & ~63;
+    const buf = new ArrayBuffer(Math.max(1, n * this.frames * this.slotBytes));
+    this.waitMem = memory.register(buf);
+    this.waitU8 = new Uint8Array(buf);
+    this.waitLen = new Uint32Array(Math.max(1, n * this.frames));
+    this.waitN = new Int32Array(n);
+    this.waitSince = new Float64Array(n);
+  }
+
+  private readonly timeoutMs: number;
+
+  /** Frames held in wait queues (the engine polls with a short timeout while any wait). */
+  get held(): number {
+    return this.waiting;
+  }
+
+  /** Refreshes connection k's next hop for this breathe. */
+  private check(k: number, now: number): void {
+    this.checked[k] = this.breath;
+    const seq = this.nexthops.seq(k);
+    if (seq !== this.seen[k]) {
+      const s = this.slot;
+      const got = this.nexthops.read(k, s);
+      if (got < 0) {
+        this.ok[k] = 0;
+        return;
+      }
+      this.seen[k] = got;
+      this.routeOk[k] = s[0] === NH_OK ? 1 : 0;
+      this.family[k] = s[1]!;
+      this.ifindex[k] = s[2]!;
+      this.v4[k] = s[3]!;
+      const o = 16 * k;
+      for (let w = 0; w < 4; w++) {
+        const v = s[3 + w]!;
+        this.v6[o + 4 * w] = v >>> 24;
+        this.v6[o + 4 * w + 1] = (v >>> 16) & 0xff;
+        this.v6[o + 4 * w + 2] = (v >>> 8) & 0xff;
+        this.v6[o + 4 * w + 3] = v & 0xff;
+      }
+    }
+    if (this.routeOk[k] === 0) {
+      this.ok[k] = 0;
+      return;
+    }
+    const st =
+      this.family[k] === 4
+        ? this.neighbours.lookupV4(this.ifindex[k]!, this.v4[k]!, this.macs, 6 * k)
+        : this.neighbours.lookupV6(this.ifindex[k]!, this.v6, 16 * k, this.macs, 6 * k);
+    const valid = st > 0 && (st & NUD_VALID) !== 0;
+    this.ok[k] = valid ? 1 : 0;
+    this.stale[k] = valid && (st & NUD_STALE) !== 0 ? 1 : 0;
+    if (!valid && now - this.lastAsk[k]! > 1000) {
+      this.lastAsk[k] = now;
+      this.c[this.base + N_MISSES]++;
+      this.ask(k, ASK_RESOLVE);
+    } else if (this.stale[k] === 1 && now - this.lastAsk[k]! > 1000) {
+      this.lastAsk[k] = now;
+      this.c[this.base + N_STALE]++;
+      this.ask(k, ASK_REFRESH);
+    }
+  }
+
+  push(input: Link, now: number): void {
+    this.breath++;
+    if (this.waiting > 0) this.service(now);
+    const n = input.n;
+    const c = this.c;
+    const base = this.base;
+    const out = this.output;
+    for (let i = 0; i < n; i++) {
+      const k = input.aux[i]!;
+      if (this.checked[k] !== this.breath) this.check(k, now);
+      if (this.routeOk[k] === 0) {
+        c[base + N_NO_ROUTE]++;
+        c[this.connBase[k]! + CC_DROP_NEXTHOP]++;
+        continue;
+      }
+      const m = input.mem[i]!;
+      const addr = input.addr[i]!;
+      const len = input.len[i]!;
+      if (this.ok[k] === 0) {
+        this.hold(k, m, addr, len, now);
+        continue;
+      }
+      const u8 = this.memory.u8[m]!;
+      const mo = 6 * k;
+      const macs = this.macs;
+      u8[addr] = macs[mo]!;
+      u8[addr + 1] = macs[mo + 1]!;
+      u8[addr + 2] = macs[mo + 2]!;
+      u8[addr + 3] = macs[mo + 3]!;
+      u8[addr + 4] = macs[mo + 4]!;
+      u8[addr + 5] = macs[mo + 5]!;
+      if (!out.push(m, addr, len, k)) {
+        c[base + N_LINK_FULL]++;
+        continue;
+      }
+      c[base + N_FRAMES]++;
+    }
+    input.clear();
+  }
+
+  private hold(k: number, m: number, addr: number, len: number, now: number): void {
+    const c = this.c;
+    const q = this.waitN[k]!;
+    if (q >= this.frames || len > this.slotBytes) {
+      c[this.base + N_QUEUE_FULL]++;
+      c[this.connBase[k]! + CC_DROP_NEXTHOP]++;
+      return;
+    }
+    if (q === 0) this.waitSince[k] = now;
+    const s = k * this.frames + q;
+    this.memory.copy(m, addr, this.waitMem, s * this.slotBytes, len);
+    this.waitLen[s] = len;
+    this.waitN[k] = q + 1;
+    this.waiting++;
+    c[this.base + N_QUEUED]++;
+  }
+
+  /** Sends held frames whose next hop resolved; drops those that waited too long. */
+  service(now: number): void {
+    for (let k = 0; k < this.count; k++) {
+      const q = this.waitN[k]!;
+      if (q === 0) continue;
+      if (this.checked[k] !== this.breath) this.check(k, now);
+      const c = this.c;
+      if (this.ok[k] === 1) {
+        const mo = 6 * k;
+        for (let j = 0; j < q; j++) {
+          const s = k * this.frames + j;
+          const at = s * this.slotBytes;
+          const u8 = this.waitU8;
+          for (let b = 0; b < 6; b++) u8[at + b] = this.macs[mo + b]!;
+          // The slots are read by the uplink's tx() later in this breathe and reused only
+          // after the next hop fails again (a later breathe).
+          if (this.output.push(this.waitMem, at, this.waitLen[s]!, k)) c[this.base + N_FLUSHED]++;
+          else c[this.base + N_LINK_FULL]++;
+        }
+        this.waitN[k] = 0;
+        this.waiting -= q;
+      } else if (now - this.waitSince[k]! > this.timeoutMs || this.routeOk[k] === 0) {
+        c[this.base + N_TIMEOUT] += q;
+        c[this.connBase[k]! + CC_DROP_NEXTHOP] += q;
+        this.waitN[k] = 0;
+        this.waiting -= q;
+      }
+    }
+  }
+}

@@ -1,0 +1,259 @@
+/**
+ * The host side of the uplink: choose the mode (probe + decision, or forced), make the kernel
+ * changes that mode needs, and undo them. AF_XDP: load the pinhole program, attach it (netlink,
+ * so it outlives a crash and passes traffic to the kernel after one), and a port guard;
+ * AF_PACKET: the port guard only (the workers open their own filtered sockets). Workers are
+ * not started here (dataplane/supervisor.ts); `startOnUplink` joins the two and implements the
+ * fallback: in `auto`, any failure while bringing AF_XDP up — attach refused, a worker's bind
+ * failing, a busy queue — undoes everything and starts again on AF_PACKET, keeping the reason; a
+ * forced mode fails with a stable code instead.
+ *
+ * Crash safety: after a SIGKILL the program's XSKMAP entries vanish with the dead sockets, so
+ * bpf_redirect_map(..., XDP_PASS) passes every frame to the kernel; the next start recognises its
+ * own stale program and replaces it atomically (XDP_FLAGS_REPLACE with the inspected id).
+ */
+import { REASONS, type PinholeSpec, type Reason } from '../bpf/pinhole/policy.ts';
+import { probeFeatures } from '../kernel/features.ts';
+import { requireInterface, type IfaceInfo } from '../kernel/iface.ts';
+import { loadPinhole, type LoadedPinhole } from '../kernel/pinhole.ts';
+import { attachXdp, type XdpAttachment } from '../kernel/xdp-attach.ts';
+import { PinholeError } from '../sys/index.ts';
+import { openPortGuard, type PortGuard } from './afpacket/port-guard.ts';
+import { decideUplink, type DecisionReason } from './decide.ts';
+import { lockInterface } from './lock.ts';
+
+export type RequestedMode = 'auto' | 'afxdp' | 'afpacket';
+
+export interface UplinkHostOptions {
+  iface: string;
+  mode: RequestedMode;
+  ports: number[];
+  addresses?: string[];
+  /** Workers; default: the interface's RX queue count (AF_XDP) or 1 (AF_PACKET), max 64. */
+  queues?: number;
+  replaceForeign?: boolean;
+  log?: (event: Record<string, unknown>) => void;
+}
+
+/** The kernel side of a running uplink, whatever the mode. */
+export interface UplinkHost {
+  readonly mode: 'afxdp' | 'afpacket';
+  readonly xdpMode: string | undefined;
+  readonly reasons: DecisionReason[];
+  readonly iface: IfaceInfo;
+  readonly queues: number;
+  readonly spec: PinholeSpec;
+  /** AF_XDP: the pinhole's XSKMAP fd (process-wide, so workers use it directly). */
+  readonly xsksMapFd: number | undefined;
+  /** AF_PACKET with several workers: their fanout group. */
+  readonly fanoutGroup: number | undefined;
+  /** e.g. 'native XDP via netlink'. */
+  readonly attachDetail: string;
+  /** The pinhole program's verdict counters (AF_XDP), while it is loaded. */
+  pinholeCounters(): Record<Reason, number> | undefined;
+  /** Undoes every kernel change (detach, unload, guard). Every step runs; errors are collected. */
+  close(): void;
+}
+
+function workerCount(requested: number | undefined, iface: IfaceInfo, mode: 'afxdp' | 'afpacket'): number {
+  if (requested !== undefined) {
+    if (!Number.isInteger(requested) || requested < 1 || requested > 64)
+      throw new PinholeError('ERR_CONFIG_QUEUES', `queues must be 1..64, got ${requested}`);
+    return requested;
+  }
+  return mode === 'afxdp' ? Math.min(64, Math.max(1, iface.rxQueues ?? 1)) : 1;
+}
+
+/** AF_XDP must serve every RX queue: the program redirects all of them. */
+function afxdpQueues(requested: number | undefined, iface: IfaceInfo): number {
+  const n = workerCount(requested, iface, 'afxdp');
+  if (iface.rxQueues !== undefined && n !== iface.rxQueues) {
+    throw new PinholeError(
+      'ERR_CONFIG_QUEUES',
+      `AF_XDP serves every RX queue: ${iface.name} has ${iface.rxQueues}, --queues asked for ${n} (the others' tunnel traffic would go unserved)`,
+    );
+  }
+  return n;
+}
+
+function runAll(steps: (() => void)[], what: string): void {
+  const errors: unknown[] = [];
+  for (const s of steps) {
+    try {
+      s();
+    } catch (err) {
+      errors.push(err);
+    }
+  }
+  if (errors.length > 0) {
+    throw new PinholeError('ERR_UPLINK_TEARDOWN', `${what}: ${errors.map((e) => (e as Error).message).join('; ')}`, { cause: errors[0] });
+  }
+}
+
+function openAfxdpHost(
+  opts: UplinkHostOptions,
+  iface: IfaceInfo,
+  xdpMode: 'native' | 'generic',
+  replaceOwn: boolean,
+  reasons: DecisionReason[],
+): UplinkHost {
+  const spec: PinholeSpec = { ports: opts.ports, addresses: opts.addresses ?? [] };
+  // Tunnel frames reach the kernel whenever a queue has no socket (between attach and bind,
+  // during stop, if a worker dies): the guard keeps it from answering them with ICMP errors.
+  const guard = openPortGuard({ ports: opts.ports });
+  let ph: LoadedPinhole | undefined;
+  let attachment: XdpAttachment | undefined;
+  try {
+    const queues = afxdpQueues(opts.queues, iface);
+    ph = loadPinhole(spec);
+    const replace = replaceOwn || (opts.replaceForeign ?? false);
+    const attached = iface.xdp.progId;
+    attachment = attachXdp(ph.program.fd, {
+      iface: iface.name,
+      mode: xdpMode === 'generic' ? 'generic' : 'auto',
+      persist: true,
+      replace,
+      // Replace exactly the program we inspected, atomically; if anything else got attached
+      // meanwhile the kernel refuses (EEXIST) and we report a foreign program.
+      ...(replace && attached !== undefined ? { expectedProgId: attached } : {}),
+    });
+    for (const f of attachment.fallbacks) {
+      reasons.push({
+        code: 'XDP_ATTACH_FALLBACK',
+        message: `${f.via} ${f.mode} attach refused (${f.errno ?? f.message}); using ${attachment.via} ${attachment.mode}`,
+      });
+    }
+    const att = attachment;
+    const loaded = ph;
+    let final: Record<Reason, number> | undefined;
+    let closed = false;
+    return {
+      mode: 'afxdp',
+      xdpMode: att.mode,
+      reasons,
+      iface,
+      queues,
+      spec,
+      xsksMapFd: loaded.maps.xsks.fd,
+      fanoutGroup: undefined,
+      attachDetail: `${att.mode} XDP via ${att.via}`,
+      pinholeCounters() {
+        if (closed) return final;
+        const by = loaded.counters().byReason;
+        return Object.fromEntries(REASONS.map((r) => [r, Number(by[r])])) as Record<Reason, number>;
+      },
+      close() {
+        if (closed) return;
+        runAll(
+          [
+            () => (final = this.pinholeCounters()),
+            () => att.close(),
+            () => {
+              closed = true;
+              loaded.close();
+            },
+            () => guard.close(),
+          ],
+          'stopping the uplink',
+        );
+      },
+    };
+  } catch (err) {
+    try {
+      attachment?.close();
+    } finally {
+      ph?.close();
+      guard.close();
+    }
+    throw err;
+  }
+}
+
+function openAfpacketHost(opts: UplinkHostOptions, iface: IfaceInfo, reasons: DecisionReason[]): UplinkHost {
+  const spec: PinholeSpec = { ports: opts.ports, addresses: opts.addresses ?? [] };
+  // The kernel sees the tunnel frames too: keep it from answering them (ICMP port unreachable).
+  const guard: PortGuard = openPortGuard({ ports: opts.ports });
+  for (const b of guard.busy)
+    reasons.push({
+      code: 'PORT_HELD_BY_KERNEL_SOCKET',
+      message: `UDP port ${b.port} (IPv${b.family}) is bound by another socket, which also receives this traffic`,
+    });
+  try {
+    const queues = workerCount(opts.queues, iface, 'afpacket');
+    return {
+      mode: 'afpacket',
+      xdpMode: undefined,
+      reasons,
+      iface,
+      queues,
+      spec,
+      xsksMapFd: undefined,
+      fanoutGroup: queues > 1 ? (process.pid & 0xfff) | 0x7000 : undefined,
+      attachDetail: '',
+      pinholeCounters: () => undefined,
+      close: () => guard.close(),
+    };
+  } catch (err) {
+    guard.close();
+    throw err;
+  }
+}
+
+/**
+ * Opens the host side and starts what runs on it (`start`, e.g. the workers) with the fallback
+ * described in the file comment. `start` must clean up after itself when it throws. Returns
+ * both; the caller stops its part first, then calls `host.close()` and `release()` (the
+ * one-pinhole-per-interface lock).
+ */
+export async function startOnUplink<T>(
+  opts: UplinkHostOptions,
+  start: (host: UplinkHost) => Promise<T>,
+): Promise<{ host: UplinkHost; started: T; release: () => void }> {
+  const log = opts.log ?? (() => undefined);
+  if (opts.ports.length === 0) throw new PinholeError('ERR_CONFIG_PORT', 'at least one tunnel port is needed (--port)');
+  const iface = requireInterface(opts.iface);
+  // Held until stop; a live pinhole on this interface makes this fail with ERR_UPLINK_BUSY.
+  const lock = lockInterface(iface.name, iface.index);
+  try {
+    const features = await probeFeatures();
+    const decision = decideUplink(features, iface, { replaceForeign: opts.replaceForeign ?? false });
+    const reasons = [...decision.reasons];
+    const replaceOwn = decision.reasons.some((r) => r.code === 'STALE_PINHOLE_PROGRAM');
+    if (opts.mode === 'afxdp' && decision.mode !== 'afxdp') {
+      throw new PinholeError(
+        'ERR_UPLINK_AFXDP_UNAVAILABLE',
+        `AF_XDP cannot work on ${iface.name}: ${reasons.map((r) => `${r.code}: ${r.message}`).join('; ')}`,
+        { details: { reasons } },
+      );
+    }
+    if (opts.mode !== 'afpacket' && decision.mode === 'afxdp') {
+      // A configuration error is not a reason to fall back: refuse before touching anything.
+      if (opts.queues !== undefined) afxdpQueues(opts.queues, iface);
+      let host: UplinkHost | undefined;
+      try {
+        host = openAfxdpHost(opts, iface, decision.xdpMode ?? 'native', replaceOwn, reasons);
+        const started = await start(host);
+        return { host, started, release: () => lock.release() };
+      } catch (err) {
+        host?.close();
+        if (opts.mode === 'afxdp') throw err;
+        const e = err as { code?: string; message: string };
+        reasons.push({ code: 'AFXDP_FAILED', message: `${e.code ?? 'error'}: ${e.message}` });
+        log({ level: 'warn', event: 'fallback', from: 'afxdp', to: 'afpacket', code: e.code, message: e.message });
+      }
+    } else if (opts.mode === 'afpacket') {
+      reasons.push({ code: 'MODE_FORCED', message: 'AF_PACKET requested with --mode afpacket' });
+    }
+    const host = openAfpacketHost(opts, iface, reasons);
+    try {
+      const started = await start(host);
+      return { host, started, release: () => lock.release() };
+    } catch (err) {
+      host.close();
+      throw err;
+    }
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
