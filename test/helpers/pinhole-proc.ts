@@ -50,8 +50,8 @@ export function killLeftoverPinholes(): void {
   live.clear();
 }
 
-export function startPinhole(netns: string, args: readonly string[], timeoutMs = 20_000): PinholeProc {
-  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, PINHOLE_BIN, 'uplink', ...args], {
+export function startPinhole(netns: string, args: readonly string[], timeoutMs = 20_000, command = 'uplink'): PinholeProc {
+  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, PINHOLE_BIN, command, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

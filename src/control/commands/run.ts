@@ -1,0 +1,85 @@
+/**
+ * `pinhole run --config FILE [--stats-interval MS]`
+ *
+ * The forwarder in the foreground: reads and validates the YAML config (nothing is touched when
+ * it is invalid: exit 1 with `ERR_CONFIG_*` naming the field), starts the uplink, the workload
+ * interfaces and the VXLAN connections (daemon/forwarder.ts), prints one JSON `ready` line on
+ * stdout (mode and why, workload drivers and why, connections, next hops), optional `stats`
+ * lines, and on SIGINT/SIGTERM/SIGQUIT/SIGHUP or a closed stdout stops cleanly and prints the
+ * final counters as one `stopped` line. Logs are JSON lines on stderr. Exit 0; 1 when a worker
+ * died (a supervisor should restart us).
+ */
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../../config/index.ts';
+import { Forwarder } from '../../daemon/forwarder.ts';
+import type { CounterValues } from '../../dataplane/counters.ts';
+import { PinholeError } from '../../sys/index.ts';
+import { requireCaps } from '../caps.ts';
+import { toJson, type CommandIO } from '../io.ts';
+import { startLagMonitor } from '../lag.ts';
+import { parseMillis, runUntilStopped } from '../lifecycle.ts';
+
+/** The counters an operator reads: per connection, drops by reason, ports. Zero drop reasons are left out. */
+export function summarize(c: CounterValues): Record<string, unknown> {
+  const connections: Record<string, Record<string, number>> = {};
+  const ports: Record<string, Record<string, number>> = {};
+  const drops: Record<string, number> = {};
+  for (const [owner, v] of Object.entries(c)) {
+    if (owner.startsWith('conn:')) connections[owner.slice(5)] = v;
+    else if (owner.startsWith('port:')) ports[owner.slice(5)] = v;
+    else if (owner === 'decap' || owner === 'encap' || owner === 'nexthop') {
+      for (const [k, n] of Object.entries(v)) if (k.startsWith('drop:') && n > 0) drops[`${owner}:${k.slice(5)}`] = n;
+    }
+  }
+  return { connections, drops, ports, nexthop: c.nexthop ?? {} };
+}
+
+export async function run(args: string[], io: CommandIO, opts: { signal?: AbortSignal } = {}): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { config: { type: 'string' }, 'stats-interval': { type: 'string' } },
+    strict: true,
+  });
+  if (!values.config) throw new PinholeError('ERR_CLI_USAGE', 'run: --config FILE is required');
+  const statsMs = values['stats-interval'] === undefined ? 0 : parseMillis('--stats-interval', values['stats-interval'], 10);
+  // Validated before anything is touched.
+  const config = await loadConfig(values.config);
+  requireCaps(
+    'running the forwarder',
+    config.uplink.mode === 'afpacket' ? ['CAP_NET_RAW', 'CAP_NET_ADMIN'] : ['CAP_NET_RAW', 'CAP_NET_ADMIN', 'CAP_BPF'],
+  );
+  const log = (e: Record<string, unknown>): void => io.err(toJson({ time: new Date().toISOString(), ...e }));
+
+  return runUntilStopped({ log, ...(opts.signal ? { signal: opts.signal } : {}) }, async (life) => {
+    let exitCode = 0;
+    const fwd = await Forwarder.start(config, {
+      log,
+      onWorkerDeath: (worker, why) => {
+        log({ level: 'error', event: 'worker-died', worker, message: why });
+        exitCode = 1;
+        life.requestStop('worker-died');
+      },
+    });
+    try {
+      io.out(toJson({ event: 'ready', ...fwd.describe(), nextHops: fwd.nextHops() }));
+      log({ level: 'info', event: 'ready', mode: fwd.host.mode, connections: fwd.connections.length, queues: fwd.host.queues });
+      const lag = startLagMonitor(10);
+      const printStats = (): void => {
+        try {
+          io.out(toJson({ event: 'stats', ...summarize(fwd.counters()), nextHops: fwd.nextHops() }));
+        } catch (err) {
+          log({ level: 'warn', event: 'stats', message: (err as Error).message });
+        }
+      };
+      const statsTimer = statsMs ? setInterval(printStats, statsMs) : undefined;
+      const why = await life.stopRequested;
+      if (statsTimer) clearInterval(statsTimer);
+      const final = await fwd.stop();
+      io.out(toJson({ event: 'stopped', mode: fwd.host.mode, ...summarize(final), eventLoopLagMs: lag.stop() }));
+      log({ level: 'info', event: 'stopped', reason: why });
+    } finally {
+      await fwd.stop();
+    }
+    return exitCode;
+  });
+}
