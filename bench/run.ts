@@ -2,7 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
-const benches = ['bench/pinhole.ts', 'bench/netlink.ts'].filter((b) => existsSync(b));
+const benches = ['bench/pinhole.ts', 'bench/netlink.ts', 'bench/vxlan.ts'].filter((b) => existsSync(b));
 let failed = 0;
 for (const b of benches) {
   console.log(`\n=== ${b}`);

@@ -32,7 +32,7 @@ import { nextHopOf, Mirror } from '../netlink/mirror.ts';
 import { neighUseRequest, RTN_UNICAST } from '../netlink/rtnl.ts';
 import { rtnlRequest } from '../netlink/socket.ts';
 import { requireInterface, type IfaceInfo } from '../kernel/iface.ts';
-import { attachRedirectAll, loadRedirectAll, type LoadedRedirectAll } from '../kernel/workload.ts';
+import { attachPassThrough, attachRedirectAll, loadRedirectAll, type LoadedRedirectAll } from '../kernel/workload.ts';
 import type { XdpAttachment } from '../kernel/xdp-attach.ts';
 import { tunnelPorts, type ConnectionConfig, type PinholeConfig } from '../config/index.ts';
 import { PinholeError } from '../sys/index.ts';
@@ -66,6 +66,7 @@ export interface NextHopState {
 interface WorkloadSetup extends WorkloadState {
   loaded?: LoadedRedirectAll;
   attachment?: XdpAttachment;
+  passThrough?: { close(): void };
   fanoutGroup?: number;
 }
 
@@ -95,6 +96,7 @@ function closeWorkloads(ws: readonly WorkloadSetup[]): void {
   for (const w of ws) {
     try {
       w.attachment?.close();
+      w.passThrough?.close();
     } finally {
       w.loaded?.close();
     }
@@ -332,10 +334,25 @@ function setUpWorkloads(host: UplinkHost, config: PinholeConfig, locals: readonl
       const iface = locals[i]!;
       const base = { connection: k.name, iface: iface.name };
       const afpacket = (reason: DecisionReason): void => {
+        const reasons = [reason];
+        let passThrough: { close(): void; detail: string } | undefined;
+        if (iface.kind === 'veth') {
+          // Keeps the pod's TSO super-frames off the AF_PACKET socket (see attachPassThrough).
+          try {
+            passThrough = attachPassThrough(iface.name);
+          } catch (err) {
+            const e = err as { code?: string; message: string };
+            reasons.push({
+              code: 'WORKLOAD_TSO',
+              message: `no pass-through XDP program on ${iface.name} (${e.code ?? 'error'}: ${e.message}): the pod's TCP segmentation offload stays on and frames above the tunnel MTU are dropped`,
+            });
+          }
+        }
         out.push({
           ...base,
           driver: 'afpacket',
-          reasons: [reason],
+          reasons,
+          ...(passThrough ? { passThrough, xdp: passThrough.detail } : {}),
           ...(host.queues > 1 ? { fanoutGroup: (((process.pid + i + 1) & 0xfff) | 0x6000) >>> 0 } : {}),
         });
       };
@@ -402,7 +419,6 @@ function vxlanPlans(
         driver: wl.driver,
         rx: true,
         connection: i,
-        frameCount: 2048,
         ...(wl.loaded ? { xsksMapFd: wl.loaded.maps.xsks.fd } : { filter: 'all' as const }),
         ...(wl.fanoutGroup !== undefined ? { fanoutGroup: wl.fanoutGroup } : {}),
       });

@@ -6,7 +6,7 @@
  * the outer source (the connection's remote) and the outer destination (our tunnel address).
  * The first check that fails names the drop reason; every frame is either forwarded or counted
  * under exactly one reason (DECAP_REASONS). Forwarding is in place: the descriptor is narrowed to
- * the inner frame (offset + innerOff, length innerLen), no byte moves.
+ * the inner frame (innerOff, an absolute offset, and innerLen), no byte moves.
  *
  * Connections are few (one per workload interface), so the lookup is a linear scan over typed
  * arrays — no hashing, no allocation.
