@@ -2,27 +2,63 @@
  * The pinhole command line. The only layer that reads argv and the environment; every command
  * is a module in commands/ exporting `run(args, io) → exit code`. Errors with a stable code are
  * printed as `pinhole: ERR_CODE: message`; anything else is a bug and prints its stack.
+ *
+ * Exit codes: 0 done (also `pinhole --help` and `pinhole <command> --help`, which print to
+ * stdout); 1 an error with a stable code; 2 bad command-line input — any `ERR_CLI_*` or
+ * `ERR_PARSE_ARGS_*` code, a missing or unknown command — followed by the command's synopsis on
+ * stderr; 70 an internal error (a bug).
  */
 import '../sys/index.ts';
 import type { CommandIO } from './io.ts';
 import { processIO } from './io.ts';
 
-type Command = { summary: string; load: () => Promise<{ run: (args: string[], io: CommandIO) => Promise<number> }> };
+type Command = {
+  summary: string;
+  /** The synopsis `pinhole <command> --help` prints. */
+  usage: string;
+  load: () => Promise<{ run: (args: string[], io: CommandIO) => Promise<number> }>;
+};
 
 const COMMANDS: Record<string, Command> = {
   probe: {
     summary: 'report kernel features, the interface, and the uplink mode pinhole would use',
+    usage: 'usage: pinhole probe [--iface NAME] [--json] [--replace-foreign]',
     load: () => import('./commands/probe.ts'),
   },
-  bpf: { summary: 'bpf dump | bpf test: the pinhole XDP program, disassembled or run on a frame', load: () => import('./commands/bpf.ts') },
+  bpf: {
+    summary: 'bpf dump | bpf test: the pinhole XDP program, disassembled or run on a frame',
+    usage: [
+      'usage: pinhole bpf dump [--port N]... [--address IP]...',
+      '       pinhole bpf test --port N [--port N]... [--address IP]... --frame HEX [--queue N] [--json]',
+    ].join('\n'),
+    load: () => import('./commands/bpf.ts'),
+  },
   uplink: {
     summary: 'open the uplink (AF_XDP, AF_PACKET fallback), count tunnel frames, optionally cross-connect them (--to)',
+    usage: [
+      'usage: pinhole uplink --iface IF [--mode auto|afxdp|afpacket] [--port N]... [--address IP]... [--to IF2]',
+      '                      [--queues N] [--replace-foreign] [--stats-interval MS]',
+    ].join('\n'),
     load: () => import('./commands/uplink.ts'),
   },
-  neigh: { summary: "the kernel's neighbour table as pinhole mirrors it (--watch to follow)", load: () => import('./commands/neigh.ts') },
-  routes: { summary: 'the main routing table as pinhole mirrors it', load: () => import('./commands/routes.ts') },
+  run: {
+    summary: 'run the forwarder: VXLAN connections from a YAML config file (foreground)',
+    usage: 'usage: pinhole run --config FILE [--stats-interval MS]',
+    load: () => import('./commands/run.ts'),
+  },
+  neigh: {
+    summary: "the kernel's neighbour table as pinhole mirrors it (--watch to follow)",
+    usage: 'usage: pinhole neigh [--watch] [--json] [--family 4|6] [--dev NAME]',
+    load: () => import('./commands/neigh.ts'),
+  },
+  routes: {
+    summary: 'the main routing table as pinhole mirrors it',
+    usage: 'usage: pinhole routes [--json] [--family 4|6]',
+    load: () => import('./commands/routes.ts'),
+  },
   resolve: {
     summary: 'route, next hop and MAC for an address (asks the kernel to resolve a miss)',
+    usage: 'usage: pinhole resolve IP [--json] [--timeout MS]',
     load: () => import('./commands/resolve.ts'),
   },
 };
@@ -38,16 +74,43 @@ export function usage(): string {
   ].join('\n');
 }
 
+/** The synopsis of one command, or undefined for an unknown one. */
+export function commandUsage(name: string): string | undefined {
+  return Object.hasOwn(COMMANDS, name) ? COMMANDS[name]!.usage : undefined;
+}
+
+/** Exit code for an error code: 2 for bad command-line input (README, Errors), 1 otherwise. */
+export function exitCodeFor(code: string): number {
+  return code.startsWith('ERR_CLI_') || code.startsWith('ERR_PARSE_ARGS') ? 2 : 1;
+}
+
+/** Whether `args` ask for help (`--help` or `-h` before any `--`). */
+function wantsHelp(args: readonly string[]): boolean {
+  for (const a of args) {
+    if (a === '--') return false;
+    if (a === '--help' || a === '-h') return true;
+  }
+  return false;
+}
+
 export async function main(argv: string[], io: CommandIO = processIO): Promise<number> {
   const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
+  if (name === '--help' || name === '-h' || name === 'help') {
     io.out(usage());
-    return name ? 0 : 2;
+    return 0;
   }
-  const cmd = COMMANDS[name];
+  if (!name) {
+    io.err(usage());
+    return 2;
+  }
+  const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (!cmd) {
     io.err(`pinhole: ERR_CLI_USAGE: unknown command ${name}\n${usage()}`);
     return 2;
+  }
+  if (wantsHelp(rest)) {
+    io.out(cmd.usage);
+    return 0;
   }
   try {
     const mod = await cmd.load();
@@ -56,7 +119,9 @@ export async function main(argv: string[], io: CommandIO = processIO): Promise<n
     const e = err as { code?: string; message?: string };
     if (typeof e.code === 'string' && e.code.startsWith('ERR_')) {
       io.err(`pinhole: ${e.code}: ${e.message}`);
-      return e.code === 'ERR_CLI_USAGE' || e.code.startsWith('ERR_PARSE_ARGS') ? 2 : 1;
+      const exit = exitCodeFor(e.code);
+      if (exit === 2) io.err(cmd.usage);
+      return exit;
     }
     io.err(`pinhole: internal error: ${(err as Error).stack ?? String(err)}`);
     return 70;

@@ -26,9 +26,20 @@ export interface FeatureResult {
 const NOT_PERMITTED = new Set(['EPERM', 'EACCES']);
 const MISSING = new Set(['EINVAL', 'EOPNOTSUPP', 'ENOTSUPP', 'EAFNOSUPPORT', 'ENOSYS', 'EPROTONOSUPPORT', 'ENOENT']);
 
+/** An error a probe throws when it knows the status itself (e.g. a limit, not an errno). */
+export class ProbeFailure extends Error {
+  readonly status: FeatureStatus;
+  constructor(status: FeatureStatus, message: string, opts: { cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'ProbeFailure';
+    this.status = status;
+  }
+}
+
 export function classifyProbeError(name: string, minKernel: string, err: unknown): FeatureResult {
-  const code = errnoCodeOf(err) ?? (err as { code?: string }).code;
   const detail = (err as Error).message;
+  if (err instanceof ProbeFailure) return { name, status: err.status, minKernel, detail };
+  const code = errnoCodeOf(err) ?? (err as { code?: string }).code;
   if (code && NOT_PERMITTED.has(code)) return { name, status: 'not-permitted', minKernel, detail };
   if (code && MISSING.has(code)) return { name, status: 'missing', minKernel, detail };
   return { name, status: 'error', minKernel, detail };
@@ -71,26 +82,102 @@ export function probeBpf(): Promise<FeatureResult> {
   });
 }
 
+/**
+ * Bytes of one AF_XDP UMEM as the uplink registers it: 4096 frames of 4 KiB per queue (twice
+ * that per queue with a cross-connect, `--to`). Keep in step with src/uplink/worker.ts.
+ */
+export const XSK_UMEM_BYTES = 4096 * 4096;
+
+/**
+ * What the kernel charges a UMEM against (net/xdp/xdp_umem.c, xdp_umem_account_pages): nothing
+ * with CAP_IPC_LOCK; otherwise the pages count against RLIMIT_MEMLOCK together with everything
+ * else this user has locked, and registration fails with ENOBUFS beyond it.
+ */
+export interface LockedMemoryBudget {
+  capIpcLock: boolean;
+  /** The soft RLIMIT_MEMLOCK in bytes; Infinity when unlimited. */
+  limit: number;
+}
+
+const CAP_IPC_LOCK = 14;
+
+/** Reads CapEff (/proc/self/status) and the soft RLIMIT_MEMLOCK (/proc/self/limits). */
+export function lockedMemoryBudget(): LockedMemoryBudget {
+  let capIpcLock = false;
+  let limit = Number.POSITIVE_INFINITY;
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    capIpcLock = m !== null && ((BigInt(`0x${m[1]}`) >> BigInt(CAP_IPC_LOCK)) & 1n) === 1n;
+    const l = /^Max locked memory\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (l && l[1] !== 'unlimited') limit = Number(l[1]);
+  } catch {
+    // no procfs: unknown, assume no limit (the registration itself will tell)
+  }
+  return { capIpcLock, limit };
+}
+
+function mib(bytes: number): string {
+  if (!Number.isFinite(bytes)) return 'unlimited';
+  return bytes >= 1 << 20 ? `${+(bytes / (1 << 20)).toFixed(1)} MiB` : `${bytes} bytes`;
+}
+
+/**
+ * Why registering a `bytes`-byte UMEM failed with `errno`, naming the capability or limit
+ * (ENOBUFS is the locked-memory accounting; ENOMEM the pinning of the pages).
+ */
+export function umemFailureMessage(errno: string | undefined, bytes: number, budget: LockedMemoryBudget): string {
+  const what = `registering a ${mib(bytes)} UMEM failed (${errno ?? 'error'})`;
+  if (errno === 'ENOBUFS' || errno === 'EPERM') {
+    return (
+      `${what}: the locked-memory limit: no CAP_IPC_LOCK and RLIMIT_MEMLOCK is ${mib(budget.limit)} (shared by everything this user has locked); ` +
+      `AF_XDP needs ${mib(XSK_UMEM_BYTES)} per queue (twice with --to): grant CAP_IPC_LOCK or raise RLIMIT_MEMLOCK (ulimit -l, systemd LimitMEMLOCK=)`
+    );
+  }
+  if (errno === 'ENOMEM') return `${what}: the kernel could not pin the UMEM's pages (out of memory)`;
+  return what;
+}
+
+/**
+ * The UMEM size the probe registers: one page when nothing limits it (CAP_IPC_LOCK, or no
+ * RLIMIT_MEMLOCK), else the uplink's real size — the kernel's accounting is the only honest
+ * answer, since the limit is shared with every page this user already has locked.
+ */
+export function umemProbeBytes(budget: LockedMemoryBudget): number {
+  return budget.capIpcLock || !Number.isFinite(budget.limit) ? 4096 : XSK_UMEM_BYTES;
+}
+
 export function probeXdpSockets(): Promise<FeatureResult> {
   return featureProbe('xdpSockets', '4.18', () => {
     const sys = getSys();
     const fd = sys.socket(AF_XDP, SOCK_RAW, 0);
     try {
-      // Register a one-frame UMEM: proves the socket family is usable, not just present.
-      const area = sys.mmap(4096, 3, 0x22, -1, 0);
+      // Register a UMEM: proves the socket family is usable, not just present, and that the
+      // uplink's UMEM fits the locked-memory budget.
+      const budget = lockedMemoryBudget();
+      const bytes = umemProbeBytes(budget);
+      const area = sys.mmap(bytes, 3, 0x22, -1, 0);
       try {
         const reg = alloc(32);
         const dv = new DataView(reg.buffer);
         dv.setBigUint64(0, area.address, true); // addr
-        dv.setBigUint64(8, 4096n, true); // len
-        dv.setUint32(16, 2048, true); // chunk_size
+        dv.setBigUint64(8, BigInt(bytes), true); // len
+        dv.setUint32(16, 4096, true); // chunk_size
         dv.setUint32(20, 0, true); // headroom
-        sys.setsockopt(fd, SOL_XDP, XDP_UMEM_REG, reg.subarray(0, 24));
+        try {
+          sys.setsockopt(fd, SOL_XDP, XDP_UMEM_REG, reg.subarray(0, 24));
+        } catch (err) {
+          const code = errnoCodeOf(err);
+          if (code === 'ENOBUFS' || code === 'ENOMEM') {
+            throw new ProbeFailure(code === 'ENOBUFS' ? 'not-permitted' : 'error', umemFailureMessage(code, bytes, budget), { cause: err });
+          }
+          throw err;
+        }
         // XSKMAP creation is the other half of the path.
         createMap({ name: 'ph_probe_xsk', type: 'xskmap', keySize: 4, valueSize: 4, maxEntries: 1 }).close();
       } finally {
         sys.munmap(area);
       }
+      if (bytes === XSK_UMEM_BYTES) return `no CAP_IPC_LOCK; a ${mib(bytes)} UMEM fits RLIMIT_MEMLOCK (${mib(budget.limit)}) for now`;
     } finally {
       sys.close(fd);
     }

@@ -48,3 +48,28 @@ export function parseMac(text: string): Uint8Array | undefined {
 function formatHex(b: Uint8Array): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
+
+/** Destinations that are never a next hop on a link (RFC 1122 3.2.1.3, RFC 4291 2.4-2.7, RFC 919). */
+export type SpecialAddressKind = 'unspecified' | 'loopback' | 'multicast' | 'broadcast' | 'v4-mapped';
+
+/**
+ * What kind of non-unicast-destination `b` (4 or 16 bytes) is, or undefined for an ordinary
+ * unicast address. IPv4: 0.0.0.0/8 ("this network"), 127.0.0.0/8, 224.0.0.0/4, 255.255.255.255.
+ * IPv6: ::, ::1, ff00::/8, ::ffff:0:0/96 (IPv4-mapped: an API convention, never on the wire).
+ * Directed broadcasts depend on the configured prefixes; the mirror checks those itself.
+ */
+export function specialAddressKind(b: Uint8Array): SpecialAddressKind | undefined {
+  if (b.length === 4) {
+    if (b[0] === 0) return 'unspecified';
+    if (b[0] === 127) return 'loopback';
+    if ((b[0]! & 0xf0) === 0xe0) return 'multicast';
+    if (b[0] === 255 && b[1] === 255 && b[2] === 255 && b[3] === 255) return 'broadcast';
+    return undefined;
+  }
+  if (b[0] === 0xff) return 'multicast';
+  let zeros = 0;
+  while (zeros < 15 && b[zeros] === 0) zeros++;
+  if (zeros === 15) return b[15] === 0 ? 'unspecified' : b[15] === 1 ? 'loopback' : undefined;
+  if (zeros >= 10 && b[10] === 0xff && b[11] === 0xff) return 'v4-mapped';
+  return undefined;
+}

@@ -4,17 +4,57 @@
  * resolve a missing neighbour with RTM_NEWNEIGH + NTF_USE instead of pinging anything.
  *
  * Consistency protocol:
- *   1. join the multicast groups FIRST, then dump every table: nothing can change unseen
- *      between the dump and the subscription;
- *   2. while a dump runs, notifications are buffered (already parsed); after the snapshot
- *      replaces the tables they are applied in order. Notifications are ordered and each one
- *      carries the object's full state, so replaying ones older than the snapshot converges
- *      to the newest state;
- *   3. ENOBUFS on the subscription means the kernel dropped notifications: the buffered ones are
- *      discarded (they may be followed by lost ones) and a fresh dump is taken (a resync). A
- *      resync requested while one runs makes it run once more afterwards;
- *   4. IPv4 flushes routes of a device that goes down without RTM_DELROUTE notifications, so
- *      a link going down or away triggers a resync too.
+ *   1. join the multicast groups FIRST, then dump every table (a *resync*);
+ *   2. while a dump runs, notifications are buffered (already parsed); the snapshot then replaces
+ *      the tables and the buffered notifications are applied on top, in order;
+ *   3. on ENOBUFS (the kernel dropped notifications) the subscription has already DISCARDED every
+ *      datagram that was queued behind the loss (socket.ts, "Overflow") before `onOverflow` runs;
+ *      the mirror drops what it had buffered for a running dump and dumps again (a resync
+ *      requested while one runs makes it run once more, with a fresh buffer, afterwards);
+ *   4. IPv4 flushes the routes of a device that goes down without RTM_DELROUTE notifications, so
+ *      a link going down or away, live or among the buffered notifications of a resync, triggers
+ *      (another) resync.
+ *
+ * Why this converges (per entry; the argument needs no consistent dump across entries):
+ *   Let T0 be the moment from which the subscription loses nothing: the join for the first
+ *   resync; after an overflow, the moment the drain found the queue empty (the kernel clears its
+ *   CONGESTED mark then, and delivers every later notification in order). Every dump of a resync
+ *   is sent after T0, and every notification applied after its snapshot was queued after T0
+ *   (anything older was discarded by the drain or dropped with the buffer in step 3). Take one
+ *   entry E and the dump's view of it, read at some time td >= T0.
+ *     - No change to E after T0: the dump shows E's current state and no notification about E
+ *       is applied: the mirror holds the kernel's state.
+ *     - Changes to E after T0: each produced a notification, all delivered, applied in the
+ *       order the kernel sent them, after the snapshot. Each carries the entry's full state as
+ *       the kernel built it when sending (or is a deletion), so the last one applied is E's
+ *       current state, whatever the dump showed. One older than td merely restates a state the
+ *       dump already superseded, and a newer one follows it.
+ *   Assumed of the kernel: a dump lists every entry that exists for its whole duration (where it
+ *   tracks changes under a multi-part dump it flags NLM_F_DUMP_INTR, and socket.ts dumps again).
+ *   Before the fix, the datagrams queued behind an ENOBUFS (all older than the loss, e.g. the
+ *   RTM_NEWNEIGH of a neighbour whose RTM_DELNEIGH was dropped) were buffered and replayed on
+ *   top of the fresh dump, violating "queued after T0", and resurrected deleted neighbours.
+ *   A notification lost *after* T0 is a new overflow and restarts the argument. The kernel test
+ *   test/kernel/netlink-resync.test.ts checks the result against `ip neigh` after overflows.
+ *
+ * Change events (`onChange`): every live notification that changes a table is one event. A
+ * resync emits the net difference between the tables before it and after it (`del` for entries
+ * gone, `add`/`update` for new or changed ones, links → addresses → routes → neighbours), then
+ * one `{ table: 'resync' }` event. A consumer that applies every event to its own copy (keyed
+ * like the tables: link index; address family/ifindex/prefix; route family/prefix/tos/metric;
+ * neighbour ifindex/ip) therefore holds the kernel's tables after each `resync` event, losses or
+ * not. The resync's changes carry `fromResync: true`, so a consumer that recomputes everything on
+ * the `resync` event anyway may skip them.
+ *
+ * Errors (`onError(fn)`, with `fatal`):
+ *   - fatal: the subscription socket failed and its reader stopped. The mirror no longer follows
+ *     the kernel: `failed` holds ERR_NETLINK_MIRROR_FAILED, pending and later `resolve()` calls
+ *     reject with it. The owner should log it, `close()` and open a new Mirror.
+ *   - non-fatal: a resync failed (ERR_NETLINK_RESYNC; it is retried with backoff, 50 ms doubling
+ *     to 5 s, and the tables count as stale until one succeeds); a notification could not be read
+ *     (a resync follows); a change listener threw (ERR_NETLINK_LISTENER; the tables were still
+ *     updated). A listener error with no error listener is rethrown (uncaught) instead.
+ *   Malformed messages are skipped and counted (`counters.notificationsMalformed`, `error`).
  *
  * Resolution: a next hop without a usable entry (NUD_VALID with a MAC) gets a *pending* record:
  * one NTF_USE request (the kernel creates the entry and sends the ARP request / neighbour
@@ -22,13 +62,19 @@
  * packet queue (oldest dropped on overflow, as the kernel's unres_qlen does), and a deadline.
  * The pending record ends when the neighbour notification shows a MAC (queued packets are
  * handed to `onFlush`), when it shows NUD_FAILED, or at the deadline; dropped packets are
- * counted by reason.
+ * counted by reason. While the tables may be stale (an overflow, a link down or a failed resync
+ * awaits its resync) `resolve()` waits for the resync first, so it never answers from a neighbour
+ * whose deletion was lost. Destinations that are never a next hop (unspecified, loopback,
+ * multicast, broadcast, IPv4-mapped, or one of this node's own addresses) are refused up front:
+ * ERR_NETLINK_BAD_ADDRESS or ERR_NETLINK_LOCAL_ADDRESS, with `details.kind`.
  *
- * Workers read neighbours from `sharedNeighbours` (see neigh-table.ts) without locks.
+ * Workers read neighbours from `sharedNeighbours` (see neigh-table.ts) without locks. A loss is
+ * only known when the reader sees ENOBUFS, so between a lost deletion and the resync's commit
+ * the shared table can still hold that neighbour; the commit replaces it in one write section.
  */
 import { PinholeError } from '../sys/index.ts';
 import type { RawMessage } from './codec.ts';
-import { canonicalIp, parseIpText } from './ip.ts';
+import { canonicalIp, parseIpText, specialAddressKind } from './ip.ts';
 import {
   AF_UNSPEC,
   IFF_UP,
@@ -52,8 +98,8 @@ import {
   type NeighEntry,
   type RouteEntry,
 } from './rtnl.ts';
-import { RtnlSocket, RtnlSubscription, type SubscriptionOptions } from './socket.ts';
-import { MirrorTables, neighKey, parseUpdate, type TableChange, type Update } from './tables.ts';
+import { RtnlSocket, RtnlSubscription, type OverflowInfo, type SubscriptionOptions } from './socket.ts';
+import { MirrorTables, diffTables, neighKey, parseUpdate, type TableChange, type Update } from './tables.ts';
 
 export const MIRROR_GROUPS = [
   RTNLGRP_LINK,
@@ -63,6 +109,12 @@ export const MIRROR_GROUPS = [
   RTNLGRP_IPV6_ROUTE,
   RTNLGRP_NEIGH,
 ] as const;
+
+/** The longest delay a Node.js timer takes (larger values fire after 1 ms). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+const RETRY_FIRST_MS = 50;
+const RETRY_MAX_MS = 5000;
 
 /** What the mirror needs from the kernel; `kernelTransport()` is the real one, tests pass fakes. */
 export interface MirrorTransport {
@@ -95,7 +147,7 @@ export interface MirrorOptions {
   pendingQueueLength?: number;
   /** Next hops resolving at once. Default 256. */
   maxPending?: number;
-  /** How long a next hop may stay unresolved. Default 3000 ms. */
+  /** How long a next hop may stay unresolved, 1 ms .. MAX_TIMER_MS. Default 3000 ms. */
   resolveTimeoutMs?: number;
   /** Receives packets that were waiting for a next hop once it resolves. */
   onFlush?: (nexthop: NextHopKey, mac: string, packets: Uint8Array[]) => void;
@@ -122,8 +174,12 @@ export interface Resolution {
 export interface MirrorCounters {
   eventsApplied: number;
   notificationsMalformed: number;
+  /** ENOBUFS reports (notifications lost). */
   overflows: number;
+  /** Datagrams queued behind an ENOBUFS and discarded unread (they predate the loss). */
+  notificationsDiscarded: number;
   resyncs: number;
+  resyncFailures: number;
   resolveFromMirror: number;
   resolveByKernel: number;
   resolveFailed: number;
@@ -138,7 +194,25 @@ export interface MirrorCounters {
   neighbourTableFull: number;
 }
 
-export type MirrorEvent = TableChange | { table: 'resync'; reason: string; neighbours: number; routes: number };
+/**
+ * Emitted after every resync, after the change events that bring a consumer's copy of the tables
+ * to the new state. `changes` counts those events (0 when nothing had changed or nobody listened).
+ */
+export interface ResyncEvent {
+  table: 'resync';
+  reason: string;
+  neighbours: number;
+  routes: number;
+  changes: number;
+}
+
+/** A table change; `fromResync` marks the net changes a resync found (they precede its ResyncEvent). */
+export type MirrorChange = TableChange & { fromResync?: true };
+
+export type MirrorEvent = MirrorChange | ResyncEvent;
+
+/** `fatal`: the mirror stopped following the kernel (see the file header). */
+export type MirrorErrorListener = (err: Error, fatal: boolean) => void;
 
 interface Pending {
   key: NextHopKey;
@@ -154,7 +228,9 @@ export class Mirror {
     eventsApplied: 0,
     notificationsMalformed: 0,
     overflows: 0,
+    notificationsDiscarded: 0,
     resyncs: 0,
+    resyncFailures: 0,
     resolveFromMirror: 0,
     resolveByKernel: 0,
     resolveFailed: 0,
@@ -171,14 +247,24 @@ export class Mirror {
   private readonly transport: MirrorTransport;
   private sub: { readonly rcvbuf: number; close(): Promise<void> } | undefined;
   private readonly listeners = new Set<(e: MirrorEvent) => void>();
+  private readonly errorListeners = new Set<MirrorErrorListener>();
   private readonly pending = new Map<string, Pending>();
   private buffered: Update[] | undefined;
   private resyncRunning: Promise<void> | undefined;
   private resyncAgain: string | undefined;
+  /** Why the tables may be behind the kernel (a resync is due); undefined when in step. */
+  private stale: string | undefined;
+  /** An overflow whose drain has not finished (socket.ts `drained: false`). */
+  private overflowOpen = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelay = RETRY_FIRST_MS;
+  private settleWaiters: (() => void)[] = [];
   private closed = false;
+  private failure: PinholeError | undefined;
   private lastError: Error | undefined;
 
   private constructor(private readonly opts: MirrorOptions) {
+    if (opts.resolveTimeoutMs !== undefined) checkTimeout(opts.resolveTimeoutMs, 'resolveTimeoutMs');
     this.tables = new MirrorTables({ neighbourCapacity: opts.neighbourCapacity });
     this.transport = opts.transport ?? kernelTransport();
   }
@@ -191,11 +277,8 @@ export class Mirror {
         groups: MIRROR_GROUPS,
         rcvbuf: opts.rcvbuf,
         onMessages: (msgs) => m.onMessages(msgs),
-        onOverflow: () => m.onOverflow(),
-        onError: (err, fatal) => {
-          m.lastError = err;
-          if (fatal) m.emitError(err);
-        },
+        onOverflow: (info) => m.onOverflow(info),
+        onError: (err, fatal) => m.onSubscriptionError(err, fatal),
       });
       await m.resync('initial');
     } catch (err) {
@@ -215,36 +298,58 @@ export class Mirror {
     return this.tables.shared.buffer;
   }
 
-  /** The last non-fatal error (e.g. a malformed notification that was skipped). */
+  /** The most recent error, fatal or not (e.g. a malformed notification that was skipped). */
   get error(): Error | undefined {
     return this.lastError;
   }
 
-  /** Listens to table changes and resyncs; returns an unsubscribe function. */
+  /** Set (ERR_NETLINK_MIRROR_FAILED) once the mirror has stopped following the kernel. */
+  get failed(): PinholeError | undefined {
+    return this.failure;
+  }
+
+  /** Whether the tables may be behind the kernel until a due resync completes. */
+  get isStale(): boolean {
+    return this.stale !== undefined;
+  }
+
+  /** Listens to table changes and resyncs (see the file header); returns an unsubscribe function. */
   onChange(fn: (e: MirrorEvent) => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
   }
 
+  /** Listens to errors (`fatal`: the mirror stopped; see the file header); returns an unsubscribe function. */
+  onError(fn: MirrorErrorListener): () => void {
+    this.errorListeners.add(fn);
+    return () => this.errorListeners.delete(fn);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.clearRetry();
+    this.wakeSettled();
     for (const p of [...this.pending.values()]) this.finishPending(p, new PinholeError('ERR_NETLINK_CLOSED', 'mirror closed'), 'closed');
     await this.sub?.close();
     await this.resyncRunning?.catch(() => undefined);
     this.transport.close();
   }
 
-  /** Dumps everything again and replaces the tables (also called on overflow). */
+  /**
+   * Dumps everything again and replaces the tables (also run on overflow and link down). A resync
+   * requested while one runs makes it run once more afterwards; the promise covers both.
+   */
   resync(reason: string): Promise<void> {
     if (this.resyncRunning) {
       this.resyncAgain = reason;
       return this.resyncRunning;
     }
+    if (this.failure) return Promise.reject(this.failure);
     const run = async (): Promise<void> => {
       let why: string | undefined = reason;
       try {
-        while (why !== undefined && !this.closed) {
+        while (why !== undefined && !this.closed && !this.failure) {
           this.resyncAgain = undefined;
           this.buffered = [];
           const snapshot: Update[] = [];
@@ -254,25 +359,22 @@ export class Mirror {
               if (u) snapshot.push(u);
             }
           }
+          if (this.closed || this.failure) return;
           if (this.resyncAgain !== undefined) {
+            // An overflow (or a new reason) during the dump: dump again with a fresh buffer.
             why = this.resyncAgain;
             continue;
           }
-          this.tables.replaceAll(snapshot);
-          const queued = this.buffered;
-          this.buffered = undefined;
-          this.tables.shared.begin();
-          try {
-            for (const u of queued) this.applyOne(u, false);
-          } finally {
-            this.tables.shared.end();
-          }
-          this.counters.resyncs++;
-          this.syncCounters();
-          this.emit({ table: 'resync', reason: why, neighbours: this.tables.neighbours.size, routes: this.tables.routes.size });
-          for (const p of [...this.pending.values()]) this.checkPending(p.key);
+          this.commit(why, snapshot);
           why = this.resyncAgain;
         }
+      } catch (err) {
+        // The buffered notifications are gone with this attempt: the tables are behind until a retry succeeds.
+        if (!this.closed && !this.failure) {
+          this.stale ??= `resync failed (${why ?? reason})`;
+          this.scheduleRetry(why ?? reason, err);
+        }
+        throw err;
       } finally {
         this.buffered = undefined;
         this.resyncRunning = undefined;
@@ -282,20 +384,30 @@ export class Mirror {
     return this.resyncRunning;
   }
 
-  /** Resolves when no resync is running (or queued). */
+  /** Resolves when no resync is running or due (or the mirror closed or failed). */
   async settled(): Promise<void> {
-    while (this.resyncRunning) await this.resyncRunning;
+    for (;;) {
+      if (this.closed || this.failure) return;
+      if (this.resyncRunning) await this.resyncRunning.catch(() => undefined);
+      else if (this.retryTimer) await new Promise<void>((r) => this.settleWaiters.push(r));
+      else return;
+    }
   }
 
   /** Resolves `dst` to route, next hop and MAC, asking the kernel (NTF_USE) on a miss. */
   async resolve(dst: string, opts: { timeoutMs?: number; packet?: Uint8Array } = {}): Promise<Resolution> {
     const started = performance.now();
+    const timeoutMs = opts.timeoutMs ?? this.opts.resolveTimeoutMs ?? 3000;
+    checkTimeout(timeoutMs, 'timeoutMs');
     let ip: string;
     try {
       ip = canonicalIp(dst);
     } catch (cause) {
-      throw new PinholeError('ERR_NETLINK_BAD_ADDRESS', `resolve ${dst}: not an IP address`, { cause });
+      throw new PinholeError('ERR_NETLINK_BAD_ADDRESS', `resolve ${dst}: not an IP address`, { cause, details: { dst, kind: 'invalid' } });
     }
+    this.refuseNonNextHop(ip);
+    if (this.failure) throw this.failure;
+    if (this.stale !== undefined) await this.waitInStep(ip, timeoutMs);
     const route = this.tables.lookupRoute(ip);
     if (!route) throw new PinholeError('ERR_NETLINK_NO_ROUTE', `resolve ${ip}: no route in the main table`, { details: { dst: ip } });
     if (route.type !== RTN_UNICAST) {
@@ -319,7 +431,7 @@ export class Mirror {
       if (opts.packet) this.opts.onFlush?.(nexthop, known.mac, [opts.packet]);
       return { dst: ip, route, nexthop, mac: known.mac, state: known.state, source: 'mirror', elapsedMs: performance.now() - started };
     }
-    const n = await this.waitForNeighbour(nexthop, opts.timeoutMs ?? this.opts.resolveTimeoutMs ?? 3000, opts.packet);
+    const n = await this.waitForNeighbour(nexthop, timeoutMs, opts.packet);
     this.counters.resolveByKernel++;
     return { dst: ip, route, nexthop, mac: n.mac!, state: n.state, source: 'kernel', elapsedMs: performance.now() - started };
   }
@@ -328,6 +440,61 @@ export class Mirror {
   pendingNextHops(): { key: NextHopKey; queued: number; ageMs: number }[] {
     const now = performance.now();
     return [...this.pending.values()].map((p) => ({ key: p.key, queued: p.queue.length, ageMs: now - p.started }));
+  }
+
+  /** Throws for destinations that can never be a next hop: special addresses and this node's own. */
+  private refuseNonNextHop(ip: string): void {
+    const b = parseIpText(ip)!;
+    const kind = specialAddressKind(b);
+    if (kind === 'loopback') {
+      throw new PinholeError('ERR_NETLINK_LOCAL_ADDRESS', `resolve ${ip}: a loopback address is delivered locally, it has no next hop`, {
+        details: { dst: ip, kind },
+      });
+    }
+    if (kind) {
+      throw new PinholeError('ERR_NETLINK_BAD_ADDRESS', `resolve ${ip}: ${SPECIAL_TEXT[kind]}, not a unicast destination`, {
+        details: { dst: ip, kind },
+      });
+    }
+    for (const a of this.tables.addrs.values()) {
+      const own = a.local ?? a.address;
+      if (own === ip) {
+        throw new PinholeError(
+          'ERR_NETLINK_LOCAL_ADDRESS',
+          `resolve ${ip}: this node's own address (ifindex ${a.ifindex}), it has no next hop`,
+          {
+            details: { dst: ip, kind: 'own', ifindex: a.ifindex },
+          },
+        );
+      }
+      if (a.family === 4 && b.length === 4 && a.prefixLen <= 30 && isDirectedBroadcast(b, parseIpText(own)!, a.prefixLen)) {
+        throw new PinholeError(
+          'ERR_NETLINK_BAD_ADDRESS',
+          `resolve ${ip}: the broadcast address of ${own}/${a.prefixLen}, not a unicast destination`,
+          { details: { dst: ip, kind: 'broadcast', ifindex: a.ifindex } },
+        );
+      }
+    }
+  }
+
+  /** Waits (at most `timeoutMs`) until a due resync has brought the tables in step with the kernel. */
+  private async waitInStep(ip: string, timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => {
+      timer = setTimeout(() => r('late'), timeoutMs);
+    });
+    try {
+      if ((await Promise.race([this.settled(), late])) === 'late') {
+        this.counters.resolveTimeout++;
+        throw new PinholeError('ERR_NETLINK_RESOLVE_TIMEOUT', `resolve ${ip}: the mirror was still resynchronising after ${timeoutMs} ms`, {
+          details: { dst: ip, stale: this.stale },
+        });
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.failure) throw this.failure;
+    if (this.closed) throw new PinholeError('ERR_NETLINK_CLOSED', 'mirror closed');
   }
 
   private waitForNeighbour(key: NextHopKey, timeoutMs: number, packet: Uint8Array | undefined): Promise<NeighEntry> {
@@ -429,8 +596,41 @@ export class Mirror {
     }
   }
 
+  /**
+   * Installs a resync's snapshot plus the notifications buffered during its dump (one write
+   * section for workers), then tells listeners what changed, then `resync`.
+   */
+  private commit(why: string, snapshot: Update[]): void {
+    const queued = this.buffered ?? [];
+    this.buffered = undefined;
+    const before = this.listeners.size ? this.tables.capture() : undefined;
+    this.tables.shared.begin();
+    try {
+      this.tables.replaceAll(snapshot);
+      for (const u of queued) this.applyOne(u, false);
+    } finally {
+      this.tables.shared.end();
+    }
+    this.counters.resyncs++;
+    this.retryDelay = RETRY_FIRST_MS;
+    // A link that went down among the buffered notifications asked for another round (applyOne).
+    // So did an overflow whose drain is still under way (its final report will).
+    if (this.resyncAgain === undefined && !this.overflowOpen) this.stale = undefined;
+    this.syncCounters();
+    const changes = before ? diffTables(before, this.tables) : [];
+    for (const c of changes) this.emit({ ...c, fromResync: true });
+    this.emit({
+      table: 'resync',
+      reason: why,
+      neighbours: this.tables.neighbours.size,
+      routes: this.tables.routes.size,
+      changes: changes.length,
+    });
+    for (const p of [...this.pending.values()]) this.checkPending(p.key);
+  }
+
   private onMessages(msgs: RawMessage[]): void {
-    if (this.closed) return;
+    if (this.closed || this.failure) return;
     const updates: Update[] = [];
     for (const m of msgs) {
       const u = this.parse(m);
@@ -450,6 +650,7 @@ export class Mirror {
     this.syncCounters();
   }
 
+  /** Applies one notification: `live` ones are announced; buffered ones are part of a resync's diff. */
   private applyOne(u: Update, live: boolean): void {
     let needResync: string | undefined;
     if (u.table === 'link') {
@@ -458,15 +659,99 @@ export class Mirror {
       else if (before && before.flags & IFF_UP && !(u.entry.flags & IFF_UP)) needResync = `link ${u.entry.index} down`;
     }
     const change = this.tables.apply(u);
+    if (!live) {
+      // The routes dumped before this link went down may have been flushed since: dump again.
+      if (needResync) this.resyncAgain ??= needResync;
+      return;
+    }
     if (change) this.emit(change);
     if (u.table === 'neigh') this.checkPending(u.entry);
-    if (needResync && live) void this.resync(needResync).catch((e: unknown) => this.emitError(e as Error));
+    if (needResync) this.requestResync(needResync);
   }
 
-  private onOverflow(): void {
-    this.counters.overflows++;
-    if (this.buffered) this.buffered = []; // may be followed by lost notifications: the next dump supersedes them
-    void this.resync('overflow (ENOBUFS)').catch((e: unknown) => this.emitError(e as Error));
+  private onOverflow(info: OverflowInfo): void {
+    if (this.closed || this.failure) return;
+    if (!this.overflowOpen) this.counters.overflows++;
+    this.overflowOpen = !info.drained;
+    this.counters.notificationsDiscarded += info.discarded;
+    // Buffered for a running dump, possibly followed by lost ones: the next dump supersedes them.
+    if (this.buffered) this.buffered = [];
+    this.requestResync('overflow (ENOBUFS)');
+  }
+
+  private onSubscriptionError(err: Error, fatal: boolean): void {
+    if (this.closed || this.failure) return;
+    if (fatal) {
+      this.fail(err);
+      return;
+    }
+    // A datagram we could not read is a lost notification.
+    this.reportError(err, false);
+    this.requestResync('unreadable notification');
+  }
+
+  /** Marks the tables stale and runs a resync (one already running will run again). */
+  private requestResync(reason: string): void {
+    if (this.closed || this.failure) return;
+    this.stale ??= reason;
+    this.clearRetry();
+    // Failures are reported and retried inside resync().
+    this.resync(reason).catch(() => undefined);
+    this.wakeSettled();
+  }
+
+  private scheduleRetry(reason: string, cause: unknown): void {
+    this.counters.resyncFailures++;
+    const delay = this.retryDelay;
+    this.retryDelay = Math.min(RETRY_MAX_MS, delay * 2);
+    this.clearRetry();
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.requestResync(`retry: ${reason}`);
+    }, delay);
+    this.reportError(
+      new PinholeError('ERR_NETLINK_RESYNC', `resync (${reason}) failed; the tables may be stale, retrying in ${delay} ms`, {
+        cause,
+        details: { reason, retryInMs: delay },
+      }),
+      false,
+    );
+  }
+
+  private clearRetry(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+  }
+
+  private wakeSettled(): void {
+    const w = this.settleWaiters;
+    this.settleWaiters = [];
+    for (const r of w) r();
+  }
+
+  private fail(cause: Error): void {
+    this.failure = new PinholeError(
+      'ERR_NETLINK_MIRROR_FAILED',
+      'the rtnetlink subscription failed: the mirror no longer follows the kernel (close it and open a new one)',
+      { cause },
+    );
+    this.clearRetry();
+    this.wakeSettled();
+    for (const p of [...this.pending.values()]) this.finishPending(p, this.failure, 'failed');
+    this.reportError(this.failure, true);
+  }
+
+  private reportError(err: Error, fatal: boolean): void {
+    this.lastError = err;
+    for (const fn of this.errorListeners) {
+      try {
+        fn(err, fatal);
+      } catch (e) {
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
+    }
   }
 
   private syncCounters(): void {
@@ -475,11 +760,48 @@ export class Mirror {
   }
 
   private emit(e: MirrorEvent): void {
-    for (const fn of this.listeners) fn(e);
+    for (const fn of this.listeners) {
+      try {
+        fn(e);
+      } catch (err) {
+        // The tables must keep up with the kernel whatever a listener does: report, do not unwind.
+        if (this.errorListeners.size === 0) {
+          queueMicrotask(() => {
+            throw err;
+          });
+        } else {
+          this.reportError(
+            new PinholeError('ERR_NETLINK_LISTENER', `a mirror change listener threw: ${(err as Error)?.message}`, { cause: err }),
+            false,
+          );
+        }
+      }
+    }
   }
+}
 
-  private emitError(err: Error): void {
-    this.lastError = err;
+const SPECIAL_TEXT: Record<string, string> = {
+  unspecified: 'the unspecified address',
+  multicast: 'a multicast address',
+  broadcast: 'the limited broadcast address',
+  'v4-mapped': 'an IPv4-mapped IPv6 address',
+};
+
+/** Whether `b` is the all-ones host part of `own`/`len` (IPv4). */
+function isDirectedBroadcast(b: Uint8Array, own: Uint8Array, len: number): boolean {
+  for (let i = 0; i < 4; i++) {
+    const bits = Math.max(0, Math.min(8, len - 8 * i));
+    const mask = (0xff << (8 - bits)) & 0xff;
+    if ((b[i]! & mask) !== (own[i]! & mask) || (b[i]! | mask) !== 0xff) return false;
+  }
+  return true;
+}
+
+function checkTimeout(ms: number, what: string): void {
+  if (!Number.isFinite(ms) || ms <= 0 || ms > MAX_TIMER_MS) {
+    throw new PinholeError('ERR_NETLINK_BAD_TIMEOUT', `${what} must be more than 0 and at most ${MAX_TIMER_MS} ms, not ${ms}`, {
+      details: { [what]: ms },
+    });
   }
 }
 

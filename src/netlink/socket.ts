@@ -11,11 +11,30 @@
  *  - a subscription socket (`RtnlSubscription`): joined to RTNLGRP_* groups. A reader loop parks in
  *    poll(2) on the thread pool (with a short timeout so `close()` is prompt), then drains every
  *    queued datagram without blocking. When the kernel could not queue a notification because our
- *    receive buffer was full, the next recv fails with ENOBUFS: notifications were lost, and the
- *    owner must resync from a dump (`onOverflow`).
+ *    receive buffer was full, notifications were lost and the owner must resync from a dump
+ *    (`onOverflow`). See "Overflow" below for what the kernel does then and what we do about it.
  *
  * NETLINK_EXT_ACK makes errors carry the kernel's message; NETLINK_CAP_ACK keeps error replies
  * small (the request is not echoed back).
+ *
+ * Overflow (net/netlink/af_netlink.c: netlink_broadcast_deliver, netlink_overrun, netlink_rcv_wake;
+ * net/core/datagram.c: __skb_try_recv_datagram):
+ *   - a notification that does not fit in the receive buffer is dropped, the socket is marked
+ *     CONGESTED and sk_err = ENOBUFS. While CONGESTED *every* later notification is dropped too,
+ *     until a recv finds the receive queue empty (netlink_rcv_wake clears the mark);
+ *   - recv reports sk_err before any queued datagram: the first recv after the overflow fails with
+ *     ENOBUFS, and the datagrams still queued behind it are all older than the loss.
+ *   So what is queued when ENOBUFS is read is a prefix of a stream with a hole after it: applying
+ *   it on top of a fresh dump would replay old states the dump already superseded (a neighbour
+ *   added, then deleted while its deletion was dropped, would come back). On ENOBUFS the reader
+ *   therefore receives and DISCARDS everything queued until a recv returns EAGAIN, all in the same
+ *   event-loop turn, and only then calls `onOverflow`. At that point the queue has been empty, the
+ *   socket is no longer CONGESTED, and every notification from then on is delivered (until the
+ *   next overflow, which is reported the same way). A dump the owner sends after `onOverflow`
+ *   returns therefore starts after that point, and every change after it reaches the owner.
+ *   Should a drain ever outlast its budget (a flood faster than we discard), `onOverflow` is
+ *   called with `drained: false` before yielding and again with `drained: true` once EAGAIN is
+ *   seen; nothing is delivered in between.
  */
 import { PinholeError, SysError, alloc, getSys } from '../sys/index.ts';
 import {
@@ -52,6 +71,8 @@ const POLLIN = 0x1;
 /** Receive buffer for one datagram: dumps use up to 32 KiB skbs; notifications are small. */
 const RECV_SIZE = 64 * 1024;
 const DUMP_RETRIES = 8;
+/** Datagrams discarded per event-loop turn after ENOBUFS (a full queue is a few thousand at most). */
+const DRAIN_BUDGET = 1 << 20;
 
 function u32(v: number): Uint8Array {
   const b = alloc(4);
@@ -290,10 +311,26 @@ export interface SubscriptionOptions {
   rcvbuf?: number;
   /** Called for each received datagram's messages, in order (payload views are valid only during the call). */
   onMessages: (msgs: RawMessage[]) => void;
-  /** Notifications were lost (ENOBUFS): resync from a dump. */
-  onOverflow: () => void;
-  /** A datagram could not be parsed, or the socket failed; the loop continues unless `fatal`. */
+  /**
+   * Notifications were lost (ENOBUFS): resync from a dump sent after this call. The datagrams that
+   * were queued behind the loss have been discarded (`discarded`), never passed to `onMessages`.
+   * `drained: false` (rare) means the discarding goes on in a later turn; a `drained: true` call follows.
+   */
+  onOverflow: (info: OverflowInfo) => void;
+  /**
+   * A datagram could not be read (truncated or badly framed: a notification is lost, resync), or
+   * the socket failed (`fatal`: the loop has stopped, no further notification will arrive).
+   */
   onError?: (err: Error, fatal: boolean) => void;
+  /** Datagrams discarded per event-loop turn after ENOBUFS (default 2^20; tests lower it). */
+  drainBudget?: number;
+}
+
+export interface OverflowInfo {
+  /** Datagrams received after the ENOBUFS and dropped unread (since the previous call). */
+  discarded: number;
+  /** Whether the receive queue has been found empty (the kernel delivers again). */
+  drained: boolean;
 }
 
 /** A multicast subscription: joined groups plus a reader loop. */
@@ -304,6 +341,9 @@ export class RtnlSubscription {
   private stopped = false;
   private readonly loop: Promise<void>;
   private overflows = 0;
+  /** After ENOBUFS: discarding queued datagrams until the queue is found empty. */
+  private draining = false;
+  private discarded = 0;
 
   private constructor(
     fd: number,
@@ -346,6 +386,42 @@ export class RtnlSubscription {
     getSys().close(this.fd);
   }
 
+  /**
+   * Discards queued datagrams until a recv finds the queue empty (true), or the turn's budget is
+   * spent (false: called again next turn). Calls `onOverflow` in both cases. Throws on a socket error.
+   */
+  private drain(buf: Uint8Array): boolean {
+    const sys = getSys();
+    const budget = this.opts.drainBudget ?? DRAIN_BUDGET;
+    for (let i = 0; i < budget; i++) {
+      try {
+        sys.recvfrom(this.fd, buf, MSG_DONTWAIT | MSG_TRUNC, null);
+        this.discarded++;
+      } catch (err) {
+        if (err instanceof SysError && err.code === 'EAGAIN') {
+          this.draining = false;
+          this.reportOverflow(true);
+          return true;
+        }
+        if (err instanceof SysError && err.code === 'EINTR') continue;
+        if (err instanceof SysError && err.code === 'ENOBUFS') {
+          // The queue emptied and overflowed again while we discarded: the same resync covers it.
+          this.overflows++;
+          continue;
+        }
+        throw err;
+      }
+    }
+    this.reportOverflow(false);
+    return false;
+  }
+
+  private reportOverflow(drained: boolean): void {
+    const discarded = this.discarded;
+    this.discarded = 0;
+    this.opts.onOverflow({ discarded, drained });
+  }
+
   private async run(): Promise<void> {
     const sys = getSys();
     const pfd = pollfd(this.fd);
@@ -360,8 +436,18 @@ export class RtnlSubscription {
         this.opts.onError?.(err as Error, true);
         return;
       }
-      if (ready === 0 || this.stopped) continue;
-      // Drain everything queued, without blocking.
+      if (this.stopped) continue;
+      if (this.draining) {
+        // A drain that outlasted its budget: go on (an empty queue ends it, readable or not).
+        try {
+          if (!this.drain(buf)) continue;
+        } catch (err) {
+          this.opts.onError?.(err as Error, true);
+          return;
+        }
+      }
+      if (ready === 0) continue;
+      // Read everything queued, without blocking.
       for (let i = 0; i < 4096 && !this.stopped; i++) {
         let n: number;
         try {
@@ -370,9 +456,17 @@ export class RtnlSubscription {
           if (err instanceof SysError && err.code === 'EAGAIN') break;
           if (err instanceof SysError && err.code === 'EINTR') continue;
           if (err instanceof SysError && err.code === 'ENOBUFS') {
+            // Everything still queued predates the loss: discard it before telling the owner.
             this.overflows++;
-            this.opts.onOverflow();
-            continue;
+            this.draining = true;
+            this.discarded = 0;
+            try {
+              if (this.drain(buf)) continue;
+            } catch (e) {
+              this.opts.onError?.(e as Error, true);
+              return;
+            }
+            break; // the drain goes on in the next turn
           }
           this.opts.onError?.(err as Error, true);
           return;

@@ -4,10 +4,14 @@
  * either one notification at a time (`apply`) or a whole dump (`replaceAll`). No I/O, so unit
  * tests drive it with crafted messages.
  *
+ * `capture()` + `diffTables()` turn a resync into ordinary change events: what a consumer that
+ * followed every notification would have seen, had none been lost.
+ *
  * Route lookup (`lookupRoute`) follows the kernel's main-table FIB semantics pinhole needs:
  * longest prefix wins; among equal prefixes the lowest metric (RTA_PRIORITY) wins; TOS and
  * policy routing are ignored; RTM_F_CLONED cache entries and other tables are not mirrored.
  */
+import { isDeepStrictEqual } from 'node:util';
 import { parseIpText } from './ip.ts';
 import type { RawMessage } from './codec.ts';
 import { NeighbourTableWriter, type NeighSlotValue } from './neigh-table.ts';
@@ -136,6 +140,37 @@ class Lpm {
   }
 }
 
+/** The four tables at one moment (shallow copies: entries are never mutated, only replaced). */
+export interface TablesCapture {
+  links: ReadonlyMap<number, LinkInfo>;
+  addrs: ReadonlyMap<string, AddrEntry>;
+  routes: ReadonlyMap<string, RouteEntry>;
+  neighbours: ReadonlyMap<string, NeighEntry>;
+}
+
+/**
+ * The changes that turn `before` into `after`, per table (links, addresses, routes, neighbours),
+ * deletions first: `del` carries the old entry, `add`/`update` the new one. Unchanged entries
+ * produce nothing. Applying the result to a copy of `before` (keyed as the tables key) gives `after`.
+ */
+export function diffTables(before: TablesCapture, after: TablesCapture): TableChange[] {
+  const out: TableChange[] = [];
+  diffMap(before.links, after.links, (op, entry) => out.push({ table: 'link', op, entry }));
+  diffMap(before.addrs, after.addrs, (op, entry) => out.push({ table: 'addr', op, entry }));
+  diffMap(before.routes, after.routes, (op, entry) => out.push({ table: 'route', op, entry }));
+  diffMap(before.neighbours, after.neighbours, (op, entry) => out.push({ table: 'neigh', op, entry }));
+  return out;
+}
+
+function diffMap<K, V>(a: ReadonlyMap<K, V>, b: ReadonlyMap<K, V>, push: (op: 'add' | 'update' | 'del', v: V) => void): void {
+  for (const [k, v] of a) if (!b.has(k)) push('del', v);
+  for (const [k, v] of b) {
+    const old = a.get(k);
+    if (old === undefined) push('add', v);
+    else if (old !== v && !isDeepStrictEqual(old, v)) push('update', v);
+  }
+}
+
 export class MirrorTables {
   readonly links = new Map<number, LinkInfo>();
   readonly addrs = new Map<string, AddrEntry>();
@@ -238,6 +273,11 @@ export class MirrorTables {
       }
     }
     this.rebuildShared();
+  }
+
+  /** The tables as they are now, for `diffTables` after a later change. */
+  capture(): TablesCapture {
+    return { links: new Map(this.links), addrs: new Map(this.addrs), routes: new Map(this.routes), neighbours: new Map(this.neighbours) };
   }
 
   rebuildShared(): void {

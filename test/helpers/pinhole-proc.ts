@@ -50,8 +50,15 @@ export function killLeftoverPinholes(): void {
   live.clear();
 }
 
-export function startPinhole(netns: string, args: readonly string[], timeoutMs = 20_000, command = 'uplink'): PinholeProc {
-  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, PINHOLE_BIN, command, ...args], {
+/** `wrap`: a command line the process runs under (e.g. setpriv, prlimit), before node. */
+export function startPinhole(
+  netns: string,
+  args: readonly string[],
+  timeoutMs = 20_000,
+  command = 'uplink',
+  wrap: readonly string[] = [],
+): PinholeProc {
+  const child = spawn('ip', ['netns', 'exec', netns, ...wrap, process.execPath, PINHOLE_BIN, command, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

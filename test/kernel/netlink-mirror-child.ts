@@ -9,13 +9,22 @@
  *   {cmd:'converge'}                              until the mirror's neighbours equal a fresh kernel dump
  *   {cmd:'stats'}                                 counters and sizes
  *   {cmd:'shared', dev, ip}                       lookup through the worker-side shared table
+ *   {cmd:'wait-resync', after}                    until more than `after` resyncs completed and none is due;
+ *                                                 answers the mirror's neighbours and the event consumer's
+ *   {cmd:'shared-lookup', keys:[{dev, ip}]}       many shared-table lookups, plus the table's live count
+ *   {cmd:'block-until', file}                     answers, then keeps the main thread busy (no event
+ *                                                 loop turn) until `file` exists
+ *
+ * The child also runs an event consumer: a map of neighbours seeded from the initial table and
+ * kept only from `onChange` events (add/update → set, del → delete), as a stream reader would.
  */
+import { existsSync } from 'node:fs';
 import type { Interface } from 'node:readline';
 import { Mirror, type MirrorEvent } from '../../src/netlink/mirror.ts';
 import { NeighbourTableReader } from '../../src/netlink/neigh-table.ts';
 import { parseIpText, formatMac } from '../../src/netlink/ip.ts';
 import { RtnlSocket } from '../../src/netlink/socket.ts';
-import { AF_UNSPEC, RTM_GETNEIGH, dumpRequest, nudStateName } from '../../src/netlink/rtnl.ts';
+import { AF_UNSPEC, RTM_GETNEIGH, dumpRequest, nudStateName, type NeighEntry } from '../../src/netlink/rtnl.ts';
 import { parseUpdate } from '../../src/netlink/tables.ts';
 
 type Cmd = { cmd: string; [k: string]: unknown };
@@ -24,7 +33,15 @@ export async function runMirrorChild(args: string[], rl: Interface): Promise<voi
   const rcvbuf = args[0] ? Number(args[0]) : undefined;
   const mirror = await Mirror.open({ rcvbuf });
   const waiters = new Set<() => void>();
-  mirror.onChange((_e: MirrorEvent) => {
+  const name = (i: number): string => mirror.tables.links.get(i)?.name ?? String(i);
+  const line = (n: NeighEntry): string => `${name(n.ifindex)}|${n.ip}|${n.mac ?? '-'}|${nudStateName(n.state)}`;
+  const consumer = new Map<string, NeighEntry>();
+  for (const n of mirror.tables.neighbours.values()) consumer.set(`${n.ifindex}|${n.ip}`, n);
+  mirror.onChange((e: MirrorEvent) => {
+    if (e.table === 'neigh') {
+      if (e.op === 'del') consumer.delete(`${e.entry.ifindex}|${e.entry.ip}`);
+      else consumer.set(`${e.entry.ifindex}|${e.entry.ip}`, e.entry);
+    }
     for (const w of [...waiters]) w();
   });
   const ifindex = (dev: string): number => {
@@ -144,6 +161,38 @@ export async function runMirrorChild(args: string[], rl: Interface): Promise<voi
             ? reader.lookupV4(idx, ((addr[0]! << 24) | (addr[1]! << 16) | (addr[2]! << 8) | addr[3]!) >>> 0, mac, 0)
             : reader.lookupV6(idx, addr, 0, mac, 0);
         return { state, mac: formatMac(mac) };
+      }
+      case 'wait-resync': {
+        const after = c.after as number;
+        await until(() => (mirror.counters.resyncs > after ? true : undefined), 60_000);
+        await mirror.settled();
+        return {
+          resyncs: mirror.counters.resyncs,
+          overflows: mirror.counters.overflows,
+          neighbours: [...mirror.tables.neighbours.values()].map(line).sort(),
+          consumer: [...consumer.values()].map(line).sort(),
+        };
+      }
+      case 'shared-lookup': {
+        const reader = new NeighbourTableReader(mirror.sharedNeighbours);
+        const mac = new Uint8Array(6);
+        const results = (c.keys as { dev: string; ip: string }[]).map((k) => {
+          const addr = parseIpText(k.ip)!;
+          const idx = ifindex(k.dev);
+          const state =
+            addr.length === 4
+              ? reader.lookupV4(idx, ((addr[0]! << 24) | (addr[1]! << 16) | (addr[2]! << 8) | addr[3]!) >>> 0, mac, 0)
+              : reader.lookupV6(idx, addr, 0, mac, 0);
+          return { state, mac: formatMac(mac) };
+        });
+        return { count: reader.count, results };
+      }
+      case 'block-until': {
+        // Answer first (stdout to a pipe is written synchronously), then spin without yielding.
+        process.stdout.write(`${JSON.stringify({ blocked: true })}\n`);
+        const file = c.file as string;
+        while (!existsSync(file)) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+        return { unblocked: true };
       }
       case 'exit':
         await mirror.close();

@@ -5,74 +5,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { requireRoot } from '../helpers/require.ts';
-import { addVeth, withNetns, type Netns } from '../helpers/netns.ts';
-
-const CHILD = fileURLToPath(new URL('./netlink-child.ts', import.meta.url));
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-
-/** A mirror running in `ns`, driven by JSON lines. */
-class MirrorChild {
-  private readonly proc: ChildProcess;
-  private readonly lines: AsyncIterator<string>;
-  private stderr = '';
-
-  constructor(ns: Netns, rcvbuf?: number) {
-    this.proc = spawn(
-      'ip',
-      ['netns', 'exec', ns.name, process.execPath, '--import', 'tsx', CHILD, 'mirror', ...(rcvbuf ? [String(rcvbuf)] : [])],
-      {
-        cwd: ROOT,
-        stdio: ['pipe', 'pipe', 'pipe'],
-      },
-    );
-    this.proc.stderr!.on('data', (d: Buffer) => {
-      this.stderr += d.toString();
-    });
-    this.lines = createInterface({ input: this.proc.stdout! })[Symbol.asyncIterator]();
-  }
-
-  async next(): Promise<any> {
-    const r = await this.lines.next();
-    if (r.done) throw new Error(`mirror child exited: ${this.stderr}`);
-    return JSON.parse(r.value);
-  }
-
-  async ask(cmd: Record<string, unknown>): Promise<any> {
-    this.proc.stdin!.write(`${JSON.stringify(cmd)}\n`);
-    const a = await this.next();
-    if (a && a.error === 'child') throw new Error(`child: ${a.message}\n${this.stderr}`);
-    return a;
-  }
-
-  async close(): Promise<void> {
-    if (this.proc.exitCode !== null) return;
-    const done = new Promise((r) => this.proc.once('exit', r));
-    this.proc.stdin!.end(`${JSON.stringify({ cmd: 'exit' })}\n`);
-    await done;
-  }
-}
-
-async function withMirror<T>(ns: Netns, rcvbuf: number | undefined, fn: (m: MirrorChild) => Promise<T>): Promise<T> {
-  const m = new MirrorChild(ns, rcvbuf);
-  try {
-    const hello = await m.next();
-    assert.equal(hello.ready, true);
-    return await fn(m);
-  } finally {
-    await m.close();
-  }
-}
-
-function noDad(...ns: Netns[]): void {
-  for (const n of ns) {
-    n.exec('sysctl', ['-qw', 'net.ipv6.conf.all.accept_dad=0']);
-    n.exec('sysctl', ['-qw', 'net.ipv6.conf.default.accept_dad=0']);
-  }
-}
+import { addVeth, withNetns } from '../helpers/netns.ts';
+import { ROOT, noDad, withMirror } from './netlink-mirror-proc.ts';
 
 test('neighbour add, MAC change (replace) and delete appear in the mirror and its shared table, IPv4 and IPv6', async () => {
   requireRoot();

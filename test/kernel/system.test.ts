@@ -71,7 +71,7 @@ test('pinhole bpf test: runs a frame through the kernel and reports action, verd
 
 test('pinhole CLI errors have stable codes and exit statuses', () => {
   let r = runCli(['bpf', 'test', '--port', '4789', '--frame', 'abc']);
-  assert.equal(r.code, 1);
+  assert.equal(r.code, 2, 'bad command-line input (ERR_CLI_*) exits 2');
   assert.match(r.stderr, /^pinhole: ERR_CLI_FRAME: /);
   r = runCli(['bpf', 'test', '--port', '4789', '--frame', '0011']);
   assert.match(r.stderr, /ERR_CLI_FRAME: .*at least 14/);

@@ -2,21 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { encodeMessage, splitMessages, decodeBody, type RawMessage } from '../../src/netlink/codec.ts';
+import { splitMessages, decodeBody } from '../../src/netlink/codec.ts';
 import {
-  AF_INET,
   AF_INET6,
   NEIGH_MSG,
-  ROUTE_MSG,
-  LINK_MSG,
-  RTM_DELNEIGH,
-  RTM_DELROUTE,
-  RTM_GETLINK,
-  RTM_GETNEIGH,
-  RTM_GETROUTE,
-  RTM_NEWLINK,
-  RTM_NEWNEIGH,
-  RTM_NEWROUTE,
   NUD_FAILED,
   NUD_INCOMPLETE,
   NUD_PERMANENT,
@@ -25,37 +14,11 @@ import {
   NTF_USE,
   type RouteEntry,
 } from '../../src/netlink/rtnl.ts';
-import { Mirror, nextHopOf, type MirrorTransport } from '../../src/netlink/mirror.ts';
+import { Mirror, nextHopOf } from '../../src/netlink/mirror.ts';
 import { MirrorTables, parseUpdate } from '../../src/netlink/tables.ts';
 import { NEIGH_BUSY, NEIGH_MISS, NeighbourTableReader, NeighbourTableWriter } from '../../src/netlink/neigh-table.ts';
 import { parseIpText } from '../../src/netlink/ip.ts';
-import type { SubscriptionOptions } from '../../src/netlink/socket.ts';
-
-const msg = (b: Uint8Array): RawMessage => splitMessages(b)[0]!;
-const neigh = (ip: string, mac: string | undefined, state = NUD_REACHABLE, ifindex = 2, del = false): RawMessage =>
-  msg(
-    encodeMessage(
-      NEIGH_MSG,
-      { type: del ? RTM_DELNEIGH : RTM_NEWNEIGH, flags: 0 },
-      { ndm_family: ip.includes(':') ? AF_INET6 : AF_INET, ndm_ifindex: ifindex, ndm_state: state },
-      mac ? { dst: ip, lladdr: mac } : { dst: ip },
-    ),
-  );
-const route = (
-  dst: string,
-  len: number,
-  a: { gateway?: string; oif?: number; priority?: number; table?: number; type?: number; del?: boolean } = {},
-): RawMessage =>
-  msg(
-    encodeMessage(
-      ROUTE_MSG,
-      { type: a.del ? RTM_DELROUTE : RTM_NEWROUTE, flags: 0 },
-      { rtm_family: dst.includes(':') ? AF_INET6 : AF_INET, rtm_dst_len: len, rtm_table: a.table ?? 254, rtm_type: a.type ?? 1 },
-      { dst, gateway: a.gateway, oif: a.oif ?? 2, priority: a.priority },
-    ),
-  );
-const link = (index: number, name: string, flags = 1): RawMessage =>
-  msg(encodeMessage(LINK_MSG, { type: RTM_NEWLINK, flags: 0 }, { ifi_index: index, ifi_flags: flags }, { ifname: name, mtu: 1500 }));
+import { FakeKernel, link, neigh, route } from './netlink-fake-kernel.ts';
 
 test('LPM: longest prefix wins, then lowest metric; defaults; other tables and cloned routes ignored', () => {
   const t = new MirrorTables();
@@ -202,47 +165,6 @@ test('shared neighbour table read from a worker thread while the main thread rew
   await worker.terminate();
 });
 
-/** A scripted kernel: dumps come from `state`, notifications are pushed by the test. */
-class FakeKernel implements MirrorTransport {
-  links: RawMessage[] = [link(1, 'lo'), link(2, 'eth0')];
-  routes: RawMessage[] = [
-    route('198.18.0.0', 24),
-    route('0.0.0.0', 0, { gateway: '198.18.0.1' }),
-    route('2001:db8::', 64),
-    route('::', 0, { gateway: '2001:db8::1' }),
-  ];
-  neighbours: RawMessage[] = [];
-  requests: Uint8Array[] = [];
-  dumps = 0;
-  sub: SubscriptionOptions | undefined;
-  /** Called inside a dump: lets a test inject notifications while a resync runs. */
-  duringDump: (() => void) | undefined;
-  refuse = false;
-
-  async dump(type: number): Promise<RawMessage[]> {
-    this.dumps++;
-    await Promise.resolve();
-    if (type === RTM_GETNEIGH) {
-      const f = this.duringDump;
-      this.duringDump = undefined;
-      f?.();
-    }
-    return type === RTM_GETLINK ? this.links : type === RTM_GETROUTE ? this.routes : type === RTM_GETNEIGH ? this.neighbours : [];
-  }
-  async request(m: Uint8Array): Promise<void> {
-    this.requests.push(m.slice());
-    if (this.refuse) throw new Error('EPERM');
-  }
-  subscribe(opts: SubscriptionOptions) {
-    this.sub = opts;
-    return { rcvbuf: 4608, close: async () => undefined };
-  }
-  close(): void {}
-  notify(...m: RawMessage[]): void {
-    this.sub!.onMessages(m);
-  }
-}
-
 test('mirror: initial dump, live notifications, malformed ones skipped and counted', async () => {
   const k = new FakeKernel();
   k.neighbours = [neigh('198.18.0.1', '02:00:00:00:00:01'), neigh('198.18.0.77', undefined, NUD_FAILED)];
@@ -286,7 +208,7 @@ test('mirror: overflow discards buffered notifications and resyncs; notification
     k.neighbours = [neigh('198.18.0.5', '02:00:00:00:00:05')];
     // During the dump, a notification newer than the snapshot arrives: it must win.
     k.duringDump = () => k.notify(neigh('198.18.0.6', '02:00:00:00:00:06'));
-    k.sub!.onOverflow();
+    k.sub!.onOverflow({ discarded: 0, drained: true });
     await m.settled();
     assert.equal(m.counters.overflows, 1);
     assert.deepEqual(resyncs, ['overflow (ENOBUFS)']);
@@ -297,7 +219,7 @@ test('mirror: overflow discards buffered notifications and resyncs; notification
     k.neighbours = [neigh('198.18.0.7', '02:00:00:00:00:07')];
     k.duringDump = () => {
       k.notify(neigh('198.18.0.7', '02:00:00:00:00:ee')); // stale: lost ones followed it
-      k.sub!.onOverflow();
+      k.sub!.onOverflow({ discarded: 0, drained: true });
     };
     const before = k.dumps;
     await m.resync('manual');

@@ -63,6 +63,9 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
       strict: true,
     });
     if (!values.frame) throw new PinholeError('ERR_CLI_USAGE', 'bpf test: --frame HEX is required');
+    // rx_queue_index is a u32; anything else would become NaN → 0 and test another queue.
+    const queue = /^\d+$/.test(values.queue) ? Number(values.queue) : Number.NaN;
+    if (!(queue <= 0xffffffff)) throw new PinholeError('ERR_CLI_USAGE', `--queue ${values.queue}: expected a queue index 0..4294967295`);
     const spec = specFromArgs(values.port, values.address);
     const frame = parseHexFrame(values.frame);
     if (frame.length < XDP_TEST_MIN_FRAME) {
@@ -75,7 +78,7 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
     const ph = loadPinhole(spec);
     try {
       const before = ph.counters().byReason;
-      const runner = new XdpTestRunner(ph.program, { maxFrame: Math.max(frame.length, 64), rxQueue: Number(values.queue) });
+      const runner = new XdpTestRunner(ph.program, { maxFrame: Math.max(frame.length, 64), rxQueue: queue });
       const action = runner.run(frame);
       const after = ph.counters().byReason;
       const hit = REASONS.filter((r: Reason) => after[r] !== before[r]);

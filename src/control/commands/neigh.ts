@@ -2,6 +2,14 @@
  * `pinhole neigh [--watch] [--json] [--family 4|6] [--dev NAME]`: the kernel's IPv4/IPv6
  * neighbour table as pinhole's rtnetlink mirror sees it. `--watch` keeps the mirror open and
  * prints every change (one JSON object per line with --json) until SIGINT.
+ *
+ * The watch stream is exact: the table (`present`), then `add`/`update`/`del` lines. When
+ * notifications were lost (the kernel reports ENOBUFS, e.g. after the process was stopped) the
+ * mirror resyncs and the stream carries the net changes it found as ordinary add/update/del
+ * lines, followed by one `resync` line (`neighbours`: the mirror's count after it; `changes`: the
+ * table changes the resync found, all tables). Applying every line to a map keyed by (dev, ip)
+ * gives the kernel's table after each `resync` line. A non-fatal mirror error is a warning on
+ * stderr; a fatal one (the subscription failed) ends the watch with its code (exit 1).
  */
 import { parseArgs } from 'node:util';
 import { PinholeError } from '../../sys/index.ts';
@@ -80,8 +88,8 @@ export async function run(args: string[], io: CommandIO, opts: NeighRunOptions =
       if (e.table === 'resync') {
         io.out(
           values.json
-            ? toJson({ event: 'resync', reason: e.reason, neighbours: e.neighbours })
-            : `-- resync (${e.reason}): ${e.neighbours} neighbours`,
+            ? toJson({ event: 'resync', reason: e.reason, neighbours: e.neighbours, changes: e.changes })
+            : `-- resync (${e.reason}): ${e.neighbours} neighbours, ${e.changes} table changes`,
         );
         return;
       }
@@ -90,8 +98,19 @@ export async function run(args: string[], io: CommandIO, opts: NeighRunOptions =
       if (values.json) io.out(toJson({ event: e.op, ...view(n) }));
       else io.out(`${e.op.padEnd(6)} ${n.ip} dev ${name(n.ifindex)}${n.mac ? ` lladdr ${n.mac}` : ''} ${nudStateName(n.state)}`);
     });
-    await waitForStop(opts.signal);
-    off();
+    let offError = (): void => undefined;
+    const failed = new Promise<never>((_resolve, reject) => {
+      offError = mirror.onError((err, fatal) => {
+        if (fatal) reject(err);
+        else io.err(`pinhole: warning: ${(err as { code?: string }).code ?? 'ERR_NETLINK'}: ${err.message}`);
+      });
+    });
+    try {
+      await Promise.race([waitForStop(opts.signal), failed]);
+    } finally {
+      off();
+      offError();
+    }
     return 0;
   } finally {
     await mirror.close();

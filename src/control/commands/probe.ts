@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { kernelRelease, probeFeatures, type FeatureResult } from '../../kernel/features.ts';
 import { requireInterface, type IfaceInfo } from '../../kernel/iface.ts';
+import { PinholeError } from '../../sys/index.ts';
 import { decideUplink } from '../../uplink/decide.ts';
 import { table, toJson, type CommandIO } from '../io.ts';
 
@@ -32,6 +33,9 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
     },
     strict: true,
   });
+  if (values.iface !== undefined && values.iface.trim() === '') {
+    throw new PinholeError('ERR_CLI_USAGE', 'probe: --iface needs an interface name (omit it for the default-route interface)');
+  }
   const features = await probeFeatures();
   let iface: IfaceInfo | undefined;
   // Without --iface: the interface of the IPv4 default route, the uplink pinhole is meant for.

@@ -2,11 +2,16 @@
  * `pinhole resolve IP [--json] [--timeout MS]`: what the dataplane would do for a destination —
  * the main-table route, the next hop, and its MAC. A next hop missing from the neighbour table
  * is resolved by the kernel on request (RTM_NEWNEIGH + NTF_USE: ARP or neighbour solicitation
- * sent by the kernel itself, IPv4 and IPv6 alike); the command waits at most --timeout ms.
+ * sent by the kernel itself, IPv4 and IPv6 alike); the command waits at most --timeout ms
+ * (an integer, 1 .. 2^31-1: Node timers fire after 1 ms for anything larger).
+ *
+ * Destinations that never have a next hop are refused before anything is asked of the kernel:
+ * ERR_NETLINK_LOCAL_ADDRESS for loopback and this node's own addresses, ERR_NETLINK_BAD_ADDRESS
+ * for the unspecified, multicast, broadcast (limited or directed) and IPv4-mapped addresses.
  */
 import { parseArgs } from 'node:util';
 import { PinholeError } from '../../sys/index.ts';
-import { Mirror } from '../../netlink/mirror.ts';
+import { MAX_TIMER_MS, Mirror } from '../../netlink/mirror.ts';
 import { nudStateName, routeTypeName } from '../../netlink/rtnl.ts';
 import { table, toJson, type CommandIO } from '../io.ts';
 
@@ -26,9 +31,12 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
     return 0;
   }
   if (positionals.length !== 1) throw new PinholeError('ERR_CLI_USAGE', 'usage: pinhole resolve IP [--json] [--timeout MS]');
-  const timeoutMs = Number(values.timeout);
-  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0)
-    throw new PinholeError('ERR_CLI_USAGE', `--timeout must be a positive number of milliseconds, not ${values.timeout}`);
+  const timeoutMs = /^\d+$/.test(values.timeout) ? Number(values.timeout) : Number.NaN;
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMER_MS)
+    throw new PinholeError(
+      'ERR_CLI_USAGE',
+      `--timeout must be an integer number of milliseconds, 1..${MAX_TIMER_MS}, not ${values.timeout}`,
+    );
   const mirror = await Mirror.open();
   try {
     const r = await mirror.resolve(positionals[0]!, { timeoutMs });

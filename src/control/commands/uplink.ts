@@ -4,16 +4,23 @@
  *
  * A foreground process: opens the uplink, prints one JSON line on stdout when ready, counts the
  * tunnel frames it receives and, with --to, forwards them unchanged out of IF2. With
- * --stats-interval it also prints a `stats` line (the same counters) every MS milliseconds. SIGINT/SIGTERM
- * stop it cleanly (program detached, settings restored) and print the final counters as one JSON
- * line. Logs go to stderr as JSON lines.
+ * --stats-interval it also prints a `stats` line (the same counters) every MS milliseconds.
+ * SIGINT, SIGTERM, SIGQUIT, SIGHUP and a closed stdout/stderr (EPIPE) stop it cleanly (program
+ * detached, settings restored; see ../lifecycle.ts) and print the final counters as one JSON
+ * line; exit 0, or 1 when a worker died. Logs go to stderr as JSON lines.
+ *
+ * Capabilities: what the chosen mode needs, no more. AF_PACKET opens packet sockets and loads
+ * only a classic socket filter: CAP_NET_RAW. AF_XDP also loads and attaches the XDP program:
+ * CAP_BPF (or CAP_SYS_ADMIN) and CAP_NET_ADMIN. `auto` needs CAP_NET_RAW; the probes find out
+ * whether AF_XDP is permitted and fall back to AF_PACKET with the reason when it is not.
  */
 import { parseArgs } from 'node:util';
-import { PinholeError } from '../../sys/index.ts';
+import { getSys, PinholeError } from '../../sys/index.ts';
 import { startUplink, type RequestedMode } from '../../uplink/runner.ts';
-import { requireCaps } from '../caps.ts';
+import { requireCaps, type CapName } from '../caps.ts';
 import { toJson, type CommandIO } from '../io.ts';
 import { startLagMonitor } from '../lag.ts';
+import { parseMillis, runUntilStopped } from '../lifecycle.ts';
 import { specFromArgs } from './bpf.ts';
 
 export async function run(args: string[], io: CommandIO, opts: { signal?: AbortSignal } = {}): Promise<number> {
@@ -35,38 +42,21 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
   const mode = values.mode as RequestedMode;
   if (!['auto', 'afxdp', 'afpacket'].includes(mode))
     throw new PinholeError('ERR_CLI_USAGE', `--mode ${values.mode}: expected auto, afxdp or afpacket`);
+  if (values.to !== undefined) checkCrossConnect(values.iface, values.to);
   const spec = specFromArgs(values.port.length ? values.port : ['4789'], values.address);
-  const statsMs = values['stats-interval'] ? Number(values['stats-interval']) : 0;
-  if (values['stats-interval'] && (!Number.isInteger(statsMs) || statsMs < 10)) {
-    throw new PinholeError('ERR_CLI_USAGE', '--stats-interval: milliseconds, at least 10');
-  }
+  const statsMs = values['stats-interval'] === undefined ? 0 : parseMillis('--stats-interval', values['stats-interval'], 10);
   const queues = values.queues === undefined ? undefined : Number(values.queues);
-  if (queues !== undefined && (!Number.isInteger(queues) || queues < 1 || queues > 64)) {
+  if (queues !== undefined && (!/^\d+$/.test(values.queues!) || queues < 1 || queues > 64)) {
     throw new PinholeError('ERR_CLI_USAGE', '--queues: an integer 1..64');
   }
-  requireCaps('running the uplink', ['CAP_NET_ADMIN', 'CAP_BPF', 'CAP_NET_RAW']);
+  requireCaps(`running the uplink (--mode ${mode})`, UPLINK_CAPS[mode]);
   const log = (e: Record<string, unknown>): void => io.err(toJson({ time: new Date().toISOString(), ...e }));
 
-  // Signals are handled from before anything is set up until teardown has finished: a signal
-  // during startup stops right after it, and a second Ctrl-C during teardown cannot kill the
-  // process halfway (leaving the program attached); the third one forces an exit.
-  let signals = 0;
-  let requestStop!: (why: string) => void;
-  const stopRequested = new Promise<string>((resolve) => (requestStop = resolve));
-  const onSignal = (sig: NodeJS.Signals): void => {
-    signals++;
-    if (signals === 1) requestStop(sig);
-    else if (signals === 2) log({ level: 'warn', event: 'signal', signal: sig, message: 'stopping already; once more to force exit' });
-    else process.exit(130);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  opts.signal?.addEventListener('abort', () => requestStop('abort'), { once: true });
-
-  let exitCode = 0;
-  try {
+  // Installed before anything is set up, removed after teardown (see ../lifecycle.ts).
+  return runUntilStopped({ log, ...(opts.signal ? { signal: opts.signal } : {}) }, async (life) => {
+    let exitCode = 0;
     const runner = await startUplink({
-      iface: values.iface,
+      iface: values.iface!,
       mode,
       ports: spec.ports,
       addresses: spec.addresses,
@@ -79,7 +69,7 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
         // keep running in. Stop everything and exit non-zero so a supervisor restarts us.
         log({ level: 'error', event: 'worker-died', queue, message: why });
         exitCode = 1;
-        requestStop('worker-died');
+        life.requestStop('worker-died');
       },
     });
     try {
@@ -108,19 +98,39 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
         }
       };
       const statsTimer = statsMs ? setInterval(printStats, statsMs) : undefined;
-      await stopRequested;
+      const why = await life.stopRequested;
       if (statsTimer) clearInterval(statsTimer);
       const totals = await runner.stop();
       io.out(
         toJson({ event: 'stopped', mode: runner.mode, ...totals, pinhole: runner.pinholeCounters() ?? null, eventLoopLagMs: lag.stop() }),
       );
+      log({ level: 'info', event: 'stopped', reason: why });
     } finally {
       await runner.stop();
     }
-    log({ level: 'info', event: 'stopped' });
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    return exitCode;
+  });
+}
+
+/** Capabilities per requested mode (see the file comment). */
+const UPLINK_CAPS: Record<RequestedMode, readonly CapName[]> = {
+  auto: ['CAP_NET_RAW'],
+  afpacket: ['CAP_NET_RAW'],
+  afxdp: ['CAP_NET_RAW', 'CAP_NET_ADMIN', 'CAP_BPF'],
+};
+
+/** `--to` must name another interface: the uplink cross-connected to itself is refused up front. */
+function checkCrossConnect(iface: string, to: string): void {
+  if (to === '') throw new PinholeError('ERR_CLI_USAGE', 'uplink: --to needs an interface name');
+  let same = to === iface;
+  if (!same) {
+    // Another name (an altname) for the same interface is the same interface.
+    try {
+      const sys = getSys();
+      same = sys.ifNameToIndex(to) === sys.ifNameToIndex(iface);
+    } catch {
+      // a missing interface is reported by the uplink with its own code
+    }
   }
-  return exitCode;
+  if (same) throw new PinholeError('ERR_CLI_USAGE', `uplink: --to ${to} is the uplink itself (--iface ${iface}); name another interface`);
 }

@@ -14,6 +14,7 @@ export const SOCK_CLOEXEC = 0o2000000;
 export const ETH_P_ALL = 0x0003;
 
 export const SOL_SOCKET = 1;
+export const SO_ERROR = 4;
 export const SO_RCVBUF = 8;
 export const SO_ATTACH_FILTER = 26;
 export const SO_LOCK_FILTER = 44;
@@ -57,6 +58,14 @@ export const MAP_SHARED = 1;
 export const MSG_DONTWAIT = 0x40;
 export const POLLIN = 0x1;
 export const POLLERR = 0x8;
+export const POLLHUP = 0x10;
+export const POLLNVAL = 0x20;
+
+/** Interface ioctls (linux/sockios.h) and struct ifreq (40 bytes: name[16], then a union). */
+export const SIOCGIFNAME = 0x8910;
+export const SIOCGIFFLAGS = 0x8913;
+export const IFREQ_SIZE = 40;
+export const IFF_UP = 0x1;
 
 /** ETH_P_ALL in network byte order, as sll_protocol and socket()'s protocol want it. */
 export const ETH_P_ALL_BE = ((ETH_P_ALL & 0xff) << 8) | (ETH_P_ALL >> 8);

@@ -46,9 +46,30 @@
  * Hot path: `receive()` and `transmit()` allocate nothing and create no closures; they fill and
  * read preallocated typed arrays (batches). A received frame stays valid until the next
  * `receive()`, which returns the blocks the previous batch used.
+ *
+ * Link state (net/packet/af_packet.c, packet_notifier and packet_do_bind):
+ *
+ *   event                     what the kernel does to the socket             linkState
+ *   ───────────────────────── ────────────────────────────────────────────── ─────────
+ *   bind on an admin-down IF  hook not registered; sk_err = ENETDOWN         down
+ *   NETDEV_DOWN (link down)   hook unregistered;  sk_err = ENETDOWN          down
+ *   NETDEV_UP                 hook registered again: frames flow again       up
+ *   NETDEV_UNREGISTER         (deleted, or moved to another namespace)       gone
+ *                             socket unbound for good (po->ifindex = -1);
+ *                             sk_err = ENETDOWN only if the link was up
+ *
+ * A pending sk_err makes poll(2) report POLLERR at once, every time, until someone reads it:
+ * a ring-only socket never calls recvmsg (which would), so without reading SO_ERROR a poll
+ * loop spins at 100% CPU from the first link down on — also after the link is back. `poll()`
+ * therefore reads and clears it (`clearError()`), counts it (`counters.linkErrors`), and looks
+ * the interface up by index on this socket (SIOCGIFNAME/SIOCGIFFLAGS, in the socket's own
+ * namespace) to tell down from gone. A gone socket never receives again: its owner must
+ * report the uplink down and open a new socket when the interface is back. Owners that poll
+ * the fd themselves call `clearError()` on POLLERR and `checkLink()` now and then while the
+ * state is not `up` (a link deleted while already down raises no error).
  */
 import type { CbpfProgram } from '../../bpf/cbpf/asm.ts';
-import { alloc, getSys, PinholeError, SysError } from '../../sys/index.ts';
+import { alloc, errnoCodeOf, errnoName, getSys, PinholeError, SysError } from '../../sys/index.ts';
 import type { Mapping } from '../../sys/index.ts';
 import {
   AF_PACKET,
@@ -73,12 +94,21 @@ import {
   PKT_STATUS,
   PKT_VLAN_TCI,
   PKT_VLAN_TPID,
+  IFF_UP,
+  IFREQ_SIZE,
+  POLLERR,
+  POLLHUP,
   POLLIN,
+  POLLNVAL,
   PROT_READ,
   PROT_WRITE,
   SOCK_CLOEXEC,
+  SIOCGIFFLAGS,
+  SIOCGIFNAME,
+  SO_ERROR,
   SOCK_RAW,
   SOL_PACKET,
+  SOL_SOCKET,
   TP_STATUS_AVAILABLE,
   TP_STATUS_KERNEL,
   TP_STATUS_SEND_REQUEST,
@@ -95,6 +125,14 @@ import {
 import { attachFilter, int32 } from './filter.ts';
 
 const ETH_P_8021Q = 0x8100;
+const POLL_ERRORS = POLLERR | POLLHUP | POLLNVAL;
+
+/**
+ * The socket's view of its interface (see the file comment): `up` receives; `down` is admin
+ * down (receives again by itself after link up); `gone` is deleted or moved to another
+ * namespace (never receives again).
+ */
+export type AfPacketLinkState = 'up' | 'down' | 'gone';
 
 export interface AfPacketOptions {
   /** Interface name (in the calling thread's network namespace). */
@@ -192,6 +230,8 @@ export interface AfPacketCounters {
   txFrames: number;
   /** sendto calls that failed (EAGAIN/ENOBUFS when the device queue is full, or other errors). */
   txErrors: number;
+  /** Socket errors read and cleared (SO_ERROR), e.g. ENETDOWN at each link down. */
+  linkErrors: number;
 }
 
 export class AfPacketSocket {
@@ -202,14 +242,24 @@ export class AfPacketSocket {
   readonly blockCount: number;
   /** The mapped RX ring; RxBatch offsets point into it. */
   readonly memory: Uint8Array;
-  readonly counters: AfPacketCounters = { rxFrames: 0, rxBlocks: 0, txFrames: 0, txErrors: 0 };
+  readonly counters: AfPacketCounters = { rxFrames: 0, rxBlocks: 0, txFrames: 0, txErrors: 0, linkErrors: 0 };
   /** The last transmit error (a SysError), if any. */
   lastTxError: unknown = undefined;
+  /** The interface as this socket last saw it (updated by poll, clearError, checkLink). */
+  linkState: AfPacketLinkState = 'up';
+  /** The last socket error read (errno code, e.g. 'ENETDOWN'), if any. */
+  lastLinkError: string | undefined = undefined;
 
   private readonly mapping: Mapping;
   private readonly u32: Uint32Array;
   private readonly u16: Uint16Array;
   private readonly pollfd: Uint8Array;
+  /** pollfd as int16s: [2] events, [3] revents. */
+  private readonly pollfd16: Int16Array;
+  /** An empty pollfd array: poll(2) with no fds is a sleep that never spins. */
+  private readonly noFds = alloc(8);
+  private readonly errBuf = alloc(4);
+  private readonly ifreq = alloc(IFREQ_SIZE);
   private readonly statsBuf = alloc(tpacketStatsV3Layout.size);
   private readonly totals: AfPacketStats = { packets: 0, drops: 0, freezes: 0 };
   /** Block being read, packets left in it, offset of the next packet header. */
@@ -252,6 +302,7 @@ export class AfPacketSocket {
     const dv = new DataView(this.pollfd.buffer);
     dv.setInt32(0, fd, true);
     dv.setInt16(4, POLLIN, true);
+    this.pollfd16 = new Int16Array(this.pollfd.buffer, 0, 4);
     this.txFrames = txFrames;
     this.txBase = blockSize * blockCount;
     const views: Uint8Array[] = [];
@@ -481,14 +532,131 @@ export class AfPacketSocket {
     return n;
   }
 
-  /** poll(2) for readable ring blocks, blocking the calling thread up to `timeoutMs`. */
+  /**
+   * poll(2) for readable ring blocks, blocking the calling thread up to `timeoutMs`; true when
+   * a block is ready. Never returns early without a reason: a pending socket error is read and
+   * cleared (see the file comment), and while the link is down or gone the call still waits
+   * its full timeout, so an idle loop around it sleeps instead of spinning.
+   */
   poll(timeoutMs: number): boolean {
-    return getSys().poll(this.pollfd, 1, timeoutMs) > 0;
+    if (this.linkState !== 'up') return this.pollNotUp(timeoutMs);
+    if (getSys().poll(this.pollfd, 1, timeoutMs) <= 0) return false;
+    if ((this.pollfd16[3]! & POLL_ERRORS) === 0) return true;
+    return this.pollAfterError(timeoutMs);
   }
 
   /** As `poll`, on the libuv pool (the event loop keeps running). */
   async pollAsync(timeoutMs: number): Promise<boolean> {
-    return (await getSys().pollAsync(this.pollfd, 1, timeoutMs)) > 0;
+    if (this.linkState === 'gone') {
+      await getSys().pollAsync(this.noFds, 0, timeoutMs);
+      return false;
+    }
+    if ((await getSys().pollAsync(this.pollfd, 1, timeoutMs)) <= 0) {
+      if (this.linkState === 'down') this.checkLink();
+      return false;
+    }
+    const revents = this.pollfd16[3]!;
+    if ((revents & POLL_ERRORS) === 0) {
+      this.linkState = 'up';
+      return true;
+    }
+    this.clearError();
+    if ((revents & POLLIN) !== 0) return true;
+    // The error is cleared; wait out the timeout so callers looping on this never spin.
+    await getSys().pollAsync(this.noFds, 0, timeoutMs);
+    return false;
+  }
+
+  /**
+   * Reads and clears the socket's pending error (SO_ERROR), counts it, and refreshes
+   * `linkState`; returns the state. Call it when your own poll(2) reports POLLERR on `fd`.
+   */
+  clearError(): AfPacketLinkState {
+    const sys = getSys();
+    try {
+      sys.getsockopt(this.fd, SOL_SOCKET, SO_ERROR, this.errBuf);
+      const errno = this.errBuf[0]! | (this.errBuf[1]! << 8) | (this.errBuf[2]! << 16) | (this.errBuf[3]! << 24);
+      if (errno !== 0) {
+        this.counters.linkErrors++;
+        this.lastLinkError = errnoName(errno);
+      }
+    } catch (err) {
+      // EBADF and the like: the socket itself is unusable.
+      this.counters.linkErrors++;
+      this.lastLinkError = errnoCodeOf(err) ?? 'error';
+    }
+    return this.checkLink();
+  }
+
+  /**
+   * Looks the interface up by index in the socket's namespace: `gone` when no interface has
+   * that index any more (deleted or moved away), `down` when it is not administratively up,
+   * else `up`. Two ioctls; not for the hot path. Once gone, always gone: the kernel unbound
+   * the socket, so an interface that comes back (same name or not) needs a new socket.
+   */
+  checkLink(): AfPacketLinkState {
+    if (this.linkState === 'gone' || this.closed) return this.linkState;
+    const sys = getSys();
+    const req = this.ifreq;
+    req.fill(0);
+    new DataView(req.buffer).setInt32(16, this.ifindex, true);
+    try {
+      sys.ioctl(this.fd, SIOCGIFNAME, req);
+    } catch (err) {
+      const code = errnoCodeOf(err);
+      if (code === 'ENODEV' || code === 'ENXIO') this.linkState = 'gone';
+      return this.linkState;
+    }
+    // ifr_name now holds the current name (it may have been renamed): ask for its flags.
+    try {
+      sys.ioctl(this.fd, SIOCGIFFLAGS, req);
+    } catch (err) {
+      const code = errnoCodeOf(err);
+      if (code === 'ENODEV' || code === 'ENXIO') this.linkState = 'gone';
+      return this.linkState;
+    }
+    this.linkState = (new DataView(req.buffer).getUint16(16, true) & IFF_UP) !== 0 ? 'up' : 'down';
+    return this.linkState;
+  }
+
+  /** Whether the interface was deleted or moved to another namespace (the socket is dead). */
+  get gone(): boolean {
+    return this.linkState === 'gone';
+  }
+
+  /** poll() after poll(2) reported an error condition: clear it, then wait without spinning. */
+  private pollAfterError(timeoutMs: number): boolean {
+    const readable = (this.pollfd16[3]! & POLLIN) !== 0;
+    this.clearError();
+    if (readable) return true;
+    return this.pollNotUp(timeoutMs);
+  }
+
+  /**
+   * Link down or gone (or an error just cleared): wait up to `timeoutMs` for frames. A second
+   * error within one call is cleared and the rest of the timeout slept, so even an error that
+   * comes back at once cannot turn a caller's idle loop into a busy loop.
+   */
+  private pollNotUp(timeoutMs: number): boolean {
+    const sys = getSys();
+    if (this.linkState === 'gone') {
+      sys.poll(this.noFds, 0, timeoutMs);
+      return false;
+    }
+    if (sys.poll(this.pollfd, 1, timeoutMs) <= 0) {
+      if (this.linkState === 'down') this.checkLink();
+      return false;
+    }
+    const revents = this.pollfd16[3]!;
+    if ((revents & POLL_ERRORS) === 0) {
+      // Frames again: the link is back.
+      this.linkState = 'up';
+      return true;
+    }
+    this.clearError();
+    if ((revents & POLLIN) !== 0) return true;
+    sys.poll(this.noFds, 0, timeoutMs);
+    return false;
   }
 
   /** Whether the next block is ready without a syscall. */

@@ -24,6 +24,7 @@
  * call at most per batch (and only when the kernel says it needs one).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { lockedMemoryBudget, umemFailureMessage } from '../../kernel/features.ts';
 import { alloc, errnoCodeOf, getSys, PinholeError, SysError, type Mapping, type Sys } from '../../sys/index.ts';
 import {
   AF_XDP,
@@ -382,7 +383,9 @@ function isZeroCopyUnsupported(code: string | undefined): boolean {
 /**
  * Opens an AF_XDP socket on (iface, queue). Errors: ERR_XSK_BUSY (queue held by another socket
  * after the retries), ERR_XSK_BIND (any other bind failure, errno in the cause),
- * ERR_XSK_SETUP (socket/UMEM/ring setup), ERR_XSK_CONFIG (bad options).
+ * ERR_XSK_UMEM (UMEM registration refused: the locked-memory limit without CAP_IPC_LOCK, or
+ * out of memory), ERR_PERMISSION (no CAP_NET_RAW), ERR_XSK_SETUP (any other socket/ring setup
+ * failure, errno in the message), ERR_XSK_CONFIG (bad options).
  */
 export async function openXsk(opts: XskOptions): Promise<XskSocket> {
   const sys = getSys();
@@ -453,7 +456,7 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
       sys.setsockopt(fd, SOL_XDP, XDP_RX_RING, u32buf(rxSize));
       sys.setsockopt(fd, SOL_XDP, XDP_TX_RING, u32buf(txSize));
     } catch (err) {
-      throw new PinholeError('ERR_XSK_SETUP', `set up xsk for ${where}: ${step} failed`, { cause: err });
+      throw setupError(err, step, where, frameSize * frameCount);
     }
     const offBuf = alloc(XdpMmapOffsets.size);
     sys.getsockopt(fd, SOL_XDP, XDP_MMAP_OFFSETS, offBuf);
@@ -505,6 +508,31 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
     if (area) sys.munmap(area);
     throw err;
   }
+}
+
+/**
+ * The error for a failed setup step, with the errno in the message and, where the cause is a
+ * missing privilege or limit, its name: socket(AF_XDP) needs CAP_NET_RAW; XDP_UMEM_REG charges
+ * the UMEM to RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK (ENOBUFS beyond it).
+ */
+function setupError(err: unknown, step: string, where: string, umemBytes: number): PinholeError {
+  if (err instanceof PinholeError) return err;
+  const errno = errnoCodeOf(err);
+  const details = { step, errno, where };
+  if (step === 'socket(AF_XDP)' && (errno === 'EPERM' || errno === 'EACCES')) {
+    return new PinholeError('ERR_PERMISSION', `set up xsk for ${where}: socket(AF_XDP) failed (${errno}): needs CAP_NET_RAW`, {
+      cause: err,
+      details,
+    });
+  }
+  if (step === 'XDP_UMEM_REG' && (errno === 'ENOBUFS' || errno === 'ENOMEM' || errno === 'EPERM')) {
+    const budget = lockedMemoryBudget();
+    return new PinholeError('ERR_XSK_UMEM', `set up xsk for ${where}: ${umemFailureMessage(errno, umemBytes, budget)}`, {
+      cause: err,
+      details: { ...details, bytes: umemBytes, capIpcLock: budget.capIpcLock, memlockLimit: budget.limit },
+    });
+  }
+  return new PinholeError('ERR_XSK_SETUP', `set up xsk for ${where}: ${step} failed${errno ? ` (${errno})` : ''}`, { cause: err, details });
 }
 
 async function bindWithRetry(sys: Sys, fd: number, ifindex: number, opts: XskOptions, where: string): Promise<XskMode> {
