@@ -53,9 +53,18 @@ export interface UplinkConfig {
   queues?: number;
 }
 
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
+export const DEFAULT_API_SOCKET = '/run/pinhole/api.sock';
+
 export interface PinholeConfig {
   uplink: UplinkConfig;
   connections: ConnectionConfig[];
+  /** The local API (HTTP over a unix socket). */
+  api: { socket: string };
+  /** Prometheus metrics; absent: no metrics endpoint. `listen` is host:port (IPv6 in brackets). */
+  metrics?: { listen: string };
+  log: { level: LogLevel };
 }
 
 export const UPLINK_MODES: readonly UplinkMode[] = ['auto', 'afxdp', 'afpacket'];
@@ -248,15 +257,42 @@ const connectionSchema = mapping({
   .transform((c): ConnectionConfig => ({ name: c.name, local: { interface: c.local.interface }, vxlan: c.vxlan! }));
 
 /** Top-level sections. `connections` may be absent or empty (`connections:` alone reads as null). */
+const apiSchema = mapping({
+  socket: z
+    .string(says('must be an absolute path'))
+    .refine((v) => v.startsWith('/') && v.length < 108 && !v.includes('\0'), 'must be an absolute path shorter than 108 bytes')
+    .default(DEFAULT_API_SOCKET),
+});
+
+const listenSchema = z
+  .string(says('must be host:port'))
+  .refine(
+    (v) => /^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):(\d{1,5})$/.test(v) && Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535,
+    'must be host:port, e.g. 127.0.0.1:9464 or [::1]:9464',
+  );
+
 const ROOT_SHAPE = {
   uplink: uplinkSchema,
+  api: apiSchema.nullish().transform((v) => v ?? { socket: DEFAULT_API_SOCKET }),
+  metrics: mapping({ listen: listenSchema }).optional(),
+  log: mapping({
+    level: z.enum(LOG_LEVELS as [LogLevel, ...LogLevel[]], says(`must be one of ${LOG_LEVELS.join(', ')}`)).default('info'),
+  })
+    .nullish()
+    .transform((v) => v ?? { level: 'info' as LogLevel }),
   connections: z
     .array(connectionSchema, says('must be a list'))
     .nullish()
     .transform((v): ConnectionConfig[] => v ?? []),
 };
 
-const configSchema = mapping(ROOT_SHAPE).transform((c): PinholeConfig => ({ uplink: c.uplink, connections: c.connections }));
+const configSchema = mapping(ROOT_SHAPE).transform((c): PinholeConfig => ({
+  uplink: c.uplink,
+  connections: c.connections,
+  api: c.api,
+  ...(c.metrics ? { metrics: c.metrics } : {}),
+  log: c.log,
+}));
 
 /** Zod's issues as ours: one per unknown key, first occurrence of each (path, message) only. */
 function issuesOf(error: z.ZodError): ConfigIssue[] {

@@ -42,7 +42,11 @@ connections:
   - { name: pod-b, local: { interface: veth-b }, vxlan: { vni: 200, remote: "2001:db8::2" } }
 `;
 
+/** The sections every parsed config has, with their defaults. */
+const DEFAULTS = { api: { socket: '/run/pinhole/api.sock' }, log: { level: 'info' as const } };
+
 const EXAMPLE_CONFIG: PinholeConfig = {
+  ...DEFAULTS,
   uplink: { interface: 'eth0', mode: 'auto' },
   connections: [
     { name: 'pod-a', local: { interface: 'veth-a' }, vxlan: { vni: 100, remote: '198.18.0.2', family: 4, port: 4789, ttl: 64 } },
@@ -70,9 +74,32 @@ describe('config: valid documents', () => {
     assert.deepEqual(validateConfig(base()), EXAMPLE_CONFIG);
   });
 
+  it('api, metrics and log sections: defaults and errors name the field', () => {
+    const bad = (doc: string, field: string): void => {
+      assert.throws(
+        () => parseConfig(`uplink: { interface: eth0 }\n${doc}\n`),
+        (e: PinholeError) => e.code === 'ERR_CONFIG_INVALID' && e.message.includes(`${field}:`),
+        doc,
+      );
+    };
+    bad('api: { socket: relative.sock }', 'api.socket');
+    bad('api: { sock: /x }', 'api.sock');
+    bad('metrics: { listen: "9464" }', 'metrics.listen');
+    bad('metrics: { listen: "127.0.0.1:99999" }', 'metrics.listen');
+    bad('metrics: {}', 'metrics.listen');
+    bad('log: { level: loud }', 'log.level');
+    const ok = parseConfig('uplink: { interface: eth0 }\nmetrics: { listen: "[::1]:9464" }\n');
+    assert.deepEqual(ok.metrics, { listen: '[::1]:9464' });
+    assert.deepEqual(ok.api, DEFAULTS.api);
+    assert.deepEqual(ok.log, DEFAULTS.log);
+  });
+
   it('reads every field, canonicalises addresses', async () => {
     const cfg = await loadConfig(join(FIXTURES, 'full.yaml'));
     assert.deepEqual(cfg, {
+      api: { socket: '/run/pinhole/test.sock' },
+      metrics: { listen: '127.0.0.1:9464' },
+      log: { level: 'debug' },
       uplink: { interface: 'ens5', mode: 'afxdp', tunnelAddress: '198.18.0.1', tunnelAddress6: '2001:db8::1', queues: 4 },
       connections: [
         { name: 'pod-a', local: { interface: 'veth-a' }, vxlan: { vni: 0, remote: '198.18.0.2', family: 4, port: 8472, ttl: 255 } },
@@ -97,7 +124,7 @@ describe('config: valid documents', () => {
   ];
   for (const [what, text] of empties) {
     it(`connections ${what} → []`, () => {
-      assert.deepEqual(parseConfig(text), { uplink: { interface: 'eth0', mode: 'auto' }, connections: [] });
+      assert.deepEqual(parseConfig(text), { ...DEFAULTS, uplink: { interface: 'eth0', mode: 'auto' }, connections: [] });
     });
   }
 
@@ -146,7 +173,7 @@ const INVALID: Case[] = [
   ['mode fast', (d) => (d.uplink.mode = 'fast'), 'uplink.mode', 'must be one of auto, afxdp, afpacket'],
   ['mode AUTO', (d) => (d.uplink.mode = 'AUTO'), 'uplink.mode', 'must be one of auto, afxdp, afpacket'],
   // unknown keys at every level
-  ['unknown top-level key', (d) => (d.foo = 1), 'foo', "unknown key 'foo' (allowed: uplink, connections)"],
+  ['unknown top-level key', (d) => (d.foo = 1), 'foo', "unknown key 'foo' (allowed: uplink, api, metrics, log, connections)"],
   [
     'unknown key in uplink',
     (d) => (d.uplink.foo = 1),
