@@ -10,7 +10,20 @@ export interface LagSummary {
   max: number;
 }
 
-export function startLagMonitor(intervalMs = 10, keep = 60_000): { stop: () => LagSummary } {
+export interface LagMonitor {
+  /** The summary of the most recent `window` samples (default 1,000: ~10 s at 10 ms), still running. */
+  snapshot(window?: number): LagSummary;
+  stop(): LagSummary;
+}
+
+function summarize(values: number[]): LagSummary {
+  const s = values.sort((a, b) => a - b);
+  const m = s.length;
+  const at = (q: number): number => (m ? s[Math.min(m - 1, Math.floor(q * m))]! : 0);
+  return { samples: m, p50: at(0.5), p99: at(0.99), max: m ? s[m - 1]! : 0 };
+}
+
+export function startLagMonitor(intervalMs = 10, keep = 60_000): LagMonitor {
   const samples = new Float64Array(keep);
   let n = 0;
   let expected = performance.now() + intervalMs;
@@ -22,12 +35,15 @@ export function startLagMonitor(intervalMs = 10, keep = 60_000): { stop: () => L
   }, intervalMs);
   timer.unref();
   return {
+    snapshot(window = 1000) {
+      const m = Math.min(n, keep, window);
+      const out: number[] = [];
+      for (let i = n - m; i < n; i++) out.push(samples[i % keep]!);
+      return summarize(out);
+    },
     stop() {
       clearInterval(timer);
-      const m = Math.min(n, keep);
-      const s = Array.from(samples.subarray(0, m)).sort((a, b) => a - b);
-      const at = (q: number): number => (m ? s[Math.min(m - 1, Math.floor(q * m))]! : 0);
-      return { samples: m, p50: at(0.5), p99: at(0.99), max: m ? s[m - 1]! : 0 };
+      return summarize(Array.from(samples.subarray(0, Math.min(n, keep))));
     },
   };
 }

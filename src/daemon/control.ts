@@ -62,12 +62,16 @@ export interface UplinkStatus {
 }
 
 export interface DaemonStatus {
+  /** `running`; `recovering` while the uplink is gone (or the dataplane restarts): `problem` says why. */
+  state: 'running' | 'recovering';
+  problem?: { code: string; message: string; since: string };
   pid: number;
   version: string;
   startedAt: string;
   uptimeSeconds: number;
   configFile: string;
-  uplink: UplinkStatus;
+  /** null while recovering. */
+  uplink: UplinkStatus | null;
   connections: ConnectionStatus[];
   /** Drops by `<stage>:<reason>` (zero reasons omitted), all workers added. */
   drops: Record<string, number>;

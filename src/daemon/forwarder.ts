@@ -1,6 +1,7 @@
 /**
  * The forwarder: VXLAN connections between workload interfaces and remote nodes, over the
- * uplink shared with the kernel. This is `pinhole run` minus the command line.
+ * uplink shared with the kernel. This is `pinhole run` minus the command line, the API and the
+ * recovery loop (daemon.ts).
  *
  * Start, in order (anything failing undoes what was done before it):
  *   1. every interface named by the config exists (ERR_IFACE_NOT_FOUND before anything changes);
@@ -16,12 +17,21 @@
  *   5. next hops published to the workers (NextHopTable) and kept current from mirror events;
  *      a worker's miss asks the kernel to resolve (NTF_USE through the mirror).
  *
+ * Changes at runtime (`apply`): connections added, removed or changed are the only ones
+ * touched. New workload interfaces are set up and new ports/addresses opened first; then every
+ * worker gets its new plan (ports whose plan is unchanged stay open, so untouched connections
+ * never stop); only then is what the old set alone needed closed. If any step fails, everything
+ * done so far is undone and the running state is exactly what it was.
+ *
  * How frames find their worker. Worker w serves uplink RX queue w (AF_XDP: the pinhole
  * redirects queue w's tunnel frames to worker w's socket; AF_PACKET: a fanout group hashes
  * flows over the workers) and, on each workload interface, queue w (AF_XDP: the redirect-all
  * program redirects queue w to worker w; AF_PACKET: a fanout group per interface). A frame is
- * transmitted by the worker that received it: decapsulated frames leave through that worker's
- * socket on the workload interface, encapsulated frames through its uplink socket.
+ * transmitted by the worker that received it.
+ *
+ * Watching: the uplink disappearing (deleted, moved to another namespace), going down, or its
+ * XDP program being detached behind our back is reported through `onUplinkLost`; the owner
+ * (daemon.ts) stops this forwarder and starts a new one when the interface is back.
  *
  * Stop: workers first (sockets closed: the pinhole passes tunnel frames to the kernel again),
  * then workload programs detached, the uplink restored (uplink/host.ts), the mirror closed.
@@ -36,6 +46,7 @@ import { attachPassThrough, attachRedirectAll, loadRedirectAll, type LoadedRedir
 import type { XdpAttachment } from '../kernel/xdp-attach.ts';
 import { tunnelPorts, type ConnectionConfig, type PinholeConfig } from '../config/index.ts';
 import { PinholeError } from '../sys/index.ts';
+import type { PinholeSpec } from '../bpf/pinhole/policy.ts';
 import { startOnUplink, type UplinkHost } from '../uplink/host.ts';
 import type { DecisionReason } from '../uplink/decide.ts';
 import type { CounterValues } from '../dataplane/counters.ts';
@@ -51,7 +62,7 @@ export interface WorkloadState {
   iface: string;
   driver: 'afxdp' | 'afpacket';
   reasons: DecisionReason[];
-  /** AF_XDP: how the redirect-all program is attached. */
+  /** How an XDP program is attached to it (redirect-all for AF_XDP, pass-through for AF_PACKET). */
   xdp?: string;
 }
 
@@ -79,9 +90,20 @@ export interface ForwarderOptions {
   readyTimeoutMs?: number;
   /** A worker died: the forwarder can no longer serve its queue (the caller decides: stop). */
   onWorkerDeath?: (worker: number, why: string) => void;
+  /** The uplink went away, went down or lost its program; `code` says which. */
+  onUplinkLost?: (code: string, message: string) => void;
+  /** The mirror's subscription died (fatal: the next hops can no longer be followed). */
+  onMirrorFailed?: (err: Error) => void;
+}
+
+export interface ApplyResult {
+  added: string[];
+  removed: string[];
+  changed: string[];
 }
 
 const RESOLVE_TIMEOUT_MS = 3000;
+let fanoutSeq = 0;
 
 function firstGlobalAddress(mirror: Mirror, ifindex: number, family: 4 | 6): string | undefined {
   for (const a of mirror.tables.addrs.values()) {
@@ -92,7 +114,7 @@ function firstGlobalAddress(mirror: Mirror, ifindex: number, family: 4 | 6): str
   return undefined;
 }
 
-function closeWorkloads(ws: readonly WorkloadSetup[]): void {
+function closeWorkloads(ws: Iterable<WorkloadSetup>): void {
   for (const w of ws) {
     try {
       w.attachment?.close();
@@ -103,94 +125,83 @@ function closeWorkloads(ws: readonly WorkloadSetup[]): void {
   }
 }
 
+const sameConfig = (a: ConnectionConfig, b: ConnectionConfig): boolean => JSON.stringify(a) === JSON.stringify(b);
+
 export class Forwarder {
   private stopping: Promise<CounterValues> | undefined;
   private readonly resolving = new Set<number>();
-  private readonly nh: NextHopTable;
-  private readonly nhState: NextHopState[];
-  private readonly unsubscribe: () => void;
+  private nh: NextHopTable;
+  private nhState: NextHopState[];
+  private readonly unsubscribe: (() => void)[] = [];
   private finalCounters: CounterValues | undefined;
+  /** Changes run one at a time. */
+  private chain: Promise<unknown> = Promise.resolve();
+  private lost = false;
 
   private constructor(
-    readonly config: PinholeConfig,
+    public config: PinholeConfig,
     readonly uplink: IfaceInfo,
     readonly host: UplinkHost,
-    readonly workloads: WorkloadSetup[],
-    readonly connections: VxlanConnectionPlan[],
+    /** One per connection, in connection order. */
+    public workloads: WorkloadSetup[],
+    public connections: VxlanConnectionPlan[],
     readonly supervisor: Supervisor,
-    private readonly mirror: Mirror,
+    readonly mirror: Mirror,
     nhBuffer: SharedArrayBuffer,
     private readonly release: () => void,
-    private readonly log: Log,
+    private readonly opts: ForwarderOptions,
   ) {
     this.nh = new NextHopTable(nhBuffer);
     this.nhState = connections.map((k) => ({ connection: k.name, state: 'unknown' }));
-    this.unsubscribe = mirror.onChange((e) => {
-      if (e.table === 'route' || e.table === 'resync' || e.table === 'link' || e.table === 'addr') this.updateNextHops();
-    });
+    this.unsubscribe.push(
+      mirror.onChange((e) => {
+        if (e.table === 'link') this.watchUplink();
+        if (e.table === 'route' || e.table === 'resync' || e.table === 'link' || e.table === 'addr') this.updateNextHops();
+      }),
+      mirror.onError((err, fatal) => {
+        this.log({ level: fatal ? 'error' : 'warn', event: 'mirror', code: (err as { code?: string }).code, message: err.message });
+        if (fatal) opts.onMirrorFailed?.(err);
+      }),
+    );
     this.updateNextHops();
     // Warm the neighbour entries now rather than on the first frame.
     for (const k of connections) this.resolve(k.index);
   }
 
+  private get log(): Log {
+    return this.opts.log ?? (() => undefined);
+  }
+
   static async start(config: PinholeConfig, opts: ForwarderOptions = {}): Promise<Forwarder> {
     const log = opts.log ?? (() => undefined);
-    if (config.connections.length === 0)
-      throw new PinholeError('ERR_CONFIG_INVALID', 'connections: at least one connection is needed to run');
     const uplink = requireInterface(config.uplink.interface);
     const locals = config.connections.map((k) => requireInterface(k.local.interface));
     const mirror = await Mirror.open();
     try {
       const link = mirror.tables.links.get(uplink.index);
       if (!link?.mac) throw new PinholeError('ERR_UPLINK_NO_MAC', `${uplink.name} has no Ethernet address`);
-      const tunnel = { 4: config.uplink.tunnelAddress, 6: config.uplink.tunnelAddress6 } as Record<4 | 6, string | undefined>;
-      for (const fam of [4, 6] as const) {
-        if (!config.connections.some((k) => k.vxlan.family === fam)) continue;
-        tunnel[fam] ??= firstGlobalAddress(mirror, uplink.index, fam);
-        if (!tunnel[fam]) {
-          throw new PinholeError(
-            'ERR_TUNNEL_NO_ADDRESS',
-            `${uplink.name} has no global IPv${fam} address for the IPv${fam} connections; set uplink.tunnelAddress${fam === 6 ? '6' : ''}`,
-          );
-        }
-      }
-      const connections: VxlanConnectionPlan[] = config.connections.map((k, index) => ({
-        index,
-        name: k.name,
-        vni: k.vxlan.vni,
-        family: k.vxlan.family,
-        local: canonicalIp(tunnel[k.vxlan.family]!),
-        remote: k.vxlan.remote,
-        port: k.vxlan.port,
-        ttl: k.vxlan.ttl,
-        srcMac: link.mac!,
-        maxInnerFrame: uplink.mtu + 14 - (k.vxlan.family === 4 ? OUTER_V4_BYTES : OUTER_V6_BYTES),
-        workloadPort: `wl:${k.name}`,
-      }));
-      const addresses = [...new Set(connections.map((k) => k.local))];
+      const connections = connectionPlans(config, mirror, uplink, link.mac);
       const nhBuffer = new SharedArrayBuffer(nextHopTableBytes(connections.length));
-      let supOnMiss: (conn: number) => void = () => undefined;
+      let onMiss: (conn: number) => void = () => undefined;
       const { host, started, release } = await startOnUplink(
         {
           iface: uplink.name,
           mode: config.uplink.mode,
           ports: tunnelPorts(config).map((p) => p.port),
-          addresses,
+          addresses: specOf(connections).addresses,
           ...(config.uplink.queues !== undefined ? { queues: config.uplink.queues } : {}),
           log,
         },
         async (h) => {
-          const workloads = setUpWorkloads(h, config, locals, log);
+          const workloads = setUpWorkloads(h, config.uplink.mode, config.connections, locals, log);
           try {
-            const plans = vxlanPlans(h, workloads, connections, opts);
-            const sup = await Supervisor.start(plans, {
+            const sup = await Supervisor.start(vxlanPlans(h, h.spec, workloads, connections, opts), {
               neighbours: mirror.sharedNeighbours,
               nexthops: nhBuffer,
               readyTimeoutMs: opts.readyTimeoutMs ?? 15_000,
-              onMiss: (_w, conn) => supOnMiss(conn),
+              onMiss: (_w, conn) => onMiss(conn),
               onDeath: (w, why) => opts.onWorkerDeath?.(w, why),
             });
-            // Ports that really opened AF_PACKET (e.g. the driver) are what the workers say.
             return { workloads, sup };
           } catch (err) {
             closeWorkloads(workloads);
@@ -198,8 +209,8 @@ export class Forwarder {
           }
         },
       );
-      const f = new Forwarder(config, uplink, host, started.workloads, connections, started.sup, mirror, nhBuffer, release, log);
-      supOnMiss = (conn) => f.resolve(conn);
+      const f = new Forwarder(config, uplink, host, started.workloads, connections, started.sup, mirror, nhBuffer, release, opts);
+      onMiss = (conn) => f.resolve(conn);
       return f;
     } catch (err) {
       await mirror.close();
@@ -207,26 +218,110 @@ export class Forwarder {
     }
   }
 
-  /** Recomputes every connection's next hop from the mirror's routes; publishes changes. */
-  private updateNextHops(): void {
-    for (const k of this.connections) {
-      const v = this.computeNextHop(k);
-      const prev = this.nhState[k.index]!;
-      const next: NextHopState =
-        v.state === NH_OK
-          ? { connection: k.name, state: 'ok', via: v.via!, ifindex: v.value.ifindex }
-          : { connection: k.name, state: 'no-route', reason: v.reason! };
-      if (prev.state === next.state && prev.via === next.via && prev.ifindex === next.ifindex && prev.reason === next.reason) continue;
-      this.nh.write(k.index, v.value);
-      this.nhState[k.index] = next;
-      this.log({ level: next.state === 'ok' ? 'info' : 'warn', event: 'nexthop', ...next });
-      if (next.state === 'ok') this.resolve(k.index);
-    }
+  /**
+   * Replaces the connection set with `next` (validated by the caller: names, interfaces and
+   * (remote, port, vni) unique). Only what differs is touched; on failure nothing changes.
+   */
+  apply(next: readonly ConnectionConfig[]): Promise<ApplyResult> {
+    const run = this.chain.then(() => this.applyNow(next));
+    this.chain = run.catch(() => undefined);
+    return run;
   }
 
-  private computeNextHop(k: VxlanConnectionPlan): { state: number; value: NextHopValue; via?: string; reason?: string } {
+  private async applyNow(next: readonly ConnectionConfig[]): Promise<ApplyResult> {
+    if (this.stopping) throw new PinholeError('ERR_API_BUSY', 'the forwarder is stopping');
+    const before = new Map(this.config.connections.map((k) => [k.name, k]));
+    const after = new Map(next.map((k) => [k.name, k]));
+    const result: ApplyResult = { added: [], removed: [], changed: [] };
+    for (const k of next) {
+      const old = before.get(k.name);
+      if (!old) result.added.push(k.name);
+      else if (!sameConfig(old, k)) result.changed.push(k.name);
+    }
+    for (const name of before.keys()) if (!after.has(name)) result.removed.push(name);
+    if (result.added.length + result.removed.length + result.changed.length === 0) return result;
+
+    const config: PinholeConfig = { ...this.config, connections: [...next] };
+    const link = this.mirror.tables.links.get(this.uplink.index);
+    const connections = connectionPlans(config, this.mirror, this.uplink, link?.mac ?? this.connections[0]?.srcMac ?? '00:00:00:00:00:00');
+    // Workload set-ups are per interface: one whose interface stays in use is kept as it is.
+    const byIface = new Map(this.workloads.map((w) => [w.iface, w]));
+    const kept = new Set<WorkloadSetup>();
+    const fresh: WorkloadSetup[] = [];
+    const workloads: WorkloadSetup[] = [];
+    try {
+      for (const k of next) {
+        const have = byIface.get(k.local.interface);
+        if (have) {
+          kept.add(have);
+          workloads.push({ ...have, connection: k.name });
+          continue;
+        }
+        const [w] = setUpWorkloads(this.host, this.config.uplink.mode, [k], [requireInterface(k.local.interface)], this.log);
+        fresh.push(w!);
+        workloads.push(w!);
+      }
+    } catch (err) {
+      closeWorkloads(fresh);
+      throw err;
+    }
+    const oldSpec = this.host.spec;
+    const spec = specOf(
+      connections,
+      tunnelPorts(config).map((p) => p.port),
+    );
+    const nhBuffer = new SharedArrayBuffer(nextHopTableBytes(connections.length));
+    const nh = new NextHopTable(nhBuffer);
+    const nhState: NextHopState[] = connections.map((k) => ({ connection: k.name, state: 'unknown' }));
+    try {
+      // Union first: old and new traffic both enter while the workers switch.
+      this.host.setSpec({
+        ports: [...new Set([...oldSpec.ports, ...spec.ports])],
+        addresses: [...new Set([...oldSpec.addresses, ...spec.addresses])],
+      });
+      for (const k of connections) this.publishNextHop(k, nh, nhState);
+      await this.supervisor.reconfigure(vxlanPlans(this.host, spec, workloads, connections, this.opts), { nexthops: nhBuffer });
+    } catch (err) {
+      try {
+        this.host.setSpec(oldSpec);
+      } finally {
+        closeWorkloads(fresh);
+      }
+      throw err;
+    }
+    this.host.setSpec(spec);
+    closeWorkloads(this.workloads.filter((w) => !kept.has(w)));
+    this.config = config;
+    this.connections = connections;
+    this.workloads = workloads;
+    this.nh = nh;
+    this.nhState = nhState;
+    for (const k of connections) this.resolve(k.index);
+    this.log({ level: 'info', event: 'connections-changed', ...result });
+    return result;
+  }
+
+  /** Checks the uplink against the mirror's link table; reports loss once. */
+  private watchUplink(): void {
+    if (this.lost || this.stopping) return;
+    const l = this.mirror.tables.links.get(this.uplink.index);
+    let code: string | undefined;
+    let message = '';
+    if (!l || l.name !== this.uplink.name) {
+      code = 'ERR_UPLINK_GONE';
+      message = `${this.uplink.name} was deleted or moved to another network namespace`;
+    } else if (this.host.mode === 'afxdp' && l.xdp !== undefined && l.xdp.attached === 'none') {
+      code = 'ERR_UPLINK_PROGRAM_DETACHED';
+      message = `the pinhole XDP program was detached from ${this.uplink.name} behind our back`;
+    }
+    if (!code) return;
+    this.lost = true;
+    this.log({ level: 'error', event: 'uplink-lost', code, message });
+    this.opts.onUplinkLost?.(code, message);
+  }
+
+  private computeNextHop(k: VxlanConnectionPlan): { value: NextHopValue; via?: string; reason?: string } {
     const none = (reason: string) => ({
-      state: NH_NO_ROUTE,
       reason,
       value: { state: NH_NO_ROUTE, family: k.family, ifindex: 0, words: [0, 0, 0, 0] as [number, number, number, number] },
     });
@@ -237,11 +332,28 @@ export class Forwarder {
     if (!hop) return none(`the route to ${k.remote} has no output interface`);
     if (hop.ifindex !== this.uplink.index)
       return none(`the route to ${k.remote} leaves through ifindex ${hop.ifindex}, not the uplink ${this.uplink.name}`);
-    return {
-      state: NH_OK,
-      via: hop.ip,
-      value: { state: NH_OK, family: hop.family, ifindex: hop.ifindex, words: addressWords(parseIP(hop.ip).bytes) },
-    };
+    return { via: hop.ip, value: { state: NH_OK, family: hop.family, ifindex: hop.ifindex, words: addressWords(parseIP(hop.ip).bytes) } };
+  }
+
+  /** Publishes connection k's next hop into `nh` if it changed; returns whether it did. */
+  private publishNextHop(k: VxlanConnectionPlan, nh: NextHopTable, states: NextHopState[]): boolean {
+    const v = this.computeNextHop(k);
+    const prev = states[k.index]!;
+    const next: NextHopState =
+      v.value.state === NH_OK
+        ? { connection: k.name, state: 'ok', via: v.via!, ifindex: v.value.ifindex }
+        : { connection: k.name, state: 'no-route', reason: v.reason! };
+    if (prev.state === next.state && prev.via === next.via && prev.ifindex === next.ifindex && prev.reason === next.reason) return false;
+    nh.write(k.index, v.value);
+    states[k.index] = next;
+    this.log({ level: next.state === 'ok' ? 'info' : 'warn', event: 'nexthop', ...next });
+    return true;
+  }
+
+  /** Recomputes every connection's next hop from the mirror's routes; publishes changes. */
+  private updateNextHops(): void {
+    for (const k of this.connections)
+      if (this.publishNextHop(k, this.nh, this.nhState) && this.nhState[k.index]!.state === 'ok') this.resolve(k.index);
   }
 
   /**
@@ -301,7 +413,8 @@ export class Forwarder {
   /** Stops workers, then undoes every host change. Idempotent; returns the final counters. */
   stop(): Promise<CounterValues> {
     this.stopping ??= (async () => {
-      this.unsubscribe();
+      await this.chain;
+      for (const u of this.unsubscribe) u();
       const errors: unknown[] = [];
       const step = async (fn: () => unknown): Promise<void> => {
         try {
@@ -327,10 +440,48 @@ export class Forwarder {
   }
 }
 
-function setUpWorkloads(host: UplinkHost, config: PinholeConfig, locals: readonly IfaceInfo[], log: Log): WorkloadSetup[] {
+/** The connections as the workers see them; throws ERR_TUNNEL_NO_ADDRESS. */
+function connectionPlans(config: PinholeConfig, mirror: Mirror, uplink: IfaceInfo, mac: string): VxlanConnectionPlan[] {
+  const tunnel = { 4: config.uplink.tunnelAddress, 6: config.uplink.tunnelAddress6 } as Record<4 | 6, string | undefined>;
+  for (const fam of [4, 6] as const) {
+    if (!config.connections.some((k) => k.vxlan.family === fam)) continue;
+    tunnel[fam] ??= firstGlobalAddress(mirror, uplink.index, fam);
+    if (!tunnel[fam]) {
+      throw new PinholeError(
+        'ERR_TUNNEL_NO_ADDRESS',
+        `${uplink.name} has no global IPv${fam} address for the IPv${fam} connections; set uplink.tunnelAddress${fam === 6 ? '6' : ''}`,
+      );
+    }
+  }
+  return config.connections.map((k, index) => ({
+    index,
+    name: k.name,
+    vni: k.vxlan.vni,
+    family: k.vxlan.family,
+    local: canonicalIp(tunnel[k.vxlan.family]!),
+    remote: k.vxlan.remote,
+    port: k.vxlan.port,
+    ttl: k.vxlan.ttl,
+    srcMac: mac,
+    maxInnerFrame: uplink.mtu + 14 - (k.vxlan.family === 4 ? OUTER_V4_BYTES : OUTER_V6_BYTES),
+    workloadPort: `wl:${k.name}`,
+  }));
+}
+
+function specOf(connections: readonly VxlanConnectionPlan[], ports: number[] = []): PinholeSpec {
+  return { ports, addresses: [...new Set(connections.map((k) => k.local))] };
+}
+
+function setUpWorkloads(
+  host: UplinkHost,
+  mode: PinholeConfig['uplink']['mode'],
+  conns: readonly ConnectionConfig[],
+  locals: readonly IfaceInfo[],
+  log: Log,
+): WorkloadSetup[] {
   const out: WorkloadSetup[] = [];
   try {
-    config.connections.forEach((k: ConnectionConfig, i) => {
+    conns.forEach((k, i) => {
       const iface = locals[i]!;
       const base = { connection: k.name, iface: iface.name };
       const afpacket = (reason: DecisionReason): void => {
@@ -353,7 +504,7 @@ function setUpWorkloads(host: UplinkHost, config: PinholeConfig, locals: readonl
           driver: 'afpacket',
           reasons,
           ...(passThrough ? { passThrough, xdp: passThrough.detail } : {}),
-          ...(host.queues > 1 ? { fanoutGroup: (((process.pid + i + 1) & 0xfff) | 0x6000) >>> 0 } : {}),
+          ...(host.queues > 1 ? { fanoutGroup: (((process.pid + ++fanoutSeq) & 0xfff) | 0x6000) >>> 0 } : {}),
         });
       };
       if (host.mode !== 'afxdp') {
@@ -365,7 +516,7 @@ function setUpWorkloads(host: UplinkHost, config: PinholeConfig, locals: readonl
           code: 'WORKLOAD_QUEUES',
           message: `${iface.name} has ${iface.rxQueues ?? '?'} RX queues and the uplink ${host.queues} workers; AF_XDP needs one queue per worker (create the veth with numrxqueues/numtxqueues ${host.queues})`,
         };
-        if (config.uplink.mode === 'afxdp') throw new PinholeError('ERR_WORKLOAD_QUEUES', reason.message);
+        if (mode === 'afxdp') throw new PinholeError('ERR_WORKLOAD_QUEUES', reason.message);
         afpacket(reason);
         return;
       }
@@ -376,7 +527,7 @@ function setUpWorkloads(host: UplinkHost, config: PinholeConfig, locals: readonl
         out.push({ ...base, driver: 'afxdp', reasons: [], loaded, attachment, xdp: `${attachment.mode} XDP via ${attachment.via}` });
       } catch (err) {
         loaded?.close();
-        if (config.uplink.mode === 'afxdp') throw err;
+        if (mode === 'afxdp') throw err;
         const e = err as { code?: string; message: string };
         log({ level: 'warn', event: 'fallback', iface: iface.name, from: 'afxdp', to: 'afpacket', code: e.code, message: e.message });
         afpacket({ code: 'WORKLOAD_AFXDP_FAILED', message: `${e.code ?? 'error'}: ${e.message}` });
@@ -391,6 +542,7 @@ function setUpWorkloads(host: UplinkHost, config: PinholeConfig, locals: readonl
 
 function vxlanPlans(
   host: UplinkHost,
+  spec: PinholeSpec,
   workloads: readonly WorkloadSetup[],
   connections: readonly VxlanConnectionPlan[],
   opts: ForwarderOptions,
@@ -406,7 +558,9 @@ function vxlanPlans(
         driver: host.mode,
         rx: true,
         ...(host.xsksMapFd !== undefined ? { xsksMapFd: host.xsksMapFd } : {}),
-        ...(host.mode === 'afpacket' ? { filter: host.spec } : {}),
+        ...(host.mode === 'afpacket'
+          ? { filter: { ports: [...spec.ports].sort((a, b) => a - b), addresses: [...spec.addresses].sort() } }
+          : {}),
         ...(host.fanoutGroup !== undefined ? { fanoutGroup: host.fanoutGroup } : {}),
       },
     ];

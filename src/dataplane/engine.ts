@@ -18,7 +18,7 @@
 import { getSys, alloc } from '../sys/index.ts';
 import type { Link } from './link.ts';
 import type { Port } from './port.ts';
-import { CTRL_STOP } from './plan.ts';
+import { CTRL_RECONF, CTRL_STOP } from './plan.ts';
 
 const POLLIN = 0x0001;
 const POLLERR = 0x0008;
@@ -126,10 +126,10 @@ export class Engine {
     for (const p of seen) p.refreshStats();
   }
 
-  /** Breathes until ctrl[CTRL_STOP] is raised. */
+  /** Breathes until ctrl[CTRL_STOP] or ctrl[CTRL_RECONF] is raised. */
   run(ctrl: Int32Array): void {
     let errorBackoff = 0;
-    while (Atomics.load(ctrl, CTRL_STOP) === 0) {
+    while (Atomics.load(ctrl, CTRL_STOP) === 0 && Atomics.load(ctrl, CTRL_RECONF) === 0) {
       const now = performance.now();
       if (now - this.lastStats >= 1000) {
         this.lastStats = now;

@@ -114,12 +114,27 @@ export function planCounters(plan: WorkerPlan): CounterLayout {
   return layoutCounters(planCounterBlocks(plan));
 }
 
-/** Int32 control slots shared with each worker: [0] stop flag (main → worker). */
+/**
+ * Int32 control slots shared with each worker: [0] stop flag (main → worker); [1] a new plan
+ * waits on the worker's control port (main sets it after posting; the worker clears it).
+ */
 export const CTRL_STOP = 0;
+export const CTRL_RECONF = 1;
 export const CTRL_SLOTS = 2;
+
+/** Main → worker, on the worker's control port (read synchronously between breaths). */
+export interface ConfigureMessage {
+  type: 'configure';
+  seq: number;
+  plan: WorkerPlan;
+  counters: SharedArrayBuffer;
+  nexthops?: SharedArrayBuffer;
+}
 
 export type WorkerMessage =
   | { type: 'ready'; worker: number; ports: { name: string; driver: PortDriver; detail: string }[] }
   | { type: 'error'; worker: number; code: string; message: string; port?: string }
   | { type: 'miss'; worker: number; connection: number }
+  | { type: 'configured'; worker: number; seq: number; ports: { name: string; driver: PortDriver; detail: string }[] }
+  | { type: 'configure-failed'; worker: number; seq: number; code: string; message: string; port?: string }
   | { type: 'stopped'; worker: number };

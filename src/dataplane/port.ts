@@ -33,6 +33,8 @@ export interface Port {
   pollError(): void;
   /** Refreshes counters that need a syscall (kernel drop statistics). Not per batch. */
   refreshStats(): void;
+  /** Moves the port's counters to another block (the worker's plan changed: new layout). */
+  setCounters(c: Float64Array, base: number): void;
   close(): void;
 }
 

@@ -5,20 +5,31 @@
  * it was ready, and stops them. Host setup (programs, attachments, guards) is not done here: the
  * caller does it before and undoes it after (uplink/host.ts, daemon/forwarder.ts).
  */
-import type { Worker } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { PinholeError } from '../sys/errors.ts';
 import { startWorker } from '../worker/spawn.ts';
 import { addCounters, readCounters, type CounterLayout, type CounterValues } from './counters.ts';
-import { CTRL_SLOTS, CTRL_STOP, planCounters, type PortDriver, type WorkerMessage, type WorkerPlan } from './plan.ts';
+import {
+  CTRL_RECONF,
+  CTRL_SLOTS,
+  CTRL_STOP,
+  planCounters,
+  type ConfigureMessage,
+  type PortDriver,
+  type WorkerMessage,
+  type WorkerPlan,
+} from './plan.ts';
 import type { WorkerInit } from './worker.ts';
 
 const WORKER_URL = new URL('./worker.ts', import.meta.url);
 
 export interface WorkerHandle {
-  readonly plan: WorkerPlan;
+  plan: WorkerPlan;
   readonly worker: Worker;
-  readonly layout: CounterLayout;
-  readonly counters: Float64Array;
+  layout: CounterLayout;
+  counters: Float64Array;
+  /** Where ConfigureMessages go. */
+  readonly inbox: MessagePort;
   readonly control: Int32Array;
   ports: { name: string; driver: PortDriver; detail: string }[];
   /** Set when we asked it to stop: an exit after that is not a death. */
@@ -37,24 +48,86 @@ export interface SuperviseOptions {
 
 export class Supervisor {
   private stopping: Promise<void> | undefined;
+  private seq = 0;
+  private readonly waiting = new Map<string, (m: WorkerMessage) => void>();
   private constructor(readonly workers: WorkerHandle[]) {}
+
+  /** @internal a worker answered a ConfigureMessage. */
+  settle(m: WorkerMessage): void {
+    if (m.type !== 'configured' && m.type !== 'configure-failed') return;
+    const k = `${m.worker}/${m.seq}`;
+    this.waiting.get(k)?.(m);
+    this.waiting.delete(k);
+  }
+
+  /**
+   * Gives every worker a new plan (same workers, one plan each, in worker order). Each worker
+   * opens what the plan adds before it changes anything; if any worker fails, the workers that
+   * succeeded are given their previous plan back, and the error is thrown: the running state is
+   * what it was. Counters of untouched owners carry over.
+   */
+  async reconfigure(plans: readonly WorkerPlan[], extra: { nexthops?: SharedArrayBuffer } = {}, timeoutMs = 15_000): Promise<void> {
+    if (plans.length !== this.workers.length) throw new PinholeError('ERR_DATAPLANE_CONFIGURE', 'a new plan per worker is needed');
+    const previous = this.workers.map((w) => ({ plan: w.plan, layout: w.layout, counters: w.counters }));
+    const send = (w: WorkerHandle, plan: WorkerPlan): Promise<WorkerMessage> => {
+      const seq = ++this.seq;
+      const layout = planCounters(plan);
+      const counters = new SharedArrayBuffer(Math.max(1, layout.size) * 8);
+      const m: ConfigureMessage = { type: 'configure', seq, plan, counters, ...(extra.nexthops ? { nexthops: extra.nexthops } : {}) };
+      return new Promise<WorkerMessage>((resolve) => {
+        const timer = setTimeout(() => {
+          this.waiting.delete(`${plan.worker}/${seq}`);
+          resolve({
+            type: 'configure-failed',
+            worker: plan.worker,
+            seq,
+            code: 'ERR_DATAPLANE_TIMEOUT',
+            message: `no answer within ${timeoutMs} ms`,
+          });
+        }, timeoutMs);
+        this.waiting.set(`${plan.worker}/${seq}`, (r) => {
+          clearTimeout(timer);
+          if (r.type === 'configured') {
+            w.plan = plan;
+            w.layout = layout;
+            w.counters = new Float64Array(counters);
+            w.ports = r.ports;
+          }
+          resolve(r);
+        });
+        w.inbox.postMessage(m);
+        Atomics.store(w.control, CTRL_RECONF, 1);
+      });
+    };
+    const results = await Promise.all(this.workers.map((w, i) => send(w, plans[i]!)));
+    const failed = results.find((r) => r.type === 'configure-failed');
+    if (!failed || failed.type !== 'configure-failed') return;
+    // Roll the others back to what they ran.
+    await Promise.all(
+      this.workers.map((w, i) => (results[i]!.type === 'configured' ? send(w, previous[i]!.plan) : Promise.resolve(results[i]!))),
+    );
+    throw new PinholeError(failed.code, `worker ${failed.worker}: ${failed.message}`, { details: { port: failed.port } });
+  }
 
   static async start(plans: readonly WorkerPlan[], opts: SuperviseOptions = {}): Promise<Supervisor> {
     const workers: WorkerHandle[] = [];
     const ready: Promise<void>[] = [];
+    let sup: Supervisor | undefined;
     const timeoutMs = opts.readyTimeoutMs ?? 15_000;
     for (const plan of plans) {
       const layout = planCounters(plan);
       const counters = new SharedArrayBuffer(Math.max(1, layout.size) * 8);
       const control = new SharedArrayBuffer(CTRL_SLOTS * 4);
+      const channel = new MessageChannel();
       const init: WorkerInit = {
         plan,
         counters,
         control,
+        inbox: channel.port2,
         ...(opts.neighbours ? { neighbours: opts.neighbours } : {}),
         ...(opts.nexthops ? { nexthops: opts.nexthops } : {}),
       };
-      const worker = startWorker(WORKER_URL, init as unknown as Record<string, unknown>);
+      const worker = startWorker(WORKER_URL, init as unknown as Record<string, unknown>, [channel.port2]);
       let onStopped!: () => void;
       const stopped = new Promise<void>((r) => (onStopped = r));
       let isReady = false;
@@ -64,6 +137,7 @@ export class Supervisor {
         layout,
         counters: new Float64Array(counters),
         control: new Int32Array(control),
+        inbox: channel.port1,
         ports: [],
         stopping: false,
         stopped,
@@ -77,6 +151,7 @@ export class Supervisor {
         died(`worker exited (code ${code})`);
       });
       worker.on('message', (m: WorkerMessage) => {
+        if (m.type === 'configured' || m.type === 'configure-failed') sup?.settle(m);
         if (m.type === 'miss') opts.onMiss?.(m.worker, m.connection);
         else if (m.type === 'error') died(`${m.code}: ${m.message}`);
         else if (m.type === 'stopped') onStopped();
@@ -110,7 +185,7 @@ export class Supervisor {
       );
       workers.push(h);
     }
-    const sup = new Supervisor(workers);
+    sup = new Supervisor(workers);
     try {
       await Promise.all(ready);
     } catch (err) {

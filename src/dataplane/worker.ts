@@ -1,38 +1,37 @@
 /**
- * Dataplane worker thread: builds its ports, links and stages from its WorkerPlan (plan.ts),
- * says `ready`, then runs the engine until the main thread raises the stop flag.
+ * Dataplane worker thread: opens its ports, builds its graph from its WorkerPlan (plan.ts,
+ * graph.ts), says `ready`, then runs the engine until the main thread raises the stop flag.
  *
- * Ports are opened here, in the thread that drives them (rings and sockets belong to it). All
- * AF_XDP UMEMs of the worker live in one anonymous mapping, so a frame moves between AF_XDP
- * ports with one copyWithin. Counters are written into the shared Float64Array at the slots the
- * plan's layout gives (counters.ts); the main thread reads them by name at any time.
+ * Ports are opened here, in the thread that drives them (rings and sockets belong to it). AF_XDP
+ * UMEMs opened together live in one anonymous mapping (an "area"), so frames move between them
+ * with one copyWithin. Counters are written into the shared Float64Array at the slots the plan's
+ * layout gives (counters.ts); the main thread reads them by name at any time.
  *
- * Graphs:
- *   cross-connect   uplink.rx ─► link ─► to.tx                                  (tests, benchmarks)
- *   vxlan           uplink.rx ─► decap ─► wl:<c>.tx          (one link per connection)
- *                   wl:<c>.rx ─► encap ─► nexthop ─► uplink.tx
+ * Reconfiguration (connections added, removed or changed while running): the main thread posts
+ * a ConfigureMessage on the worker's control port and raises CTRL_RECONF; the engine returns
+ * between breaths, the worker reads the message synchronously, opens the ports the new plan adds
+ * (if one fails, it closes them and keeps running the old graph: nothing changes), moves every
+ * counter that exists in both layouts into the new counters (an untouched connection keeps its
+ * numbers), rebuilds the graph, closes the ports the new plan dropped, and answers `configured`.
+ * Ports whose plan did not change are kept open: their traffic never stops.
  */
-import { parentPort, workerData } from 'node:worker_threads';
-import { NeighbourTableReader } from '../netlink/neigh-table.ts';
+import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { getSys, type Mapping } from '../sys/index.ts';
 import { counterBase, type CounterLayout } from './counters.ts';
-import { Engine, type RxRoute, type Step, type TxRoute } from './engine.ts';
-import { Link } from './link.ts';
+import type { Engine } from './engine.ts';
+import { buildGraph, type GraphShared } from './graph.ts';
 import { PacketMemory } from './memory.ts';
-import { NextHopTable } from './nexthop-table.ts';
-import { planCounters, type PortPlan, type WorkerMessage, type WorkerPlan } from './plan.ts';
+import { CTRL_RECONF, CTRL_STOP, planCounters, type ConfigureMessage, type PortPlan, type WorkerMessage, type WorkerPlan } from './plan.ts';
 import type { Port } from './port.ts';
 import { AfPacketPort } from './ports/afpacket.ts';
 import { XSK_FRAME_SIZE, XskPort } from './ports/xsk.ts';
-import { DecapStage } from './stages/decap.ts';
-import { EncapStage } from './stages/encap.ts';
-import { NexthopStage } from './stages/nexthop.ts';
 
 export interface WorkerInit {
   plan: WorkerPlan;
   counters: SharedArrayBuffer;
   control: SharedArrayBuffer;
-  /** vxlan graph: the mirror's shared neighbour table and the connections' next hops. */
+  /** Where ConfigureMessages arrive (transferred to the worker). */
+  inbox?: MessagePort;
   neighbours?: SharedArrayBuffer;
   nexthops?: SharedArrayBuffer;
 }
@@ -45,137 +44,171 @@ function post(m: WorkerMessage): void {
   parentPort!.postMessage(m);
 }
 
+interface Open {
+  port: Port;
+  /** The plan it was opened from (JSON), to tell whether a new plan changes it. */
+  key: string;
+  area: Area | undefined;
+}
+
+interface Area {
+  mapping: Mapping;
+  users: number;
+}
+
+const keyOf = (p: PortPlan): string => JSON.stringify(p);
+
+/** Opens `plans` (all or nothing); AF_XDP ones share one new area. */
 async function openPorts(
-  plan: WorkerPlan,
+  plans: readonly PortPlan[],
+  batchSize: number,
   layout: CounterLayout,
   c: Float64Array,
   memory: PacketMemory,
-  area: Mapping | undefined,
-): Promise<Map<string, Port>> {
-  const ports = new Map<string, Port>();
+): Promise<Map<string, Open>> {
+  const opened = new Map<string, Open>();
+  let bytes = 0;
+  for (const p of plans) if (p.driver === 'afxdp') bytes += (p.frameCount ?? 4096) * XSK_FRAME_SIZE;
+  const area: Area | undefined =
+    bytes > 0 ? { mapping: getSys().mmap(bytes, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), users: 0 } : undefined;
   let areaOffset = 0;
+  let current: PortPlan | undefined;
   try {
-    for (const p of plan.ports) {
+    for (const p of plans) {
+      current = p;
       const base = counterBase(layout, `port:${p.name}`);
       if (p.driver === 'afxdp') {
         const frameCount = p.frameCount ?? 4096;
-        ports.set(
-          p.name,
-          await XskPort.open({
-            name: p.name,
-            ifname: p.ifname,
-            queue: p.queue,
-            memory,
-            area: area!,
-            areaOffset,
-            frameCount,
-            batchSize: plan.batchSize,
-            ...(p.rx && p.xsksMapFd !== undefined ? { xsksMapFd: p.xsksMapFd } : {}),
-            counters: c,
-            base,
-          }),
-        );
+        const port = await XskPort.open({
+          name: p.name,
+          ifname: p.ifname,
+          queue: p.queue,
+          memory,
+          area: area!.mapping,
+          areaOffset,
+          frameCount,
+          batchSize,
+          ...(p.rx && p.xsksMapFd !== undefined ? { xsksMapFd: p.xsksMapFd } : {}),
+          counters: c,
+          base,
+        });
+        area!.users++;
+        opened.set(p.name, { port, key: keyOf(p), area });
         areaOffset += frameCount * XSK_FRAME_SIZE;
       } else {
-        ports.set(
-          p.name,
-          new AfPacketPort({
-            name: p.name,
-            ifname: p.ifname,
-            memory,
-            filter: p.rx ? (p.filter ?? 'all') : 'none',
-            ...(p.fanoutGroup !== undefined && p.rx ? { fanoutGroup: p.fanoutGroup } : {}),
-            batchSize: plan.batchSize,
-            counters: c,
-            base,
-          }),
-        );
+        const port = new AfPacketPort({
+          name: p.name,
+          ifname: p.ifname,
+          memory,
+          filter: p.rx ? (p.filter ?? 'all') : 'none',
+          ...(p.fanoutGroup !== undefined && p.rx ? { fanoutGroup: p.fanoutGroup } : {}),
+          batchSize,
+          counters: c,
+          base,
+        });
+        opened.set(p.name, { port, key: keyOf(p), area: undefined });
       }
     }
   } catch (err) {
-    for (const port of ports.values()) port.close();
+    closeAll(opened.values());
+    if (area && area.users === 0) getSys().munmap(area.mapping);
     const e = err as { code?: string; message: string };
-    const failed = plan.ports[ports.size];
-    throw Object.assign(new Error(`${failed ? `${failed.name} (${failed.ifname} queue ${failed.queue}): ` : ''}${e.message}`), {
+    throw Object.assign(new Error(`${current ? `${current.name} (${current.ifname} queue ${current.queue}): ` : ''}${e.message}`), {
       code: e.code ?? 'ERR_DATAPLANE_PORT',
-      port: failed?.name,
+      port: current?.name,
     });
   }
-  return ports;
+  return opened;
 }
 
-function areaBytes(ports: readonly PortPlan[]): number {
-  let n = 0;
-  for (const p of ports) if (p.driver === 'afxdp') n += (p.frameCount ?? 4096) * XSK_FRAME_SIZE;
-  return n;
-}
-
-function buildGraph(init: WorkerInit, layout: CounterLayout, c: Float64Array, memory: PacketMemory, ports: Map<string, Port>): Engine {
-  const plan = init.plan;
-  const cap = Math.max(plan.batchSize, 64);
-  const rx: RxRoute[] = [];
-  const tx: TxRoute[] = [];
-  const steps: Step[] = [];
-  const uplink = ports.get('uplink')!;
-  if (plan.graph === 'cross-connect') {
-    const to = ports.get('to');
-    const link = new Link('uplink>to', cap);
-    rx.push({ port: uplink, out: link, tag: -1 });
-    if (to) tx.push({ input: link, port: to });
-    else steps.push({ run: () => link.clear() }); // receive-and-drop
-  } else {
-    const conns = plan.connections;
-    const connBase = Int32Array.from(conns.map((k) => counterBase(layout, `conn:${k.name}`)));
-    const fromUplink = new Link('uplink>decap', cap);
-    const toWorkload = conns.map((k) => new Link(`decap>${k.workloadPort}`, cap));
-    const fromWorkloads = new Link('workloads>encap', cap * Math.max(1, conns.length));
-    const toNexthop = new Link('encap>nexthop', fromWorkloads.capacity);
-    const toUplink = new Link('nexthop>uplink', fromWorkloads.capacity + conns.length * plan.waitQueue.frames);
-    const decap = new DecapStage(conns, toWorkload, memory, c, counterBase(layout, 'decap'), connBase);
-    const encap = new EncapStage(conns, toNexthop, memory, c, counterBase(layout, 'encap'), connBase);
-    const nexthop = new NexthopStage(
-      conns,
-      toUplink,
-      memory,
-      new NextHopTable(init.nexthops!),
-      new NeighbourTableReader(init.neighbours!),
-      c,
-      counterBase(layout, 'nexthop'),
-      connBase,
-      plan.waitQueue,
-      (connection) => post({ type: 'miss', worker: plan.worker, connection }),
-    );
-    rx.push({ port: uplink, out: fromUplink, tag: -1 });
-    for (const k of conns) rx.push({ port: ports.get(k.workloadPort)!, out: fromWorkloads, tag: k.index });
-    steps.push({ run: () => decap.push(fromUplink) });
-    steps.push({ run: () => encap.push(fromWorkloads) });
-    steps.push({
-      run: (now) => nexthop.push(toNexthop, now),
-      get held() {
-        return nexthop.held;
-      },
-    });
-    for (let i = 0; i < conns.length; i++) tx.push({ input: toWorkload[i]!, port: ports.get(conns[i]!.workloadPort)! });
-    tx.push({ input: toUplink, port: uplink });
+function closeAll(opens: Iterable<Open>): void {
+  for (const o of opens) {
+    try {
+      o.port.close();
+    } finally {
+      if (o.area && --o.area.users === 0) getSys().munmap(o.area.mapping);
+    }
   }
-  return new Engine(rx, steps, tx, c, counterBase(layout, 'engine'));
+}
+
+function describePorts(ports: ReadonlyMap<string, Open>): { name: string; driver: 'afxdp' | 'afpacket'; detail: string }[] {
+  return [...ports.values()].map((o) => ({ name: o.port.name, driver: o.port.driver as 'afxdp' | 'afpacket', detail: o.port.detail }));
+}
+
+class WorkerState {
+  engine!: Engine;
+  constructor(
+    public plan: WorkerPlan,
+    public layout: CounterLayout,
+    public c: Float64Array,
+    public ports: Map<string, Open>,
+    readonly memory: PacketMemory,
+    readonly shared: GraphShared,
+  ) {
+    this.rebuild();
+  }
+
+  rebuild(): void {
+    const byName = new Map<string, Port>();
+    for (const [k, o] of this.ports) byName.set(k, o.port);
+    this.engine = buildGraph(this.plan, this.layout, this.c, this.memory, byName, this.shared);
+  }
+
+  async configure(m: ConfigureMessage): Promise<void> {
+    const layout = planCounters(m.plan);
+    const c = new Float64Array(m.counters);
+    const keep = new Map<string, Open>();
+    const add: PortPlan[] = [];
+    for (const p of m.plan.ports) {
+      const o = this.ports.get(p.name);
+      if (o && o.key === keyOf(p)) keep.set(p.name, o);
+      else add.push(p);
+    }
+    // Open first: a failure leaves the running graph untouched (opened ones are closed again).
+    const opened = await openPorts(add, m.plan.batchSize, layout, c, this.memory);
+    // Counters present in both layouts carry over.
+    for (const b of this.layout.blocks) {
+      const nb = layout.blocks.find((x) => x.owner === b.owner);
+      if (!nb) continue;
+      for (let i = 0; i < b.names.length; i++) {
+        const j = nb.names.indexOf(b.names[i]!);
+        if (j >= 0) c[nb.base + j] = this.c[b.base + i]!;
+      }
+    }
+    for (const [name, o] of keep) o.port.setCounters(c, counterBase(layout, `port:${name}`));
+    const dropped = [...this.ports.entries()].filter(([name]) => !keep.has(name)).map(([, o]) => o);
+    this.ports = new Map([...keep, ...opened]);
+    this.plan = m.plan;
+    this.layout = layout;
+    this.c = c;
+    if (m.nexthops) this.shared.nexthops = m.nexthops;
+    this.rebuild();
+    closeAll(dropped);
+  }
 }
 
 async function main(): Promise<void> {
   const init = workerData as WorkerInit;
   const plan = init.plan;
-  const layout = planCounters(plan);
-  const c = new Float64Array(init.counters);
   const ctrl = new Int32Array(init.control);
   const memory = new PacketMemory();
-  const bytes = areaBytes(plan.ports);
-  let area: Mapping | undefined;
-  let ports: Map<string, Port>;
+  const shared: GraphShared = {
+    ...(init.neighbours ? { neighbours: init.neighbours } : {}),
+    ...(init.nexthops ? { nexthops: init.nexthops } : {}),
+    ask: (connection) => post({ type: 'miss', worker: state.plan.worker, connection }),
+  };
+  let state: WorkerState;
   try {
-    if (bytes > 0) area = getSys().mmap(bytes, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ports = await openPorts(plan, layout, c, memory, area);
+    const layout = planCounters(plan);
+    const c = new Float64Array(init.counters);
+    const ports = await openPorts(plan.ports, plan.batchSize, layout, c, memory);
+    try {
+      state = new WorkerState(plan, layout, c, ports, memory, shared);
+    } catch (err) {
+      closeAll(ports.values());
+      throw err;
+    }
   } catch (err) {
-    if (area) getSys().munmap(area);
     const e = err as { code?: string; message: string; port?: string };
     post({
       type: 'error',
@@ -186,28 +219,42 @@ async function main(): Promise<void> {
     });
     return;
   }
-  post({
-    type: 'ready',
-    worker: plan.worker,
-    ports: [...ports.values()].map((p) => ({ name: p.name, driver: p.driver as 'afxdp' | 'afpacket', detail: p.detail })),
-  });
-  let engine: Engine | undefined;
+  post({ type: 'ready', worker: plan.worker, ports: describePorts(state.ports) });
   try {
-    engine = buildGraph(init, layout, c, memory, ports);
-    engine.run(ctrl);
+    while (Atomics.load(ctrl, CTRL_STOP) === 0) {
+      state.engine.run(ctrl);
+      if (Atomics.load(ctrl, CTRL_RECONF) === 0) continue;
+      Atomics.store(ctrl, CTRL_RECONF, 0);
+      for (let got = init.inbox && receiveMessageOnPort(init.inbox); got; got = receiveMessageOnPort(init.inbox!)) {
+        const m = got.message as ConfigureMessage;
+        try {
+          await state.configure(m);
+          post({ type: 'configured', worker: state.plan.worker, seq: m.seq, ports: describePorts(state.ports) });
+        } catch (err) {
+          const e = err as { code?: string; message: string; port?: string };
+          post({
+            type: 'configure-failed',
+            worker: state.plan.worker,
+            seq: m.seq,
+            code: e.code ?? 'ERR_DATAPLANE_CONFIGURE',
+            message: e.message,
+            ...(e.port ? { port: e.port } : {}),
+          });
+        }
+      }
+    }
   } catch (err) {
     // Reported to the main thread, which treats a worker losing its ports as fatal.
     const e = err as { code?: string; message: string };
-    post({ type: 'error', worker: plan.worker, code: e.code ?? 'ERR_DATAPLANE_WORKER', message: e.message });
+    post({ type: 'error', worker: state.plan.worker, code: e.code ?? 'ERR_DATAPLANE_WORKER', message: e.message });
   } finally {
     try {
-      engine?.refreshStats();
+      state.engine.refreshStats();
     } catch {
       // statistics are best effort; closing is not
     }
-    for (const p of ports.values()) p.close();
-    if (area) getSys().munmap(area);
-    post({ type: 'stopped', worker: plan.worker });
+    closeAll(state.ports.values());
+    post({ type: 'stopped', worker: state.plan.worker });
   }
 }
 

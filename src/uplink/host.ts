@@ -42,6 +42,7 @@ export interface UplinkHost {
   readonly reasons: DecisionReason[];
   readonly iface: IfaceInfo;
   readonly queues: number;
+  /** The tunnel ports and addresses in force (changed by setSpec). */
   readonly spec: PinholeSpec;
   /** AF_XDP: the pinhole's XSKMAP fd (process-wide, so workers use it directly). */
   readonly xsksMapFd: number | undefined;
@@ -51,6 +52,13 @@ export interface UplinkHost {
   readonly attachDetail: string;
   /** The pinhole program's verdict counters (AF_XDP), while it is loaded. */
   pinholeCounters(): Record<Reason, number> | undefined;
+  /**
+   * Changes the tunnel ports and addresses at runtime: AF_XDP updates the pinhole's maps (no
+   * reload); both modes open guard sockets for new ports and close those of removed ones.
+   * AF_PACKET workers must reopen their uplink sockets with the new filter (a locked socket
+   * filter cannot change): the caller does that through the workers' plans.
+   */
+  setSpec(spec: PinholeSpec): void;
   /** Undoes every kernel change (detach, unload, guard). Every step runs; errors are collected. */
   close(): void;
 }
@@ -74,6 +82,42 @@ function afxdpQueues(requested: number | undefined, iface: IfaceInfo): number {
     );
   }
   return n;
+}
+
+/** One guard per tunnel port, changeable at runtime. */
+class PortGuards {
+  private readonly byPort = new Map<number, PortGuard>();
+  readonly busy: { family: 4 | 6; port: number }[] = [];
+
+  constructor(ports: readonly number[]) {
+    try {
+      this.set(ports);
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+  }
+
+  set(ports: readonly number[]): void {
+    const want = new Set(ports);
+    for (const p of want) {
+      if (this.byPort.has(p)) continue;
+      const g = openPortGuard({ ports: [p] });
+      this.byPort.set(p, g);
+      this.busy.push(...g.busy);
+    }
+    for (const [p, g] of this.byPort) {
+      if (want.has(p)) continue;
+      g.close();
+      this.byPort.delete(p);
+      for (let i = this.busy.length - 1; i >= 0; i--) if (this.busy[i]!.port === p) this.busy.splice(i, 1);
+    }
+  }
+
+  close(): void {
+    for (const g of this.byPort.values()) g.close();
+    this.byPort.clear();
+  }
 }
 
 function runAll(steps: (() => void)[], what: string): void {
@@ -100,7 +144,7 @@ function openAfxdpHost(
   const spec: PinholeSpec = { ports: opts.ports, addresses: opts.addresses ?? [] };
   // Tunnel frames reach the kernel whenever a queue has no socket (between attach and bind,
   // during stop, if a worker dies): the guard keeps it from answering them with ICMP errors.
-  const guard = openPortGuard({ ports: opts.ports });
+  const guard = new PortGuards(opts.ports);
   let ph: LoadedPinhole | undefined;
   let attachment: XdpAttachment | undefined;
   try {
@@ -127,13 +171,26 @@ function openAfxdpHost(
     const loaded = ph;
     let final: Record<Reason, number> | undefined;
     let closed = false;
+    let current: PinholeSpec = spec;
     return {
       mode: 'afxdp',
       xdpMode: att.mode,
       reasons,
       iface,
       queues,
-      spec,
+      get spec() {
+        return current;
+      },
+      setSpec(next: PinholeSpec) {
+        // New ports and addresses first, so nothing in use is ever missing from the maps.
+        guard.set([...new Set([...current.ports, ...next.ports])]);
+        for (const p of next.ports) if (!current.ports.includes(p)) loaded.addPort(p);
+        for (const a of next.addresses) if (!current.addresses.includes(a)) loaded.addAddress(a);
+        for (const p of current.ports) if (!next.ports.includes(p)) loaded.removePort(p);
+        for (const a of current.addresses) if (!next.addresses.includes(a)) loaded.removeAddress(a);
+        guard.set(next.ports);
+        current = { ports: [...next.ports], addresses: [...next.addresses] };
+      },
       xsksMapFd: loaded.maps.xsks.fd,
       fanoutGroup: undefined,
       attachDetail: `${att.mode} XDP via ${att.via}`,
@@ -172,7 +229,7 @@ function openAfxdpHost(
 function openAfpacketHost(opts: UplinkHostOptions, iface: IfaceInfo, reasons: DecisionReason[]): UplinkHost {
   const spec: PinholeSpec = { ports: opts.ports, addresses: opts.addresses ?? [] };
   // The kernel sees the tunnel frames too: keep it from answering them (ICMP port unreachable).
-  const guard: PortGuard = openPortGuard({ ports: opts.ports });
+  const guard = new PortGuards(opts.ports);
   for (const b of guard.busy)
     reasons.push({
       code: 'PORT_HELD_BY_KERNEL_SOCKET',
@@ -180,13 +237,20 @@ function openAfpacketHost(opts: UplinkHostOptions, iface: IfaceInfo, reasons: De
     });
   try {
     const queues = workerCount(opts.queues, iface, 'afpacket');
+    let current: PinholeSpec = spec;
     return {
       mode: 'afpacket',
       xdpMode: undefined,
       reasons,
       iface,
       queues,
-      spec,
+      get spec() {
+        return current;
+      },
+      setSpec(next: PinholeSpec) {
+        guard.set(next.ports);
+        current = { ports: [...next.ports], addresses: [...next.addresses] };
+      },
       xsksMapFd: undefined,
       fanoutGroup: queues > 1 ? (process.pid & 0xfff) | 0x7000 : undefined,
       attachDetail: '',
@@ -210,7 +274,6 @@ export async function startOnUplink<T>(
   start: (host: UplinkHost) => Promise<T>,
 ): Promise<{ host: UplinkHost; started: T; release: () => void }> {
   const log = opts.log ?? (() => undefined);
-  if (opts.ports.length === 0) throw new PinholeError('ERR_CONFIG_PORT', 'at least one tunnel port is needed (--port)');
   const iface = requireInterface(opts.iface);
   // Held until stop; a live pinhole on this interface makes this fail with ERR_UPLINK_BUSY.
   const lock = lockInterface(iface.name, iface.index);

@@ -140,6 +140,7 @@ export class UplinkRunner {
 }
 
 export async function startUplink(opts: StartUplinkOptions): Promise<UplinkRunner> {
+  if (opts.ports.length === 0) throw new PinholeError('ERR_CONFIG_PORT', 'at least one tunnel port is needed (--port)');
   if (opts.to) {
     requireInterface(opts.to);
     if (opts.to === opts.iface) throw new PinholeError('ERR_CLI_USAGE', `--to must name another interface than --iface (${opts.iface})`);

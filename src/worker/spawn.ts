@@ -2,13 +2,13 @@
  * Starting worker threads that run TypeScript sources: every worker starts in bootstrap.mjs,
  * which registers tsx's loader in its own thread and then imports the real entry.
  */
-import { Worker } from 'node:worker_threads';
+import { Worker, type Transferable } from 'node:worker_threads';
 
 const bootstrap = new URL('./bootstrap.mjs', import.meta.url);
 
 /** Starts `url` (a .ts module) in a worker thread; `workerData` must be an object. */
-export function startWorker(url: URL, workerData: Record<string, unknown>): Worker {
-  return new Worker(bootstrap, { workerData: { ...workerData, __entry: url.href } });
+export function startWorker(url: URL, workerData: Record<string, unknown>, transferList: Transferable[] = []): Worker {
+  return new Worker(bootstrap, { workerData: { ...workerData, __entry: url.href }, transferList });
 }
 
 /** Runs a worker that posts exactly one message (its result) and exits. */

@@ -11,7 +11,7 @@
  */
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../../config/index.ts';
-import { Forwarder } from '../../daemon/forwarder.ts';
+import { Daemon } from '../../daemon/daemon.ts';
 import type { CounterValues } from '../../dataplane/counters.ts';
 import { PinholeError } from '../../sys/index.ts';
 import { requireCaps } from '../caps.ts';
@@ -49,24 +49,33 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
     config.uplink.mode === 'afpacket' ? ['CAP_NET_RAW', 'CAP_NET_ADMIN'] : ['CAP_NET_RAW', 'CAP_NET_ADMIN', 'CAP_BPF'],
   );
   const log = (e: Record<string, unknown>): void => io.err(toJson({ time: new Date().toISOString(), ...e }));
+  const lag = startLagMonitor(10);
+  let daemon: Daemon | undefined;
 
-  return runUntilStopped({ log, ...(opts.signal ? { signal: opts.signal } : {}) }, async (life) => {
-    let exitCode = 0;
-    const fwd = await Forwarder.start(config, {
-      log,
-      onWorkerDeath: (worker, why) => {
-        log({ level: 'error', event: 'worker-died', worker, message: why });
-        exitCode = 1;
-        life.requestStop('worker-died');
-      },
-    });
+  // SIGHUP reloads the config file (see daemon.ts); the other stop signals stop.
+  const hangup = (): void => {
+    log({ level: 'info', event: 'signal', signal: 'SIGHUP', message: 'reloading the config file' });
+    void daemon?.reload();
+  };
+  return runUntilStopped({ log, hangup, ...(opts.signal ? { signal: opts.signal } : {}) }, async (life) => {
+    daemon = await Daemon.start({ configFile: values.config!, config, log, lag: () => lag.snapshot() });
+    const d = daemon;
     try {
+      const fwd = d.forwarder!;
       io.out(toJson({ event: 'ready', ...fwd.describe(), nextHops: fwd.nextHops() }));
       log({ level: 'info', event: 'ready', mode: fwd.host.mode, connections: fwd.connections.length, queues: fwd.host.queues });
-      const lag = startLagMonitor(10);
       const printStats = (): void => {
         try {
-          io.out(toJson({ event: 'stats', ...summarize(fwd.counters()), nextHops: fwd.nextHops() }));
+          const st = d.status();
+          const f = d.forwarder;
+          io.out(
+            toJson({
+              event: 'stats',
+              state: st.state,
+              ...summarize(f ? f.counters() : {}),
+              nextHops: f ? f.nextHops() : [],
+            }),
+          );
         } catch (err) {
           log({ level: 'warn', event: 'stats', message: (err as Error).message });
         }
@@ -74,12 +83,12 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
       const statsTimer = statsMs ? setInterval(printStats, statsMs) : undefined;
       const why = await life.stopRequested;
       if (statsTimer) clearInterval(statsTimer);
-      const final = await fwd.stop();
+      const final = await d.stop();
       io.out(toJson({ event: 'stopped', mode: fwd.host.mode, ...summarize(final), eventLoopLagMs: lag.stop() }));
       log({ level: 'info', event: 'stopped', reason: why });
     } finally {
-      await fwd.stop();
+      await d.stop();
     }
-    return exitCode;
+    return 0;
   });
 }

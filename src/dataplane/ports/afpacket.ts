@@ -46,8 +46,8 @@ export class AfPacketPort implements Port {
   private readonly txOff: Uint32Array;
   private readonly txMax: number;
   private readonly memory: PacketMemory;
-  private readonly c: Float64Array;
-  private readonly b: number;
+  private c: Float64Array;
+  private b: number;
   private lastErrors = 0;
 
   constructor(o: AfPacketPortOptions) {
@@ -137,13 +137,22 @@ export class AfPacketPort implements Port {
   }
 
   pollError(): void {
+    // Link down, a bind on a down link, the interface deleted: the kernel set sk_err, and poll
+    // reports POLLERR until it is read. Reading it (SO_ERROR) keeps the engine from spinning.
     this.c[this.b + PC.errors]++;
-    const s = this.sock as unknown as { clearError?: () => void };
-    s.clearError?.();
+    this.sock.clearError();
   }
 
   refreshStats(): void {
+    // A link deleted while already down raises no socket error: look again while not up.
+    if (this.sock.linkState !== 'up') this.sock.checkLink();
+    if (this.sock.linkState === 'gone') return;
     this.c[this.b + PC.kernelDrops] = this.sock.stats().drops;
+  }
+
+  setCounters(c: Float64Array, base: number): void {
+    this.c = c;
+    this.b = base;
   }
 
   close(): void {

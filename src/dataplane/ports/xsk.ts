@@ -45,8 +45,8 @@ export class XskPort implements Port {
   private readonly txb: { addr: Uint32Array; len: Uint32Array };
   private readonly spare: { addr: Uint32Array; len: Uint32Array };
   private rxN = 0;
-  private readonly c: Float64Array;
-  private readonly b: number;
+  private c: Float64Array;
+  private b: number;
   private readonly maxFrame: number;
   private readonly batch: number;
   private readonly memory: PacketMemory;
@@ -202,6 +202,11 @@ export class XskPort implements Port {
   refreshStats(): void {
     const st = this.sock.stats();
     this.c[this.b + PC.kernelDrops] = Number(st.rxDropped + st.rxRingFull + st.rxFillRingEmptyDescs);
+  }
+
+  setCounters(c: Float64Array, base: number): void {
+    this.c = c;
+    this.b = base;
   }
 
   close(): void {

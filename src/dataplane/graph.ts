@@ -1,0 +1,90 @@
+/**
+ * Builds a worker's graph — links, stages and the engine that runs them — from its plan and its
+ * already opened ports. Pure wiring (no I/O, no ports opened here), so the worker and the unit
+ * tests (over in-memory ports) build the very same graph.
+ *
+ *   cross-connect   uplink.rx ─► link ─► to.tx                 (tests, benchmarks; no `to`: drop)
+ *   vxlan           uplink.rx ─► decap ─► wl:<c>.tx            (one link per connection)
+ *                   wl:<c>.rx ─► encap ─► nexthop ─► uplink.tx
+ */
+import { NeighbourTableReader } from '../netlink/neigh-table.ts';
+import { counterBase, type CounterLayout } from './counters.ts';
+import { Engine, type RxRoute, type Step, type TxRoute } from './engine.ts';
+import { Link } from './link.ts';
+import type { PacketMemory } from './memory.ts';
+import { NextHopTable } from './nexthop-table.ts';
+import type { WorkerPlan } from './plan.ts';
+import type { Port } from './port.ts';
+import { DecapStage } from './stages/decap.ts';
+import { EncapStage } from './stages/encap.ts';
+import { NexthopStage } from './stages/nexthop.ts';
+
+export interface GraphShared {
+  /** vxlan graph: the mirror's shared neighbour table and the connections' next hops. */
+  neighbours?: SharedArrayBuffer;
+  nexthops?: SharedArrayBuffer;
+  /** Asks the main thread to resolve / refresh connection `i`'s next hop. */
+  ask?: (connection: number) => void;
+}
+
+export function buildGraph(
+  plan: WorkerPlan,
+  layout: CounterLayout,
+  c: Float64Array,
+  memory: PacketMemory,
+  ports: ReadonlyMap<string, Port>,
+  shared: GraphShared,
+): Engine {
+  const cap = Math.max(plan.batchSize, 64);
+  const rx: RxRoute[] = [];
+  const tx: TxRoute[] = [];
+  const steps: Step[] = [];
+  const uplink = ports.get('uplink');
+  if (!uplink) throw new Error('worker plan has no uplink port');
+  if (plan.graph === 'cross-connect') {
+    const to = ports.get('to');
+    const link = new Link('uplink>to', cap);
+    rx.push({ port: uplink, out: link, tag: -1 });
+    if (to) tx.push({ input: link, port: to });
+    else steps.push({ run: () => link.clear() }); // receive-and-drop
+  } else {
+    const conns = plan.connections;
+    const connBase = Int32Array.from(conns.map((k) => counterBase(layout, `conn:${k.name}`)));
+    const fromUplink = new Link('uplink>decap', cap);
+    const toWorkload = conns.map((k) => new Link(`decap>${k.workloadPort}`, cap));
+    const fromWorkloads = new Link('workloads>encap', cap * Math.max(1, conns.length));
+    const toNexthop = new Link('encap>nexthop', fromWorkloads.capacity);
+    const toUplink = new Link('nexthop>uplink', fromWorkloads.capacity + conns.length * plan.waitQueue.frames);
+    const decap = new DecapStage(conns, toWorkload, memory, c, counterBase(layout, 'decap'), connBase);
+    const encap = new EncapStage(conns, toNexthop, memory, c, counterBase(layout, 'encap'), connBase);
+    const nexthop = new NexthopStage(
+      conns,
+      toUplink,
+      memory,
+      new NextHopTable(shared.nexthops!),
+      new NeighbourTableReader(shared.neighbours!),
+      c,
+      counterBase(layout, 'nexthop'),
+      connBase,
+      plan.waitQueue,
+      (connection) => shared.ask?.(connection),
+    );
+    rx.push({ port: uplink, out: fromUplink, tag: -1 });
+    for (const k of conns) {
+      const p = ports.get(k.workloadPort);
+      if (!p) throw new Error(`worker plan has no port ${k.workloadPort}`);
+      rx.push({ port: p, out: fromWorkloads, tag: k.index });
+    }
+    steps.push({ run: () => decap.push(fromUplink) });
+    steps.push({ run: () => encap.push(fromWorkloads) });
+    steps.push({
+      run: (now) => nexthop.push(toNexthop, now),
+      get held() {
+        return nexthop.held;
+      },
+    });
+    for (let i = 0; i < conns.length; i++) tx.push({ input: toWorkload[i]!, port: ports.get(conns[i]!.workloadPort)! });
+    tx.push({ input: toUplink, port: uplink });
+  }
+  return new Engine(rx, steps, tx, c, counterBase(layout, 'engine'));
+}
