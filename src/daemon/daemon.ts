@@ -28,6 +28,8 @@ import { PinholeError } from '../sys/index.ts';
 import type { CounterValues } from '../dataplane/counters.ts';
 import type { ConnectionStatus, DaemonControl, DaemonStatus, NeighbourStatus, NextHopStatus } from './control.ts';
 import { Forwarder, type Log } from './forwarder.ts';
+import type { MetricsSource } from '../metrics/metrics.ts';
+import { DECAP_REASONS, ENCAP_COUNTERS, NEXTHOP_COUNTERS } from '../dataplane/plan.ts';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -373,6 +375,53 @@ export class Daemon implements DaemonControl {
       });
     }
     return out;
+  }
+
+  /** What the metrics endpoint reads at scrape time (metrics/metrics.ts). */
+  metricsSource(): MetricsSource {
+    const dropsOf = (c: CounterValues): Record<string, Record<string, number>> => {
+      const out: Record<string, Record<string, number>> = { decap: {}, encap: {}, nexthop: {} };
+      // Every reason, zeros included, so each series exists from the first scrape.
+      for (const r of DECAP_REASONS) out.decap![r] = c.decap?.[`drop:${r}`] ?? 0;
+      for (const k of ENCAP_COUNTERS) if (k.startsWith('drop:')) out.encap![k.slice(5)] = c.encap?.[k] ?? 0;
+      for (const k of NEXTHOP_COUNTERS) if (k.startsWith('drop:')) out.nexthop![k.slice(5)] = c.nexthop?.[k] ?? 0;
+      return out;
+    };
+    return {
+      uplink: () => {
+        const f = this.fwd;
+        return {
+          interface: this.fileConfig.uplink.interface,
+          mode: f?.host.mode ?? 'afpacket',
+          reason: f ? f.host.reasons.map((r) => r.code).join(',') : (this.problem?.code ?? ''),
+          queues: f?.host.queues ?? 0,
+        };
+      },
+      perQueue: () => this.fwd?.supervisor.perWorker().map((counters, queue) => ({ queue, counters })) ?? [],
+      connections: () => {
+        const c = this.counters();
+        return this.current.map((k) => ({ name: k.name, vni: k.vxlan.vni, counters: c[`conn:${k.name}`] ?? {} }));
+      },
+      drops: () => dropsOf(this.counters()),
+      pinhole: () => this.fwd?.host.pinholeCounters() ?? null,
+      nexthop: () => this.counters().nexthop ?? {},
+      rings: () => {
+        const out: { queue: number; port: string; ring: string; used: number; size: number }[] = [];
+        this.fwd?.supervisor.perWorker().forEach((v, queue) => {
+          for (const [owner, n] of Object.entries(v)) {
+            if (!owner.startsWith('port:')) continue;
+            const port = owner.slice(5);
+            out.push({ queue, port, ring: 'rx', used: n.rx_ring_used ?? 0, size: n.rx_ring_size ?? 0 });
+            out.push({ queue, port, ring: 'tx', used: n.tx_ring_used ?? 0, size: n.tx_ring_size ?? 0 });
+          }
+        });
+        return out;
+      },
+      eventLoopLagSeconds: () => {
+        const l = this.opts.lag?.() ?? { p50: 0, p99: 0, max: 0 };
+        return { p50: l.p50 / 1000, p99: l.p99 / 1000, max: l.max / 1000 };
+      },
+    };
   }
 
   /** Stops everything (the forwarder restores the host). Idempotent. */

@@ -39,4 +39,17 @@ export interface Port {
 }
 
 /** Slot offsets inside a port's PORT_COUNTERS block. */
-export const PC = { rxFrames: 0, rxBytes: 1, txFrames: 2, txBytes: 3, txDropped: 4, txTooBig: 5, kernelDrops: 6, errors: 7 } as const;
+export const PC = {
+  rxFrames: 0,
+  rxBytes: 1,
+  txFrames: 2,
+  txBytes: 3,
+  txDropped: 4,
+  txTooBig: 5,
+  kernelDrops: 6,
+  errors: 7,
+  rxRingUsed: 8,
+  rxRingSize: 9,
+  txRingUsed: 10,
+  txRingSize: 11,
+} as const;

@@ -12,6 +12,9 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../../config/index.ts';
 import { Daemon } from '../../daemon/daemon.ts';
+import { createMetrics } from '../../metrics/metrics.ts';
+import { startMetricsServer, type MetricsServer } from '../../metrics/server.ts';
+import { asLogFn, createLogger } from '../log.ts';
 import type { CounterValues } from '../../dataplane/counters.ts';
 import { PinholeError } from '../../sys/index.ts';
 import { requireCaps } from '../caps.ts';
@@ -48,7 +51,7 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
     'running the forwarder',
     config.uplink.mode === 'afpacket' ? ['CAP_NET_RAW', 'CAP_NET_ADMIN'] : ['CAP_NET_RAW', 'CAP_NET_ADMIN', 'CAP_BPF'],
   );
-  const log = (e: Record<string, unknown>): void => io.err(toJson({ time: new Date().toISOString(), ...e }));
+  const log = asLogFn(createLogger({ level: config.log.level, destination: { write: (line: string) => io.err(line.replace(/\n$/, '')) } }));
   const lag = startLagMonitor(10);
   let daemon: Daemon | undefined;
 
@@ -60,7 +63,12 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
   return runUntilStopped({ log, hangup, ...(opts.signal ? { signal: opts.signal } : {}) }, async (life) => {
     daemon = await Daemon.start({ configFile: values.config!, config, log, lag: () => lag.snapshot() });
     const d = daemon;
+    let metricsServer: MetricsServer | undefined;
     try {
+      if (config.metrics) {
+        metricsServer = await startMetricsServer(createMetrics(d.metricsSource()), config.metrics.listen, log);
+        log({ level: 'info', event: 'metrics', listen: metricsServer.address });
+      }
       const fwd = d.forwarder!;
       io.out(toJson({ event: 'ready', ...fwd.describe(), nextHops: fwd.nextHops() }));
       log({ level: 'info', event: 'ready', mode: fwd.host.mode, connections: fwd.connections.length, queues: fwd.host.queues });
@@ -87,6 +95,7 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
       io.out(toJson({ event: 'stopped', mode: fwd.host.mode, ...summarize(final), eventLoopLagMs: lag.stop() }));
       log({ level: 'info', event: 'stopped', reason: why });
     } finally {
+      await metricsServer?.close();
       await d.stop();
     }
     return 0;

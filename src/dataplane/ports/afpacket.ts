@@ -148,6 +148,11 @@ export class AfPacketPort implements Port {
     if (this.sock.linkState !== 'up') this.sock.checkLink();
     if (this.sock.linkState === 'gone') return;
     this.c[this.b + PC.kernelDrops] = this.sock.stats().drops;
+    const r = this.sock.ringUsage();
+    this.c[this.b + PC.rxRingUsed] = r.rxUsed;
+    this.c[this.b + PC.rxRingSize] = r.rxSize;
+    this.c[this.b + PC.txRingUsed] = r.txUsed;
+    this.c[this.b + PC.txRingSize] = r.txSize;
   }
 
   setCounters(c: Float64Array, base: number): void {

@@ -202,6 +202,11 @@ export class XskPort implements Port {
   refreshStats(): void {
     const st = this.sock.stats();
     this.c[this.b + PC.kernelDrops] = Number(st.rxDropped + st.rxRingFull + st.rxFillRingEmptyDescs);
+    const s = this.sock;
+    this.c[this.b + PC.rxRingUsed] = s.rxRing.available(s.rxRing.size);
+    this.c[this.b + PC.rxRingSize] = s.rxRing.size;
+    this.c[this.b + PC.txRingUsed] = s.txRing.pending();
+    this.c[this.b + PC.txRingSize] = s.txRing.size;
   }
 
   setCounters(c: Float64Array, base: number): void {

@@ -665,6 +665,23 @@ export class AfPacketSocket {
     return (Atomics.load(this.u32, (this.block * this.blockSize + BLK_STATUS) >>> 2) & TP_STATUS_USER) !== 0;
   }
 
+  /**
+   * Ring occupancy, for metrics (a scan of the block and slot status words: call it about once
+   * a second, not per batch): RX blocks handed to user space and not yet returned, and TX slots
+   * still owned by the kernel or waiting to be sent.
+   */
+  ringUsage(): { rxUsed: number; rxSize: number; txUsed: number; txSize: number } {
+    let rxUsed = 0;
+    for (let b = 0; b < this.blockCount; b++) {
+      if ((Atomics.load(this.u32, (b * this.blockSize + BLK_STATUS) >>> 2) & TP_STATUS_USER) !== 0) rxUsed++;
+    }
+    let txUsed = 0;
+    for (let i = 0; i < this.txFrames; i++) {
+      if (Atomics.load(this.u32, (this.txBase + i * TX_FRAME_SIZE + PKT_STATUS) >>> 2) !== TP_STATUS_AVAILABLE) txUsed++;
+    }
+    return { rxUsed, rxSize: this.blockCount, txUsed, txSize: this.txFrames };
+  }
+
   /** PACKET_STATISTICS, accumulated (the kernel resets its counters on every read). */
   stats(): AfPacketStats {
     getSys().getsockopt(this.fd, SOL_PACKET, PACKET_STATISTICS, this.statsBuf);
