@@ -62,6 +62,11 @@ export interface WorkerPlan {
   waitQueue: { frames: number; timeoutMs: number };
 }
 
+/**
+ * Per port. The last four are gauges sampled about once a second: entries in use in the receive
+ * ring (AF_XDP: descriptors waiting for us; AF_PACKET: blocks held by user space) and the
+ * transmit ring (queued, not yet sent), and the rings' sizes. Keep in step with port.ts `PC`.
+ */
 export const PORT_COUNTERS = [
   'rx_frames',
   'rx_bytes',
@@ -71,6 +76,10 @@ export const PORT_COUNTERS = [
   'tx_too_big',
   'kernel_drops',
   'errors',
+  'rx_ring_used',
+  'rx_ring_size',
+  'tx_ring_used',
+  'tx_ring_size',
 ] as const;
 export const ENGINE_COUNTERS = ['breaths', 'idle_waits', 'frames'] as const;
 export const DECAP_REASONS = [

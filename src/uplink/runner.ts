@@ -12,6 +12,7 @@ import { Supervisor } from '../dataplane/supervisor.ts';
 import { PinholeError } from '../sys/index.ts';
 import type { DecisionReason } from './decide.ts';
 import { startOnUplink, type RequestedMode, type UplinkHost } from './host.ts';
+import { watchInterfaces, type LinkWatch, type WatchTarget } from './watch.ts';
 
 export type { RequestedMode } from './host.ts';
 
@@ -31,6 +32,13 @@ export interface StartUplinkOptions {
   readyTimeoutMs?: number;
   /** Called when a worker dies after it was ready (its queue is no longer served). */
   onWorkerDeath?: (queue: number, why: string) => void;
+  /**
+   * Called once when the uplink (or `to`) is deleted, moved to another namespace, or loses our
+   * XDP program (uplink/watch.ts). The runner keeps running; the caller decides (stop).
+   */
+  onLost?: (code: string, message: string) => void;
+  /** Link down/up of a watched interface. */
+  onLinkState?: (iface: string, state: 'up' | 'down') => void;
 }
 
 /** The uplink's counters added up over the workers, plus the per-queue split. */
@@ -83,6 +91,8 @@ export class UplinkRunner {
   readonly detail: string;
   private stopping: Promise<UplinkTotals> | undefined;
 
+  private watch: LinkWatch | undefined;
+
   constructor(
     private readonly host: UplinkHost,
     private readonly sup: Supervisor,
@@ -118,6 +128,27 @@ export class UplinkRunner {
     return t;
   }
 
+  /** @internal starts watching the uplink (and `to`): see uplink/watch.ts. */
+  startWatch(opts: StartUplinkOptions): void {
+    const targets: WatchTarget[] = [];
+    const up = requireInterface(this.iface.name);
+    targets.push({
+      ifindex: up.index,
+      name: up.name,
+      role: 'the uplink',
+      ...(this.mode === 'afxdp' && up.xdp.progId !== undefined ? { xdpProgId: up.xdp.progId } : {}),
+    });
+    if (opts.to) {
+      const to = requireInterface(opts.to);
+      targets.push({ ifindex: to.index, name: to.name, role: 'the --to interface' });
+    }
+    this.watch = watchInterfaces(targets, {
+      onLost: (code, message) => opts.onLost?.(code, message),
+      onState: (state, t) => opts.onLinkState?.(t.name, state),
+      onError: (err) => opts.onLost?.('ERR_NETLINK_SUBSCRIPTION', `watching ${this.iface.name}: ${err.message}`),
+    });
+  }
+
   /** The pinhole program's verdict counters (AF_XDP mode). */
   pinholeCounters(): Record<Reason, number> | undefined {
     return this.host.pinholeCounters();
@@ -126,6 +157,7 @@ export class UplinkRunner {
   /** Stops the workers, then undoes every kernel change. Idempotent. */
   stop(): Promise<UplinkTotals> {
     this.stopping ??= (async () => {
+      await this.watch?.close();
       await this.sup.stop();
       const totals = this.totals();
       try {
@@ -151,5 +183,12 @@ export async function startUplink(opts: StartUplinkOptions): Promise<UplinkRunne
       onDeath: (w, why) => opts.onWorkerDeath?.(w, why),
     }),
   );
-  return new UplinkRunner(host, started, release);
+  const runner = new UplinkRunner(host, started, release);
+  try {
+    runner.startWatch(opts);
+  } catch (err) {
+    await runner.stop();
+    throw err;
+  }
+  return runner;
 }

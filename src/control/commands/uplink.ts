@@ -64,6 +64,14 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
       ...(values.to ? { to: values.to } : {}),
       ...(queues !== undefined ? { queues } : {}),
       replaceForeign: values['replace-foreign'],
+      onLost: (code, message) => {
+        // The uplink (or --to) is gone or lost its program: nothing useful runs any more. Stop
+        // cleanly (undo what is left to undo) and exit non-zero with the code.
+        log({ level: 'error', event: 'uplink-lost', code, message });
+        exitCode = 1;
+        life.requestStop(code);
+      },
+      onLinkState: (iface, state) => log({ level: state === 'up' ? 'info' : 'warn', event: `link-${state}`, iface }),
       onWorkerDeath: (queue, why) => {
         // A queue without its socket sends its tunnel traffic to the kernel: not a state to
         // keep running in. Stop everything and exit non-zero so a supervisor restarts us.

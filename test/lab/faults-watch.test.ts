@@ -1,0 +1,126 @@
+/**
+ * Faults to the interfaces themselves while pinhole runs (issue 7 items 4 and 10), as a table:
+ * the uplink deleted, moved to another namespace, its XDP program detached behind our back, and
+ * the `--to` interface deleted, in AF_XDP and AF_PACKET modes alike. For `pinhole uplink` (one
+ * shot) every row must end the process by itself with exit 1, a stable code on stderr, no stack
+ * trace and nothing left attached. For `pinhole run` (long-running), the daemon reports the loss,
+ * restores the host, and recovers on its own once the interface is back: tunnel traffic flows
+ * again without a restart.
+ */
+import { afterEach, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { requireRoot } from '../helpers/require.ts';
+import { addVeth, createNetns, type Netns } from '../helpers/netns.ts';
+import { twoHosts, type TwoHosts } from '../helpers/lab.ts';
+import { killLeftoverPinholes, startPinhole } from '../helpers/pinhole-proc.ts';
+import { buildLab } from '../../src/control/lab/topology.ts';
+
+requireRoot();
+afterEach(() => killLeftoverPinholes());
+
+const STACK = /\n\s+at .+:\d+:\d+/;
+const dir = mkdtempSync(join(tmpdir(), 'ph-watch-'));
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+
+interface WatchFault {
+  name: string;
+  mode: 'auto' | 'afpacket';
+  /** Cross-connect out of `out0` (a second veth in node a). */
+  to?: boolean;
+  fault: (l: TwoHosts, spare: Netns) => void;
+  code: string;
+}
+
+const WATCH_FAULTS: WatchFault[] = [
+  { name: 'uplink deleted', mode: 'auto', fault: (l) => l.a.ip('link', 'del', 'up0'), code: 'ERR_UPLINK_GONE' },
+  { name: 'uplink deleted', mode: 'afpacket', fault: (l) => l.a.ip('link', 'del', 'up0'), code: 'ERR_UPLINK_GONE' },
+  {
+    name: 'uplink moved to another namespace',
+    mode: 'auto',
+    fault: (l, spare) => l.a.ip('link', 'set', 'up0', 'netns', spare.name),
+    code: 'ERR_UPLINK_GONE',
+  },
+  {
+    name: 'XDP program detached behind our back',
+    mode: 'auto',
+    fault: (l) => l.a.ip('link', 'set', 'dev', 'up0', 'xdp', 'off'),
+    code: 'ERR_UPLINK_PROGRAM_DETACHED',
+  },
+  { name: '--to interface deleted', mode: 'auto', to: true, fault: (l) => l.a.ip('link', 'del', 'out0'), code: 'ERR_UPLINK_GONE' },
+  { name: '--to interface deleted', mode: 'afpacket', to: true, fault: (l) => l.a.ip('link', 'del', 'out0'), code: 'ERR_UPLINK_GONE' },
+];
+
+for (const f of WATCH_FAULTS) {
+  test(`uplink --mode ${f.mode}: ${f.name}: exits 1 with ${f.code}, no stack, nothing left attached`, async () => {
+    const l = twoHosts(`wf-${f.mode.slice(0, 3)}`);
+    const spare = createNetns('wf-spare');
+    const sink = f.to ? createNetns('wf-sink') : undefined;
+    try {
+      if (sink) addVeth(l.a, 'out0', sink, 'in0');
+      const args = ['--iface', 'up0', '--port', '4789', '--mode', f.mode, ...(f.to ? ['--to', 'out0'] : [])];
+      const p = startPinhole(l.a.name, args);
+      const ready = await p.ready;
+      assert.equal(ready.mode, f.mode === 'afpacket' ? 'afpacket' : 'afxdp');
+      f.fault(l, spare);
+      const ex = await p.exited;
+      assert.equal(ex.code, 1, ex.stderr);
+      assert.match(ex.stderr, new RegExp(`"event":"uplink-lost".*"code":"${f.code}"`));
+      assert.doesNotMatch(ex.stderr, STACK);
+      // Wherever the uplink is now, no program of ours is left on it except after a move, where
+      // the program that went along passes every frame to the kernel (no socket is bound).
+      const where = f.name.includes('moved') ? spare : l.a;
+      const link = where.exec('ip', ['-d', 'link', 'show', 'up0'], { allowFail: true });
+      if (!f.name.includes('moved') && link) assert.doesNotMatch(link, /prog\/xdp/, link);
+    } finally {
+      l.close();
+      spare.close();
+      sink?.close();
+    }
+  });
+}
+
+test('pinhole run: the XDP program detached behind our back: the daemon restores the host and recovers by itself', async () => {
+  const lab = buildLab({ prefix: `ph-${process.pid}-wr`, sides: { a: 'pinhole', b: 'kernel' } });
+  try {
+    const { a, b } = lab;
+    const file = join(dir, 'run.yaml');
+    const w = a.workloads[0]!;
+    writeFileSync(
+      file,
+      `uplink: { interface: ${a.uplink}, mode: auto }\nconnections:\n  - { name: c0, local: { interface: ${w.iface} }, vxlan: { vni: ${w.vni}, remote: "${b.underlay4}" } }\n`,
+    );
+    const p = startPinhole(a.ns, ['--config', file, '--stats-interval', '100'], 20_000, 'run');
+    await p.ready;
+    const ping = (): number => {
+      try {
+        return Number(
+          /(\d+) received/.exec(lab.exec(w.podNs, 'ping', ['-n', '-c', '3', '-W', '1', '-i', '0.2', b.workloads[0]!.podAddr4]))?.[1],
+        );
+      } catch {
+        return 0;
+      }
+    };
+    assert.equal(ping(), 3);
+    const recovered = async (): Promise<void> => {
+      await p.statsUntil((s) => (s as unknown as { state: string }).state === 'recovering', 10_000);
+      await p.statsUntil((s) => (s as unknown as { state: string }).state === 'running', 20_000);
+    };
+    // 1. The program removed behind our back: the daemon notices, restarts the dataplane.
+    lab.exec(a.ns, 'ip', ['link', 'set', 'dev', a.uplink, 'xdp', 'off']);
+    await recovered();
+    assert.equal(ping(), 3, 'tunnel traffic after the program was put back');
+    p.child.kill('SIGTERM');
+    const ex = await p.exited;
+    assert.equal(ex.code, 0, ex.stderr);
+    assert.match(ex.stderr, /"event":"recovering".*ERR_UPLINK_PROGRAM_DETACHED/);
+    assert.match(ex.stderr, /"event":"recovered"/);
+    assert.doesNotMatch(ex.stderr, STACK);
+    assert.doesNotMatch(lab.exec(a.ns, 'ip', ['-d', 'link', 'show', a.uplink]), /prog\/xdp/);
+  } finally {
+    killLeftoverPinholes();
+    lab.close();
+  }
+});
