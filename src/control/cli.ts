@@ -61,6 +61,35 @@ const COMMANDS: Record<string, Command> = {
     usage: 'usage: pinhole resolve IP [--json] [--timeout MS]',
     load: () => import('./commands/resolve.ts'),
   },
+  status: {
+    summary: "a running daemon's state over its API: uplink mode and why, connections, counters, next hops",
+    usage: 'usage: pinhole status [--json] [--socket PATH]',
+    load: () => import('./commands/status.ts'),
+  },
+  connect: {
+    summary: 'create or replace a VXLAN connection on a running daemon (API)',
+    usage: 'usage: pinhole connect NAME --local IF --vxlan-vni N --remote ADDR [--port P] [--ttl T] [--socket PATH] [--json]',
+    load: () => import('./commands/connect.ts'),
+  },
+  disconnect: {
+    summary: 'remove a connection from a running daemon (API)',
+    usage: 'usage: pinhole disconnect NAME [--socket PATH]',
+    load: () => import('./commands/disconnect.ts'),
+  },
+  lab: {
+    summary: 'lab up|down|status: the two-node lab of the demo, from network namespaces (root)',
+    usage: [
+      "usage: pinhole lab up [--json]       build the lab and write the nodes' config files",
+      '       pinhole lab status [--json]   namespaces, interfaces, XDP programs, config files, running pinholes',
+      '       pinhole lab down [--json]     remove the lab and whatever a crashed run left',
+    ].join('\n'),
+    load: () => import('./commands/lab.ts'),
+  },
+  demo: {
+    summary: 'two nodes, a pod on each, pinhole between them: traffic, one table, then all removed (root)',
+    usage: 'usage: pinhole demo [--keep]       --keep: leave the lab and both daemons running',
+    load: () => import('./commands/demo.ts'),
+  },
 };
 
 export function usage(): string {

@@ -90,7 +90,7 @@ test('pinhole run: program detached, uplink moved away and back: the daemon rest
     const w = a.workloads[0]!;
     writeFileSync(
       file,
-      `uplink: { interface: ${a.uplink}, mode: auto }\nconnections:\n  - { name: c0, local: { interface: ${w.iface} }, vxlan: { vni: ${w.vni}, remote: "${b.underlay4}" } }\n`,
+      `uplink: { interface: ${a.uplink}, mode: auto }\napi: { socket: ${join(dir, 'run.sock')} }\nconnections:\n  - { name: c0, local: { interface: ${w.iface} }, vxlan: { vni: ${w.vni}, remote: "${b.underlay4}" } }\n`,
     );
     const p = startPinhole(a.ns, ['--config', file, '--stats-interval', '100'], 20_000, 'run');
     await p.ready;

@@ -44,7 +44,15 @@ test('SIGHUP applies the difference: untouched connection loses no ping; added w
     const conn = (i: number): string =>
       `  - { name: c${i}, local: { interface: ${a.workloads[i]!.iface} }, vxlan: { vni: ${a.workloads[i]!.vni}, remote: "${b.underlay4}" } }`;
     const write = (conns: number[]): void =>
-      writeFileSync(file, [`uplink: { interface: ${a.uplink}, mode: auto }`, 'connections:', ...conns.map(conn)].join('\n') + '\n');
+      writeFileSync(
+        file,
+        [
+          `uplink: { interface: ${a.uplink}, mode: auto }`,
+          `api: { socket: ${join(dir, 'a.sock')} }`,
+          'connections:',
+          ...conns.map(conn),
+        ].join('\n') + '\n',
+      );
     write([0]);
     const p = startPinhole(a.ns, ['--config', file, '--stats-interval', '100'], 20_000, 'run');
     await p.ready;
@@ -64,7 +72,10 @@ test('SIGHUP applies the difference: untouched connection loses no ping; added w
     await p.statsUntil((s) => (s as unknown as StatsLine).connections.c1 !== undefined);
     assert.equal(ping(lab, a1!.podNs, b1!.podAddr4), 5, 'the added connection carries traffic');
 
-    writeFileSync(file, 'uplink: { interface: up0, mode: auto }\nconnections:\n  - { name: c0, vxlan: { vni: -1 } }\n');
+    writeFileSync(
+      file,
+      `uplink: { interface: up0, mode: auto }\napi: { socket: ${join(dir, 'a.sock')} }\nconnections:\n  - { name: c0, vxlan: { vni: -1 } }\n`,
+    );
     p.child.kill('SIGHUP');
     // Still both connections: the invalid file was rejected (checked in the log below).
     assert.equal(ping(lab, a1!.podNs, b1!.podAddr4, 3), 3, 'an invalid file changes nothing');

@@ -49,7 +49,11 @@ function remoteOf(node: LabNode, family: 4 | 6): string {
 
 /** Writes a config for `node` with one connection per workload, towards `peer`. */
 function configFor(node: LabNode, peer: LabNode, mode: string, families: (4 | 6)[], extra = ''): string {
-  const lines = [`uplink: { interface: ${node.uplink}, mode: ${mode} }`, 'connections:'];
+  const lines = [
+    `uplink: { interface: ${node.uplink}, mode: ${mode} }`,
+    `api: { socket: ${join(dir, `${node.ns}.sock`)} }`,
+    'connections:',
+  ];
   node.workloads.forEach((w, i) => {
     const fam = families[i % families.length]!;
     lines.push(`  - { name: c${i}, local: { interface: ${w.iface} }, vxlan: { vni: ${w.vni}, remote: "${remoteOf(peer, fam)}" } }`);

@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../../config/index.ts';
 import { Daemon } from '../../daemon/daemon.ts';
 import { createMetrics } from '../../metrics/metrics.ts';
+import { startApiServer, type ApiServer } from '../../api/server.ts';
 import { startMetricsServer, type MetricsServer } from '../../metrics/server.ts';
 import { asLogFn, createLogger } from '../log.ts';
 import type { CounterValues } from '../../dataplane/counters.ts';
@@ -64,13 +65,16 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
     daemon = await Daemon.start({ configFile: values.config!, config, log, lag: () => lag.snapshot() });
     const d = daemon;
     let metricsServer: MetricsServer | undefined;
+    let api: ApiServer | undefined;
     try {
+      api = await startApiServer(d, { socket: config.api.socket, log });
+      log({ level: 'info', event: 'api', socket: config.api.socket });
       if (config.metrics) {
         metricsServer = await startMetricsServer(createMetrics(d.metricsSource()), config.metrics.listen, log);
         log({ level: 'info', event: 'metrics', listen: metricsServer.address });
       }
       const fwd = d.forwarder!;
-      io.out(toJson({ event: 'ready', ...fwd.describe(), nextHops: fwd.nextHops() }));
+      io.out(toJson({ event: 'ready', ...fwd.describe(), nextHops: fwd.nextHops(), api: config.api.socket }));
       log({ level: 'info', event: 'ready', mode: fwd.host.mode, connections: fwd.connections.length, queues: fwd.host.queues });
       const printStats = (): void => {
         try {
@@ -95,6 +99,7 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
       io.out(toJson({ event: 'stopped', mode: fwd.host.mode, ...summarize(final), eventLoopLagMs: lag.stop() }));
       log({ level: 'info', event: 'stopped', reason: why });
     } finally {
+      await api?.close();
       await metricsServer?.close();
       await d.stop();
     }
