@@ -51,6 +51,7 @@ export class Engine {
   private readonly pollPorts: Port[];
   private readonly pollView: DataView;
   private lastStats = 0;
+  private readonly sleeper = new Int32Array(new SharedArrayBuffer(4));
 
   constructor(
     private readonly rx: readonly RxRoute[],
@@ -104,7 +105,8 @@ export class Engine {
     for (let i = 0; i < rx.length; i++) if (rx[i]!.port.readable()) return;
     const n = this.pollPorts.length;
     if (n === 0) {
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, timeoutMs);
+      // Nothing to poll (in-memory ports): sleep without a syscall of our own.
+      Atomics.wait(this.sleeper, 0, 0, timeoutMs);
       return;
     }
     const v = this.pollView;
@@ -128,7 +130,6 @@ export class Engine {
 
   /** Breathes until ctrl[CTRL_STOP] or ctrl[CTRL_RECONF] is raised. */
   run(ctrl: Int32Array): void {
-    let errorBackoff = 0;
     while (Atomics.load(ctrl, CTRL_STOP) === 0 && Atomics.load(ctrl, CTRL_RECONF) === 0) {
       const now = performance.now();
       if (now - this.lastStats >= 1000) {
@@ -137,11 +138,9 @@ export class Engine {
       }
       if (this.breathe(now) === 0) {
         this.c[this.base + ENGINE_SLOT.idleWaits]++;
-        const before = this.c[this.base + ENGINE_SLOT.idleWaits]!;
-        void before;
+        // A port in an error state (link down) would make poll return at once: the ports clear
+        // the error in pollError() and AF_PACKET waits out the timeout while its link is down.
         this.wait(this.held() > 0 ? 5 : 50);
-        // A port in an error state (link down) makes poll return at once: never spin on it.
-        if (errorBackoff > 0) errorBackoff--;
       }
     }
   }

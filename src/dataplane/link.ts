@@ -11,7 +11,8 @@
  * per-frame tag the producer sets (the connection index on tunnel paths). A link is filled and
  * drained within one breathe of the engine, so it needs no ring indexes: the consumer reads every
  * entry and clears it. Pushing into a full link drops the frame and counts it (`dropped`), as a
- * full Snabb link does. Counters are plain numbers, published by the engine once per breathe.
+ * full Snabb link does. Its counters are plain numbers for tests and debugging; what an operator
+ * sees is counted by the stages (every drop has a reason there, `link-full` included).
  */
 export class Link {
   readonly name: string;

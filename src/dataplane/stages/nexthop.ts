@@ -22,7 +22,7 @@
 import { NeighbourTableReader } from '../../netlink/neigh-table.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
-import { NH_OK, type NextHopTable } from '../nexthop-table.ts';
+import { NH_OK, NH_UNKNOWN, type NextHopTable } from '../nexthop-table.ts';
 import { CONNECTION_COUNTERS, NEXTHOP_COUNTERS, type VxlanConnectionPlan } from '../plan.ts';
 
 const NUD_STALE = 0x04;
@@ -54,6 +54,8 @@ export class NexthopStage {
   private readonly ok: Uint8Array;
   private readonly stale: Uint8Array;
   private readonly routeOk: Uint8Array;
+  /** 1 once the main thread has published the next hop (NH_OK). */
+  private readonly known: Uint8Array;
   private readonly family: Int32Array;
   private readonly ifindex: Int32Array;
   private readonly v4: Int32Array;
@@ -92,6 +94,7 @@ export class NexthopStage {
     this.ok = new Uint8Array(n);
     this.stale = new Uint8Array(n);
     this.routeOk = new Uint8Array(n);
+    this.known = new Uint8Array(n);
     this.family = new Int32Array(n);
     this.ifindex = new Int32Array(n);
     this.v4 = new Int32Array(n);
@@ -129,7 +132,9 @@ export class NexthopStage {
         return;
       }
       this.seen[k] = got;
-      this.routeOk[k] = s[0] === NH_OK ? 1 : 0;
+      // Not computed yet (the first moments after a start or a change): hold, don't drop.
+      this.routeOk[k] = s[0] === NH_OK || s[0] === NH_UNKNOWN ? 1 : 0;
+      this.known[k] = s[0] === NH_OK ? 1 : 0;
       this.family[k] = s[1]!;
       this.ifindex[k] = s[2]!;
       this.v4[k] = s[3]!;
@@ -142,7 +147,7 @@ export class NexthopStage {
         this.v6[o + 4 * w + 3] = v & 0xff;
       }
     }
-    if (this.routeOk[k] === 0) {
+    if (this.routeOk[k] === 0 || this.known[k] === 0) {
       this.ok[k] = 0;
       return;
     }
@@ -243,7 +248,8 @@ export class NexthopStage {
         this.waitN[k] = 0;
         this.waiting -= q;
       } else if (now - this.waitSince[k]! > this.timeoutMs || this.routeOk[k] === 0) {
-        c[this.base + N_TIMEOUT] += q;
+        // The route went away while they waited: that is why they are dropped.
+        c[this.base + (this.routeOk[k] === 0 ? N_NO_ROUTE : N_TIMEOUT)] += q;
         c[this.connBase[k]! + CC_DROP_NEXTHOP] += q;
         this.waitN[k] = 0;
         this.waiting -= q;
