@@ -110,16 +110,14 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   const daemons: NodeDaemon[] = [];
   const servers: IperfServer[] = [];
   const streams: { kill(): void }[] = [];
+  // Before anything is touched: a lab in use (a kept demo, a pinhole started by hand) is not ours to remove.
+  const busy = labBusy(process.pid);
+  if (busy) throw new PinholeError('ERR_LAB_BUSY', `the lab is in use: ${busy}; run \`pinhole lab down\` first`);
+  o.progress(
+    `pinhole demo: two nodes with a pod each, joined by pinhole over VXLAN; ping and iperf3 between the pods while the nodes' own traffic flows`,
+  );
   try {
-    await step(
-      'clean up',
-      async () => {
-        const busy = labBusy(process.pid);
-        if (busy) throw new PinholeError('ERR_LAB_BUSY', `the lab is in use: ${busy}; run \`pinhole lab down\` first`);
-        return labDown({ exceptPid: process.pid });
-      },
-      describeDown,
-    );
+    await step('clean up', () => labDown({ exceptPid: process.pid }), describeDown);
     const up = await step(
       'build the lab',
       () => labUp({ exceptPid: process.pid }),

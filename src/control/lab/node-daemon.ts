@@ -79,6 +79,8 @@ export class NodeDaemon {
   readonly ns: string;
   readonly socket: string;
   readonly logFile: string;
+  /** Its stdout: the JSON event lines. */
+  readonly outFile: string;
   /** Started with --stats-interval. */
   readonly printsStats: boolean;
   readonly child: ChildProcess;
@@ -87,7 +89,6 @@ export class NodeDaemon {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private readonly events: DaemonEvent[] = [];
   private readonly listeners = new Set<() => void>();
-  private readonly outFile: string;
   private readonly watcher: FSWatcher;
   private outFd: number;
   private offset = 0;
@@ -255,11 +256,6 @@ export class NodeDaemon {
       this.outFd = -1;
     }
     this.listeners.clear();
-  }
-
-  /** The stdout file (event lines). */
-  get eventsFile(): string {
-    return this.outFile;
   }
 }
 
