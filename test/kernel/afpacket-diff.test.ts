@@ -82,7 +82,10 @@ test('kernel-run cBPF pinhole filter agrees with the reference on corpus frames 
             keptChunk.push(got.slice());
           }
           if (wn === 0 && pn === 0) {
-            if (Date.now() > deadline) assert.fail(`sentinel ${id} not seen (witness ${wDone}, pinhole ${pDone})`);
+            if (Date.now() > deadline)
+              assert.fail(
+                `sentinel ${id} not seen (witness ${wDone}, pinhole ${pDone}); kernel drops: witness ${wit.stats().drops}, pinhole ${pin.stats().drops}`,
+              );
             await wit.pollAsync(5);
           }
         }
