@@ -76,6 +76,14 @@ const COMMANDS: Record<string, Command> = {
     usage: 'usage: pinhole disconnect NAME [--socket PATH]',
     load: () => import('./commands/disconnect.ts'),
   },
+  wg: {
+    summary: 'wg genkey | wg pubkey: WireGuard keys in the format of `wg genkey` / `wg pubkey` (stdin to stdout)',
+    usage: [
+      'usage: pinhole wg genkey          a new private key on stdout',
+      '       pinhole wg pubkey < KEY    the public key of the private key on stdin',
+    ].join('\n'),
+    load: () => import('./commands/wg.ts'),
+  },
   lab: {
     summary: 'lab up|down|status: the two-node lab of the demo, from network namespaces (root)',
     usage: [
@@ -89,6 +97,14 @@ const COMMANDS: Record<string, Command> = {
     summary: 'two nodes, a pod on each, pinhole between them: traffic, one table, then all removed (root)',
     usage: 'usage: pinhole demo [--keep]       --keep: leave the lab and both daemons running',
     load: () => import('./commands/demo.ts'),
+  },
+  bench: {
+    summary: 'benchmark suite: pinhole AF_XDP and AF_PACKET vs the kernel, in-kernel XDP and a C forwarder (root)',
+    usage: [
+      'usage: pinhole bench [--quick] [--runs N] [--only uplink|vxlan]... [--json FILE] [--svg FILE] [--markdown FILE]',
+      '       --quick: 2 runs, short sends (2-3 minutes); default: 5 runs (about 10 minutes)',
+    ].join('\n'),
+    load: () => import('./commands/bench.ts'),
   },
 };
 

@@ -1,0 +1,133 @@
+/**
+ * What the scenarios share: the suite profile (full or quick), where processes run (CPUs), the
+ * cleanup registry that a signal can run synchronously, and the one way a rate is measured:
+ *
+ *   count before → the generator sends for a while (timed by the generator) → wait until the
+ *   counter stops moving (frames in rings and backlogs land) → delivered / send time.
+ *
+ * Delivered frames are counted where they land, never where they were sent, so drops anywhere
+ * on the way lower the rate. The forwarder's CPU time (utime + stime) and resident memory are
+ * read around the same window.
+ */
+import type { CForwarder } from './cref.ts';
+import type { ForwarderProcess } from './forwarder.ts';
+import type { Progress } from './progress.ts';
+import type { SampleSet } from './report.ts';
+import type { GeneratorProcess, SendRequest } from './trafficgen.ts';
+
+export interface Profile {
+  runs: number;
+  /** How long the generator sends in one run of a rate measurement. */
+  sendSeconds: number;
+  /** iperf3 test length. */
+  iperfSeconds: number;
+  /** Echo requests for an idle latency sample, and the interval between them. */
+  pingCount: number;
+  pingIntervalS: number;
+}
+
+export const PROFILES: Record<'full' | 'quick', Profile> = {
+  full: {
+    runs: 5,
+    sendSeconds: 1.5,
+    iperfSeconds: 3,
+    pingCount: 200,
+    pingIntervalS: 0.005,
+  },
+  quick: {
+    runs: 2,
+    sendSeconds: 0.75,
+    iperfSeconds: 1,
+    pingCount: 100,
+    pingIntervalS: 0.005,
+  },
+};
+
+/** Synchronous teardown steps, run in reverse order by `runAll` (also from a signal handler). */
+export class Cleanup {
+  private readonly fns: (() => void)[] = [];
+
+  /** Registers `fn`; the returned function runs it now and unregisters it. */
+  add(fn: () => void): () => void {
+    this.fns.push(fn);
+    return () => {
+      const i = this.fns.lastIndexOf(fn);
+      if (i >= 0) this.fns.splice(i, 1);
+      fn();
+    };
+  }
+
+  runAll(): void {
+    while (this.fns.length) {
+      try {
+        this.fns.pop()!();
+      } catch {
+        // teardown goes on: each step is independent
+      }
+    }
+  }
+}
+
+export interface ScenarioContext {
+  profile: Profile;
+  /** Namespace name prefix of this bench run (unique per process). */
+  prefix: string;
+  /** A private temporary directory (config files). */
+  tmp: string;
+  /** CPU for the traffic generator and for the forwarder (undefined: not pinned). */
+  genCpu: number | undefined;
+  fwdCpu: number | undefined;
+  c: CForwarder;
+  progress: Progress;
+  cleanup: Cleanup;
+  samples: SampleSet;
+  signal?: AbortSignal;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Reads `count` every 20 ms until two readings agree (at most ~1 s); returns the last. */
+export async function settle(count: () => number | Promise<number>): Promise<number> {
+  let last = await count();
+  for (let k = 0; k < 50; k++) {
+    await sleep(20);
+    const now = await count();
+    if (now === last) break;
+    last = now;
+  }
+  return last;
+}
+
+export interface RateSample {
+  delivered: number;
+  seconds: number;
+  pps: number;
+  /** Forwarder CPU nanoseconds per delivered frame (with a forwarder process). */
+  cpuNsPerPacket?: number;
+  /** Forwarder resident memory right after the send, MiB. */
+  rssMiB?: number;
+}
+
+export async function measureRate(
+  gen: GeneratorProcess,
+  req: SendRequest,
+  count: () => number | Promise<number>,
+  proc?: ForwarderProcess,
+): Promise<RateSample> {
+  const before = await count();
+  const cpu0 = proc?.cpuSeconds();
+  const { seconds } = await gen.send(req);
+  const rss = proc?.rssMiB();
+  const after = await settle(count);
+  const cpu1 = proc?.cpuSeconds();
+  const delivered = after - before;
+  const s: RateSample = { delivered, seconds, pps: seconds > 0 ? delivered / seconds : 0 };
+  if (proc && delivered > 0) s.cpuNsPerPacket = ((cpu1! - cpu0!) * 1e9) / delivered;
+  if (rss !== undefined) s.rssMiB = rss;
+  return s;
+}
+
+/** Throws if the run was interrupted. */
+export function checkAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('interrupted');
+}

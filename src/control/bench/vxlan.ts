@@ -1,0 +1,277 @@
+/**
+ * VXLAN workload-to-workload and host-cost scenarios on the two-node lab (lab/topology.ts):
+ *
+ *   [pA0] eth0 ──veth── wl0 [node a] up0 ══veth══ up0 [node b] wl0 ──veth── eth0 [pB0]
+ *
+ * Node b is always the kernel's vxlan (vx0 + br0), the reference peer. Node a is, per mode:
+ *   kernel    vx0 + br0 too: the kernel on both ends;
+ *   afxdp     `pinhole run`, uplink and workload interfaces AF_XDP;
+ *   afpacket  `pinhole run`, everything AF_PACKET.
+ * A fresh lab per run and mode (~0.2 s to build); 2 uplink and 2 workload queues; uplink MTU
+ * 1570 so the pods have a standard 1500 MTU and 1500-byte frames fit through the tunnel.
+ *
+ * vxlan (pod a → pod b):
+ *   - 64-byte frames steady and bursty (Mpps) and 1500-byte frames (Gbit/s) from the kernel's
+ *     live-frame generator on pod a's eth0 (iperf3's own sender tops out near 60 kpps here),
+ *     counted as they arrive on pod b's eth0; pinhole's CPU per packet and memory over the
+ *     64-byte steady run;
+ *   - iperf3 TCP (Gbit/s, retransmits) with ping running alongside (latency under load);
+ *   - iperf3 UDP, 1400-byte datagrams offered at 20 Gbit/s (far above what one iperf3 sender
+ *     can produce, so the offered rate is iperf3's limit): delivered Gbit/s and loss;
+ *   - idle round-trip latency (ping, p50/p99/max).
+ * host (node b → node a over the underlay, outside the tunnel: what pinhole costs the host's own
+ * traffic): iperf3 TCP and latency idle and under that load, with node a on the kernel (nothing
+ * attached), on pinhole AF_XDP (the pinhole XDP program on up0), on pinhole AF_PACKET (a socket
+ * filter), and as `ceiling` a bare XDP_PASS program on node a's up0 — what attaching any XDP
+ * program costs on veth (the peer loses TSO, drivers/net/veth.c), separated from what pinhole's
+ * program adds.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildFrame } from '../../packet/build.ts';
+import { PinholeError } from '../../sys/index.ts';
+import { buildLab, type Lab } from '../lab/topology.ts';
+import { iperf, startIperfServer, type IperfServer } from '../lab/traffic.ts';
+import { ForwarderProcess, PINHOLE_BIN } from './forwarder.ts';
+import { measureLatency, startLatency, type LatencySample } from './latency.ts';
+import { checkAborted, measureRate, sleep, type ScenarioContext } from './measure.ts';
+import { linkCounter } from './netns.ts';
+import { formatNumber, type BenchMode, type MetricKey } from './report.ts';
+import { GeneratorProcess, type TrafficShape } from './trafficgen.ts';
+import { attachIn, loadPass } from './xdp.ts';
+
+const VXLAN_MODES = ['kernel', 'afxdp', 'afpacket'] as const;
+type VxlanMode = (typeof VXLAN_MODES)[number];
+export const VXLAN_SCENARIO = 'vxlan';
+export const HOST_SCENARIO = 'host';
+const UDP_LEN = 1400;
+const POD_PORT = 5201;
+const HOST_PORT = 5202;
+
+export const VXLAN_NOTES = [
+  'vxlan: pod A → node A ⇒ node B → pod B (veth); node B is always the kernel’s vxlan; node A is the kernel’s vxlan (kernel) or `pinhole run` (afxdp, afpacket). Frames from the live-frame generator in pod A, counted on pod B’s eth0; iperf3 UDP offers 20 Gbit/s (its sender is the limit); latency = ping RTT, under load = during the TCP test.',
+  'host: TCP and ping from node B to node A’s own address, outside the tunnel, while node A runs nothing (kernel), pinhole (afxdp: the pinhole XDP program on the uplink; afpacket: a socket filter), or only a bare XDP_PASS program (ceiling: the cost of having any XDP program on a veth, whose peer then loses TSO).',
+];
+
+interface VxlanCase {
+  size: 64 | 1500;
+  shape: TrafficShape;
+  metric: string;
+  unit: 'Mpps' | 'Gbit/s';
+}
+const CASES: VxlanCase[] = [
+  { size: 64, shape: 'steady', metric: '64 B steady', unit: 'Mpps' },
+  { size: 64, shape: 'bursty', metric: '64 B bursty', unit: 'Mpps' },
+  { size: 1500, shape: 'steady', metric: '1500 B steady', unit: 'Gbit/s' },
+];
+
+/** Pings until the overlay answers (ARP, the kernel peer's FDB learning, pinhole's next hop). */
+async function waitReachable(ns: string, to: string): Promise<void> {
+  let last: unknown;
+  for (let i = 0; i < 40; i++) {
+    try {
+      await measureLatency(ns, to, 1, 0.2);
+      return;
+    } catch (err) {
+      last = err;
+      await sleep(100);
+    }
+  }
+  throw new PinholeError('ERR_BENCH_LAB', `${ns} cannot reach ${to}`, { cause: last });
+}
+
+function writeConfig(ctx: ScenarioContext, lab: Lab, mode: string): string {
+  const wl = lab.a.workloads[0]!;
+  mkdirSync(ctx.tmp, { recursive: true });
+  const file = join(ctx.tmp, `${lab.plan.prefix}.yaml`);
+  writeFileSync(
+    file,
+    [
+      `uplink: { interface: ${lab.a.uplink}, mode: ${mode} }`,
+      'connections:',
+      `  - { name: pod-a, local: { interface: ${wl.iface} }, vxlan: { vni: ${wl.vni}, remote: "${lab.b.tunnelAddr}" } }`,
+      '',
+    ].join('\n'),
+  );
+  return file;
+}
+
+function addLatency(ctx: ScenarioContext, key: (m: string, u: string, b?: 'higher' | 'lower') => MetricKey, when: string, s: LatencySample): void {
+  ctx.samples.add(key(`latency p50 ${when}`, 'µs', 'lower'), s.p50 * 1000);
+  ctx.samples.add(key(`latency p99 ${when}`, 'µs', 'lower'), s.p99 * 1000);
+  ctx.samples.add(key(`latency max ${when}`, 'µs', 'lower'), s.max * 1000);
+}
+
+/** Host TCP node b → node a with ping alongside, then idle ping: the `host` figures of `mode`. */
+async function hostFigures(ctx: ScenarioContext, lab: Lab, mode: BenchMode, run: number): Promise<void> {
+  const key = (metric: string, unit: string, better: 'higher' | 'lower' = 'higher'): MetricKey => ({
+    scenario: HOST_SCENARIO,
+    mode,
+    metric,
+    unit,
+    better,
+  });
+  const { profile } = ctx;
+  const idle = await measureLatency(lab.b.ns, lab.a.underlay4, profile.pingCount, profile.pingIntervalS);
+  addLatency(ctx, key, 'idle', idle);
+  const ping = startLatency(lab.b.ns, lab.a.underlay4, profile.pingIntervalS);
+  const stopPing = ctx.cleanup.add(() => ping.kill());
+  let tcp;
+  try {
+    tcp = await iperf(lab.b.ns, { server: lab.a.underlay4, port: HOST_PORT, seconds: profile.iperfSeconds });
+  } finally {
+    const loaded = await ping.stop().catch(() => undefined);
+    stopPing();
+    if (loaded && loaded.received > 0) addLatency(ctx, key, 'under TCP', loaded);
+  }
+  const gbps = (tcp.receivedBps ?? tcp.sentBps) / 1e9;
+  ctx.samples.add(key('TCP', 'Gbit/s'), gbps);
+  ctx.samples.add(key('TCP retransmits', 'segments', 'lower'), tcp.retransmits ?? 0);
+  ctx.progress.step(
+    `host ${mode} run ${run}/${profile.runs}: TCP ${formatNumber(gbps)} Gbit/s, ping p99 idle ${formatNumber(idle.p99 * 1000)} µs`,
+  );
+}
+
+async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promise<void> {
+  const { profile, samples, progress } = ctx;
+  const key = (metric: string, unit: string, better: 'higher' | 'lower' = 'higher'): MetricKey => ({
+    scenario: VXLAN_SCENARIO,
+    mode,
+    metric,
+    unit,
+    better,
+  });
+  const lab = buildLab({
+    prefix: `${ctx.prefix}-vx${run}${mode.slice(0, 3)}`,
+    underlay: 4,
+    sides: { a: mode === 'kernel' ? 'kernel' : 'pinhole', b: 'kernel' },
+    uplinkQueues: 2,
+    workloadQueues: 2,
+    uplinkMtu: 1570,
+  });
+  const closeLab = ctx.cleanup.add(() => lab.close());
+  const servers: IperfServer[] = [];
+  const stopServers = ctx.cleanup.add(() => {
+    for (const s of servers) s.stop();
+  });
+  let proc: ForwarderProcess | undefined;
+  let stopProc: (() => void) | undefined;
+  let stopGen: (() => void) | undefined;
+  try {
+    const wa = lab.a.workloads[0]!;
+    const wb = lab.b.workloads[0]!;
+    if (mode !== 'kernel') {
+      const config = writeConfig(ctx, lab, mode);
+      const p = ForwarderProcess.start({
+        label: `pinhole run ${mode}`,
+        ns: lab.a.ns,
+        cpu: ctx.fwdCpu,
+        argv: [process.execPath, PINHOLE_BIN, 'run', '--config', config],
+      });
+      proc = p;
+      stopProc = ctx.cleanup.add(() => p.kill());
+      const ready = (await p.ready) as { mode?: string; workloads?: { driver: string }[] };
+      if (ready.mode !== mode || (ready.workloads ?? []).some((w) => w.driver !== mode)) {
+        throw new PinholeError('ERR_BENCH_FORWARDER', `pinhole run: asked for ${mode}, got ${JSON.stringify(ready)}`);
+      }
+    }
+    await waitReachable(wa.podNs, wb.podAddr4);
+    servers.push(await startIperfServer(wb.podNs, { port: POD_PORT, bind: wb.podAddr4, timeoutMs: 5000 }));
+    servers.push(await startIperfServer(lab.a.ns, { port: HOST_PORT, bind: lab.a.underlay4, timeoutMs: 5000 }));
+    const g = GeneratorProcess.start(wa.podNs, ctx.genCpu);
+    stopGen = ctx.cleanup.add(() => g.close());
+
+    // Small and large frames from the generator.
+    const frameOf = (size: number): Uint8Array =>
+      buildFrame({
+        eth: { dst: wb.podMac, src: wa.podMac },
+        ipv4: { src: wa.podAddr4, dst: wb.podAddr4 },
+        udp: { sport: 40000, dport: 9 },
+        payload: new Uint8Array(size - 14 - 20 - 8),
+      });
+    const delivered = (): number => linkCounter(wb.podNs, wb.podIface, 'rx_packets');
+    // Warm-up (not measured): JIT, rings, the kernel peer's FDB.
+    await g.send({ iface: wa.podIface, frame: frameOf(64), seconds: 0.2, shape: 'steady' });
+    for (const c of CASES) {
+      checkAborted(ctx.signal);
+      const s = await measureRate(g, { iface: wa.podIface, frame: frameOf(c.size), seconds: profile.sendSeconds, shape: c.shape }, delivered, proc);
+      const value = c.unit === 'Mpps' ? s.pps / 1e6 : (s.pps * c.size * 8) / 1e9;
+      samples.add(key(c.metric, c.unit), value);
+      let extra = '';
+      if (c.size === 64 && c.shape === 'steady' && s.cpuNsPerPacket !== undefined) {
+        samples.add(key('CPU per packet, 64 B steady', 'ns', 'lower'), s.cpuNsPerPacket);
+        samples.add(key('resident memory', 'MiB', 'lower'), s.rssMiB ?? 0);
+        extra = `, ${formatNumber(s.cpuNsPerPacket)} ns CPU/packet, ${formatNumber(s.rssMiB ?? 0)} MiB`;
+      }
+      progress.step(`vxlan ${mode} ${c.metric} run ${run}/${profile.runs}: ${formatNumber(value)} ${c.unit}${extra}`);
+    }
+
+    // Latency idle, TCP with latency under load, UDP.
+    const idle = await measureLatency(wa.podNs, wb.podAddr4, profile.pingCount, profile.pingIntervalS);
+    addLatency(ctx, key, 'idle', idle);
+    const ping = startLatency(wa.podNs, wb.podAddr4, profile.pingIntervalS);
+    const stopPing = ctx.cleanup.add(() => ping.kill());
+    let tcp;
+    try {
+      tcp = await iperf(wa.podNs, { server: wb.podAddr4, port: POD_PORT, seconds: profile.iperfSeconds });
+    } finally {
+      const loaded = await ping.stop().catch(() => undefined);
+      stopPing();
+      if (loaded && loaded.received > 0) addLatency(ctx, key, 'under TCP', loaded);
+    }
+    const tcpGbps = (tcp.receivedBps ?? tcp.sentBps) / 1e9;
+    samples.add(key('TCP', 'Gbit/s'), tcpGbps);
+    samples.add(key('TCP retransmits', 'segments', 'lower'), tcp.retransmits ?? 0);
+    const udp = await iperf(wa.podNs, {
+      server: wb.podAddr4,
+      port: POD_PORT,
+      seconds: profile.iperfSeconds,
+      udp: true,
+      bitrate: '20G',
+      length: UDP_LEN,
+    });
+    const packets = udp.packets ?? 0;
+    const lost = udp.lostPackets ?? 0;
+    const udpGbps = udp.seconds > 0 ? ((packets - lost) * UDP_LEN * 8) / udp.seconds / 1e9 : 0;
+    samples.add(key(`UDP ${UDP_LEN} B delivered`, 'Gbit/s'), udpGbps);
+    samples.add(key(`UDP ${UDP_LEN} B loss`, '%', 'lower'), packets > 0 ? (100 * lost) / packets : 0);
+    progress.step(
+      `vxlan ${mode} run ${run}/${profile.runs}: TCP ${formatNumber(tcpGbps)} Gbit/s, UDP ${formatNumber(udpGbps)} Gbit/s, ping p99 idle ${formatNumber(idle.p99 * 1000)} µs`,
+    );
+
+    // The host's own traffic, with node a as it is in this mode...
+    await hostFigures(ctx, lab, mode, run);
+    // ... and, on the kernel node, with only a bare XDP_PASS attached (the ceiling).
+    if (mode === 'kernel') {
+      const pass = loadPass();
+      const closePass = ctx.cleanup.add(() => pass.close());
+      try {
+        const att = attachIn(lab.a.ns, lab.a.uplink, pass.fd);
+        const detach = ctx.cleanup.add(() => att.close());
+        try {
+          await hostFigures(ctx, lab, 'ceiling', run);
+        } finally {
+          detach();
+        }
+      } finally {
+        closePass();
+      }
+    }
+    if (proc) await proc.stop();
+  } finally {
+    stopGen?.();
+    stopServers();
+    stopProc?.();
+    closeLab();
+  }
+}
+
+/** Runs the vxlan and host scenarios for every mode, `ctx.profile.runs` times. */
+export async function runVxlanScenarios(ctx: ScenarioContext): Promise<void> {
+  for (let r = 1; r <= ctx.profile.runs; r++) {
+    for (const mode of VXLAN_MODES) {
+      checkAborted(ctx.signal);
+      await runOne(ctx, mode, r);
+    }
+  }
+}
