@@ -74,6 +74,9 @@ export class FakeSys implements Sys {
   sendto(fd: number, buf: Uint8Array, length: number, flags: number, addr: Uint8Array | null): number {
     return this.call('sendto', [fd, buf, length, flags, addr]);
   }
+  trySendto(fd: number, buf: Uint8Array, length: number, flags: number): number {
+    return this.call('trySendto', [fd, buf, length, flags]);
+  }
   recvfrom(fd: number, buf: Uint8Array, flags: number, addr: Uint8Array | null): number {
     return this.call('recvfrom', [fd, buf, flags, addr]);
   }

@@ -118,6 +118,10 @@ export function loadLibc(): Sys {
       if (r < 0) fail('sendto');
       return r;
     },
+    trySendto(fd, buf, length, flags) {
+      const r = Number(sendto(fd, buf, length, flags, null, 0));
+      return r < 0 ? -koffi.errno() : r;
+    },
     recvfrom(fd, buf, flags, addr) {
       const alen = [addr ? addr.byteLength : 0];
       const r = Number(recvfrom(fd, buf, buf.byteLength, flags, addr, addr ? alen : null));

@@ -42,6 +42,12 @@ export interface Sys {
   /** As `poll`, run on the libuv thread pool so the event loop never blocks. */
   pollAsync(fds: Uint8Array, count: number, timeoutMs: number): Promise<number>;
   sendto(fd: number, buf: Uint8Array, length: number, flags: number, addr: Uint8Array | null): number;
+  /**
+   * sendto(2) to a connected/bound socket without an address, for hot paths where "busy" is an
+   * answer, not an error (an AF_XDP TX kick, an AF_PACKET TX ring flush): returns the result, or
+   * -errno. Never throws for an errno (a thrown SysError costs microseconds; see design.md).
+   */
+  trySendto(fd: number, buf: Uint8Array, length: number, flags: number): number;
   recvfrom(fd: number, buf: Uint8Array, flags: number, addr: Uint8Array | null): number;
   /** As `recvfrom` with no address, run on the libuv thread pool. */
   recvAsync(fd: number, buf: Uint8Array, flags: number): Promise<number>;

@@ -521,12 +521,12 @@ export class AfPacketSocket {
     this.txHead += n;
     if (this.txHead >= this.txFrames) this.txHead -= this.txFrames;
     this.txPending = 0;
-    // One try per batch.
-    try {
-      getSys().sendto(this.fd, this.kick, 0, MSG_DONTWAIT, null);
-    } catch (err) {
+    // One call per batch; a failure is a result (counted), not an exception: frames stay in the
+    // ring with TP_STATUS_SEND_REQUEST and the next flush sends them.
+    const r = getSys().trySendto(this.fd, this.kick, 0, MSG_DONTWAIT);
+    if (r < 0) {
       this.counters.txErrors++;
-      this.lastTxError = err;
+      this.lastTxError = new SysError('sendto', -r);
     }
     this.counters.txFrames += n;
     return n;
