@@ -84,7 +84,8 @@ export function probeBpf(): Promise<FeatureResult> {
 
 /**
  * Bytes of one AF_XDP UMEM as the uplink registers it: 4096 frames of 4 KiB per queue (twice
- * that per queue with a cross-connect, `--to`). Keep in step with src/uplink/worker.ts.
+ * that per queue with a cross-connect, `--to`). Keep in step with src/dataplane/worker.ts (the
+ * default PortPlan.frameCount) and src/dataplane/ports/xsk.ts (XSK_FRAME_SIZE).
  */
 export const XSK_UMEM_BYTES = 4096 * 4096;
 

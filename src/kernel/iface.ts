@@ -1,16 +1,18 @@
 /**
  * What pinhole needs to know about an interface before it touches it: kind, driver, MTU (and
  * the largest MTU native XDP accepts, where the driver's rule is known), queue counts, and any
- * XDP program already attached (with its name, so we can tell ours from a foreign one).
+ * XDP program already attached (with its name and tag, and whether it is pinhole's own program:
+ * same instructions and map shapes as this version builds, kernel/pinhole.ts `isPinholeProgram`).
  *
  * Sources: rtnetlink RTM_GETLINK (kind, MTU, queues, IFLA_XDP), the ethtool ioctl
- * (ETHTOOL_GDRVINFO, ETHTOOL_GCHANNELS; include/uapi/linux/ethtool.h), bpf(2) for program names.
+ * (ETHTOOL_GDRVINFO, ETHTOOL_GCHANNELS; include/uapi/linux/ethtool.h), bpf(2) for program info.
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { getLinkSync } from '../netlink/link.ts';
 import { defineStruct, getSys, PinholeError, SysError } from '../sys/index.ts';
 import { BPF_PROG_GET_FD_BY_ID, ProgInfo } from './bpf-attr.ts';
 import { decodeName, fdById, objectInfo } from './object.ts';
+import { inspectProgram, isPinholeProgram } from './pinhole.ts';
 
 const SIOCETHTOOL = 0x8946;
 const IFF_LOOPBACK = 0x8;
@@ -78,6 +80,13 @@ export interface XdpAttachment {
   mode: 'none' | 'native' | 'generic' | 'offload' | 'multi';
   progId?: number;
   progName?: string;
+  /** The kernel's tag of the program (16 hex digits), when it could be read. */
+  progTag?: string;
+  /**
+   * True when the attached program is pinhole's own (by tag and map shapes, not by name);
+   * false for any other program, and for one that could not be inspected.
+   */
+  ours?: boolean;
 }
 
 export interface IfaceInfo {
@@ -178,7 +187,10 @@ export function interfaceInfo(name: string): IfaceInfo {
   const progId = xdpRaw?.progId ?? xdpRaw?.driveProgId ?? xdpRaw?.skbProgId;
   if (progId) {
     xdp.progId = progId;
-    xdp.progName = programName(progId);
+    const p = inspectProgram(progId);
+    xdp.progName = p?.name ?? '';
+    if (p) xdp.progTag = p.tag;
+    xdp.ours = p !== undefined && isPinholeProgram(p);
   }
   const info: IfaceInfo = {
     name: link.name,

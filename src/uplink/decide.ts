@@ -21,12 +21,25 @@ export interface Decision {
   reasons: DecisionReason[];
 }
 
-/** Program names pinhole loads; an attached program by this name is ours (e.g. left by a crash). */
-export const OWN_PROGRAM_NAMES = new Set(['pinhole']);
+/** What else is known about the interface beyond the probe (the uplink's own checks). */
+export interface DecideOptions {
+  replaceForeign?: boolean;
+  /**
+   * A pinhole already runs on this interface (it holds the interface lock, uplink/lock.ts):
+   * its program, if attached, is live, not stale; a second pinhole would be refused.
+   */
+  running?: { pid?: number };
+  /**
+   * Tunnel ports some other UDP socket (e.g. a kernel vxlan device) already receives on an
+   * address the pinhole would take (port guard `busy`). AF_XDP would take that socket's traffic
+   * away from it; AF_PACKET only copies it.
+   */
+  heldPorts?: readonly { family: 4 | 6; port: number; holder?: string }[];
+}
 
 const NO_NATIVE_XDP_KINDS = new Set(['bond', 'team', 'vlan', 'macvlan', 'ipvlan', 'bridge', 'loopback']);
 
-export function decideUplink(features: FeatureSet, iface: IfaceInfo | undefined, opts: { replaceForeign?: boolean } = {}): Decision {
+export function decideUplink(features: FeatureSet, iface: IfaceInfo | undefined, opts: DecideOptions = {}): Decision {
   const reasons: DecisionReason[] = [];
   const blockers: DecisionReason[] = [];
 
@@ -40,8 +53,21 @@ export function decideUplink(features: FeatureSet, iface: IfaceInfo | undefined,
     blockers.push({ code, message: `${label}: ${f.status}${f.detail ? ` (${f.detail})` : ''}` });
   }
 
+  for (const h of opts.heldPorts ?? []) {
+    blockers.push({
+      code: 'PORT_HELD_BY_KERNEL_SOCKET',
+      message: `UDP port ${h.port} (IPv${h.family}) is bound by another socket${h.holder ? ` (${h.holder})` : ''}; AF_XDP would take all its traffic away from it (AF_PACKET only copies it). Give pinhole tunnel --address(es) that socket is not bound to, or stop it`,
+    });
+  }
+
   let xdpMode: 'native' | 'generic' = 'native';
   if (iface) {
+    if (opts.running) {
+      blockers.push({
+        code: 'PINHOLE_RUNNING',
+        message: `a pinhole (pid ${opts.running.pid ?? '?'}) is running on ${iface.name}; a second one on this interface is refused (ERR_UPLINK_BUSY)`,
+      });
+    }
     if (NO_NATIVE_XDP_KINDS.has(iface.kind)) {
       blockers.push({
         code: 'IFACE_KIND_UNSUPPORTED',
@@ -51,10 +77,19 @@ export function decideUplink(features: FeatureSet, iface: IfaceInfo | undefined,
     if (iface.xdp.mode !== 'none') {
       const name = iface.xdp.progName ?? '';
       const who = `program id ${iface.xdp.progId ?? '?'}${name ? ` (${name})` : ''}`;
-      if (OWN_PROGRAM_NAMES.has(name)) {
+      if (iface.xdp.ours && opts.running) {
+        reasons.push({
+          code: 'LIVE_PINHOLE_PROGRAM',
+          message: `the pinhole ${who} attached in ${iface.xdp.mode} mode belongs to the running pinhole`,
+        });
+      } else if (iface.xdp.ours) {
+        const replacedHow =
+          iface.xdp.mode === xdpModeFor(iface)
+            ? 'will be replaced atomically'
+            : `will be detached and pinhole attached in ${xdpModeFor(iface)} mode`;
         reasons.push({
           code: 'STALE_PINHOLE_PROGRAM',
-          message: `a pinhole ${who} is attached in ${iface.xdp.mode} mode (left by an earlier run); it passes traffic to the kernel and will be taken over`,
+          message: `a pinhole ${who} is attached in ${iface.xdp.mode} mode (left by an earlier run, identified by its tag and maps); it passes traffic to the kernel and ${replacedHow}`,
         });
       } else if (opts.replaceForeign) {
         reasons.push({
@@ -68,7 +103,7 @@ export function decideUplink(features: FeatureSet, iface: IfaceInfo | undefined,
         });
       }
     }
-    if (iface.maxXdpMtu !== undefined && iface.mtu > iface.maxXdpMtu) {
+    if (xdpModeFor(iface) === 'generic') {
       xdpMode = 'generic';
       reasons.push({
         code: 'MTU_TOO_LARGE_FOR_NATIVE_XDP',
@@ -82,4 +117,9 @@ export function decideUplink(features: FeatureSet, iface: IfaceInfo | undefined,
 
   if (blockers.length > 0) return { mode: 'afpacket', reasons: [...blockers, ...reasons] };
   return { mode: 'afxdp', xdpMode, reasons };
+}
+
+/** The XDP mode to attach in first: generic when the MTU is above the driver's native limit. */
+function xdpModeFor(iface: IfaceInfo): 'native' | 'generic' {
+  return iface.maxXdpMtu !== undefined && iface.mtu > iface.maxXdpMtu ? 'generic' : 'native';
 }

@@ -10,15 +10,26 @@
  *
  * Crash safety: after a SIGKILL the program's XSKMAP entries vanish with the dead sockets, so
  * bpf_redirect_map(..., XDP_PASS) passes every frame to the kernel; the next start recognises its
- * own stale program and replaces it atomically (XDP_FLAGS_REPLACE with the inspected id).
+ * own stale program (by tag and map shapes, kernel/pinhole.ts; not by name) and takes it over:
+ * atomically when it is attached in the mode we attach in, else (e.g. native, but the MTU now
+ * needs generic) it is detached first (kernel/xdp-attach.ts). If AF_XDP is not used after all,
+ * the stale program is detached anyway: a clean stop leaves nothing attached.
+ *
+ * A foreign program replaced with --replace-foreign is kept (an fd) and put back on a clean stop,
+ * atomically over ours.
+ *
+ * A tunnel port another UDP socket already receives on (a kernel vxlan device, say) rules AF_XDP
+ * out: the pinhole would redirect that socket's datagrams away from it. The check binds the
+ * addresses the pinhole takes (the wildcards, or the --address list) and sees EADDRINUSE; a socket
+ * bound to another address than pinhole's --address ones does not conflict.
  */
 import { REASONS, type PinholeSpec, type Reason } from '../bpf/pinhole/policy.ts';
 import { probeFeatures } from '../kernel/features.ts';
 import { requireInterface, type IfaceInfo } from '../kernel/iface.ts';
 import { loadPinhole, type LoadedPinhole } from '../kernel/pinhole.ts';
-import { attachXdp, type XdpAttachment } from '../kernel/xdp-attach.ts';
+import { attachXdp, detachXdpProgram, type XdpAttachment } from '../kernel/xdp-attach.ts';
 import { PinholeError } from '../sys/index.ts';
-import { openPortGuard, type PortGuard } from './afpacket/port-guard.ts';
+import { openPortGuard, type BusyPort, type PortGuard } from './afpacket/port-guard.ts';
 import { decideUplink, type DecisionReason } from './decide.ts';
 import { lockInterface } from './lock.ts';
 
@@ -87,7 +98,7 @@ function afxdpQueues(requested: number | undefined, iface: IfaceInfo): number {
 /** One guard per tunnel port, changeable at runtime. */
 class PortGuards {
   private readonly byPort = new Map<number, PortGuard>();
-  readonly busy: { family: 4 | 6; port: number }[] = [];
+  readonly busy: BusyPort[] = [];
 
   constructor(ports: readonly number[]) {
     try {
@@ -157,10 +168,17 @@ function openAfxdpHost(
       mode: xdpMode === 'generic' ? 'generic' : 'auto',
       persist: true,
       replace,
-      // Replace exactly the program we inspected, atomically; if anything else got attached
-      // meanwhile the kernel refuses (EEXIST) and we report a foreign program.
-      ...(replace && attached !== undefined ? { expectedProgId: attached } : {}),
+      // Replace exactly the program we inspected; if anything else got attached meanwhile the
+      // kernel refuses (EEXIST) and we report a foreign program. Another owner's is put back on stop.
+      ...(replace && attached !== undefined ? { expectedProgId: attached, restoreReplaced: !replaceOwn } : {}),
     });
+    const r = attachment.replaced;
+    if (r) {
+      reasons.push({
+        code: replaceOwn ? 'STALE_PINHOLE_PROGRAM_REPLACED' : 'FOREIGN_XDP_PROGRAM_KEPT',
+        message: `program id ${r.progId} (${r.mode}) ${r.how === 'atomic' ? 'replaced atomically' : `detached, pinhole attached in ${attachment.mode} mode`}${r.restoreOnClose ? '; it is put back on a clean stop' : ''}`,
+      });
+    }
     for (const f of attachment.fallbacks) {
       reasons.push({
         code: 'XDP_ATTACH_FALLBACK',
@@ -230,11 +248,15 @@ function openAfpacketHost(opts: UplinkHostOptions, iface: IfaceInfo, reasons: De
   const spec: PinholeSpec = { ports: opts.ports, addresses: opts.addresses ?? [] };
   // The kernel sees the tunnel frames too: keep it from answering them (ICMP port unreachable).
   const guard = new PortGuards(opts.ports);
-  for (const b of guard.busy)
+  for (const b of guard.busy) {
+    const what = `UDP port ${b.port} (IPv${b.family}) is bound by another socket`;
+    // Already named by the decision (the reason AF_XDP was ruled out).
+    if (reasons.some((r) => r.code === 'PORT_HELD_BY_KERNEL_SOCKET' && r.message.startsWith(what))) continue;
     reasons.push({
       code: 'PORT_HELD_BY_KERNEL_SOCKET',
-      message: `UDP port ${b.port} (IPv${b.family}) is bound by another socket, which also receives this traffic`,
+      message: `${what}${b.holder ? ` (${b.holder})` : ''}, which also receives this traffic`,
     });
+  }
   try {
     const queues = workerCount(opts.queues, iface, 'afpacket');
     let current: PinholeSpec = spec;
@@ -263,6 +285,35 @@ function openAfpacketHost(opts: UplinkHostOptions, iface: IfaceInfo, reasons: De
   }
 }
 
+/** Tunnel ports another socket receives on, at an address the pinhole would take (see file comment). */
+function portsHeldElsewhere(opts: UplinkHostOptions): { family: 4 | 6; port: number; holder?: string }[] {
+  const trial = openPortGuard({ ports: opts.ports, addresses: opts.addresses ?? [] });
+  trial.close();
+  return trial.busy.map((b) => ({
+    family: b.family,
+    port: b.port,
+    holder: `${b.address !== undefined ? `bound over ${b.address}: ` : ''}${b.holder ?? 'holder unknown'}`,
+  }));
+}
+
+/** Our stale program, still attached when AF_XDP is not used: detach it (exactly it). */
+function removeStaleProgram(iface: IfaceInfo, reasons: DecisionReason[], log: (event: Record<string, unknown>) => void): void {
+  const id = iface.xdp.progId;
+  if (id === undefined) return;
+  try {
+    if (detachXdpProgram(iface.index, id)) {
+      reasons.push({
+        code: 'STALE_PINHOLE_PROGRAM_REMOVED',
+        message: `program id ${id} (${iface.xdp.mode}) detached; AF_PACKET does not use it`,
+      });
+    }
+  } catch (err) {
+    const e = err as { code?: string; message: string };
+    reasons.push({ code: 'STALE_PINHOLE_PROGRAM_LEFT', message: `could not detach program id ${id}: ${e.message}` });
+    log({ level: 'warn', event: 'stale-program-left', progId: id, code: e.code, message: e.message });
+  }
+}
+
 /**
  * Opens the host side and starts what runs on it (`start`, e.g. the workers) with the fallback
  * described in the file comment. `start` must clean up after itself when it throws. Returns
@@ -279,7 +330,8 @@ export async function startOnUplink<T>(
   const lock = lockInterface(iface.name, iface.index);
   try {
     const features = await probeFeatures();
-    const decision = decideUplink(features, iface, { replaceForeign: opts.replaceForeign ?? false });
+    const heldPorts = opts.mode === 'afpacket' ? [] : portsHeldElsewhere(opts);
+    const decision = decideUplink(features, iface, { replaceForeign: opts.replaceForeign ?? false, heldPorts });
     const reasons = [...decision.reasons];
     const replaceOwn = decision.reasons.some((r) => r.code === 'STALE_PINHOLE_PROGRAM');
     if (opts.mode === 'afxdp' && decision.mode !== 'afxdp') {
@@ -307,6 +359,7 @@ export async function startOnUplink<T>(
     } else if (opts.mode === 'afpacket') {
       reasons.push({ code: 'MODE_FORCED', message: 'AF_PACKET requested with --mode afpacket' });
     }
+    if (replaceOwn) removeStaleProgram(iface, reasons, log);
     const host = openAfpacketHost(opts, iface, reasons);
     try {
       const started = await start(host);

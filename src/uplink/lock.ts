@@ -50,6 +50,25 @@ function holderPid(name: string): number | undefined {
   return undefined;
 }
 
+/**
+ * Whether a pinhole holds the lock of `ifindex` (read-only: /proc/net/unix of this netns, so it
+ * never races a starting pinhole for the name), with its pid when it can be found. Undefined
+ * when procfs cannot be read.
+ */
+export function lockHolder(ifindex: number): { held: boolean; pid?: number } | undefined {
+  const name = lockName(ifindex);
+  let text: string;
+  try {
+    text = readFileSync('/proc/net/unix', 'utf8');
+  } catch {
+    return undefined;
+  }
+  const held = text.split('\n').some((line) => line.trim().split(/\s+/)[7] === `@${name}`);
+  if (!held) return { held };
+  const pid = holderPid(name);
+  return pid === undefined ? { held } : { held, pid };
+}
+
 export function lockInterface(ifname: string, ifindex: number): IfaceLock {
   const sys = getSys();
   const name = lockName(ifindex);

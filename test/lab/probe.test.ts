@@ -14,6 +14,7 @@ import { addVeth, withNetns } from '../helpers/netns.ts';
 import { runCli } from '../helpers/cli.ts';
 import { getSys } from '../../src/sys/index.ts';
 import { loadProgram } from '../../src/kernel/program.ts';
+import { LoadedPinhole, loadPinhole } from '../../src/kernel/pinhole.ts';
 import { alu64, assemble, exit, R0 } from '../../src/bpf/asm/index.ts';
 import { XDP_PASS } from '../../src/kernel/bpf-attr.ts';
 
@@ -41,13 +42,19 @@ function probe(ns: string, iface: string): ProbeJson {
   return JSON.parse(r.stdout) as ProbeJson;
 }
 
-/** Loads an XDP_PASS program named `name`, pins it in a private bpffs (visible to `ip -n`). */
-function withPinnedProgram(name: string, fn: (path: string) => void): void {
+/**
+ * Loads an XDP_PASS program named `name` (or, with `kind` 'pinhole', the real pinhole program),
+ * pins it in a private bpffs (visible to `ip -n`).
+ */
+function withPinnedProgram(name: string, fn: (path: string) => void, kind: 'pass' | 'pinhole' = 'pass'): void {
   const dir = mkdtempSync(join(tmpdir(), 'ph-lab-bpffs-'));
   getSys().mount('bpf', dir, 'bpf', 0, 'mode=0700');
-  const prog = loadProgram({ name, type: 'xdp', insns: assemble([alu64.mov.imm(R0, XDP_PASS), exit()]) });
+  const prog =
+    kind === 'pinhole'
+      ? loadPinhole({ ports: [4789], addresses: [] }, { name })
+      : loadProgram({ name, type: 'xdp', insns: assemble([alu64.mov.imm(R0, XDP_PASS), exit()]) });
   try {
-    prog.pin(join(dir, 'prog'));
+    (prog instanceof LoadedPinhole ? prog.program : prog).pin(join(dir, 'prog'));
     fn(join(dir, 'prog'));
   } finally {
     prog.close();
@@ -92,14 +99,20 @@ test('a foreign XDP program makes probe choose AF_PACKET and name it; a stale pi
       assert.equal(p.decision.reasons[0]!.code, 'FOREIGN_XDP_PROGRAM');
       a.ip('link', 'set', 'dev', 'up0', 'xdpgeneric', 'off');
     });
-    withPinnedProgram('pinhole', (path) => {
-      a.ip('link', 'set', 'dev', 'up0', 'xdpdrv', 'pinned', path);
-      const p = probe(a.name, 'up0');
-      assert.equal(p.iface.xdp.mode, 'native');
-      assert.equal(p.decision.mode, 'afxdp');
-      assert.ok(p.decision.reasons.some((r) => r.code === 'STALE_PINHOLE_PROGRAM'));
-      a.ip('link', 'set', 'dev', 'up0', 'xdpdrv', 'off');
-    });
+    // Ours is recognised by its instructions and maps (a real pinhole program, no process
+    // holding the interface lock: stale), not by its name.
+    withPinnedProgram(
+      'pinhole',
+      (path) => {
+        a.ip('link', 'set', 'dev', 'up0', 'xdpdrv', 'pinned', path);
+        const p = probe(a.name, 'up0');
+        assert.equal(p.iface.xdp.mode, 'native');
+        assert.equal(p.decision.mode, 'afxdp');
+        assert.ok(p.decision.reasons.some((r) => r.code === 'STALE_PINHOLE_PROGRAM'));
+        a.ip('link', 'set', 'dev', 'up0', 'xdpdrv', 'off');
+      },
+      'pinhole',
+    );
   });
 });
 

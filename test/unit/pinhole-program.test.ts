@@ -102,9 +102,39 @@ test('decision: foreign XDP program → afpacket unless replacing is allowed; ou
   assert.equal(d.mode, 'afpacket');
   assert.equal(d.reasons[0]!.code, 'FOREIGN_XDP_PROGRAM');
   assert.equal(decideUplink(allOk, foreign, { replaceForeign: true }).mode, 'afxdp');
-  const stale = decideUplink(allOk, veth({ xdp: { mode: 'native', progId: 9, progName: 'pinhole' } }));
+  const stale = decideUplink(allOk, veth({ xdp: { mode: 'native', progId: 9, progName: 'pinhole', ours: true } }));
   assert.equal(stale.mode, 'afxdp');
-  assert.ok(stale.reasons.some((r) => r.code === 'STALE_PINHOLE_PROGRAM'));
+  assert.match(stale.reasons.find((r) => r.code === 'STALE_PINHOLE_PROGRAM')?.message ?? '', /will be replaced atomically/);
+  // Ours by tag and maps, not by name: a look-alike named `pinhole` is foreign.
+  const lookalike = decideUplink(allOk, veth({ xdp: { mode: 'native', progId: 9, progName: 'pinhole', ours: false } }));
+  assert.equal(lookalike.mode, 'afpacket');
+  assert.equal(lookalike.reasons[0]!.code, 'FOREIGN_XDP_PROGRAM');
+  // A stale native program while the MTU needs generic: detached, then attached generic.
+  const moved = decideUplink(allOk, veth({ mtu: 9000, xdp: { mode: 'native', progId: 9, progName: 'pinhole', ours: true } }));
+  assert.equal(moved.xdpMode, 'generic');
+  assert.match(
+    moved.reasons.find((r) => r.code === 'STALE_PINHOLE_PROGRAM')?.message ?? '',
+    /will be detached and pinhole attached in generic mode/,
+  );
+});
+
+test('decision: a running pinhole (lock held) owns its program: live, not stale; a second one is refused', () => {
+  const d = decideUplink(allOk, veth({ xdp: { mode: 'native', progId: 9, progName: 'pinhole', ours: true } }), { running: { pid: 42 } });
+  assert.deepEqual(
+    d.reasons.map((r) => r.code),
+    ['PINHOLE_RUNNING', 'LIVE_PINHOLE_PROGRAM', 'COPY_MODE_ONLY'],
+  );
+  assert.match(d.reasons[0]!.message, /pid 42/);
+});
+
+test('decision: a tunnel port another socket receives on rules AF_XDP out', () => {
+  const d = decideUplink(allOk, veth(), { heldPorts: [{ family: 4, port: 4789, holder: '0.0.0.0:4789, no process' }] });
+  assert.equal(d.mode, 'afpacket');
+  assert.equal(d.reasons[0]!.code, 'PORT_HELD_BY_KERNEL_SOCKET');
+  assert.match(
+    d.reasons[0]!.message,
+    /^UDP port 4789 \(IPv4\) is bound by another socket \(0\.0\.0\.0:4789, no process\); AF_XDP would take/,
+  );
 });
 
 test('decision: MTU above the native XDP limit → generic XDP; bonds and VLANs → afpacket', () => {

@@ -1,6 +1,10 @@
 /**
  * `pinhole probe [--iface NAME] [--json]`: what this kernel and interface allow, and the mode
  * pinhole would pick. The interface defaults to the one carrying the IPv4 default route.
+ *
+ * An attached pinhole program is told apart three ways: another owner's (not our instructions
+ * and maps), a stale one (ours, and no pinhole holds the interface lock), or the live program of
+ * a running pinhole (ours, lock held; `running` names its pid).
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -8,6 +12,7 @@ import { kernelRelease, probeFeatures, type FeatureResult } from '../../kernel/f
 import { requireInterface, type IfaceInfo } from '../../kernel/iface.ts';
 import { PinholeError } from '../../sys/index.ts';
 import { decideUplink } from '../../uplink/decide.ts';
+import { lockHolder } from '../../uplink/lock.ts';
 import { table, toJson, type CommandIO } from '../io.ts';
 
 /** The interface of the first IPv4 default route (read-only, from /proc/net/route). */
@@ -41,7 +46,9 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
   // Without --iface: the interface of the IPv4 default route, the uplink pinhole is meant for.
   const name = values.iface ?? defaultRouteInterface();
   if (name) iface = requireInterface(name);
-  const decision = decideUplink(features, iface, { replaceForeign: values['replace-foreign'] });
+  const holder = iface ? lockHolder(iface.index) : undefined;
+  const running = holder?.held ? (holder.pid !== undefined ? { pid: holder.pid } : {}) : undefined;
+  const decision = decideUplink(features, iface, { replaceForeign: values['replace-foreign'], ...(running ? { running } : {}) });
   const report = {
     kernel: { release: kernelRelease() },
     features: Object.fromEntries(Object.entries(features).map(([k, f]) => [k, f.status === 'ok'])),
@@ -59,6 +66,7 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
           channels: iface.channels ?? null,
           up: iface.up,
           xdp: iface.xdp,
+          running: running ? { pid: running.pid ?? null } : null,
         }
       : null,
     decision,
@@ -71,7 +79,9 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
   io.out(`kernel ${report.kernel.release}\n`);
   io.out(table(['feature', 'status', 'kernel', 'detail'], Object.values(features).map(fr)));
   if (iface) {
-    const xdp = iface.xdp.mode === 'none' ? 'none' : `${iface.xdp.mode} id ${iface.xdp.progId ?? '?'} ${iface.xdp.progName ?? ''}`.trim();
+    const whose = iface.xdp.ours ? (running ? ' (pinhole, live)' : ' (pinhole, stale)') : ' (foreign)';
+    const xdp =
+      iface.xdp.mode === 'none' ? 'none' : `${iface.xdp.mode} id ${iface.xdp.progId ?? '?'} ${iface.xdp.progName ?? ''}`.trim() + whose;
     io.out(`\ninterface ${iface.name} (index ${iface.index})`);
     io.out(
       table(
