@@ -103,7 +103,13 @@ export function decideUplink(features: FeatureSet, iface: IfaceInfo | undefined,
         });
       }
     }
-    if (xdpModeFor(iface) === 'generic') {
+    if (GENERIC_ONLY_KINDS.has(iface.kind)) {
+      xdpMode = 'generic';
+      reasons.push({
+        code: 'NATIVE_XDP_UNSUPPORTED',
+        message: `${iface.name} is a ${iface.kind} device, which has no native XDP hook; generic (skb) XDP will be used`,
+      });
+    } else if (xdpModeFor(iface) === 'generic') {
       xdpMode = 'generic';
       reasons.push({
         code: 'MTU_TOO_LARGE_FOR_NATIVE_XDP',
@@ -120,6 +126,14 @@ export function decideUplink(features: FeatureSet, iface: IfaceInfo | undefined,
 }
 
 /** The XDP mode to attach in first: generic when the MTU is above the driver's native limit. */
+/**
+ * Software tunnel devices the kernel gives no native XDP hook (no ndo_bpf): attach falls back to
+ * generic (skb) XDP there, so predict that instead of promising native (issue 7: `probe` on a
+ * vxlan device said native while `uplink` got generic).
+ */
+const GENERIC_ONLY_KINDS = new Set(['vxlan', 'geneve', 'gretap', 'ip6gretap', 'ipip', 'sit', 'gre', 'ip6tnl', 'wireguard', 'dummy']);
+
 function xdpModeFor(iface: IfaceInfo): 'native' | 'generic' {
+  if (GENERIC_ONLY_KINDS.has(iface.kind)) return 'generic';
   return iface.maxXdpMtu !== undefined && iface.mtu > iface.maxXdpMtu ? 'generic' : 'native';
 }

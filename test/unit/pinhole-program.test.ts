@@ -147,6 +147,11 @@ test('decision: MTU above the native XDP limit → generic XDP; bonds and VLANs 
     assert.equal(d.mode, 'afpacket', kind);
     assert.equal(d.reasons[0]!.code, 'IFACE_KIND_UNSUPPORTED');
   }
+  // A vxlan device has no native XDP hook: the prediction is generic, as the attach will be.
+  const vx = decideUplink(allOk, veth({ kind: 'vxlan', driver: 'vxlan' }));
+  assert.equal(vx.mode, 'afxdp');
+  assert.equal(vx.xdpMode, 'generic');
+  assert.ok(vx.reasons.some((r) => r.code === 'NATIVE_XDP_UNSUPPORTED'));
 });
 
 test('CLI input: ports, addresses and hex frames are validated with stable codes', () => {
