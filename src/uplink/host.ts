@@ -99,23 +99,35 @@ function afxdpQueues(requested: number | undefined, iface: IfaceInfo): number {
 class PortGuards {
   private readonly byPort = new Map<number, PortGuard>();
   readonly busy: BusyPort[] = [];
+  /** The tunnel addresses guarded (none: the wildcards), fixed per guard socket at open. */
+  private addresses: readonly string[];
 
-  constructor(ports: readonly number[]) {
+  constructor(ports: readonly number[], addresses: readonly string[] = []) {
+    this.addresses = addresses;
     try {
-      this.set(ports);
+      this.set(ports, addresses);
     } catch (err) {
       this.close();
       throw err;
     }
   }
 
-  set(ports: readonly number[]): void {
+  /** Guards exactly `ports` on `addresses`; returns the ports newly found held by another socket. */
+  set(ports: readonly number[], addresses: readonly string[] = this.addresses): BusyPort[] {
+    // A changed address set means new guard sockets for every port.
+    if (addresses.join(',') !== this.addresses.join(',')) {
+      this.close();
+      this.busy.length = 0;
+      this.addresses = addresses;
+    }
     const want = new Set(ports);
+    const fresh: BusyPort[] = [];
     for (const p of want) {
       if (this.byPort.has(p)) continue;
-      const g = openPortGuard({ ports: [p] });
+      const g = openPortGuard({ ports: [p], ...(addresses.length > 0 ? { addresses } : {}) });
       this.byPort.set(p, g);
       this.busy.push(...g.busy);
+      fresh.push(...g.busy);
     }
     for (const [p, g] of this.byPort) {
       if (want.has(p)) continue;
@@ -123,6 +135,7 @@ class PortGuards {
       this.byPort.delete(p);
       for (let i = this.busy.length - 1; i >= 0; i--) if (this.busy[i]!.port === p) this.busy.splice(i, 1);
     }
+    return fresh;
   }
 
   close(): void {
@@ -155,7 +168,7 @@ function openAfxdpHost(
   const spec: PinholeSpec = { ports: opts.ports, addresses: opts.addresses ?? [] };
   // Tunnel frames reach the kernel whenever a queue has no socket (between attach and bind,
   // during stop, if a worker dies): the guard keeps it from answering them with ICMP errors.
-  const guard = new PortGuards(opts.ports);
+  const guard = new PortGuards(opts.ports, opts.addresses ?? []);
   let ph: LoadedPinhole | undefined;
   let attachment: XdpAttachment | undefined;
   try {
@@ -200,13 +213,23 @@ function openAfxdpHost(
         return current;
       },
       setSpec(next: PinholeSpec) {
+        // A new port another socket already receives on would lose that socket its traffic to
+        // AF_XDP (issue 7, item 6): refuse it before anything changes.
+        const held = guard.set([...new Set([...current.ports, ...next.ports])], next.addresses);
+        if (held.length > 0) {
+          guard.set(current.ports, current.addresses);
+          throw new PinholeError(
+            'ERR_UPLINK_PORT_HELD',
+            `UDP port ${held[0]!.port} (IPv${held[0]!.family}) is bound by another socket${held[0]!.holder ? ` (${held[0]!.holder})` : ''}; AF_XDP would take its traffic away`,
+            { details: { field: 'port', held } },
+          );
+        }
         // New ports and addresses first, so nothing in use is ever missing from the maps.
-        guard.set([...new Set([...current.ports, ...next.ports])]);
         for (const p of next.ports) if (!current.ports.includes(p)) loaded.addPort(p);
         for (const a of next.addresses) if (!current.addresses.includes(a)) loaded.addAddress(a);
         for (const p of current.ports) if (!next.ports.includes(p)) loaded.removePort(p);
         for (const a of current.addresses) if (!next.addresses.includes(a)) loaded.removeAddress(a);
-        guard.set(next.ports);
+        guard.set(next.ports, next.addresses);
         current = { ports: [...next.ports], addresses: [...next.addresses] };
       },
       xsksMapFd: loaded.maps.xsks.fd,
@@ -247,7 +270,7 @@ function openAfxdpHost(
 function openAfpacketHost(opts: UplinkHostOptions, iface: IfaceInfo, reasons: DecisionReason[]): UplinkHost {
   const spec: PinholeSpec = { ports: opts.ports, addresses: opts.addresses ?? [] };
   // The kernel sees the tunnel frames too: keep it from answering them (ICMP port unreachable).
-  const guard = new PortGuards(opts.ports);
+  const guard = new PortGuards(opts.ports, opts.addresses ?? []);
   for (const b of guard.busy) {
     const what = `UDP port ${b.port} (IPv${b.family}) is bound by another socket`;
     // Already named by the decision (the reason AF_XDP was ruled out).
@@ -270,7 +293,7 @@ function openAfpacketHost(opts: UplinkHostOptions, iface: IfaceInfo, reasons: De
         return current;
       },
       setSpec(next: PinholeSpec) {
-        guard.set(next.ports);
+        guard.set(next.ports, next.addresses);
         current = { ports: [...next.ports], addresses: [...next.addresses] };
       },
       xsksMapFd: undefined,
