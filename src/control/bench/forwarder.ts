@@ -45,6 +45,8 @@ export interface ForwarderOptions {
   ns: string;
   cpu?: number;
   argv: readonly string[];
+  /** Scheduling niceness (nice -n), e.g. -10 so other work on a shared machine disturbs it less. */
+  nice?: number;
   /** File descriptors the child inherits as fd 3, 4, ... */
   fds?: readonly number[];
   readyTimeoutMs?: number;
@@ -66,7 +68,7 @@ export class ForwarderProcess {
 
   private constructor(o: ForwarderOptions) {
     this.label = o.label;
-    const pin = o.cpu === undefined ? [] : ['taskset', '-c', String(o.cpu)];
+    const pin = [...(o.cpu === undefined ? [] : ['taskset', '-c', String(o.cpu)]), ...(o.nice ? ['nice', '-n', String(o.nice)] : [])];
     this.child = spawn('ip', ['netns', 'exec', o.ns, ...pin, ...o.argv], {
       stdio: ['ignore', 'pipe', 'pipe', ...(o.fds ?? [])],
     });

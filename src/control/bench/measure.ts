@@ -77,12 +77,33 @@ export interface ScenarioContext {
   /** CPU for the traffic generator and for the forwarder (undefined: not pinned). */
   genCpu: number | undefined;
   fwdCpu: number | undefined;
+  /** Niceness of the generator and the forwarders (BENCH_NICE). */
+  nice: number;
   c: CForwarder;
   progress: Progress;
   cleanup: Cleanup;
   samples: SampleSet;
+  /** Steps that failed (the suite goes on with the next mode or run; the command exits 1). */
+  failures: string[];
   signal?: AbortSignal;
 }
+
+/** Records a failed step (unless the run was interrupted, which ends the suite). */
+export function recordFailure(ctx: ScenarioContext, what: string, err: unknown): void {
+  if (ctx.signal?.aborted) throw ctx.signal.reason;
+  const e = err as { code?: string; message?: string };
+  const message = (e.message ?? String(err)).replace(/\s+/g, ' ').slice(0, 400);
+  const line = `${what}: ${e.code ? `${e.code}: ` : ''}${message}`;
+  ctx.failures.push(line);
+  ctx.progress.step(`FAILED ${line}`);
+}
+
+/**
+ * The generator and the forwarders run at nice -10: on a shared machine other work then takes
+ * much less of their CPUs (measured here: without it one run in three lost half its rate to a
+ * compiler on the forwarder's CPU). The kernel's own softirq work is not affected either way.
+ */
+export const BENCH_NICE = -10;
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -53,8 +53,10 @@ export interface BenchReport {
   quick: boolean;
   runs: number;
   elapsedSeconds: number;
-  /** What each mode is in each scenario, and anything a reader must know. */
+  /** What each mode is in each scenario, and anything a reader must know (failed steps too). */
   notes: string[];
+  /** Steps that failed; their figures have fewer runs, or none. */
+  failures?: number;
   results: BenchResult[];
 }
 
@@ -251,7 +253,7 @@ export function renderSvg(report: BenchReport): string {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
     `<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`,
     `<text x="10" y="20" font-size="15" font-weight="bold">${escapeXml(
-      `pinhole bench (${report.quick ? 'quick' : 'full'}): median of ${report.runs} runs, whiskers min–max`,
+      `pinhole bench (${report.quick ? 'quick' : 'full'}): bars median of ${report.runs} runs, whiskers min–max, zigzag: bar cut to fit the others`,
     )}</text>`,
     `<text x="10" y="38" fill="#444444">${escapeXml(`${report.machine.date} · ${machineLine(report.machine)}`)}</text>`,
   );
@@ -270,10 +272,14 @@ export function renderSvg(report: BenchReport): string {
     o.push(`<text x="4" y="26">${escapeXml(`${row.metric} (${row.unit} ${row.better === 'higher' ? '↑' : '↓'})`)}</text>`);
     const present = modes.filter((m) => row.byMode.has(m));
     const values = present.map((m) => row.byMode.get(m)!).filter((r) => r.max !== null);
-    const top = niceMax(Math.max(0, ...values.map((r) => r.max!)));
+    // One figure far above the rest (the in-kernel ceiling, often) would flatten every other
+    // bar: then the axis fits the others and that bar is drawn broken, its number written.
+    const maxes = values.map((r) => r.max!).sort((a, b) => b - a);
+    const broken = maxes.length >= 2 && maxes[1]! > 0 && maxes[0]! > 3 * maxes[1]!;
+    const top = niceMax(broken ? maxes[1]! * 1.2 : Math.max(0, maxes[0] ?? 0));
     const plotH = PANEL_H - PLOT_TOP - PLOT_BOTTOM - 10;
     const plotW = PANEL_W - PLOT_LEFT - 16;
-    const y = (v: number): number => PLOT_TOP + plotH - (v / top) * plotH;
+    const y = (v: number): number => PLOT_TOP + plotH - (Math.min(v, top) / top) * plotH;
     // Axis with 0, half and top.
     o.push(`<line x1="${PLOT_LEFT}" y1="${PLOT_TOP}" x2="${PLOT_LEFT}" y2="${PLOT_TOP + plotH}" stroke="#000000"/>`);
     o.push(`<line x1="${PLOT_LEFT}" y1="${PLOT_TOP + plotH}" x2="${PLOT_LEFT + plotW}" y2="${PLOT_TOP + plotH}" stroke="#000000"/>`);
@@ -296,16 +302,28 @@ export function renderSvg(report: BenchReport): string {
       }
       const tip = `${m}: median ${formatNumber(r.median)} ${r.unit} (min ${formatNumber(r.min!)}, max ${formatNumber(r.max!)}, ${r.runs.length} runs)`;
       const by = y(r.median);
+      const clipped = r.median > top;
       o.push(
-        `<rect class="bar" x="${f1(cx - barW / 2)}" y="${f1(by)}" width="${f1(barW)}" height="${f1(PLOT_TOP + plotH - by)}" fill="${MODE_COLOURS[m]}"><title>${escapeXml(tip)}</title></rect>`,
+        `<rect class="bar" x="${f1(cx - barW / 2)}" y="${f1(by)}" width="${f1(barW)}" height="${f1(PLOT_TOP + plotH - by)}" fill="${MODE_COLOURS[m]}"${clipped ? ' data-clipped="true"' : ''}><title>${escapeXml(tip)}</title></rect>`,
       );
       const y0 = f1(y(r.min!));
       const y1 = f1(y(r.max!));
       const cap = barW / 4;
+      // A cap only where the whisker really ends (not where the axis cut it).
+      const caps = `M${f1(cx - cap)} ${y0}H${f1(cx + cap)}${r.max! > top ? '' : `M${f1(cx - cap)} ${y1}H${f1(cx + cap)}`}`;
+      o.push(`<path class="whisker" d="M${f1(cx)} ${y0}V${y1}${caps}" stroke="#000000" fill="none"/>`);
+      if (clipped) {
+        // The break: a white zigzag across the bar near its top.
+        const zy = PLOT_TOP + 10;
+        const x0 = cx - barW / 2 - 2;
+        const w = barW + 4;
+        o.push(
+          `<path d="M${f1(x0)} ${zy}l${f1(w / 4)} -4l${f1(w / 4)} 8l${f1(w / 4)} -8l${f1(w / 4)} 4" stroke="#ffffff" stroke-width="3" fill="none"/>`,
+        );
+      }
       o.push(
-        `<path class="whisker" d="M${f1(cx)} ${y0}V${y1}M${f1(cx - cap)} ${y0}H${f1(cx + cap)}M${f1(cx - cap)} ${y1}H${f1(cx + cap)}" stroke="#000000" fill="none"/>`,
+        `<text x="${f1(cx)}" y="${f1(y(r.max!) - 4)}" text-anchor="middle" font-size="10">${escapeXml(formatNumber(r.median))}</text>`,
       );
-      o.push(`<text x="${f1(cx)}" y="${f1(y(r.max!) - 4)}" text-anchor="middle" font-size="10">${escapeXml(formatNumber(r.median))}</text>`);
     });
     o.push('</g>');
   });

@@ -6,19 +6,20 @@
  * a Ctrl-C never leaves namespaces, processes or XDP programs behind).
  *
  * Placement on a machine with ≥ 2 CPUs: the traffic generator on CPU 0, the forwarder under
- * test on the last CPU (taskset); the kernel's own work goes wherever the kernel runs it.
+ * test on the last CPU (taskset), both at nice -10 (measure.ts BENCH_NICE); the kernel's own
+ * work goes wherever the kernel runs it.
  *
  * Profiles: full (5 runs, 1.5 s sends, 3 s iperf3; ~10 min on 2 vCPUs) and quick (2 runs, 0.75 s
  * sends, 1 s iperf3; ~2–3 min).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PinholeError } from '../../sys/index.ts';
 import { cleanupLab } from '../lab/topology.ts';
 import { buildCForwarder } from './cref.ts';
 import { describeMachine } from './machine.ts';
-import { Cleanup, PROFILES, type ScenarioContext } from './measure.ts';
+import { BENCH_NICE, Cleanup, PROFILES, type ScenarioContext } from './measure.ts';
 import type { Progress } from './progress.ts';
 import { SampleSet, type BenchReport } from './report.ts';
 import { runUplinkScenarios, UPLINK_NOTES } from './uplink.ts';
@@ -70,9 +71,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   process.on('SIGTERM', onSignal);
 
   const notes = [
-    `Placement: ${genCpu === undefined ? 'not pinned (1 CPU)' : `traffic generator on CPU ${genCpu}, forwarder under test on CPU ${fwdCpu} (taskset)`}. The machine may be shared with other work: compare modes within one run (ratios), not absolute numbers across runs.`,
+    `Placement: ${genCpu === undefined ? 'not pinned (1 CPU)' : `traffic generator on CPU ${genCpu}, forwarder under test on CPU ${fwdCpu} (taskset)`}, both at nice ${BENCH_NICE}. The machine may be shared with other work: compare modes within one run (ratios), not absolute numbers across runs.`,
   ];
-  if (bpfStatsEnabled()) notes.push('kernel.bpf_stats_enabled was on during this run: it costs about a third of a CPU and lowers every XDP figure.');
+  if (bpfStatsEnabled())
+    notes.push('kernel.bpf_stats_enabled was on during this run: it costs about a third of a CPU and lowers every XDP figure.');
 
   o.progress.step(`pinhole bench (${o.quick ? 'quick' : 'full'}): ${profile.runs} runs per figure, parts: ${parts.join(', ')}`);
   o.progress.step(`machine: ${machine.cpuModel}, ${machine.cpus} CPUs, Linux ${machine.kernel}, load ${machine.loadAverage.toFixed(2)}`);
@@ -84,16 +86,19 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     o.progress.step(`C reference forwarder skipped: ${c.skipped}`);
   }
   const samples = new SampleSet();
+  const failures: string[] = [];
   const ctx: ScenarioContext = {
     profile,
     prefix,
     tmp,
     genCpu,
     fwdCpu,
+    nice: BENCH_NICE,
     c,
     progress: o.progress,
     cleanup,
     samples,
+    failures,
     signal: abort.signal,
   };
   try {
@@ -113,6 +118,16 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
-  o.progress.step('done');
-  return { machine, quick: o.quick, runs: profile.runs, elapsedSeconds: o.progress.elapsed(), notes, results: samples.results() };
+  notes.push(`1-minute load average: ${machine.loadAverage.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end.`);
+  o.progress.step(failures.length ? `done, ${failures.length} step(s) failed` : 'done');
+  for (const f of failures) notes.push(`FAILED ${f}`);
+  return {
+    machine,
+    quick: o.quick,
+    runs: profile.runs,
+    elapsedSeconds: o.progress.elapsed(),
+    notes,
+    failures: failures.length,
+    results: samples.results(),
+  };
 }

@@ -120,7 +120,7 @@ export function sendFrames(r: SendRequest, prog?: Program): SendResult {
 const CHILD = fileURLToPath(new URL('./gen-child.ts', import.meta.url));
 
 /**
- * A generator process inside namespace `ns` (optionally pinned to `cpu` with taskset), serving
+ * A generator process inside namespace `ns` (optionally pinned to `cpu` with taskset, and reniced), serving
  * requests one at a time. `close()` ends it; a SIGKILLed parent closes its stdin and it exits.
  */
 export class GeneratorProcess {
@@ -129,8 +129,8 @@ export class GeneratorProcess {
   private waiting: { resolve: (r: SendResult) => void; reject: (e: Error) => void } | undefined;
   private stderr = '';
 
-  private constructor(ns: string, cpu: number | undefined) {
-    const pin = cpu === undefined ? [] : ['taskset', '-c', String(cpu)];
+  private constructor(ns: string, cpu: number | undefined, nice: number | undefined) {
+    const pin = [...(cpu === undefined ? [] : ['taskset', '-c', String(cpu)]), ...(nice ? ['nice', '-n', String(nice)] : [])];
     // tsx resolved from this file, so the child finds it whatever the working directory is.
     this.child = spawn('ip', ['netns', 'exec', ns, ...pin, process.execPath, '--import', import.meta.resolve('tsx'), CHILD], {
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -145,8 +145,8 @@ export class GeneratorProcess {
     });
   }
 
-  static start(ns: string, cpu?: number): GeneratorProcess {
-    return new GeneratorProcess(ns, cpu);
+  static start(ns: string, cpu?: number, nice?: number): GeneratorProcess {
+    return new GeneratorProcess(ns, cpu, nice);
   }
 
   private onData(s: string): void {

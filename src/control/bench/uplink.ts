@@ -29,7 +29,7 @@
 import { buildFrame } from '../../packet/build.ts';
 import { PinholeError } from '../../sys/index.ts';
 import { ForwarderProcess, PINHOLE_BIN } from './forwarder.ts';
-import { checkAborted, measureRate, settle, type ScenarioContext } from './measure.ts';
+import { checkAborted, measureRate, recordFailure, settle, type ScenarioContext } from './measure.ts';
 import { buildCrossConnect, linkAttr, nsExec, udpNoPorts, type CrossConnect } from './netns.ts';
 import { BENCH_MODES, formatNumber, type BenchMode } from './report.ts';
 import { GeneratorProcess, type TrafficShape } from './trafficgen.ts';
@@ -72,11 +72,17 @@ function frameOf(t: CrossConnect, scenario: UplinkScenario, size: number): Uint8
   });
 }
 
-async function openMode(ctx: ScenarioContext, t: CrossConnect, sink: CountingProgram, scenario: UplinkScenario, mode: BenchMode): Promise<Handle> {
+async function openMode(
+  ctx: ScenarioContext,
+  t: CrossConnect,
+  sink: CountingProgram,
+  scenario: UplinkScenario,
+  mode: BenchMode,
+): Promise<Handle> {
   const xc = scenario === 'cross-connect';
   const fromStats = (p: ForwarderProcess) => async (): Promise<number> => (await p.freshStats()).rxPackets;
   const startProc = async (label: string, argv: string[], fds?: number[]): Promise<{ p: ForwarderProcess; done: () => void }> => {
-    const p = ForwarderProcess.start({ label, ns: t.mid, cpu: ctx.fwdCpu, argv, ...(fds ? { fds } : {}) });
+    const p = ForwarderProcess.start({ label, ns: t.mid, cpu: ctx.fwdCpu, nice: ctx.nice, argv, ...(fds ? { fds } : {}) });
     const done = ctx.cleanup.add(() => p.kill());
     try {
       await p.ready;
@@ -179,7 +185,7 @@ export async function runUplinkScenarios(ctx: ScenarioContext): Promise<void> {
   const { profile, progress, samples } = ctx;
   const t = buildCrossConnect(`${ctx.prefix}-xc`, QUEUES);
   const closeTopo = ctx.cleanup.add(() => t.close());
-  const gen = GeneratorProcess.start(t.gen, ctx.genCpu);
+  const gen = GeneratorProcess.start(t.gen, ctx.genCpu, ctx.nice);
   const closeGen = ctx.cleanup.add(() => gen.close());
   const sink = loadCounting('ph_bench_sink', { kind: 'drop' });
   const closeSink = ctx.cleanup.add(() => sink.close());
@@ -199,9 +205,12 @@ export async function runUplinkScenarios(ctx: ScenarioContext): Promise<void> {
             h = await openMode(ctx, t, sink, scenario, mode);
           } catch (err) {
             const e = err as PinholeError;
-            if (e.code !== 'ERR_BENCH_SKIPPED') throw err;
-            for (const c of CASES) samples.skip(key(c.metric, c.unit), e.message);
-            if (r === 1) progress.step(`${scenario} ${mode}: skipped (${e.message})`);
+            if (e.code === 'ERR_BENCH_SKIPPED') {
+              for (const c of CASES) samples.skip(key(c.metric, c.unit), e.message);
+              if (r === 1) progress.step(`${scenario} ${mode}: skipped (${e.message})`);
+            } else {
+              recordFailure(ctx, `${scenario} ${mode} run ${r}: starting`, err);
+            }
             continue;
           }
           try {
@@ -227,8 +236,10 @@ export async function runUplinkScenarios(ctx: ScenarioContext): Promise<void> {
               progress.step(`${scenario} ${mode} ${c.metric} run ${r}/${profile.runs}: ${formatNumber(value)} ${c.unit}${extra}`);
             }
             if (h.proc) samples.add(key('resident memory', 'MiB', 'lower'), rss);
+          } catch (err) {
+            recordFailure(ctx, `${scenario} ${mode} run ${r}`, err);
           } finally {
-            await h.close();
+            await h.close().catch((err: unknown) => recordFailure(ctx, `${scenario} ${mode} run ${r}: stopping`, err));
           }
         }
       }

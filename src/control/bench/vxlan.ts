@@ -34,7 +34,7 @@ import { buildLab, type Lab } from '../lab/topology.ts';
 import { iperf, startIperfServer, type IperfServer } from '../lab/traffic.ts';
 import { ForwarderProcess, PINHOLE_BIN } from './forwarder.ts';
 import { measureLatency, startLatency, type LatencySample } from './latency.ts';
-import { checkAborted, measureRate, sleep, type ScenarioContext } from './measure.ts';
+import { checkAborted, measureRate, recordFailure, sleep, type ScenarioContext } from './measure.ts';
 import { linkCounter } from './netns.ts';
 import { formatNumber, type BenchMode, type MetricKey } from './report.ts';
 import { GeneratorProcess, type TrafficShape } from './trafficgen.ts';
@@ -96,7 +96,12 @@ function writeConfig(ctx: ScenarioContext, lab: Lab, mode: string): string {
   return file;
 }
 
-function addLatency(ctx: ScenarioContext, key: (m: string, u: string, b?: 'higher' | 'lower') => MetricKey, when: string, s: LatencySample): void {
+function addLatency(
+  ctx: ScenarioContext,
+  key: (m: string, u: string, b?: 'higher' | 'lower') => MetricKey,
+  when: string,
+  s: LatencySample,
+): void {
   ctx.samples.add(key(`latency p50 ${when}`, 'µs', 'lower'), s.p50 * 1000);
   ctx.samples.add(key(`latency p99 ${when}`, 'µs', 'lower'), s.p99 * 1000);
   ctx.samples.add(key(`latency max ${when}`, 'µs', 'lower'), s.max * 1000);
@@ -166,6 +171,7 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
         label: `pinhole run ${mode}`,
         ns: lab.a.ns,
         cpu: ctx.fwdCpu,
+        nice: ctx.nice,
         argv: [process.execPath, PINHOLE_BIN, 'run', '--config', config],
       });
       proc = p;
@@ -178,7 +184,7 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
     await waitReachable(wa.podNs, wb.podAddr4);
     servers.push(await startIperfServer(wb.podNs, { port: POD_PORT, bind: wb.podAddr4, timeoutMs: 5000 }));
     servers.push(await startIperfServer(lab.a.ns, { port: HOST_PORT, bind: lab.a.underlay4, timeoutMs: 5000 }));
-    const g = GeneratorProcess.start(wa.podNs, ctx.genCpu);
+    const g = GeneratorProcess.start(wa.podNs, ctx.genCpu, ctx.nice);
     stopGen = ctx.cleanup.add(() => g.close());
 
     // Small and large frames from the generator.
@@ -194,7 +200,12 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
     await g.send({ iface: wa.podIface, frame: frameOf(64), seconds: 0.2, shape: 'steady' });
     for (const c of CASES) {
       checkAborted(ctx.signal);
-      const s = await measureRate(g, { iface: wa.podIface, frame: frameOf(c.size), seconds: profile.sendSeconds, shape: c.shape }, delivered, proc);
+      const s = await measureRate(
+        g,
+        { iface: wa.podIface, frame: frameOf(c.size), seconds: profile.sendSeconds, shape: c.shape },
+        delivered,
+        proc,
+      );
       const value = c.unit === 'Mpps' ? s.pps / 1e6 : (s.pps * c.size * 8) / 1e9;
       samples.add(key(c.metric, c.unit), value);
       let extra = '';
@@ -271,7 +282,11 @@ export async function runVxlanScenarios(ctx: ScenarioContext): Promise<void> {
   for (let r = 1; r <= ctx.profile.runs; r++) {
     for (const mode of VXLAN_MODES) {
       checkAborted(ctx.signal);
-      await runOne(ctx, mode, r);
+      try {
+        await runOne(ctx, mode, r);
+      } catch (err) {
+        recordFailure(ctx, `vxlan ${mode} run ${r}`, err);
+      }
     }
   }
 }

@@ -66,5 +66,9 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
     progress.step(`wrote ${file}`);
   }
   io.out(markdown.trimEnd());
+  if (report.failures) {
+    io.err(`pinhole: ERR_BENCH_FAILED: ${report.failures} step(s) failed (listed at the end of the table)`);
+    return 1;
+  }
   return 0;
 }

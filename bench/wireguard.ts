@@ -1,0 +1,294 @@
+/**
+ * WireGuard benchmark: pinhole against wireguard-go on the same topology, in one run.
+ *
+ *   [pod A] ── wl0 [node A: pinhole run | wireguard-go] up0 ══════ up0 [node B: wireguard-go tun 198.19.0.2]
+ *
+ * Node B is wireguard-go in every case (the tun holds the remote pod's address, iperf3's server
+ * runs there); node A is the forwarder under test:
+ *   - wireguard-go: its tun on node A, the kernel forwarding between wl0 and the tun (proxy ARP
+ *     on wl0, so pod A's view is the same as with pinhole: one /24, its gateway answers ARP);
+ *   - pinhole: `pinhole run` with one WireGuard connection on wl0 (uplink mode auto).
+ *
+ * Measured per case, min/median/max over --repeat runs (default 3):
+ *   TCP      iperf3 pod A → node B, 4 s, Gbit/s (and retransmits)
+ *   64 B     64-byte UDP frames from a kernel live-frame generator in pod A (bench/lib/trafficgen.ts),
+ *            delivered packets per second counted on node B's tun
+ *   CPU/pkt  node A's forwarder process CPU time (user + system, /proc/PID/stat) per delivered
+ *            64-byte packet, in µs (the kernel's softirq work on veths is not in it, for either)
+ *
+ * Root; `node --import tsx bench/wireguard.ts [--repeat 3] [--frames 2000000]`. Results: a table
+ * on stdout and bench/results/wireguard.json.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { buildLab, type Lab } from '../src/control/lab/topology.ts';
+import { buildFrame } from '../src/packet/build.ts';
+import { encodeKey, generatePrivateKey, publicKeyOf } from '../src/tunnel/wireguard/keys.ts';
+import { printTable, summarise, type Summary } from './stats.ts';
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+const BIN = join(REPO, 'bin', 'pinhole.js');
+const GEN = join(REPO, 'bench', 'lib', 'trafficgen.ts');
+const { values } = parseArgs({ options: { repeat: { type: 'string', default: '3' }, frames: { type: 'string', default: '2000000' } } });
+const REPEAT = Number(values.repeat);
+const FRAMES = Number(values.frames);
+const MTU = 1420;
+const dir = mkdtempSync(join(tmpdir(), 'ph-wgbench-'));
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+
+interface Keys {
+  pub: string;
+  file: string;
+}
+function keys(name: string): Keys {
+  const k = generatePrivateKey();
+  const file = join(dir, `${name}.key`);
+  writeFileSync(file, `${encodeKey(k)}\n`, { mode: 0o600 });
+  return { pub: encodeKey(publicKeyOf(k)), file };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function wgGo(
+  lab: Lab,
+  ns: string,
+  ifname: string,
+  own: Keys,
+  peer: { pub: string; allowed: string; endpoint: string },
+): Promise<ChildProcess> {
+  const p = lab.spawn(ns, 'wireguard-go', ['-f', ifname]);
+  for (let i = 0; !existsSync(`/var/run/wireguard/${ifname}.sock`); i++) {
+    if (i > 500 || p.exitCode !== null) throw new Error(`wireguard-go ${ifname} did not start`);
+    await sleep(20);
+  }
+  lab.exec(ns, 'wg', [
+    'set',
+    ifname,
+    'listen-port',
+    '51820',
+    'private-key',
+    own.file,
+    'peer',
+    peer.pub,
+    'allowed-ips',
+    peer.allowed,
+    'endpoint',
+    peer.endpoint,
+  ]);
+  lab.exec(ns, 'ip', ['link', 'set', ifname, 'mtu', String(MTU), 'up']);
+  return p;
+}
+
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
+/** Every process in the namespace's process group we started (node A's forwarder). */
+interface Forwarder {
+  pid: number;
+  stop(): Promise<void>;
+}
+
+async function startPinhole(lab: Lab, a: Keys, b: Keys): Promise<Forwarder> {
+  const cfg = join(dir, 'a.yaml');
+  writeFileSync(
+    cfg,
+    [
+      `uplink: { interface: ${lab.a.uplink} }`,
+      `api: { socket: ${join(dir, 'a.sock')} }`,
+      'connections:',
+      '  - name: wg0',
+      `    local: { interface: ${lab.a.workloads[0]!.iface} }`,
+      `    wireguard: { privateKeyFile: ${a.file}, listenPort: 51820, peer: { publicKey: "${b.pub}", endpoint: "${lab.b.underlay4}:51820", allowedIPs: [198.19.0.2/32] } }`,
+      '',
+    ].join('\n'),
+  );
+  const p = spawn('ip', ['netns', 'exec', lab.a.ns, process.execPath, BIN, 'run', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  p.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  for (let i = 0; !out.includes('"event":"ready"'); i++) {
+    if (i > 400 || p.exitCode !== null) throw new Error(`pinhole did not start: ${err}`);
+    await sleep(50);
+  }
+  return {
+    pid: p.pid!,
+    stop: async () => {
+      p.kill('SIGTERM');
+      await new Promise((r) => (p.exitCode !== null ? r(null) : p.once('exit', r)));
+    },
+  };
+}
+
+async function startWgGoA(lab: Lab, a: Keys, b: Keys): Promise<Forwarder> {
+  const ns = lab.a.ns;
+  const wl = lab.a.workloads[0]!.iface;
+  const p = await wgGo(lab, ns, `phbA${process.pid % 10000}`, a, {
+    pub: b.pub,
+    allowed: '198.19.0.2/32',
+    endpoint: `${lab.b.underlay4}:51820`,
+  });
+  lab.exec(ns, 'ip', ['route', 'add', '198.19.0.2/32', 'dev', `phbA${process.pid % 10000}`]);
+  lab.exec(ns, 'ip', ['route', 'add', '198.19.0.1/32', 'dev', wl]);
+  lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1', `net.ipv4.conf.${wl}.proxy_arp=1`]);
+  // Frames the generator sends into the pod's veth are dropped by veth unless its peer has GRO
+  // on or an XDP program (pinhole's pass-through program, in the pinhole case).
+  lab.exec(ns, 'ethtool', ['-K', wl, 'gro', 'on']);
+  return {
+    pid: p.pid!,
+    stop: async () => {
+      p.kill('SIGTERM');
+      await new Promise((r) => (p.exitCode !== null ? r(null) : p.once('exit', r)));
+    },
+  };
+}
+
+function tunRx(lab: Lab, ifname: string): number {
+  return Number(lab.exec(lab.b.ns, 'cat', [`/sys/class/net/${ifname}/statistics/rx_packets`]).trim());
+}
+
+function tcp(lab: Lab): { gbps: number; retransmits: number } {
+  const srv = lab.spawn(lab.b.ns, 'iperf3', ['-s', '-1', '-B', '198.19.0.2']);
+  try {
+    for (let i = 0; ; i++) {
+      try {
+        const j = JSON.parse(lab.exec(lab.a.workloads[0]!.podNs, 'iperf3', ['-c', '198.19.0.2', '-t', '4', '-J'])) as {
+          end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits: number } };
+        };
+        return { gbps: j.end.sum_received.bits_per_second / 1e9, retransmits: j.end.sum_sent.retransmits };
+      } catch (err) {
+        if (i > 20) throw err;
+        lab.exec(lab.a.ns, 'sleep', ['0.1']);
+      }
+    }
+  } finally {
+    srv.kill('SIGKILL');
+  }
+}
+
+/** 64-byte frames from pod A's generator; returns delivered pps and µs of forwarder CPU per packet. */
+function small(lab: Lab, fwd: Forwarder, tun: string): { pps: number; cpuUs: number } {
+  const w = lab.a.workloads[0]!;
+  const frame = buildFrame({
+    eth: { src: w.podMac, dst: w.ifaceMac },
+    ipv4: { src: '198.19.0.1', dst: '198.19.0.2', ttl: 64 },
+    udp: { sport: 9999, dport: 9 },
+    payload: new Uint8Array(18),
+  });
+  const rx0 = tunRx(lab, tun);
+  const cpu0 = cpuSeconds(fwd.pid);
+  const r = JSON.parse(
+    lab.exec(w.podNs, process.execPath, [
+      '--import',
+      'tsx',
+      GEN,
+      '--iface',
+      w.podIface,
+      '--frame',
+      Buffer.from(frame).toString('hex'),
+      '--count',
+      String(FRAMES),
+    ]),
+  ) as { sent: number; seconds: number };
+  lab.exec(lab.a.ns, 'sleep', ['0.3']); // the queues drain
+  const delivered = tunRx(lab, tun) - rx0;
+  const cpu = cpuSeconds(fwd.pid) - cpu0;
+  return { pps: delivered / r.seconds, cpuUs: delivered > 0 ? (cpu / delivered) * 1e6 : NaN };
+}
+
+interface CaseResult {
+  tcpGbps: number[];
+  retransmits: number[];
+  pps: number[];
+  cpuUs: number[];
+}
+
+async function runCase(name: 'wireguard-go' | 'pinhole'): Promise<CaseResult> {
+  const lab = buildLab({
+    prefix: `ph-wgb-${process.pid}-${name === 'pinhole' ? 'p' : 'g'}`,
+    sides: { a: 'pinhole', b: 'pinhole' },
+    workloadMtu: MTU,
+  });
+  const ka = keys(`a-${name}`);
+  const kb = keys(`b-${name}`);
+  const tunB = `phbB${process.pid % 10000}`;
+  const procs: ChildProcess[] = [];
+  let fwd: Forwarder | undefined;
+  try {
+    procs.push(await wgGo(lab, lab.b.ns, tunB, kb, { pub: ka.pub, allowed: '198.19.0.1/32', endpoint: `${lab.a.underlay4}:51820` }));
+    lab.exec(lab.b.ns, 'ip', ['addr', 'add', '198.19.0.2/24', 'dev', tunB]);
+    fwd = name === 'pinhole' ? await startPinhole(lab, ka, kb) : await startWgGoA(lab, ka, kb);
+    for (let i = 0; i < 20; i++) {
+      try {
+        lab.exec(lab.a.workloads[0]!.podNs, 'ping', ['-c', '1', '-W', '1', '198.19.0.2']);
+        break;
+      } catch {
+        if (i === 19) throw new Error(`${name}: no ping through the tunnel`);
+      }
+    }
+    const out: CaseResult = { tcpGbps: [], retransmits: [], pps: [], cpuUs: [] };
+    if (process.env.PINHOLE_BENCH_TOP) {
+      const top = spawn('sh', ['-c', 'sleep 2; top -b -H -n 1 -w 200 | head -25'], { stdio: ['ignore', 'inherit', 'inherit'] });
+      tcp(lab);
+      await new Promise((r) => top.once('exit', r));
+    }
+    for (let r = 0; r < REPEAT; r++) {
+      const t = tcp(lab);
+      out.tcpGbps.push(t.gbps);
+      out.retransmits.push(t.retransmits);
+      const s = small(lab, fwd, tunB);
+      out.pps.push(s.pps);
+      out.cpuUs.push(s.cpuUs);
+      process.stderr.write(
+        `${name} run ${r + 1}/${REPEAT}: TCP ${t.gbps.toFixed(2)} Gbit/s, 64 B ${(s.pps / 1e3).toFixed(0)} kpps, ${s.cpuUs.toFixed(2)} µs/pkt\n`,
+      );
+    }
+    return out;
+  } finally {
+    await fwd?.stop();
+    for (const p of procs) p.kill('SIGTERM');
+    lab.close();
+  }
+}
+
+const results: Record<string, CaseResult> = {};
+for (const name of ['wireguard-go', 'pinhole'] as const) results[name] = await runCase(name);
+
+const rows = (pick: (r: CaseResult) => number[], scale = 1): { name: string; summary: Summary }[] =>
+  Object.entries(results).map(([name, r]) => ({ name, summary: summarise(pick(r).map((x) => x * scale)) }));
+printTable(
+  'iperf3 TCP pod A → node B (4 s)',
+  'Gbit/s',
+  rows((r) => r.tcpGbps),
+);
+printTable(
+  '64-byte UDP frames delivered',
+  'kpps',
+  rows((r) => r.pps, 1e-3),
+);
+printTable(
+  'node A forwarder CPU per 64-byte packet (process time, softirq excluded)',
+  'µs',
+  rows((r) => r.cpuUs),
+);
+const med = (xs: number[]): number => summarise(xs).median;
+const ratio = (f: (r: CaseResult) => number[]): number => med(f(results.pinhole!)) / med(f(results['wireguard-go']!));
+console.log(
+  `\npinhole / wireguard-go (medians): TCP ${ratio((r) => r.tcpGbps).toFixed(2)}×, 64 B ${ratio((r) => r.pps).toFixed(2)}×, CPU per packet ${ratio((r) => r.cpuUs).toFixed(2)}×`,
+);
+mkdirSync(join(REPO, 'bench', 'results'), { recursive: true });
+writeFileSync(
+  join(REPO, 'bench', 'results', 'wireguard.json'),
+  JSON.stringify(
+    { date: new Date().toISOString(), cpus: cpus().length, cpu: cpus()[0]?.model, repeat: REPEAT, frames: FRAMES, results },
+    null,
+    2,
+  ),
+);
