@@ -1,6 +1,6 @@
 /**
  * Errors raised by the pure packet layer (address parsing, frame building). Callers switch on
- * `code`, never on the message text (see style.md, "Errors like Node's").
+ * `code`, never on the message text (the project's style notes, "Errors like Node's").
  */
 
 export type PacketErrorCode = 'ERR_INVALID_ADDRESS' | 'ERR_INVALID_MAC' | 'ERR_INVALID_PORT' | 'ERR_INVALID_FRAME_SPEC';

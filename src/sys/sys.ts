@@ -66,7 +66,10 @@ export interface Sys {
 let current: Sys | undefined;
 let loader: (() => Sys) | undefined;
 
-/** Registered by libc.ts at import time; kept indirect so unit tests never load koffi. */
+/**
+ * Registered by libc.ts at import time and loaded on first use: code that installs a fake with
+ * `useSys` before any call never opens libc through koffi (the barrel still imports the module).
+ */
 export function registerDefaultSys(load: () => Sys): void {
   loader = load;
 }

@@ -9,7 +9,7 @@ import type { IfaceInfo } from '../kernel/iface.ts';
 export type UplinkMode = 'afxdp' | 'afpacket';
 
 export interface DecisionReason {
-  /** Stable code, e.g. `XDP_SOCKETS_MISSING`, `FOREIGN_XDP_PROGRAM`. */
+  /** Stable code, e.g. `XDP_SOCKETS_UNAVAILABLE`, `FOREIGN_XDP_PROGRAM`. */
   code: string;
   message: string;
 }

@@ -1,6 +1,6 @@
 /**
  * A deterministic frame corpus for the differential test between the XDP pinhole program, the
- * reference classifier (reference.ts) and, later, the socket filter. `corpus()` yields, in order:
+ * reference classifier (reference.ts) and the classic BPF socket filter (bpf/cbpf/pinhole.ts). `corpus()` yields, in order:
  *
  *   (a) the named edge cases of `edgeCases()`: every reason of policy.ts reached several ways and
  *       every boundary of the walk (VLAN depth, IHL, fragment bits, extension-header limit, ...);

@@ -3,7 +3,7 @@
  * kernel (verdict `kernel`). Three implementations must agree on every frame:
  *   - the XDP program assembled by `buildPinhole()` (kernel, verifier-checked),
  *   - the pure TypeScript reference classifier `classifyFrame()` (reference.ts),
- *   - (later) the classic BPF socket filter used by the AF_PACKET uplink.
+ *   - the classic BPF socket filter used by the AF_PACKET uplink (bpf/cbpf/pinhole.ts).
  *
  * Walk, in order (offsets relative to the start of the frame; "need N" means: if fewer than N
  * bytes remain from the current offset, the verdict is kernel/`truncated`):
