@@ -234,11 +234,6 @@ async function runCase(name: 'wireguard-go' | 'pinhole'): Promise<CaseResult> {
       }
     }
     const out: CaseResult = { tcpGbps: [], retransmits: [], pps: [], cpuUs: [] };
-    if (process.env.PINHOLE_BENCH_TOP) {
-      const top = spawn('sh', ['-c', 'sleep 2; top -b -H -n 1 -w 200 | head -25'], { stdio: ['ignore', 'inherit', 'inherit'] });
-      tcp(lab);
-      await new Promise((r) => top.once('exit', r));
-    }
     for (let r = 0; r < REPEAT; r++) {
       const t = tcp(lab);
       out.tcpGbps.push(t.gbps);

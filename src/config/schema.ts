@@ -13,6 +13,17 @@
  *     - name: pod-a
  *       local: { interface: veth-a }        # host side of the workload's veth
  *       vxlan: { vni: 100, remote: 198.18.0.2, port: 4789, ttl: 64 }
+ *     - name: pod-w
+ *       local: { interface: veth-w }          # L3: pinhole is the pod's gateway (ARP/ND answered)
+ *       wireguard:
+ *         privateKeyFile: /etc/pinhole/wg.key # root-owned, mode 0600 or stricter (checked at use)
+ *         listenPort: 51820                   # default 51820
+ *         peer:
+ *           publicKey: "base64 (44 characters)"
+ *           endpoint: "198.18.0.2:51820"      # optional; "[2001:db8::2]:51820" for IPv6
+ *           allowedIPs: [198.19.1.0/24]       # cryptokey routing: where the peer may send from and we send to
+ *           persistentKeepalive: 25           # optional, seconds
+ *           presharedKeyFile: /etc/pinhole/psk # optional, same rules as privateKeyFile
  *
  * Every mapping is strict: an unknown key is an error, so a typo never silently falls back to a
  * default. Messages are ours (short, naming what is allowed); zod's default English never leaks.
@@ -39,10 +50,39 @@ export interface VxlanSettings {
   ttl: number;
 }
 
+export interface WireguardPeerSettings {
+  /** Base64, 44 characters (as `wg pubkey` prints it). Public: safe to show. */
+  publicKey: string;
+  /** Canonical `host:port` (`[v6]:port`); absent: learned from the peer's first authenticated packet. */
+  endpoint?: string;
+  /** Canonical prefixes (`198.19.1.0/24`, `2001:db8:100::/64`), host bits cleared. */
+  allowedIPs: string[];
+  /** Seconds; absent or 0: off. */
+  persistentKeepalive?: number;
+  presharedKeyFile?: string;
+}
+
+/**
+ * A WireGuard connection. Only key *file names* are configuration: the keys themselves are read
+ * when the connection starts (daemon/forwarder.ts) and never enter the config, status or logs.
+ */
+export interface WireguardSettings {
+  privateKeyFile: string;
+  listenPort: number;
+  peer: WireguardPeerSettings;
+}
+
+/** A connection has exactly one tunnel: `vxlan` or `wireguard`. */
 export interface ConnectionConfig {
   name: string;
   local: { interface: string };
-  vxlan: VxlanSettings;
+  vxlan?: VxlanSettings;
+  wireguard?: WireguardSettings;
+}
+
+/** The connection's tunnel kind. */
+export function tunnelKindOf(c: ConnectionConfig): TunnelKind {
+  return c.wireguard ? 'wireguard' : 'vxlan';
 }
 
 export interface UplinkConfig {
@@ -70,6 +110,9 @@ export interface PinholeConfig {
 export const UPLINK_MODES: readonly UplinkMode[] = ['auto', 'afxdp', 'afpacket'];
 export const VXLAN_DEFAULT_PORT = 4789;
 export const VXLAN_DEFAULT_TTL = 64;
+export const WIREGUARD_DEFAULT_PORT = 51820;
+/** `wg`'s limit for persistent-keepalive. */
+export const WIREGUARD_KEEPALIVE_MAX = 65535;
 export const VNI_MAX = 0xffffff;
 export const QUEUES_MAX = 64;
 
@@ -234,9 +277,88 @@ const vxlanSchema = mapping({
   ttl: intIn(1, 255).default(VXLAN_DEFAULT_TTL),
 }).transform((v): VxlanSettings => ({ vni: v.vni, remote: v.remote.text, family: v.remote.family, port: v.port, ttl: v.ttl }));
 
+/** A WireGuard key as `wg` writes it: base64 of 32 bytes (one '=' of padding). */
+export const WIREGUARD_KEY = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
+
+const keyFile = z
+  .string(says('must be an absolute path'))
+  .refine((v) => v.startsWith('/') && !v.includes('\0'), 'must be an absolute path (the key file, not the key)');
+
+/** `host:port` or `[v6]:port`, the host a unicast address; canonical text out. */
+const endpointSchema = z.string(says('must be host:port')).transform((text, ctx): string => {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([0-9.]+):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : 0;
+  let parsed: ReturnType<typeof parseIP> | undefined;
+  try {
+    parsed = m ? parseIP(m[1]!) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  if (!m || !parsed || port < 1 || port > 65535 || (parsed.family === 6) !== text.startsWith('[')) {
+    ctx.issues.push({
+      code: 'custom',
+      message: 'must be IPv4:port or [IPv6]:port, e.g. 198.18.0.2:51820 or [2001:db8::2]:51820',
+      input: text,
+    });
+    return z.NEVER;
+  }
+  const problem = unicastProblem(parsed.family, parsed.bytes);
+  if (problem) {
+    ctx.issues.push({ code: 'custom', message: `address ${problem}`, input: text });
+    return z.NEVER;
+  }
+  return parsed.family === 4 ? `${formatIPv4(parsed.bytes)}:${port}` : `[${formatIPv6(parsed.bytes)}]:${port}`;
+});
+
+/** An IP prefix `addr/len` (a bare address is a host prefix); host bits are cleared. */
+const prefixSchema = z.string(says('must be an IP prefix')).transform((text, ctx): string => {
+  const slash = text.indexOf('/');
+  const addr = slash < 0 ? text : text.slice(0, slash);
+  let parsed: ReturnType<typeof parseIP> | undefined;
+  try {
+    parsed = parseIP(addr);
+  } catch {
+    parsed = undefined;
+  }
+  const max = parsed?.family === 6 ? 128 : 32;
+  const lenText = slash < 0 ? String(max) : text.slice(slash + 1);
+  const len = /^\d{1,3}$/.test(lenText) ? Number(lenText) : -1;
+  if (!parsed || len < 0 || len > max) {
+    ctx.issues.push({ code: 'custom', message: 'must be an IP prefix, e.g. 198.19.1.0/24 or 2001:db8:100::/64', input: text });
+    return z.NEVER;
+  }
+  const b = parsed.bytes;
+  for (let i = 0; i < b.length; i++) {
+    const keep = Math.max(0, Math.min(8, len - 8 * i));
+    b[i] = b[i]! & ((0xff << (8 - keep)) & 0xff);
+  }
+  return `${parsed.family === 4 ? formatIPv4(b) : formatIPv6(b)}/${len}`;
+});
+
+const wireguardSchema = mapping({
+  privateKeyFile: keyFile,
+  listenPort: intIn(1, 65535).default(WIREGUARD_DEFAULT_PORT),
+  peer: mapping({
+    publicKey: z.string(says('must be a WireGuard public key')).regex(WIREGUARD_KEY, {
+      error: 'must be a WireGuard public key: 44 characters of base64 (as `wg pubkey` or `pinhole wg pubkey` prints it)',
+    }),
+    endpoint: endpointSchema.optional(),
+    allowedIPs: z.array(prefixSchema, says('must be a list of IP prefixes')).min(1, { error: 'must name at least one prefix' }),
+    persistentKeepalive: intIn(0, WIREGUARD_KEEPALIVE_MAX).optional(),
+    presharedKeyFile: keyFile.optional(),
+  }),
+}).transform((w): WireguardSettings => {
+  const peer: WireguardPeerSettings = { publicKey: w.peer.publicKey, allowedIPs: [...new Set(w.peer.allowedIPs)] };
+  if (w.peer.endpoint !== undefined) peer.endpoint = w.peer.endpoint;
+  if (w.peer.persistentKeepalive) peer.persistentKeepalive = w.peer.persistentKeepalive;
+  if (w.peer.presharedKeyFile !== undefined) peer.presharedKeyFile = w.peer.presharedKeyFile;
+  return { privateKeyFile: w.privateKeyFile, listenPort: w.listenPort, peer };
+});
+
 /** The tunnel kinds a connection may use; a connection names exactly one of these keys. */
 const TUNNEL_KINDS = {
   vxlan: vxlanSchema.optional(),
+  wireguard: wireguardSchema.optional(),
 } as const;
 export type TunnelKind = keyof typeof TUNNEL_KINDS;
 export const TUNNEL_KIND_NAMES = Object.keys(TUNNEL_KINDS) as TunnelKind[];
@@ -254,7 +376,11 @@ const connectionSchema = mapping({
       ctx.addIssue({ code: 'custom', message: `has more than one tunnel (${kinds.join(', ')}): use one`, input: c });
     }
   })
-  .transform((c): ConnectionConfig => ({ name: c.name, local: { interface: c.local.interface }, vxlan: c.vxlan! }));
+  .transform((c): ConnectionConfig =>
+    c.wireguard
+      ? { name: c.name, local: { interface: c.local.interface }, wireguard: c.wireguard }
+      : { name: c.name, local: { interface: c.local.interface }, vxlan: c.vxlan! },
+  );
 
 /** Top-level sections. `connections` may be absent or empty (`connections:` alone reads as null). */
 const apiSchema = mapping({
@@ -341,7 +467,14 @@ export function checkConnection(value: unknown): CheckResult<ConnectionConfig> {
 
 /** What identifies a tunnel on receive: decapsulation must map it to exactly one connection. */
 function tunnelKey(c: ConnectionConfig): string {
-  return `vxlan ${c.vxlan.remote} port ${c.vxlan.port} vni ${c.vxlan.vni}`;
+  // A WireGuard connection has a Device of its own: its listen port identifies it.
+  if (c.wireguard) return `wireguard port ${c.wireguard.listenPort}`;
+  return `vxlan ${c.vxlan!.remote} port ${c.vxlan!.port} vni ${c.vxlan!.vni}`;
+}
+
+/** The UDP port a connection receives on. */
+export function tunnelPortOf(c: ConnectionConfig): number {
+  return c.wireguard ? c.wireguard.listenPort : c.vxlan!.port;
 }
 
 type Check = (cfg: PinholeConfig, report: (issue: ConfigIssue) => void) => void;
@@ -375,10 +508,27 @@ const CONNECTION_CHECKS: Check[] = [
       const key = tunnelKey(c);
       const first = seen.get(key);
       if (first === undefined) seen.set(key, i);
-      else {
+      else if (c.wireguard) {
+        report({
+          path: ['connections', i, 'wireguard', 'listenPort'],
+          message: `port ${c.wireguard.listenPort} is already the listen port of connections[${first}]: each WireGuard connection needs its own`,
+        });
+      } else {
         report({
           path: ['connections', i, 'vxlan'],
           message: `same remote, port and vni as connections[${first}]: received packets could not be told apart`,
+        });
+      }
+    });
+  },
+  function portsOfOneKind(cfg, report) {
+    // Received datagrams are told apart by UDP destination port first: one port, one tunnel kind.
+    const vxlanPorts = new Set(cfg.connections.filter((c) => c.vxlan).map((c) => c.vxlan!.port));
+    cfg.connections.forEach((c, i) => {
+      if (c.wireguard && vxlanPorts.has(c.wireguard.listenPort)) {
+        report({
+          path: ['connections', i, 'wireguard', 'listenPort'],
+          message: `port ${c.wireguard.listenPort} is a VXLAN port of another connection: use another port`,
         });
       }
     });
@@ -397,6 +547,6 @@ function crossCheck(cfg: PinholeConfig): ConfigIssue[] {
 /** The UDP ports the pinhole must open: sorted unique ports, each with how many connections use it. */
 export function tunnelPorts(cfg: PinholeConfig): { port: number; users: number }[] {
   const users = new Map<number, number>();
-  for (const c of cfg.connections) users.set(c.vxlan.port, (users.get(c.vxlan.port) ?? 0) + 1);
+  for (const c of cfg.connections) users.set(tunnelPortOf(c), (users.get(tunnelPortOf(c)) ?? 0) + 1);
   return [...users].sort((a, b) => a[0] - b[0]).map(([port, n]) => ({ port, users: n }));
 }

@@ -41,6 +41,8 @@ export interface ConnectionStatus {
   driver: 'afxdp' | 'afpacket';
   reasons: ReasonEntry[];
   nextHop: NextHopStatus;
+  /** WireGuard connections: our public key, the peer's public key, its current endpoint, allowed IPs (never a private key). */
+  wireguard?: Record<string, unknown>;
   /** decap_frames, decap_bytes, encap_frames, encap_bytes, drop_too_big, drop_nexthop. */
   counters: Record<string, number>;
 }

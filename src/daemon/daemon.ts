@@ -29,7 +29,7 @@ import type { CounterValues } from '../dataplane/counters.ts';
 import type { ConnectionStatus, DaemonControl, DaemonStatus, NeighbourStatus, NextHopStatus } from './control.ts';
 import { Forwarder, type Log } from './forwarder.ts';
 import type { MetricsSource } from '../metrics/metrics.ts';
-import { DECAP_REASONS, ENCAP_COUNTERS, NEXTHOP_COUNTERS } from '../dataplane/plan.ts';
+import { DECAP_REASONS, ENCAP_COUNTERS, NEXTHOP_COUNTERS, WG_COUNTERS } from '../dataplane/plan.ts';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -43,7 +43,9 @@ export interface DaemonOptions {
 
 /** A connection as the schema reads it (no derived fields), for validation of a merged set. */
 function rawConnection(k: ConnectionConfig): Record<string, unknown> {
-  return { name: k.name, local: { ...k.local }, vxlan: { vni: k.vxlan.vni, remote: k.vxlan.remote, port: k.vxlan.port, ttl: k.vxlan.ttl } };
+  if (k.wireguard) return { name: k.name, local: { ...k.local }, wireguard: structuredClone(k.wireguard) };
+  const v = k.vxlan!;
+  return { name: k.name, local: { ...k.local }, vxlan: { vni: v.vni, remote: v.remote, port: v.port, ttl: v.ttl } };
 }
 
 function rawConfig(c: PinholeConfig, connections: readonly ConnectionConfig[]): Record<string, unknown> {
@@ -228,11 +230,12 @@ export class Daemon implements DaemonControl {
           details: { field: 'local.interface' },
         });
       }
-      const same = others.find((x) => x.vxlan.remote === k.vxlan.remote && x.vxlan.port === k.vxlan.port && x.vxlan.vni === k.vxlan.vni);
-      if (same) {
+      const kv = k.vxlan;
+      const same = kv && others.find((x) => x.vxlan && x.vxlan.remote === kv.remote && x.vxlan.port === kv.port && x.vxlan.vni === kv.vni);
+      if (same && kv) {
         throw new PinholeError(
           'ERR_API_CONFLICT',
-          `vxlan: remote ${k.vxlan.remote}, port ${k.vxlan.port} and vni ${k.vxlan.vni} are used by connection '${same.name}'`,
+          `vxlan: remote ${kv.remote}, port ${kv.port} and vni ${kv.vni} are used by connection '${same.name}'`,
           {
             details: { field: 'vxlan' },
           },
@@ -289,12 +292,15 @@ export class Daemon implements DaemonControl {
     const k = this.current.find((x) => x.name === name);
     if (!k) return undefined;
     const plan = this.fwd?.connections.find((x) => x.name === name);
+    const wg = this.fwd?.wireguard.find((x) => x.name === name);
     const wl = this.fwd?.workloads.find((w) => w.connection === name);
     return {
       name,
+      // Key *files* only: the keys themselves are never part of the configuration.
       config: k,
       source: this.fromApi.has(name) ? 'api' : 'file',
-      local: plan?.local ?? '',
+      local: plan?.local ?? (wg ? [wg.local4, wg.local6].filter(Boolean).join(',') : ''),
+      ...(wg && this.fwd ? { wireguard: this.fwd.wireguardStatus(wg) } : {}),
       driver: wl?.driver ?? 'afpacket',
       reasons: wl?.reasons ?? [],
       nextHop: this.nextHopStatus(name),
@@ -311,7 +317,7 @@ export class Daemon implements DaemonControl {
     const f = this.fwd;
     const c = this.counters();
     const drops: Record<string, number> = {};
-    for (const stage of ['decap', 'encap', 'nexthop']) {
+    for (const stage of ['decap', 'encap', 'nexthop', 'wireguard']) {
       for (const [k, v] of Object.entries(c[stage] ?? {})) if (k.startsWith('drop:') && v > 0) drops[`${stage}:${k.slice(5)}`] = v;
     }
     const lag = this.opts.lag?.() ?? { p50: 0, p99: 0, max: 0 };
@@ -333,8 +339,8 @@ export class Daemon implements DaemonControl {
               .join(', '),
             reasons: f.host.reasons,
             queues: f.host.queues,
-            ports: f.host.spec.ports,
-            tunnelAddresses: f.host.spec.addresses,
+            ports: f.ports,
+            tunnelAddresses: f.describe().tunnelAddresses as string[],
             perQueue: f.supervisor.perWorker().map((v, queue) => {
               const counters: Record<string, number> = {};
               for (const [owner, names] of Object.entries(v)) {
@@ -381,6 +387,10 @@ export class Daemon implements DaemonControl {
   metricsSource(): MetricsSource {
     const dropsOf = (c: CounterValues): Record<string, Record<string, number>> => {
       const out: Record<string, Record<string, number>> = { decap: {}, encap: {}, nexthop: {} };
+      if (this.current.some((k) => k.wireguard)) {
+        out.wireguard = {};
+        for (const k of WG_COUNTERS) if (k.startsWith('drop:')) out.wireguard[k.slice(5)] = c.wireguard?.[k] ?? 0;
+      }
       // Every reason, zeros included, so each series exists from the first scrape.
       for (const r of DECAP_REASONS) out.decap![r] = c.decap?.[`drop:${r}`] ?? 0;
       for (const k of ENCAP_COUNTERS) if (k.startsWith('drop:')) out.encap![k.slice(5)] = c.encap?.[k] ?? 0;
@@ -400,7 +410,8 @@ export class Daemon implements DaemonControl {
       perQueue: () => this.fwd?.supervisor.perWorker().map((counters, queue) => ({ queue, counters })) ?? [],
       connections: () => {
         const c = this.counters();
-        return this.current.map((k) => ({ name: k.name, vni: k.vxlan.vni, counters: c[`conn:${k.name}`] ?? {} }));
+        // WireGuard connections have no VNI: -1 in the label.
+        return this.current.map((k) => ({ name: k.name, vni: k.vxlan?.vni ?? -1, counters: c[`conn:${k.name}`] ?? {} }));
       },
       drops: () => dropsOf(this.counters()),
       pinhole: () => this.fwd?.host.pinholeCounters() ?? null,

@@ -29,6 +29,15 @@
  * program redirects queue w to worker w; AF_PACKET: a fanout group per interface). A frame is
  * transmitted by the worker that received it.
  *
+ * WireGuard connections are the exception: their state (handshakes, sessions, replay windows)
+ * has one owner, worker 0, and every frame of theirs goes there without a hand-off between
+ * workers. Their listen ports are not in the pinhole's redirect map: the kernel receives those
+ * datagrams (a port guard, as for AF_PACKET, keeps it from answering them) and worker 0 reads
+ * them from its own AF_PACKET socket on the uplink, filtered to the listen ports and our tunnel
+ * addresses and in no fanout group, so it sees every RX queue. Their workload interfaces are
+ * opened by worker 0 alone, with AF_PACKET and no fanout (one socket sees every queue). Worker 0
+ * transmits through its own uplink port.
+ *
  * Watching: the uplink disappearing (deleted, moved to another namespace), going down, or its
  * XDP program being detached behind our back is reported through `onUplinkLost`; the owner
  * (daemon.ts) stops this forwarder and starts a new one when the interface is back.
@@ -44,14 +53,26 @@ import { rtnlRequest } from '../netlink/socket.ts';
 import { requireInterface, type IfaceInfo } from '../kernel/iface.ts';
 import { attachPassThrough, attachRedirectAll, loadRedirectAll, type LoadedRedirectAll } from '../kernel/workload.ts';
 import type { XdpAttachment } from '../kernel/xdp-attach.ts';
-import { tunnelPorts, type ConnectionConfig, type PinholeConfig } from '../config/index.ts';
+import { readKeyFile, tunnelPortOf, type ConnectionConfig, type PinholeConfig } from '../config/index.ts';
+import { openPortGuard, type PortGuard } from '../uplink/afpacket/port-guard.ts';
+import { wgGeneration } from '../dataplane/stages/wireguard.ts';
+import { Endpoint } from '../tunnel/wireguard/messages.ts';
+import { encodeKey, publicKeyOf } from '../tunnel/wireguard/keys.ts';
 import { PinholeError } from '../sys/index.ts';
 import type { PinholeSpec } from '../bpf/pinhole/policy.ts';
 import { startOnUplink, type UplinkHost } from '../uplink/host.ts';
 import type { DecisionReason } from '../uplink/decide.ts';
 import type { CounterValues } from '../dataplane/counters.ts';
-import { addressWords, NH_NO_ROUTE, NH_OK, NextHopTable, nextHopTableBytes, type NextHopValue } from '../dataplane/nexthop-table.ts';
-import type { PortPlan, VxlanConnectionPlan, WorkerPlan } from '../dataplane/plan.ts';
+import {
+  addressWords,
+  NH_NO_ROUTE,
+  NH_OK,
+  NH_UNKNOWN,
+  NextHopTable,
+  nextHopTableBytes,
+  type NextHopValue,
+} from '../dataplane/nexthop-table.ts';
+import type { PortPlan, VxlanConnectionPlan, WgConnectionPlan, WorkerPlan } from '../dataplane/plan.ts';
 import { Supervisor } from '../dataplane/supervisor.ts';
 import { OUTER_V4_BYTES, OUTER_V6_BYTES } from '../packet/vxlan.ts';
 
@@ -75,6 +96,8 @@ export interface NextHopState {
 }
 
 interface WorkloadSetup extends WorkloadState {
+  /** Set up for a WireGuard connection (worker 0 only, AF_PACKET without fanout). */
+  wireguard: boolean;
   loaded?: LoadedRedirectAll;
   attachment?: XdpAttachment;
   passThrough?: { close(): void };
@@ -142,9 +165,10 @@ export class Forwarder {
     public config: PinholeConfig,
     readonly uplink: IfaceInfo,
     readonly host: UplinkHost,
-    /** One per connection, in connection order. */
+    /** One per connection: VXLAN connections, then WireGuard ones (connection index order). */
     public workloads: WorkloadSetup[],
     public connections: VxlanConnectionPlan[],
+    public wireguard: WgConnectionPlan[],
     readonly supervisor: Supervisor,
     readonly mirror: Mirror,
     nhBuffer: SharedArrayBuffer,
@@ -152,7 +176,8 @@ export class Forwarder {
     private readonly opts: ForwarderOptions,
   ) {
     this.nh = new NextHopTable(nhBuffer);
-    this.nhState = connections.map((k) => ({ connection: k.name, state: 'unknown' }));
+    this.nhState = targetsOf(connections, wireguard, this.learned).map((k) => ({ connection: k.name, state: 'unknown' }));
+    this.wgGuards = new WgGuards(wireguard, opts.log ?? (() => undefined));
     this.unsubscribe.push(
       mirror.onChange((e) => {
         if (e.table === 'link') this.watchUplink();
@@ -165,7 +190,32 @@ export class Forwarder {
     );
     this.updateNextHops();
     // Warm the neighbour entries now rather than on the first frame.
-    for (const k of connections) this.resolve(k.index);
+    for (const k of this.targets()) this.resolve(k.index);
+  }
+
+  /** WireGuard peers' endpoints learned from the dataplane (roaming), by connection name. */
+  private readonly learned = new Map<string, string>();
+  private wgGuards: WgGuards;
+
+  /** Every connection as the next-hop logic sees it (VXLAN, then WireGuard). */
+  private targets(): Target[] {
+    return targetsOf(this.connections, this.wireguard, this.learned);
+  }
+
+  /** Worker 0 saw a WireGuard peer's endpoint change: follow it with the next hop. */
+  endpointChanged(index: number, endpoint: string): void {
+    const k = this.wireguard.find((w) => w.index === index);
+    if (!k || this.stopping) return;
+    if (this.learned.get(k.name) === endpoint) return;
+    this.learned.set(k.name, endpoint);
+    this.log({ level: 'info', event: 'wireguard-endpoint', connection: k.name, endpoint });
+    const t = this.targets().find((x) => x.index === index);
+    if (t && this.publishNextHop(t, this.nh, this.nhState) && this.nhState[index]!.state === 'ok') this.resolve(index);
+  }
+
+  /** Every UDP port pinhole receives tunnel traffic on (VXLAN in the pinhole's map, WireGuard guarded). */
+  get ports(): number[] {
+    return [...new Set([...this.host.spec.ports, ...this.wireguard.map((k) => k.listenPort)])].sort((a, b) => a - b);
   }
 
   private get log(): Log {
@@ -181,25 +231,35 @@ export class Forwarder {
       const link = mirror.tables.links.get(uplink.index);
       if (!link?.mac) throw new PinholeError('ERR_UPLINK_NO_MAC', `${uplink.name} has no Ethernet address`);
       const connections = connectionPlans(config, mirror, uplink, link.mac);
-      const nhBuffer = new SharedArrayBuffer(nextHopTableBytes(connections.length));
+      const wireguard = wireguardPlans(config, mirror, uplink, link.mac, connections.length);
+      const nhBuffer = new SharedArrayBuffer(nextHopTableBytes(connections.length + wireguard.length));
       let onMiss: (conn: number) => void = () => undefined;
+      let onEndpoint: (conn: number, endpoint: string) => void = () => undefined;
+      const ordered = orderedConnections(config);
       const { host, started, release } = await startOnUplink(
         {
           iface: uplink.name,
           mode: config.uplink.mode,
-          ports: tunnelPorts(config).map((p) => p.port),
+          ports: vxlanPorts(config),
           addresses: specOf(connections).addresses,
           ...(config.uplink.queues !== undefined ? { queues: config.uplink.queues } : {}),
           log,
         },
         async (h) => {
-          const workloads = setUpWorkloads(h, config.uplink.mode, config.connections, locals, log);
+          const workloads = setUpWorkloads(
+            h,
+            config.uplink.mode,
+            ordered,
+            ordered.map((k) => locals[config.connections.indexOf(k)]!),
+            log,
+          );
           try {
-            const sup = await Supervisor.start(vxlanPlans(h, h.spec, workloads, connections, opts), {
+            const sup = await Supervisor.start(vxlanPlans(h, h.spec, workloads, connections, wireguard, opts), {
               neighbours: mirror.sharedNeighbours,
               nexthops: nhBuffer,
               readyTimeoutMs: opts.readyTimeoutMs ?? 15_000,
               onMiss: (_w, conn) => onMiss(conn),
+              onEndpoint: (_w, conn, endpoint) => onEndpoint(conn, endpoint),
               onDeath: (w, why) => opts.onWorkerDeath?.(w, why),
             });
             return { workloads, sup };
@@ -209,8 +269,18 @@ export class Forwarder {
           }
         },
       );
-      const f = new Forwarder(config, uplink, host, started.workloads, connections, started.sup, mirror, nhBuffer, release, opts);
+      let f: Forwarder;
+      try {
+        f = new Forwarder(config, uplink, host, started.workloads, connections, wireguard, started.sup, mirror, nhBuffer, release, opts);
+      } catch (err) {
+        await started.sup.stop();
+        closeWorkloads(started.workloads);
+        host.close();
+        release();
+        throw err;
+      }
       onMiss = (conn) => f.resolve(conn);
+      onEndpoint = (conn, endpoint) => f.endpointChanged(conn, endpoint);
       return f;
     } catch (err) {
       await mirror.close();
@@ -243,16 +313,18 @@ export class Forwarder {
 
     const config: PinholeConfig = { ...this.config, connections: [...next] };
     const link = this.mirror.tables.links.get(this.uplink.index);
-    const connections = connectionPlans(config, this.mirror, this.uplink, link?.mac ?? this.connections[0]?.srcMac ?? '00:00:00:00:00:00');
-    // Workload set-ups are per interface: one whose interface stays in use is kept as it is.
+    const mac = link?.mac ?? this.connections[0]?.srcMac ?? this.wireguard[0]?.srcMac ?? '00:00:00:00:00:00';
+    const connections = connectionPlans(config, this.mirror, this.uplink, mac);
+    const wireguard = wireguardPlans(config, this.mirror, this.uplink, mac, connections.length);
+    // Workload set-ups are per interface: one whose interface stays in use by the same tunnel kind is kept as it is.
     const byIface = new Map(this.workloads.map((w) => [w.iface, w]));
     const kept = new Set<WorkloadSetup>();
     const fresh: WorkloadSetup[] = [];
     const workloads: WorkloadSetup[] = [];
     try {
-      for (const k of next) {
+      for (const k of orderedConnections(config)) {
         const have = byIface.get(k.local.interface);
-        if (have) {
+        if (have && have.wireguard === Boolean(k.wireguard)) {
           kept.add(have);
           workloads.push({ ...have, connection: k.name });
           continue;
@@ -266,37 +338,45 @@ export class Forwarder {
       throw err;
     }
     const oldSpec = this.host.spec;
-    const spec = specOf(
-      connections,
-      tunnelPorts(config).map((p) => p.port),
-    );
-    const nhBuffer = new SharedArrayBuffer(nextHopTableBytes(connections.length));
+    const spec = specOf(connections, vxlanPorts(config));
+    // Learned endpoints stay for the connections that keep their peer.
+    const learned = new Map([...this.learned].filter(([name]) => wireguard.some((w) => w.name === name && !result.changed.includes(name))));
+    const targets = targetsOf(connections, wireguard, learned);
+    const nhBuffer = new SharedArrayBuffer(nextHopTableBytes(targets.length));
     const nh = new NextHopTable(nhBuffer);
-    const nhState: NextHopState[] = connections.map((k) => ({ connection: k.name, state: 'unknown' }));
+    const nhState: NextHopState[] = targets.map((k) => ({ connection: k.name, state: 'unknown' }));
+    let wgGuards: WgGuards | undefined;
     try {
+      wgGuards = new WgGuards(wireguard, this.log, this.wgGuards);
       // Union first: old and new traffic both enter while the workers switch.
       this.host.setSpec({
         ports: [...new Set([...oldSpec.ports, ...spec.ports])],
         addresses: [...new Set([...oldSpec.addresses, ...spec.addresses])],
       });
-      for (const k of connections) this.publishNextHop(k, nh, nhState);
-      await this.supervisor.reconfigure(vxlanPlans(this.host, spec, workloads, connections, this.opts), { nexthops: nhBuffer });
+      for (const k of targets) this.publishNextHop(k, nh, nhState);
+      await this.supervisor.reconfigure(vxlanPlans(this.host, spec, workloads, connections, wireguard, this.opts), { nexthops: nhBuffer });
     } catch (err) {
       try {
         this.host.setSpec(oldSpec);
+        wgGuards?.closeExcept(this.wgGuards);
       } finally {
         closeWorkloads(fresh);
       }
       throw err;
     }
     this.host.setSpec(spec);
+    this.wgGuards.closeExcept(wgGuards);
+    this.wgGuards = wgGuards;
     closeWorkloads(this.workloads.filter((w) => !kept.has(w)));
     this.config = config;
     this.connections = connections;
+    this.wireguard = wireguard;
+    this.learned.clear();
+    for (const [k, v] of learned) this.learned.set(k, v);
     this.workloads = workloads;
     this.nh = nh;
     this.nhState = nhState;
-    for (const k of connections) this.resolve(k.index);
+    for (const k of targets) this.resolve(k.index);
     this.log({ level: 'info', event: 'connections-changed', ...result });
     return result;
   }
@@ -320,11 +400,13 @@ export class Forwarder {
     this.opts.onUplinkLost?.(code, message);
   }
 
-  private computeNextHop(k: VxlanConnectionPlan): { value: NextHopValue; via?: string; reason?: string } {
+  private computeNextHop(k: Target): { value: NextHopValue; via?: string; reason?: string } {
     const none = (reason: string) => ({
       reason,
       value: { state: NH_NO_ROUTE, family: k.family, ifindex: 0, words: [0, 0, 0, 0] as [number, number, number, number] },
     });
+    // A WireGuard peer without an endpoint yet: nothing to send to until it speaks first.
+    if (k.remote === undefined) return { value: { state: NH_UNKNOWN, family: k.family, ifindex: 0, words: [0, 0, 0, 0] } };
     const route = this.mirror.tables.lookupRoute(k.remote);
     if (!route) return none(`no route to ${k.remote}`);
     if (route.type !== RTN_UNICAST) return none(`the route to ${k.remote} is not unicast (type ${route.type})`);
@@ -336,13 +418,15 @@ export class Forwarder {
   }
 
   /** Publishes connection k's next hop into `nh` if it changed; returns whether it did. */
-  private publishNextHop(k: VxlanConnectionPlan, nh: NextHopTable, states: NextHopState[]): boolean {
+  private publishNextHop(k: Target, nh: NextHopTable, states: NextHopState[]): boolean {
     const v = this.computeNextHop(k);
     const prev = states[k.index]!;
     const next: NextHopState =
       v.value.state === NH_OK
         ? { connection: k.name, state: 'ok', via: v.via!, ifindex: v.value.ifindex }
-        : { connection: k.name, state: 'no-route', reason: v.reason! };
+        : v.value.state === NH_UNKNOWN
+          ? { connection: k.name, state: 'unknown', reason: 'no endpoint yet: waiting for the peer to send first' }
+          : { connection: k.name, state: 'no-route', reason: v.reason! };
     if (prev.state === next.state && prev.via === next.via && prev.ifindex === next.ifindex && prev.reason === next.reason) return false;
     nh.write(k.index, v.value);
     states[k.index] = next;
@@ -352,7 +436,7 @@ export class Forwarder {
 
   /** Recomputes every connection's next hop from the mirror's routes; publishes changes. */
   private updateNextHops(): void {
-    for (const k of this.connections)
+    for (const k of this.targets())
       if (this.publishNextHop(k, this.nh, this.nhState) && this.nhState[k.index]!.state === 'ok') this.resolve(k.index);
   }
 
@@ -365,8 +449,9 @@ export class Forwarder {
   resolve(i: number): void {
     const st = this.nhState[i];
     if (!st || st.state !== 'ok' || this.resolving.has(i) || this.stopping) return;
+    const k = this.targets()[i];
+    if (!k || k.remote === undefined) return;
     this.resolving.add(i);
-    const k = this.connections[i]!;
     const known = this.mirror.tables.getNeighbour(st.ifindex!, st.via!);
     const work =
       known && known.mac
@@ -397,8 +482,8 @@ export class Forwarder {
       reasons: this.host.reasons,
       uplink: this.uplink.name,
       queues: this.host.queues,
-      ports: this.host.spec.ports,
-      tunnelAddresses: this.host.spec.addresses,
+      ports: this.ports,
+      tunnelAddresses: [...new Set([...this.host.spec.addresses, ...this.wireguard.flatMap((k) => [k.local4, k.local6].filter(Boolean))])],
       workloads: this.workloads.map((w) => ({
         connection: w.connection,
         iface: w.iface,
@@ -407,6 +492,20 @@ export class Forwarder {
         ...(w.xdp ? { xdp: w.xdp } : {}),
       })),
       connections: this.connections.map((k) => ({ name: k.name, vni: k.vni, local: k.local, remote: k.remote, port: k.port })),
+      // Public keys only: private and preshared keys never leave the worker plan.
+      wireguard: this.wireguard.map((k) => this.wireguardStatus(k)),
+    };
+  }
+
+  /** What an operator may see of a WireGuard connection (no secrets). */
+  wireguardStatus(k: WgConnectionPlan): Record<string, unknown> {
+    const endpoint = this.learned.get(k.name) ?? k.peer.endpoint;
+    return {
+      name: k.name,
+      listenPort: k.listenPort,
+      publicKey: encodeKey(publicKeyOf(k.keys.privateKey)),
+      peer: { publicKey: k.peer.publicKey, endpoint: endpoint ?? null, allowedIPs: k.peer.allowedIPs },
+      local: [k.local4, k.local6].filter(Boolean),
     };
   }
 
@@ -426,6 +525,7 @@ export class Forwarder {
       await step(() => this.supervisor.stop());
       await step(() => (this.finalCounters = this.supervisor.totals()));
       await step(() => closeWorkloads(this.workloads));
+      await step(() => this.wgGuards.closeExcept(undefined));
       await step(() => this.host.close());
       await step(() => this.release());
       await step(() => this.mirror.close());
@@ -443,8 +543,9 @@ export class Forwarder {
 /** The connections as the workers see them; throws ERR_TUNNEL_NO_ADDRESS. */
 function connectionPlans(config: PinholeConfig, mirror: Mirror, uplink: IfaceInfo, mac: string): VxlanConnectionPlan[] {
   const tunnel = { 4: config.uplink.tunnelAddress, 6: config.uplink.tunnelAddress6 } as Record<4 | 6, string | undefined>;
+  const vx = config.connections.filter((k) => k.vxlan).map((k) => ({ name: k.name, local: k.local, vxlan: k.vxlan! }));
   for (const fam of [4, 6] as const) {
-    if (!config.connections.some((k) => k.vxlan.family === fam)) continue;
+    if (!vx.some((k) => k.vxlan.family === fam)) continue;
     tunnel[fam] ??= firstGlobalAddress(mirror, uplink.index, fam);
     if (!tunnel[fam]) {
       throw new PinholeError(
@@ -453,7 +554,7 @@ function connectionPlans(config: PinholeConfig, mirror: Mirror, uplink: IfaceInf
       );
     }
   }
-  return config.connections.map((k, index) => ({
+  return vx.map((k, index) => ({
     index,
     name: k.name,
     vni: k.vxlan.vni,
@@ -466,6 +567,132 @@ function connectionPlans(config: PinholeConfig, mirror: Mirror, uplink: IfaceInf
     maxInnerFrame: uplink.mtu + 14 - (k.vxlan.family === 4 ? OUTER_V4_BYTES : OUTER_V6_BYTES),
     workloadPort: `wl:${k.name}`,
   }));
+}
+
+/** A connection as the next-hop logic sees it: where its tunnel packets go. */
+interface Target {
+  index: number;
+  name: string;
+  /** Absent: a WireGuard peer with no endpoint yet. */
+  remote?: string;
+  family: 4 | 6;
+}
+
+function targetsOf(vx: readonly VxlanConnectionPlan[], wg: readonly WgConnectionPlan[], learned: ReadonlyMap<string, string>): Target[] {
+  const out: Target[] = vx.map((k) => ({ index: k.index, name: k.name, remote: k.remote, family: k.family }));
+  for (const k of wg) {
+    const ep = learned.get(k.name) ?? k.peer.endpoint;
+    if (ep === undefined) {
+      out.push({ index: k.index, name: k.name, family: 4 });
+      continue;
+    }
+    const e = Endpoint.parseHostPort(ep);
+    out.push({ index: k.index, name: k.name, remote: canonicalIp(e.address), family: e.family });
+  }
+  return out;
+}
+
+/** Connections in connection-index order: VXLAN ones first, then WireGuard ones (each in file order). */
+function orderedConnections(config: PinholeConfig): ConnectionConfig[] {
+  return [...config.connections.filter((k) => !k.wireguard), ...config.connections.filter((k) => k.wireguard)];
+}
+
+/** The UDP ports the pinhole redirects to the workers: the VXLAN ones (WireGuard's go to worker 0's own socket). */
+function vxlanPorts(config: PinholeConfig): number[] {
+  return [...new Set(config.connections.filter((k) => k.vxlan).map((k) => tunnelPortOf(k)))].sort((a, b) => a - b);
+}
+
+/**
+ * The WireGuard connections as worker 0 sees them (indexes after the `first` VXLAN ones). Reads
+ * the key files (ERR_WG_KEY_FILE_MODE and friends) and the local tunnel addresses of both
+ * families; a configured endpoint needs one of its family (ERR_TUNNEL_NO_ADDRESS).
+ */
+function wireguardPlans(config: PinholeConfig, mirror: Mirror, uplink: IfaceInfo, mac: string, first: number): WgConnectionPlan[] {
+  const wg = config.connections.filter((k) => k.wireguard);
+  if (wg.length === 0) return [];
+  const local = {
+    4: config.uplink.tunnelAddress ?? firstGlobalAddress(mirror, uplink.index, 4),
+    6: config.uplink.tunnelAddress6 ?? firstGlobalAddress(mirror, uplink.index, 6),
+  };
+  return wg.map((k, i) => {
+    const w = k.wireguard!;
+    if (w.peer.endpoint) {
+      const fam = Endpoint.parseHostPort(w.peer.endpoint).family;
+      if (!local[fam]) {
+        throw new PinholeError(
+          'ERR_TUNNEL_NO_ADDRESS',
+          `${uplink.name} has no global IPv${fam} address for connection ${k.name} (endpoint ${w.peer.endpoint}); set uplink.tunnelAddress${fam === 6 ? '6' : ''}`,
+        );
+      }
+    }
+    const keys: WgConnectionPlan['keys'] = { privateKey: readKeyFile(w.privateKeyFile, `connection ${k.name}: private key`) };
+    if (w.peer.presharedKeyFile) keys.presharedKey = readKeyFile(w.peer.presharedKeyFile, `connection ${k.name}: preshared key`);
+    const wl = requireInterface(k.local.interface);
+    const wlMac = mirror.tables.links.get(wl.index)?.mac;
+    if (!wlMac)
+      throw new PinholeError('ERR_WORKLOAD_NO_MAC', `${wl.name} has no Ethernet address (a WireGuard workload interface needs one)`);
+    const peer: WgConnectionPlan['peer'] = { publicKey: w.peer.publicKey, allowedIPs: [...w.peer.allowedIPs] };
+    if (w.peer.endpoint) peer.endpoint = w.peer.endpoint;
+    if (w.peer.persistentKeepalive) peer.persistentKeepalive = w.peer.persistentKeepalive;
+    return {
+      index: first + i,
+      name: k.name,
+      listenPort: w.listenPort,
+      local4: local[4] ? canonicalIp(local[4]) : '',
+      local6: local[6] ? canonicalIp(local[6]) : '',
+      srcMac: mac,
+      uplinkMtu: uplink.mtu,
+      ttl: 64,
+      workloadPort: `wl:${k.name}`,
+      workloadMac: wlMac,
+      peer,
+      keys,
+      generation: wgGeneration({ w, iface: k.local.interface, mac, mtu: uplink.mtu, local }, keys),
+    };
+  });
+}
+
+/**
+ * Port guards for the WireGuard listen ports (the kernel receives those datagrams: see "How
+ * frames find their worker"), one per port, bound to our tunnel addresses. A new set takes over
+ * the guards of ports it shares with the old one.
+ */
+class WgGuards {
+  readonly byPort = new Map<number, PortGuard>();
+
+  constructor(wg: readonly WgConnectionPlan[], log: Log, old?: WgGuards) {
+    try {
+      for (const k of wg) {
+        if (this.byPort.has(k.listenPort)) continue;
+        const have = old?.byPort.get(k.listenPort);
+        if (have) {
+          this.byPort.set(k.listenPort, have);
+          continue;
+        }
+        const addresses = [k.local4, k.local6].filter(Boolean);
+        const g = openPortGuard({ ports: [k.listenPort], addresses });
+        this.byPort.set(k.listenPort, g);
+        for (const b of g.busy) {
+          log({
+            level: 'warn',
+            event: 'port-busy',
+            port: b.port,
+            family: b.family,
+            holder: b.holder,
+            message: `another socket receives on WireGuard port ${b.port}: it gets a copy of this connection's datagrams`,
+          });
+        }
+      }
+    } catch (err) {
+      this.closeExcept(old);
+      throw err;
+    }
+  }
+
+  /** Closes the guards that `keep` does not hold too. */
+  closeExcept(keep: WgGuards | undefined): void {
+    for (const [port, g] of this.byPort) if (keep?.byPort.get(port) !== g) g.close();
+  }
 }
 
 function specOf(connections: readonly VxlanConnectionPlan[], ports: number[] = []): PinholeSpec {
@@ -483,7 +710,7 @@ function setUpWorkloads(
   try {
     conns.forEach((k, i) => {
       const iface = locals[i]!;
-      const base = { connection: k.name, iface: iface.name };
+      const base = { connection: k.name, iface: iface.name, wireguard: Boolean(k.wireguard) };
       const afpacket = (reason: DecisionReason): void => {
         const reasons = [reason];
         let passThrough: { close(): void; detail: string } | undefined;
@@ -504,9 +731,16 @@ function setUpWorkloads(
           driver: 'afpacket',
           reasons,
           ...(passThrough ? { passThrough, xdp: passThrough.detail } : {}),
-          ...(host.queues > 1 ? { fanoutGroup: (((process.pid + ++fanoutSeq) & 0xfff) | 0x6000) >>> 0 } : {}),
+          ...(host.queues > 1 && !k.wireguard ? { fanoutGroup: (((process.pid + ++fanoutSeq) & 0xfff) | 0x6000) >>> 0 } : {}),
         });
       };
+      if (k.wireguard) {
+        afpacket({
+          code: 'WORKLOAD_WIREGUARD',
+          message: 'WireGuard connections are served by worker 0 alone: one AF_PACKET socket, in no fanout group, reads every queue',
+        });
+        return;
+      }
       if (host.mode !== 'afxdp') {
         afpacket({ code: 'UPLINK_AFPACKET', message: 'the uplink runs AF_PACKET; workload interfaces follow it' });
         return;
@@ -545,6 +779,7 @@ function vxlanPlans(
   spec: PinholeSpec,
   workloads: readonly WorkloadSetup[],
   connections: readonly VxlanConnectionPlan[],
+  wireguard: readonly WgConnectionPlan[],
   opts: ForwarderOptions,
 ): WorkerPlan[] {
   const plans: WorkerPlan[] = [];
@@ -565,6 +800,7 @@ function vxlanPlans(
       },
     ];
     workloads.forEach((wl, i) => {
+      if (i >= connections.length) return;
       ports.push({
         name: connections[i]!.workloadPort,
         role: 'workload',
@@ -577,11 +813,41 @@ function vxlanPlans(
         ...(wl.fanoutGroup !== undefined ? { fanoutGroup: wl.fanoutGroup } : {}),
       });
     });
+    const wg = w === 0 ? wireguard : [];
+    if (wg.length > 0) {
+      // Worker 0's own socket for the WireGuard listen ports (see "How frames find their worker").
+      ports.push({
+        name: 'wg',
+        role: 'uplink',
+        ifname: host.iface.name,
+        queue: 0,
+        driver: 'afpacket',
+        rx: true,
+        filter: {
+          ports: [...new Set(wg.map((k) => k.listenPort))].sort((a, b) => a - b),
+          addresses: [...new Set(wg.flatMap((k) => [k.local4, k.local6].filter(Boolean)))].sort(),
+        },
+      });
+      wg.forEach((k, j) => {
+        const wl = workloads[connections.length + j]!;
+        ports.push({
+          name: k.workloadPort,
+          role: 'workload',
+          ifname: wl.iface,
+          queue: 0,
+          driver: 'afpacket',
+          rx: true,
+          connection: k.index,
+          filter: 'all',
+        });
+      });
+    }
     plans.push({
       worker: w,
       graph: 'vxlan',
       ports,
       connections: [...connections],
+      ...(wg.length > 0 ? { wireguard: [...wg] } : {}),
       batchSize: opts.batchSize ?? 64,
       waitQueue: { frames: opts.waitFrames ?? 32, timeoutMs: opts.waitTimeoutMs ?? 3000 },
     });

@@ -6,6 +6,8 @@
  *   cross-connect   uplink.rx ─► link ─► to.tx                 (tests, benchmarks; no `to`: drop)
  *   vxlan           uplink.rx ─► decap ─► wl:<c>.tx            (one link per connection)
  *                   wl:<c>.rx ─► encap ─► nexthop ─► uplink.tx
+ *   + WireGuard     wg.rx ─► wireguard ─► wl:<w>.tx            (worker 0 only; see stages/wireguard.ts)
+ *                   wl:<w>.rx ─► wireguard ─► nexthop ─► uplink.tx
  */
 import { NeighbourTableReader } from '../netlink/neigh-table.ts';
 import { counterBase, type CounterLayout } from './counters.ts';
@@ -18,6 +20,7 @@ import type { Port } from './port.ts';
 import { DecapStage } from './stages/decap.ts';
 import { EncapStage } from './stages/encap.ts';
 import { NexthopStage } from './stages/nexthop.ts';
+import { WireguardStage, type WgRegistry } from './stages/wireguard.ts';
 
 export interface GraphShared {
   /** vxlan graph: the mirror's shared neighbour table and the connections' next hops. */
@@ -25,6 +28,10 @@ export interface GraphShared {
   nexthops?: SharedArrayBuffer;
   /** Asks the main thread to resolve / refresh connection `i`'s next hop. */
   ask?: (connection: number) => void;
+  /** WireGuard connections' lasting state (worker 0); required when the plan has any. */
+  wireguard?: WgRegistry;
+  /** A WireGuard peer's endpoint changed. */
+  onEndpoint?: (connection: number, endpoint: string) => void;
 }
 
 export function buildGraph(
@@ -49,16 +56,19 @@ export function buildGraph(
     else steps.push({ run: () => link.clear() }); // receive-and-drop
   } else {
     const conns = plan.connections;
+    const wg = plan.wireguard ?? [];
     const connBase = Int32Array.from(conns.map((k) => counterBase(layout, `conn:${k.name}`)));
     const fromUplink = new Link('uplink>decap', cap);
     const toWorkload = conns.map((k) => new Link(`decap>${k.workloadPort}`, cap));
     const fromWorkloads = new Link('workloads>encap', cap * Math.max(1, conns.length));
-    const toNexthop = new Link('encap>nexthop', fromWorkloads.capacity);
-    const toUplink = new Link('nexthop>uplink', fromWorkloads.capacity + conns.length * plan.waitQueue.frames);
+    // The WireGuard stage builds at most `wgSlots` frames per breathe into the nexthop link.
+    const wgSlots = wg.length > 0 ? cap * (wg.length + 3) + 64 : 0;
+    const toNexthop = new Link('encap>nexthop', fromWorkloads.capacity + wgSlots);
+    const toUplink = new Link('nexthop>uplink', toNexthop.capacity + (conns.length + wg.length) * plan.waitQueue.frames);
     const decap = new DecapStage(conns, toWorkload, memory, c, counterBase(layout, 'decap'), connBase);
     const encap = new EncapStage(conns, toNexthop, memory, c, counterBase(layout, 'encap'), connBase);
     const nexthop = new NexthopStage(
-      conns,
+      [...conns, ...wg.map((w) => ({ maxInnerFrame: w.uplinkMtu + 14 }))],
       toUplink,
       memory,
       new NextHopTable(shared.nexthops!),
@@ -77,6 +87,32 @@ export function buildGraph(
     }
     steps.push({ run: () => decap.push(fromUplink) });
     steps.push({ run: () => encap.push(fromWorkloads) });
+    if (wg.length > 0) {
+      if (!shared.wireguard) throw new Error('worker plan has WireGuard connections but no registry');
+      const wgIn = ports.get('wg');
+      const fromWg = new Link('wg>wireguard', cap);
+      const wgToWorkload = wg.map((k) => new Link(`wireguard>${k.workloadPort}`, cap * 2));
+      const fromWgWorkloads = new Link('workloads>wireguard', cap * wg.length);
+      const stage = new WireguardStage(
+        wg,
+        shared.wireguard,
+        wgToWorkload,
+        toNexthop,
+        memory,
+        c,
+        counterBase(layout, 'wireguard'),
+        Int32Array.from(wg.map((k) => counterBase(layout, `conn:${k.name}`))),
+        { slots: wgSlots, ...(shared.onEndpoint ? { onEndpoint: shared.onEndpoint } : {}) },
+      );
+      if (wgIn) rx.push({ port: wgIn, out: fromWg, tag: -1 });
+      for (const k of wg) {
+        const p = ports.get(k.workloadPort);
+        if (!p) throw new Error(`worker plan has no port ${k.workloadPort}`);
+        rx.push({ port: p, out: fromWgWorkloads, tag: k.index });
+      }
+      steps.push({ run: (now) => stage.push(fromWg, fromWgWorkloads, now) });
+      wg.forEach((k, i) => tx.push({ input: wgToWorkload[i]!, port: ports.get(k.workloadPort)! }));
+    }
     steps.push({
       run: (now) => nexthop.push(toNexthop, now),
       get held() {

@@ -8,6 +8,7 @@
  */
 import type { PinholeSpec } from '../bpf/pinhole/policy.ts';
 import { DECAP_PARSE_REASONS } from '../packet/vxlan.ts';
+import { DROP_REASONS as WG_DEVICE_DROPS } from '../tunnel/wireguard/device.ts';
 import { layoutCounters, type CounterBlock, type CounterLayout } from './counters.ts';
 
 export type PortDriver = 'afxdp' | 'afpacket';
@@ -52,11 +53,39 @@ export interface VxlanConnectionPlan {
   workloadPort: string;
 }
 
+/**
+ * A WireGuard connection as worker 0 (the owner of every WireGuard connection) sees it. Its
+ * index follows the VXLAN connections' (the next-hop table has one slot per connection of both
+ * kinds). `keys` is secret: it travels to the worker inside the plan and nowhere else (plans are
+ * never logged or shown; see forwarder.ts describe()).
+ */
+export interface WgConnectionPlan {
+  index: number;
+  name: string;
+  listenPort: number;
+  /** Our tunnel addresses (outer source) per family; '' when the uplink has none of that family. */
+  local4: string;
+  local6: string;
+  /** The uplink's MAC (outer source MAC). */
+  srcMac: string;
+  uplinkMtu: number;
+  ttl: number;
+  workloadPort: string;
+  /** The workload interface's own MAC: the gateway MAC the workload resolves every address to. */
+  workloadMac: string;
+  peer: { publicKey: string; endpoint?: string; allowedIPs: string[]; persistentKeepalive?: number };
+  keys: { privateKey: Uint8Array; presharedKey?: Uint8Array };
+  /** Changes when anything that needs a new Device changes (settings or keys); same: sessions survive a re-plan. */
+  generation: string;
+}
+
 export interface WorkerPlan {
   worker: number;
   graph: 'cross-connect' | 'vxlan';
   ports: PortPlan[];
   connections: VxlanConnectionPlan[];
+  /** WireGuard connections: only in worker 0's plan (one owner for handshakes, sessions, replay windows). */
+  wireguard?: WgConnectionPlan[];
   batchSize: number;
   /** Frames held per connection while its next hop resolves, and for how long. */
   waitQueue: { frames: number; timeoutMs: number };
@@ -104,6 +133,43 @@ export const NEXTHOP_COUNTERS = [
   'drop:link-full',
   'stale-refreshes',
 ] as const;
+/**
+ * The WireGuard stage (worker 0): datagrams in and out, handshake events, the workload side's
+ * neighbour answers, then drops by reason — the protocol core's (device.ts DROP_REASONS, '_' as
+ * '-') and the stage's own.
+ */
+export const WG_STAGE_DROPS = [
+  'bad-header',
+  'wrong-port',
+  'not-allowed-source',
+  'no-allowed-ip',
+  'too-big',
+  'pod-mac-unknown',
+  'non-ip',
+  'multicast',
+  'no-local-address',
+  'no-slot',
+  'link-full',
+] as const;
+export const WG_COUNTERS = [
+  'rx_datagrams',
+  'tx_datagrams',
+  'delivered',
+  'sent',
+  'handshakes',
+  'initiations_sent',
+  'responses_sent',
+  'cookie_replies_sent',
+  'keepalives_sent',
+  'arp_replies',
+  'nd_replies',
+  'neighbour_requests',
+  'pod_mac_changes',
+  'endpoint_changes',
+  ...WG_DEVICE_DROPS.map((r) => `drop:${r.replaceAll('_', '-')}`),
+  ...WG_STAGE_DROPS.map((r) => `drop:${r}`),
+] as const;
+
 /** Per connection: frames/bytes out of the tunnel to the workload (decap) and into it (encap). */
 export const CONNECTION_COUNTERS = ['decap_frames', 'decap_bytes', 'encap_frames', 'encap_bytes', 'drop_too_big', 'drop_nexthop'] as const;
 
@@ -115,6 +181,9 @@ export function planCounterBlocks(plan: WorkerPlan): CounterBlock[] {
     blocks.push({ owner: 'encap', names: ENCAP_COUNTERS });
     blocks.push({ owner: 'nexthop', names: NEXTHOP_COUNTERS });
     for (const c of plan.connections) blocks.push({ owner: `conn:${c.name}`, names: CONNECTION_COUNTERS });
+    const wg = plan.wireguard ?? [];
+    if (wg.length > 0) blocks.push({ owner: 'wireguard', names: WG_COUNTERS });
+    for (const c of wg) blocks.push({ owner: `conn:${c.name}`, names: CONNECTION_COUNTERS });
   }
   return blocks;
 }
@@ -144,6 +213,8 @@ export type WorkerMessage =
   | { type: 'ready'; worker: number; ports: { name: string; driver: PortDriver; detail: string }[] }
   | { type: 'error'; worker: number; code: string; message: string; port?: string }
   | { type: 'miss'; worker: number; connection: number }
+  /** A WireGuard peer's endpoint changed (roaming, or learned): the main thread republishes its next hop. */
+  | { type: 'endpoint'; worker: number; connection: number; endpoint: string }
   | { type: 'configured'; worker: number; seq: number; ports: { name: string; driver: PortDriver; detail: string }[] }
   | { type: 'configure-failed'; worker: number; seq: number; code: string; message: string; port?: string }
   | { type: 'stopped'; worker: number };

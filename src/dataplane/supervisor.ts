@@ -42,6 +42,8 @@ export interface SuperviseOptions {
   nexthops?: SharedArrayBuffer;
   readyTimeoutMs?: number;
   onMiss?: (worker: number, connection: number) => void;
+  /** A WireGuard peer's endpoint changed (roamed or learned). */
+  onEndpoint?: (worker: number, connection: number, endpoint: string) => void;
   /** A worker died after it was ready (its queue is no longer served). */
   onDeath?: (worker: number, why: string) => void;
 }
@@ -153,6 +155,7 @@ export class Supervisor {
       worker.on('message', (m: WorkerMessage) => {
         if (m.type === 'configured' || m.type === 'configure-failed') sup?.settle(m);
         if (m.type === 'miss') opts.onMiss?.(m.worker, m.connection);
+        else if (m.type === 'endpoint') opts.onEndpoint?.(m.worker, m.connection, m.endpoint);
         else if (m.type === 'error') died(`${m.code}: ${m.message}`);
         else if (m.type === 'stopped') onStopped();
       });

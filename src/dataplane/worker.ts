@@ -25,6 +25,28 @@ import { CTRL_RECONF, CTRL_STOP, planCounters, type ConfigureMessage, type PortP
 import type { Port } from './port.ts';
 import { AfPacketPort } from './ports/afpacket.ts';
 import { XSK_FRAME_SIZE, XskPort } from './ports/xsk.ts';
+import { WgRegistry } from './stages/wireguard.ts';
+import { SodiumAead } from '../sys/sodium.ts';
+import { NodeAead, type DataAead } from '../tunnel/wireguard/crypto.ts';
+
+/**
+ * Test-only: PINHOLE_TEST_CLOCK_RATE=N makes the WireGuard clock of this worker run N times
+ * faster than real time (timers, rekeying, session expiry), so lab tests see REKEY_AFTER_TIME
+ * (120 s) pass in 120/N s against a real peer. Not a configuration option; unset in production.
+ */
+function testClockRate(): number {
+  const v = Number(process.env.PINHOLE_TEST_CLOCK_RATE ?? '1');
+  return Number.isFinite(v) && v >= 1 && v <= 10_000 ? v : 1;
+}
+
+/** libsodium for the data path (bench/wireguard-aead.ts); node:crypto when it cannot be loaded. */
+function makeAead(): DataAead {
+  try {
+    return new SodiumAead();
+  } catch {
+    return new NodeAead();
+  }
+}
 
 export interface WorkerInit {
   plan: WorkerPlan;
@@ -152,6 +174,7 @@ class WorkerState {
     const byName = new Map<string, Port>();
     for (const [k, o] of this.ports) byName.set(k, o.port);
     this.engine = buildGraph(this.plan, this.layout, this.c, this.memory, byName, this.shared);
+    this.shared.wireguard?.retain(new Set((this.plan.wireguard ?? []).map((k) => k.name)));
   }
 
   async configure(m: ConfigureMessage): Promise<void> {
@@ -196,6 +219,8 @@ async function main(): Promise<void> {
     ...(init.neighbours ? { neighbours: init.neighbours } : {}),
     ...(init.nexthops ? { nexthops: init.nexthops } : {}),
     ask: (connection) => post({ type: 'miss', worker: state.plan.worker, connection }),
+    wireguard: new WgRegistry(makeAead, testClockRate()),
+    onEndpoint: (connection, endpoint) => post({ type: 'endpoint', worker: state.plan.worker, connection, endpoint }),
   };
   let state: WorkerState;
   try {

@@ -197,7 +197,7 @@ test('lab up writes valid configs, lab status --json describes the lab, lab down
       assert.equal(c.api.socket, f.socket);
       assert.equal(c.connections.length, 1);
       assert.equal(c.connections[0]!.local.interface, 'wl0');
-      assert.equal(c.connections[0]!.vxlan.remote, f.node === 'a' ? '198.18.0.2' : '198.18.0.1');
+      assert.equal(c.connections[0]!.vxlan!.remote, f.node === 'a' ? '198.18.0.2' : '198.18.0.1');
     }
 
     const st = runCli(['lab', 'status', '--json']);

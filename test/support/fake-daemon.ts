@@ -76,12 +76,12 @@ export class FakeDaemon implements DaemonControl {
       name: cfg.name,
       config: cfg,
       source,
-      local: this.tunnelAddresses.find((a) => a.includes(':') === (cfg.vxlan.family === 6)) ?? '',
+      local: this.tunnelAddresses.find((a) => a.includes(':') === (cfg.vxlan!.family === 6)) ?? '',
       driver: cfg.local.interface.endsWith('p') ? 'afpacket' : 'afxdp',
       reasons: cfg.local.interface.endsWith('p') ? [{ code: 'WORKLOAD_NO_XDP', message: 'the peer has no XDP program' }] : [],
       nextHop: {
         state: 'ok',
-        via: cfg.vxlan.remote,
+        via: cfg.vxlan!.remote,
         mac: `02:00:00:00:00:${i.toString(16).padStart(2, '0')}`,
         neighbourState: 'REACHABLE',
       },
@@ -111,7 +111,7 @@ export class FakeDaemon implements DaemonControl {
         detail: 'copy mode, native XDP via bpf_link',
         reasons: [{ code: 'XSK_COPY_MODE', message: 'veth does not support zero-copy' }],
         queues: 2,
-        ports: [...new Set([...this.conns.values()].map((c) => c.config.vxlan.port))].sort((a, b) => a - b),
+        ports: [...new Set([...this.conns.values()].map((c) => c.config.vxlan!.port))].sort((a, b) => a - b),
         tunnelAddresses: this.tunnelAddresses,
         perQueue: [
           { queue: 0, counters: { rx_frames: 5, rx_bytes: 500, tx_frames: 6, tx_bytes: 600 } },
@@ -150,11 +150,11 @@ export class FakeDaemon implements DaemonControl {
         });
       }
       const cfg = validateConnection({ ...body, name }, 'connection');
-      const family = cfg.vxlan.family;
+      const family = cfg.vxlan!.family;
       if (!this.tunnelAddresses.some((a) => a.includes(':') === (family === 6))) {
         throw new PinholeError(
           'ERR_CONFIG_INVALID',
-          `connection.vxlan.remote: ${cfg.vxlan.remote} is IPv${family} but the uplink has no IPv${family} tunnel address`,
+          `connection.vxlan.remote: ${cfg.vxlan!.remote} is IPv${family} but the uplink has no IPv${family} tunnel address`,
           {
             details: {
               field: 'connection.vxlan.remote',
@@ -176,7 +176,7 @@ export class FakeDaemon implements DaemonControl {
           });
         }
         const o = other.config.vxlan;
-        if (o.remote === cfg.vxlan.remote && o.port === cfg.vxlan.port && o.vni === cfg.vxlan.vni) {
+        if (o && o.remote === cfg.vxlan!.remote && o.port === cfg.vxlan!.port && o.vni === cfg.vxlan!.vni) {
           throw new PinholeError('ERR_API_CONFLICT', `vxlan: remote, port and vni are used by connection '${other.name}'`, {
             details: { field: 'vxlan' },
           });
@@ -204,7 +204,7 @@ export class FakeDaemon implements DaemonControl {
     for (const c of this.conns.values()) {
       const ip = c.nextHop.via!;
       const n = byIp.get(ip) ?? {
-        family: c.config.vxlan.family,
+        family: c.config.vxlan!.family,
         ip,
         dev: this.uplinkInterface,
         mac: c.nextHop.mac ?? null,

@@ -619,7 +619,7 @@ test('ApiClient: typed calls, daemon errors as PinholeError with code, status an
       (await api.connections()).map((c) => c.name),
       ['pod-a'],
     );
-    assert.equal((await api.connection('pod-a')).config.vxlan.vni, 100);
+    assert.equal((await api.connection('pod-a')).config.vxlan!.vni, 100);
     assert.equal((await api.putConnection('pod-b', POD_B)).created, true);
     assert.equal((await api.putConnection('pod-b', POD_B)).created, false);
     assert.ok((await api.neighbours()).length >= 2);

@@ -114,7 +114,7 @@ describe('config: valid documents', () => {
   it('canonicalises IPv6 remotes (RFC 5952)', () => {
     const doc = base();
     doc.connections[1].vxlan.remote = '2001:DB8:0:0:0:0:0:02';
-    assert.equal(validateConfig(doc).connections[1].vxlan.remote, '2001:db8::2');
+    assert.equal(validateConfig(doc).connections[1].vxlan!.remote, '2001:db8::2');
   });
 
   const empties: Array<[string, string]> = [
@@ -136,7 +136,7 @@ describe('config: valid documents', () => {
     const cfg = validateConfig(doc);
     assert.equal(cfg.uplink.queues, 64);
     assert.deepEqual(
-      cfg.connections.map((c) => [c.vxlan.vni, c.vxlan.port, c.vxlan.ttl]),
+      cfg.connections.map((c) => [c.vxlan!.vni, c.vxlan!.port, c.vxlan!.ttl]),
       [
         [0, 1, 1],
         [16777215, 65535, 255],
@@ -184,7 +184,7 @@ const INVALID: Case[] = [
     'unknown key in a connection',
     (d) => (d.connections[1].foo = 1),
     'connections[1].foo',
-    "unknown key 'foo' (allowed: name, local, vxlan)",
+    "unknown key 'foo' (allowed: name, local, vxlan, wireguard)",
   ],
   ['unknown key in local', (d) => (d.connections[0].local.foo = 1), 'connections[0].local.foo', "unknown key 'foo' (allowed: interface)"],
   [
@@ -205,7 +205,7 @@ const INVALID: Case[] = [
   ['missing name', (d) => delete d.connections[0].name, 'connections[0].name', 'is required'],
   ['connections a mapping', (d) => (d.connections = {}), 'connections', 'must be a list (got a mapping)'],
   ['connection a string', (d) => (d.connections[1] = 'pod-b'), 'connections[1]', 'must be a mapping (got a string)'],
-  ['no tunnel', (d) => delete d.connections[1].vxlan, 'connections[1]', 'needs a tunnel: one of vxlan'],
+  ['no tunnel', (d) => delete d.connections[1].vxlan, 'connections[1]', 'needs a tunnel: one of vxlan, wireguard'],
   // names
   ['name with capitals', (d) => (d.connections[0].name = 'Pod-A'), 'connections[0].name'],
   ['name ending in -', (d) => (d.connections[0].name = 'pod-'), 'connections[0].name'],

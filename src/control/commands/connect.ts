@@ -54,7 +54,7 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
     return 0;
   }
   const c = r.connection;
-  const v = c.config.vxlan;
+  const v = c.config.vxlan!;
   const hop = c.nextHop.via
     ? `${c.nextHop.via}${c.nextHop.mac ? ` ${c.nextHop.mac}` : ''} (${c.nextHop.neighbourState ?? c.nextHop.state})`
     : c.nextHop.state;

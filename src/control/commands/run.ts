@@ -31,11 +31,14 @@ export function summarize(c: CounterValues): Record<string, unknown> {
   for (const [owner, v] of Object.entries(c)) {
     if (owner.startsWith('conn:')) connections[owner.slice(5)] = v;
     else if (owner.startsWith('port:')) ports[owner.slice(5)] = v;
-    else if (owner === 'decap' || owner === 'encap' || owner === 'nexthop') {
+    else if (owner === 'decap' || owner === 'encap' || owner === 'nexthop' || owner === 'wireguard') {
       for (const [k, n] of Object.entries(v)) if (k.startsWith('drop:') && n > 0) drops[`${owner}:${k.slice(5)}`] = n;
     }
   }
-  return { connections, drops, ports, nexthop: c.nexthop ?? {} };
+  // WireGuard: handshakes, datagrams, neighbour answers (its drops are in `drops` as wireguard:<reason>).
+  const wireguard: Record<string, number> = {};
+  for (const [k, n] of Object.entries(c.wireguard ?? {})) if (!k.startsWith('drop:')) wireguard[k] = n;
+  return { connections, drops, ports, nexthop: c.nexthop ?? {}, ...(c.wireguard ? { wireguard } : {}) };
 }
 
 export async function run(args: string[], io: CommandIO, opts: { signal?: AbortSignal } = {}): Promise<number> {

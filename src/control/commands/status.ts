@@ -106,8 +106,10 @@ export function formatStatus(s: DaemonStatus, neighbours: readonly NeighbourStat
         ['CONNECTION', 'VNI', 'REMOTE', 'LOCAL', 'DRIVER', 'NEXT HOP', 'MAC', 'STATE', 'SOURCE'],
         s.connections.map((c) => [
           c.name,
-          String(c.config.vxlan.vni),
-          endpoint(c.config.vxlan.remote, c.config.vxlan.port),
+          c.config.vxlan ? String(c.config.vxlan.vni) : 'wg',
+          c.config.vxlan
+            ? endpoint(c.config.vxlan.remote, c.config.vxlan.port)
+            : (c.config.wireguard!.peer.endpoint ?? `(learned) :${c.config.wireguard!.listenPort}`),
           c.config.local.interface,
           c.driver,
           c.nextHop.via ?? '-',

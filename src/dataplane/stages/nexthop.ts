@@ -73,8 +73,9 @@ export class NexthopStage {
   private breath = 0;
   private waiting = 0;
 
+  /** `conns`: one entry per connection index (VXLAN, then WireGuard); only their largest frame matters here. */
   constructor(
-    conns: readonly VxlanConnectionPlan[],
+    conns: readonly Pick<VxlanConnectionPlan, 'maxInnerFrame'>[],
     private readonly output: Link,
     private readonly memory: PacketMemory,
     private readonly nexthops: NextHopTable,
