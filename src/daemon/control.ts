@@ -35,6 +35,13 @@ export interface ConnectionStatus {
   config: ConnectionConfig;
   /** Where it came from: the config file, or the API (until the next reload; see README). */
   source: 'file' | 'api';
+  /**
+   * `up`: running; `waiting`: its workload interface does not exist (not yet, or deleted: it
+   * starts when the interface appears); `recovering`: the whole dataplane is restarting.
+   */
+  state: 'up' | 'waiting' | 'recovering';
+  /** Why it is not up. */
+  problem?: string;
   /** Our tunnel address (outer source). */
   local: string;
   /** Workload interface driver and why. */

@@ -24,6 +24,7 @@
 import { readFileSync } from 'node:fs';
 import { loadConfig, validateConfig, validateConnection, type ConnectionConfig, type PinholeConfig } from '../config/index.ts';
 import { nudStateName } from '../netlink/rtnl.ts';
+import { requireInterface } from '../kernel/iface.ts';
 import { PinholeError } from '../sys/index.ts';
 import type { CounterValues } from '../dataplane/counters.ts';
 import type { ConnectionStatus, DaemonControl, DaemonStatus, NeighbourStatus, NextHopStatus } from './control.ts';
@@ -182,6 +183,13 @@ export class Daemon implements DaemonControl {
         const now = this.current.find((k) => k.name === name);
         return !sameJson(inFile, now);
       });
+      try {
+        await this.setConnections([...cfg.connections]);
+      } catch (err) {
+        const e = err as { code?: string; message: string };
+        this.log({ level: 'error', event: 'reload-failed', code: e.code, message: e.message });
+        return;
+      }
       if (discarded.length > 0) {
         this.log({
           level: 'warn',
@@ -190,13 +198,7 @@ export class Daemon implements DaemonControl {
           message: 'SIGHUP: the config file wins; API changes not in the file are undone (write them into the file to keep them)',
         });
       }
-      try {
-        await this.setConnections([...cfg.connections]);
-      } catch (err) {
-        const e = err as { code?: string; message: string };
-        this.log({ level: 'error', event: 'reload-failed', code: e.code, message: e.message });
-        return;
-      }
+
       this.fileConfig = {
         ...cfg,
         uplink: this.fileConfig.uplink,
@@ -223,6 +225,9 @@ export class Daemon implements DaemonControl {
         });
       }
       const k = validateConnection({ ...(body as Record<string, unknown>), name }, 'connection');
+      // An operator naming an interface that does not exist made a mistake: say so now (a config
+      // file may name one that appears later; the API answers for what is there).
+      requireInterface(k.local.interface);
       const others = this.current.filter((x) => x.name !== name);
       const byIface = others.find((x) => x.local.interface === k.local.interface);
       if (byIface) {
@@ -294,11 +299,18 @@ export class Daemon implements DaemonControl {
     const plan = this.fwd?.connections.find((x) => x.name === name);
     const wg = this.fwd?.wireguard.find((x) => x.name === name);
     const wl = this.fwd?.workloads.find((w) => w.connection === name);
+    const waiting = this.fwd?.waiting().some((x) => x.name === name) ?? false;
     return {
       name,
       // Key *files* only: the keys themselves are never part of the configuration.
       config: k,
       source: this.fromApi.has(name) ? 'api' : 'file',
+      state: !this.fwd ? 'recovering' : waiting ? 'waiting' : 'up',
+      ...(!this.fwd && this.problem
+        ? { problem: `${this.problem.code}: ${this.problem.message}` }
+        : waiting
+          ? { problem: `workload interface ${k.local.interface} not found; the connection starts when it appears` }
+          : {}),
       local: plan?.local ?? (wg ? [wg.local4, wg.local6].filter(Boolean).join(',') : ''),
       ...(wg && this.fwd ? { wireguard: this.fwd.wireguardStatus(wg) } : {}),
       driver: wl?.driver ?? 'afpacket',

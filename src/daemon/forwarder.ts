@@ -150,6 +150,12 @@ function closeWorkloads(ws: Iterable<WorkloadSetup>): void {
 
 const sameConfig = (a: ConnectionConfig, b: ConnectionConfig): boolean => JSON.stringify(a) === JSON.stringify(b);
 
+/** Whether an interface of that name exists in this namespace, as the mirror sees it. */
+function hasLink(mirror: Mirror, name: string): boolean {
+  for (const l of mirror.tables.links.values()) if (l.name === name) return true;
+  return false;
+}
+
 export class Forwarder {
   private stopping: Promise<CounterValues> | undefined;
   private readonly resolving = new Set<number>();
@@ -160,6 +166,11 @@ export class Forwarder {
   /** Changes run one at a time. */
   private chain: Promise<unknown> = Promise.resolve();
   private lost = false;
+  private following = false;
+  /** Every configured connection (the running ones are `config.connections`; see waiting()). */
+  desired: ConnectionConfig[] = [];
+  /** Our XDP program on the uplink (AF_XDP), to notice it detached or replaced. */
+  uplinkProgId: number | undefined;
 
   private constructor(
     public config: PinholeConfig,
@@ -180,7 +191,10 @@ export class Forwarder {
     this.wgGuards = new WgGuards(wireguard, opts.log ?? (() => undefined));
     this.unsubscribe.push(
       mirror.onChange((e) => {
-        if (e.table === 'link') this.watchUplink();
+        if (e.table === 'link' || e.table === 'resync') {
+          this.watchUplink();
+          this.followWorkloads();
+        }
         if (e.table === 'route' || e.table === 'resync' || e.table === 'link' || e.table === 'addr') this.updateNextHops();
       }),
       mirror.onError((err, fatal) => {
@@ -225,9 +239,24 @@ export class Forwarder {
   static async start(config: PinholeConfig, opts: ForwarderOptions = {}): Promise<Forwarder> {
     const log = opts.log ?? (() => undefined);
     const uplink = requireInterface(config.uplink.interface);
-    const locals = config.connections.map((k) => requireInterface(k.local.interface));
     const mirror = await Mirror.open();
+    const desired = config.connections;
+    // A workload interface that does not exist (yet, or any more: a pod being replaced) does not
+    // keep the others from running: its connection waits, and starts when the interface appears.
+    config = { ...config, connections: desired.filter((k) => hasLink(mirror, k.local.interface)) };
+    for (const k of desired) {
+      if (!config.connections.includes(k)) {
+        log({
+          level: 'warn',
+          event: 'connection-waiting',
+          connection: k.name,
+          iface: k.local.interface,
+          message: `interface ${k.local.interface} not found; the connection starts when it appears`,
+        });
+      }
+    }
     try {
+      const locals = config.connections.map((k) => requireInterface(k.local.interface));
       const link = mirror.tables.links.get(uplink.index);
       if (!link?.mac) throw new PinholeError('ERR_UPLINK_NO_MAC', `${uplink.name} has no Ethernet address`);
       const connections = connectionPlans(config, mirror, uplink, link.mac);
@@ -281,6 +310,8 @@ export class Forwarder {
       }
       onMiss = (conn) => f.resolve(conn);
       onEndpoint = (conn, endpoint) => f.endpointChanged(conn, endpoint);
+      f.desired = [...desired];
+      if (host.mode === 'afxdp') f.uplinkProgId = requireInterface(uplink.name).xdp.progId;
       return f;
     } catch (err) {
       await mirror.close();
@@ -293,9 +324,53 @@ export class Forwarder {
    * (remote, port, vni) unique). Only what differs is touched; on failure nothing changes.
    */
   apply(next: readonly ConnectionConfig[]): Promise<ApplyResult> {
-    const run = this.chain.then(() => this.applyNow(next));
+    const run = this.chain.then(() => {
+      this.desired = [...next];
+      return this.applyNow(this.present(next));
+    });
     this.chain = run.catch(() => undefined);
     return run;
+  }
+
+  /** The connections of `all` whose workload interface exists now. */
+  private present(all: readonly ConnectionConfig[]): ConnectionConfig[] {
+    return all.filter((k) => hasLink(this.mirror, k.local.interface));
+  }
+
+  /** Connections configured but waiting for their workload interface. */
+  waiting(): ConnectionConfig[] {
+    const active = new Set(this.config.connections.map((k) => k.name));
+    return this.desired.filter((k) => !active.has(k.name));
+  }
+
+  /**
+   * A link appeared or went: when the set of connections whose workload interface exists
+   * changes, apply it (a pod's veth deleted stops only its connection; re-created, it starts
+   * again). Runs through the same queue as every other change.
+   */
+  private followWorkloads(): void {
+    if (this.stopping) return;
+    const want = this.present(this.desired)
+      .map((k) => k.name)
+      .join('\0');
+    const have = this.config.connections.map((k) => k.name).join('\0');
+    if (want === have || this.following) return;
+    this.following = true;
+    const run = this.chain.then(async () => {
+      this.following = false;
+      const next = this.present(this.desired);
+      const gone = this.config.connections.filter((k) => !next.includes(k)).map((k) => k.name);
+      const back = next.filter((k) => !this.config.connections.some((x) => x.name === k.name)).map((k) => k.name);
+      if (gone.length) this.log({ level: 'warn', event: 'connection-down', connections: gone, message: 'workload interface gone' });
+      try {
+        await this.applyNow(next);
+        if (back.length) this.log({ level: 'info', event: 'connection-up', connections: back });
+      } catch (err) {
+        const e = err as { code?: string; message: string };
+        this.log({ level: 'error', event: 'connection-change-failed', code: e.code, message: e.message });
+      }
+    });
+    this.chain = run.catch(() => undefined);
   }
 
   private async applyNow(next: readonly ConnectionConfig[]): Promise<ApplyResult> {
@@ -376,6 +451,8 @@ export class Forwarder {
     this.workloads = workloads;
     this.nh = nh;
     this.nhState = nhState;
+    // Route changes that arrived while the workers switched went to the old table.
+    this.updateNextHops();
     for (const k of targets) this.resolve(k.index);
     this.log({ level: 'info', event: 'connections-changed', ...result });
     return result;
@@ -390,9 +467,15 @@ export class Forwarder {
     if (!l || l.name !== this.uplink.name) {
       code = 'ERR_UPLINK_GONE';
       message = `${this.uplink.name} was deleted or moved to another network namespace`;
-    } else if (this.host.mode === 'afxdp' && l.xdp !== undefined && l.xdp.attached === 'none') {
-      code = 'ERR_UPLINK_PROGRAM_DETACHED';
-      message = `the pinhole XDP program was detached from ${this.uplink.name} behind our back`;
+    } else if (this.host.mode === 'afxdp' && this.uplinkProgId !== undefined && l.xdp !== undefined) {
+      const ids = [l.xdp.progId, l.xdp.driveProgId, l.xdp.skbProgId];
+      if (!ids.includes(this.uplinkProgId)) {
+        code = 'ERR_UPLINK_PROGRAM_DETACHED';
+        message =
+          l.xdp.attached === 'none'
+            ? `the pinhole XDP program was detached from ${this.uplink.name} behind our back`
+            : `the pinhole XDP program on ${this.uplink.name} was replaced behind our back (program ${l.xdp.progId ?? '?'} is attached now)`;
+      }
     }
     if (!code) return;
     this.lost = true;

@@ -42,6 +42,8 @@ export interface Step {
   run(now: number): void;
   /** Frames held across breaths (the engine wakes more often while any are). */
   readonly held?: number;
+  /** The graph is replaced: give back what the step registered (packet memory), count what it held. */
+  dispose?(): void;
 }
 
 export const ENGINE_SLOT = { breaths: 0, idleWaits: 1, frames: 2 } as const;
@@ -125,7 +127,20 @@ export class Engine {
     const seen = new Set<Port>();
     for (const r of this.rx) seen.add(r.port);
     for (const t of this.tx) seen.add(t.port);
-    for (const p of seen) p.refreshStats();
+    // Once a second, off the hot path: a port whose device vanished must not take the worker
+    // down with a failed statistics call; it is counted and the main thread sees the link go.
+    for (const p of seen) {
+      try {
+        p.refreshStats();
+      } catch {
+        p.pollError();
+      }
+    }
+  }
+
+  /** The graph is being replaced: every step gives back what it holds. */
+  dispose(): void {
+    for (const s of this.steps) s.dispose?.();
   }
 
   /** Breathes until ctrl[CTRL_STOP] or ctrl[CTRL_RECONF] is raised. */

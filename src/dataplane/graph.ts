@@ -110,7 +110,7 @@ export function buildGraph(
         if (!p) throw new Error(`worker plan has no port ${k.workloadPort}`);
         rx.push({ port: p, out: fromWgWorkloads, tag: k.index });
       }
-      steps.push({ run: (now) => stage.push(fromWg, fromWgWorkloads, now) });
+      steps.push({ run: (now) => stage.push(fromWg, fromWgWorkloads, now), dispose: () => stage.dispose() });
       wg.forEach((k, i) => tx.push({ input: wgToWorkload[i]!, port: ports.get(k.workloadPort)! }));
     }
     steps.push({
@@ -118,6 +118,7 @@ export function buildGraph(
       get held() {
         return nexthop.held;
       },
+      dispose: () => nexthop.dispose(),
     });
     for (let i = 0; i < conns.length; i++) tx.push({ input: toWorkload[i]!, port: ports.get(conns[i]!.workloadPort)! });
     tx.push({ input: toUplink, port: uplink });

@@ -12,23 +12,53 @@
 import { PinholeError } from '../sys/errors.ts';
 
 export const MAX_MEMORIES = 64;
+const EMPTY_U8 = new Uint8Array(0);
+const EMPTY_I32 = new Int32Array(0);
 
 export class PacketMemory {
-  /** Whole-buffer byte views, by id. */
+  /** Whole-buffer byte views, by id (an empty view for a free id). */
   readonly u8: Uint8Array[] = [];
   /** Whole-buffer 32-bit views (the buffer's length rounded down to 4), by id. */
   private readonly i32: Int32Array[] = [];
-  private readonly buffers: ArrayBufferLike[] = [];
+  private readonly buffers: (ArrayBufferLike | undefined)[] = [];
+  /** Holders per id: a buffer registered twice (two ports in one AF_XDP area) is freed once both release it. */
+  private readonly refs: number[] = [];
 
-  /** Registers a buffer (idempotent) and returns its id. */
+  /** Registers a buffer (counted: each register needs a release) and returns its id. */
   register(buffer: ArrayBufferLike): number {
     const known = this.buffers.indexOf(buffer);
-    if (known >= 0) return known;
-    if (this.buffers.length >= MAX_MEMORIES) throw new PinholeError('ERR_DATAPLANE_MEMORY', `more than ${MAX_MEMORIES} packet memories`);
-    this.buffers.push(buffer);
-    this.u8.push(new Uint8Array(buffer));
-    this.i32.push(new Int32Array(buffer, 0, buffer.byteLength >>> 2));
-    return this.buffers.length - 1;
+    if (known >= 0) {
+      this.refs[known]!++;
+      return known;
+    }
+    let id = this.buffers.indexOf(undefined);
+    if (id < 0) {
+      if (this.buffers.length >= MAX_MEMORIES) throw new PinholeError('ERR_DATAPLANE_MEMORY', `more than ${MAX_MEMORIES} packet memories`);
+      id = this.buffers.length;
+      this.buffers.push(undefined);
+      this.u8.push(EMPTY_U8);
+      this.i32.push(EMPTY_I32);
+      this.refs.push(0);
+    }
+    this.buffers[id] = buffer;
+    this.u8[id] = new Uint8Array(buffer);
+    this.i32[id] = new Int32Array(buffer, 0, buffer.byteLength >>> 2);
+    this.refs[id] = 1;
+    return id;
+  }
+
+  /** Gives up one registration of `id`; the id is reused once nobody holds it. */
+  release(id: number): void {
+    if (this.buffers[id] === undefined) return;
+    if (--this.refs[id]! > 0) return;
+    this.buffers[id] = undefined;
+    this.u8[id] = EMPTY_U8;
+    this.i32[id] = EMPTY_I32;
+  }
+
+  /** Ids in use (tests, diagnostics). */
+  get used(): number {
+    return this.buffers.filter((b) => b !== undefined).length;
   }
 
   /** Copies `len` bytes from memory `src` at `from` to memory `dst` at `to`. No allocation. */

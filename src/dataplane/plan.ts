@@ -131,7 +131,9 @@ export const NEXTHOP_COUNTERS = [
   'drop:timeout',
   'drop:no-route',
   'drop:link-full',
+  'drop:reconfigured',
   'stale-refreshes',
+  'resolve-requests',
 ] as const;
 /**
  * The WireGuard stage (worker 0): datagrams in and out, handshake events, the workload side's

@@ -52,6 +52,8 @@ export class Supervisor {
   private stopping: Promise<void> | undefined;
   private seq = 0;
   private readonly waiting = new Map<string, (m: WorkerMessage) => void>();
+  /** The next-hop table the workers' current plans index (for a rollback). */
+  private nexthops: SharedArrayBuffer | undefined;
   private constructor(readonly workers: WorkerHandle[]) {}
 
   /** @internal a worker answered a ConfigureMessage. */
@@ -70,23 +72,28 @@ export class Supervisor {
    */
   async reconfigure(plans: readonly WorkerPlan[], extra: { nexthops?: SharedArrayBuffer } = {}, timeoutMs = 15_000): Promise<void> {
     if (plans.length !== this.workers.length) throw new PinholeError('ERR_DATAPLANE_CONFIGURE', 'a new plan per worker is needed');
-    const previous = this.workers.map((w) => ({ plan: w.plan, layout: w.layout, counters: w.counters }));
-    const send = (w: WorkerHandle, plan: WorkerPlan): Promise<WorkerMessage> => {
+    const previous = this.workers.map((w) => w.plan);
+    const previousNexthops = this.nexthops;
+    const send = (w: WorkerHandle, plan: WorkerPlan, nexthops: SharedArrayBuffer | undefined): Promise<WorkerMessage> => {
       const seq = ++this.seq;
       const layout = planCounters(plan);
       const counters = new SharedArrayBuffer(Math.max(1, layout.size) * 8);
-      const m: ConfigureMessage = { type: 'configure', seq, plan, counters, ...(extra.nexthops ? { nexthops: extra.nexthops } : {}) };
+      const m: ConfigureMessage = { type: 'configure', seq, plan, counters, ...(nexthops ? { nexthops } : {}) };
       return new Promise<WorkerMessage>((resolve) => {
         const timer = setTimeout(() => {
           this.waiting.delete(`${plan.worker}/${seq}`);
+          // A worker that does not answer may still apply the plan later, behind our back: it
+          // cannot be trusted any more. Stop it; its death restarts the dataplane (daemon.ts).
+          void w.worker.terminate();
           resolve({
             type: 'configure-failed',
             worker: plan.worker,
             seq,
             code: 'ERR_DATAPLANE_TIMEOUT',
-            message: `no answer within ${timeoutMs} ms`,
+            message: `no answer within ${timeoutMs} ms (worker stopped)`,
           });
         }, timeoutMs);
+        timer.unref();
         this.waiting.set(`${plan.worker}/${seq}`, (r) => {
           clearTimeout(timer);
           if (r.type === 'configured') {
@@ -101,12 +108,17 @@ export class Supervisor {
         Atomics.store(w.control, CTRL_RECONF, 1);
       });
     };
-    const results = await Promise.all(this.workers.map((w, i) => send(w, plans[i]!)));
+    const results = await Promise.all(this.workers.map((w, i) => send(w, plans[i]!, extra.nexthops)));
     const failed = results.find((r) => r.type === 'configure-failed');
-    if (!failed || failed.type !== 'configure-failed') return;
-    // Roll the others back to what they ran.
+    if (!failed || failed.type !== 'configure-failed') {
+      if (extra.nexthops) this.nexthops = extra.nexthops;
+      return;
+    }
+    // Roll the others back to what they ran, with the next-hop table their plan indexes.
     await Promise.all(
-      this.workers.map((w, i) => (results[i]!.type === 'configured' ? send(w, previous[i]!.plan) : Promise.resolve(results[i]!))),
+      this.workers.map((w, i) =>
+        results[i]!.type === 'configured' ? send(w, previous[i]!, previousNexthops) : Promise.resolve(results[i]!),
+      ),
     );
     throw new PinholeError(failed.code, `worker ${failed.worker}: ${failed.message}`, { details: { port: failed.port } });
   }
@@ -189,6 +201,7 @@ export class Supervisor {
       workers.push(h);
     }
     sup = new Supervisor(workers);
+    sup.nexthops = opts.nexthops;
     try {
       await Promise.all(ready);
     } catch (err) {

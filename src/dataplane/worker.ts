@@ -68,8 +68,10 @@ function post(m: WorkerMessage): void {
 
 interface Open {
   port: Port;
-  /** The plan it was opened from (JSON), to tell whether a new plan changes it. */
+  /** What the socket is (identityOf), to tell whether a new plan keeps it. */
   key: string;
+  /** The queue it holds (AF_XDP: one socket per (interface, queue)). */
+  slot: string;
   area: Area | undefined;
 }
 
@@ -78,7 +80,25 @@ interface Area {
   users: number;
 }
 
-const keyOf = (p: PortPlan): string => JSON.stringify(p);
+/**
+ * What makes a port's socket: interface, queue, driver, filter, XSKMAP, fanout group. Not its
+ * name or connection index: removing the first connection shifts the others' indexes, and a
+ * rename changes a name, yet their sockets must stay open (an AF_XDP queue cannot be bound
+ * twice, and reopening loses frames).
+ */
+const keyOf = (p: PortPlan): string =>
+  JSON.stringify([
+    p.role,
+    p.ifname,
+    p.queue,
+    p.driver,
+    p.rx,
+    p.xsksMapFd ?? null,
+    p.filter ?? null,
+    p.fanoutGroup ?? null,
+    p.frameCount ?? null,
+  ]);
+const slotOf = (p: { ifname: string; queue: number }): string => `${p.ifname}/${p.queue}`;
 
 /** Opens `plans` (all or nothing); AF_XDP ones share one new area. */
 async function openPorts(
@@ -115,7 +135,7 @@ async function openPorts(
           base,
         });
         area!.users++;
-        opened.set(p.name, { port, key: keyOf(p), area });
+        opened.set(p.name, { port, key: keyOf(p), slot: slotOf(p), area });
         areaOffset += frameCount * XSK_FRAME_SIZE;
       } else {
         const port = new AfPacketPort({
@@ -128,12 +148,14 @@ async function openPorts(
           counters: c,
           base,
         });
-        opened.set(p.name, { port, key: keyOf(p), area: undefined });
+        opened.set(p.name, { port, key: keyOf(p), slot: slotOf(p), area: undefined });
       }
     }
   } catch (err) {
+    // closeAll unmaps the area with its last user; unmap it here only if no port ever used it.
+    const unused = area !== undefined && area.users === 0;
     closeAll(opened.values());
-    if (area && area.users === 0) getSys().munmap(area.mapping);
+    if (unused) getSys().munmap(area.mapping);
     const e = err as { code?: string; message: string };
     throw Object.assign(new Error(`${current ? `${current.name} (${current.ifname} queue ${current.queue}): ` : ''}${e.message}`), {
       code: e.code ?? 'ERR_DATAPLANE_PORT',
@@ -159,6 +181,11 @@ function describePorts(ports: ReadonlyMap<string, Open>): { name: string; driver
 
 class WorkerState {
   engine!: Engine;
+  /**
+   * A failed configure() that had to close ports of the running graph first (see there): the old
+   * graph cannot run any more, so the worker stops and its owner restarts the dataplane.
+   */
+  broken = false;
   constructor(
     public plan: WorkerPlan,
     public layout: CounterLayout,
@@ -180,33 +207,64 @@ class WorkerState {
   async configure(m: ConfigureMessage): Promise<void> {
     const layout = planCounters(m.plan);
     const c = new Float64Array(m.counters);
+    // Match the new plan's ports with the open ones by what their sockets are (keyOf), not by
+    // name: a kept port may change its name (rename) or connection index (a shift).
+    const free = new Map<string, Open[]>();
+    for (const o of this.ports.values()) free.set(o.key, [...(free.get(o.key) ?? []), o]);
     const keep = new Map<string, Open>();
     const add: PortPlan[] = [];
     for (const p of m.plan.ports) {
-      const o = this.ports.get(p.name);
-      if (o && o.key === keyOf(p)) keep.set(p.name, o);
+      const o = free.get(keyOf(p))?.shift();
+      if (o) keep.set(p.name, o);
       else add.push(p);
+    }
+    const keptOpens = new Set(keep.values());
+    const dropped = [...this.ports.values()].filter((o) => !keptOpens.has(o));
+    // An AF_XDP queue holds one socket: a changed port on the same queue must close before its
+    // successor binds. That is the one case where a change cannot be all-or-nothing; if the
+    // successor then fails, the worker reports it and the owner restarts the dataplane.
+    const addSlots = new Set(add.filter((p) => p.driver === 'afxdp').map(slotOf));
+    const conflicting = dropped.filter((o) => o.port.driver === 'afxdp' && addSlots.has(o.slot));
+    if (conflicting.length > 0) {
+      // The engine is not running while configure() is awaited, so nothing uses them meanwhile.
+      for (const [name, o] of this.ports) if (conflicting.includes(o)) this.ports.delete(name);
+      closeAll(conflicting);
+      this.broken = true; // cleared below once the new graph runs
     }
     // Open first: a failure leaves the running graph untouched (opened ones are closed again).
     const opened = await openPorts(add, m.plan.batchSize, layout, c, this.memory);
-    // Counters present in both layouts carry over.
-    for (const b of this.layout.blocks) {
-      const nb = layout.blocks.find((x) => x.owner === b.owner);
-      if (!nb) continue;
-      for (let i = 0; i < b.names.length; i++) {
-        const j = nb.names.indexOf(b.names[i]!);
-        if (j >= 0) c[nb.base + j] = this.c[b.base + i]!;
+    let engine: Engine;
+    const byName = new Map<string, Port>();
+    try {
+      // Counters present in both layouts carry over (an untouched connection keeps its numbers).
+      for (const b of this.layout.blocks) {
+        const nb = layout.blocks.find((x) => x.owner === b.owner);
+        if (!nb) continue;
+        for (let i = 0; i < b.names.length; i++) {
+          const j = nb.names.indexOf(b.names[i]!);
+          if (j >= 0) c[nb.base + j] = this.c[b.base + i]!;
+        }
       }
+      for (const [name, o] of keep) byName.set(name, o.port);
+      for (const [name, o] of opened) byName.set(name, o.port);
+      const shared = m.nexthops ? { ...this.shared, nexthops: m.nexthops } : this.shared;
+      // Build the new graph before any state changes: if it fails, nothing did.
+      engine = buildGraph(m.plan, layout, c, this.memory, byName, shared);
+      if (m.nexthops) this.shared.nexthops = m.nexthops;
+    } catch (err) {
+      closeAll(opened.values());
+      throw err;
     }
     for (const [name, o] of keep) o.port.setCounters(c, counterBase(layout, `port:${name}`));
-    const dropped = [...this.ports.entries()].filter(([name]) => !keep.has(name)).map(([, o]) => o);
+    this.engine.dispose();
+    this.engine = engine;
     this.ports = new Map([...keep, ...opened]);
     this.plan = m.plan;
     this.layout = layout;
     this.c = c;
-    if (m.nexthops) this.shared.nexthops = m.nexthops;
-    this.rebuild();
-    closeAll(dropped);
+    this.shared.wireguard?.retain(new Set((this.plan.wireguard ?? []).map((k) => k.name)));
+    closeAll(dropped.filter((o) => !conflicting.includes(o)));
+    this.broken = false;
   }
 }
 
@@ -265,6 +323,10 @@ async function main(): Promise<void> {
             message: e.message,
             ...(e.port ? { port: e.port } : {}),
           });
+          if (state.broken)
+            throw Object.assign(new Error(`a failed change left worker ${state.plan.worker} without ports it needs: ${e.message}`), {
+              code: 'ERR_DATAPLANE_PORT_LOST',
+            });
         }
       }
     }

@@ -76,6 +76,7 @@ export class FakeDaemon implements DaemonControl {
       name: cfg.name,
       config: cfg,
       source,
+      state: 'up',
       local: this.tunnelAddresses.find((a) => a.includes(':') === (cfg.vxlan!.family === 6)) ?? '',
       driver: cfg.local.interface.endsWith('p') ? 'afpacket' : 'afxdp',
       reasons: cfg.local.interface.endsWith('p') ? [{ code: 'WORKLOAD_NO_XDP', message: 'the peer has no XDP program' }] : [],

@@ -453,6 +453,7 @@ test('vxlan encap: the largest inner frame fits the uplink MTU exactly; one byte
   assert.equal(v.encap!['drop:too-big'], 1);
   assert.equal(v['conn:c0']!.drop_too_big, 1);
   assert.equal(v.encap!.frames, 1);
+  assert.equal(v['conn:c0']!.encap_frames, 1, 'the too-big frame is not counted as encapsulated');
 });
 
 test('vxlan next hop: a missing neighbour holds frames (bounded, counted), asks once, flushes them in order when the entry appears', () => {
@@ -464,7 +465,8 @@ test('vxlan next hop: a missing neighbour holds frames (bounded, counted), asks 
   assert.equal(r.port('uplink').sent.length, 0, 'nothing sent without a MAC');
   assert.deepEqual(r.asks, [1]);
   let v = r.counters();
-  assert.equal(v.nexthop!.misses, 1);
+  assert.equal(v.nexthop!.misses, 6, 'every frame that found no usable entry');
+  assert.equal(v.nexthop!['resolve-requests'], 1, 'one request to the kernel per miss episode');
   assert.equal(v.nexthop!.queued, 4);
   assert.equal(v.nexthop!['drop:queue-full'], 2);
   assert.equal(v['conn:c1']!.drop_nexthop, 2);
@@ -530,7 +532,7 @@ test('vxlan next hop: held frames are dropped after the timeout and never sent; 
   r.breathe(2500);
   assert.deepEqual(r.asks, [1, 1]);
   v = r.counters();
-  assert.equal(v.nexthop!.misses, 2);
+  assert.equal(v.nexthop!['resolve-requests'], 2);
   assert.equal(v.nexthop!.queued, 4);
   assert.equal(v.nexthop!.flushed, 0);
 });

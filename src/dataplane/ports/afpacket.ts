@@ -49,6 +49,7 @@ export class AfPacketPort implements Port {
   private c: Float64Array;
   private b: number;
   private lastErrors = 0;
+  private readonly kdBase: number;
 
   constructor(o: AfPacketPortOptions) {
     this.name = o.name;
@@ -62,7 +63,12 @@ export class AfPacketPort implements Port {
     this.sock = AfPacketSocket.open(o.fanoutGroup === undefined ? open : { ...open, fanoutGroup: o.fanoutGroup });
     this.fd = this.sock.fd;
     this.memory = o.memory;
-    this.memId = o.memory.register(this.sock.memory.buffer);
+    try {
+      this.memId = o.memory.register(this.sock.memory.buffer);
+    } catch (err) {
+      this.sock.close();
+      throw err;
+    }
     this.rxb = new RxBatch(o.batchSize);
     // Absolute offsets of each TX slot's data area, read once (no view per frame).
     this.txOff = new Uint32Array(this.sock.txFrames);
@@ -70,6 +76,8 @@ export class AfPacketPort implements Port {
     this.txMax = this.sock.txFrames > 0 ? this.sock.txData[0]!.length : 0;
     this.c = o.counters;
     this.b = o.base;
+    // A port reopened under the same name continues the counter it inherits (never backwards).
+    this.kdBase = o.counters[o.base + PC.kernelDrops]!;
   }
 
   rx(out: Link, tag: number): number {
@@ -147,7 +155,7 @@ export class AfPacketPort implements Port {
     // A link deleted while already down raises no socket error: look again while not up.
     if (this.sock.linkState !== 'up') this.sock.checkLink();
     if (this.sock.linkState === 'gone') return;
-    this.c[this.b + PC.kernelDrops] = this.sock.stats().drops;
+    this.c[this.b + PC.kernelDrops] = this.kdBase + this.sock.stats().drops;
     const r = this.sock.ringUsage();
     this.c[this.b + PC.rxRingUsed] = r.rxUsed;
     this.c[this.b + PC.rxRingSize] = r.rxSize;
@@ -162,5 +170,6 @@ export class AfPacketPort implements Port {
 
   close(): void {
     this.sock.close();
+    this.memory.release(this.memId);
   }
 }

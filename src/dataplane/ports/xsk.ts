@@ -45,9 +45,12 @@ export class XskPort implements Port {
   private readonly txb: { addr: Uint32Array; len: Uint32Array };
   private readonly spare: { addr: Uint32Array; len: Uint32Array };
   private rxN = 0;
+  /** Set when the device refused a TX kick for good: nothing more is sent or received. */
+  dead = false;
   private c: Float64Array;
   private b: number;
   private readonly maxFrame: number;
+  private readonly kdBase: number;
   private readonly batch: number;
   private readonly memory: PacketMemory;
 
@@ -65,6 +68,8 @@ export class XskPort implements Port {
     this.spare = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
     this.c = o.counters;
     this.b = o.base;
+    // A port reopened under the same name continues the counter it inherits (never backwards).
+    this.kdBase = o.counters[o.base + PC.kernelDrops]!;
     this.maxFrame = XSK_FRAME_SIZE - sock.txOffset;
   }
 
@@ -86,16 +91,17 @@ export class XskPort implements Port {
         new DataView(val.buffer).setUint32(0, sock.fd, true);
         xsks.update(key, val);
       }
+      // Registering the area may fail (too many memories): the socket must not leak then.
+      return new XskPort(sock, o);
     } catch (err) {
       sock.close();
       throw err;
     }
-    return new XskPort(sock, o);
   }
 
   rx(out: Link, tag: number): number {
     // One receive per breathe: the frames stay ours until release().
-    if (this.rxN > 0) return 0;
+    if (this.rxN > 0 || this.dead) return 0;
     let max = out.capacity - out.n;
     if (max > this.batch) max = this.batch;
     if (max <= 0) return 0;
@@ -128,6 +134,10 @@ export class XskPort implements Port {
   tx(input: Link): number {
     const n = input.n;
     if (n === 0) return 0;
+    if (this.dead) {
+      this.c[this.b + PC.txDropped] += n;
+      return 0;
+    }
     const s = this.sock;
     const tb = this.txb;
     const spare = this.spare;
@@ -188,6 +198,13 @@ export class XskPort implements Port {
       if (left >= pending) break;
       pending = left;
     }
+    if (s.kickErrno !== 0) {
+      // The device refused the kick for good (e.g. ENXIO: deleted). Count it and stop using the
+      // port; the main thread sees the link go and takes the port out of the plan.
+      this.c[this.b + PC.errors]++;
+      s.kickErrno = 0;
+      this.dead = true;
+    }
     s.completions();
   }
 
@@ -201,7 +218,7 @@ export class XskPort implements Port {
 
   refreshStats(): void {
     const st = this.sock.stats();
-    this.c[this.b + PC.kernelDrops] = Number(st.rxDropped + st.rxRingFull + st.rxFillRingEmptyDescs);
+    this.c[this.b + PC.kernelDrops] = this.kdBase + Number(st.rxDropped + st.rxRingFull + st.rxFillRingEmptyDescs);
     const s = this.sock;
     this.c[this.b + PC.rxRingUsed] = s.rxRing.available(s.rxRing.size);
     this.c[this.b + PC.rxRingSize] = s.rxRing.size;
@@ -216,5 +233,6 @@ export class XskPort implements Port {
 
   close(): void {
     this.sock.close();
+    this.memory.release(this.memId);
   }
 }

@@ -39,6 +39,8 @@ const N_TIMEOUT = N('drop:timeout');
 const N_NO_ROUTE = N('drop:no-route');
 const N_LINK_FULL = N('drop:link-full');
 const N_STALE = N('stale-refreshes');
+const N_RECONFIGURED = N('drop:reconfigured');
+const N_REQUESTS = N('resolve-requests');
 const CC_DROP_NEXTHOP = CONNECTION_COUNTERS.indexOf('drop_nexthop');
 
 /** Why the worker asks the main thread about a connection's next hop. */
@@ -116,6 +118,22 @@ export class NexthopStage {
 
   private readonly timeoutMs: number;
 
+  /**
+   * The graph is replaced (a connection change): frames still waiting for a next hop are
+   * dropped — counted, never lost silently — and the wait buffer goes back to packet memory.
+   */
+  dispose(): void {
+    for (let k = 0; k < this.count; k++) {
+      const q = this.waitN[k]!;
+      if (q === 0) continue;
+      this.c[this.base + N_RECONFIGURED] += q;
+      this.c[this.connBase[k]! + CC_DROP_NEXTHOP] += q;
+      this.waitN[k] = 0;
+    }
+    this.waiting = 0;
+    this.memory.release(this.waitMem);
+  }
+
   /** Frames held in wait queues (the engine polls with a short timeout while any wait). */
   get held(): number {
     return this.waiting;
@@ -161,7 +179,7 @@ export class NexthopStage {
     this.stale[k] = valid && (st & NUD_STALE) !== 0 ? 1 : 0;
     if (!valid && now - this.lastAsk[k]! > 1000) {
       this.lastAsk[k] = now;
-      this.c[this.base + N_MISSES]++;
+      this.c[this.base + N_REQUESTS]++;
       this.ask(k, ASK_RESOLVE);
     } else if (this.stale[k] === 1 && now - this.lastAsk[k]! > 1000) {
       this.lastAsk[k] = now;
@@ -189,6 +207,7 @@ export class NexthopStage {
       const addr = input.addr[i]!;
       const len = input.len[i]!;
       if (this.ok[k] === 0) {
+        c[base + N_MISSES]++;
         this.hold(k, m, addr, len, now);
         continue;
       }

@@ -279,6 +279,11 @@ export class WireguardStage {
   }
 
   /** Runs one breathe: datagrams from the uplink, frames from the workloads, due timers. */
+  /** The graph is replaced: give the stage's buffer back to the worker's packet memory. */
+  dispose(): void {
+    this.memory.release(this.slabMem);
+  }
+
   push(fromUplink: Link | null, fromWorkload: Link | null, now: number): void {
     this.nextSlot = 0;
     const t = now * this.rate;

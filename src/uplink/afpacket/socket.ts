@@ -245,6 +245,8 @@ export class AfPacketSocket {
   readonly counters: AfPacketCounters = { rxFrames: 0, rxBlocks: 0, txFrames: 0, txErrors: 0, linkErrors: 0 };
   /** The last transmit error (a SysError), if any. */
   lastTxError: unknown = undefined;
+  /** errno of the last failed TX ring flush (0: none). */
+  lastTxErrno = 0;
   /** The interface as this socket last saw it (updated by poll, clearError, checkLink). */
   linkState: AfPacketLinkState = 'up';
   /** The last socket error read (errno code, e.g. 'ENETDOWN'), if any. */
@@ -525,8 +527,9 @@ export class AfPacketSocket {
     // ring with TP_STATUS_SEND_REQUEST and the next flush sends them.
     const r = getSys().trySendto(this.fd, this.kick, 0, MSG_DONTWAIT);
     if (r < 0) {
+      // A number, not an Error: this runs once per batch while the link is down.
       this.counters.txErrors++;
-      this.lastTxError = new SysError('sendto', -r);
+      this.lastTxErrno = -r;
     }
     this.counters.txFrames += n;
     return n;

@@ -25,7 +25,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { lockedMemoryBudget, umemFailureMessage } from '../../kernel/features.ts';
-import { alloc, errnoCodeOf, getSys, PinholeError, SysError, type Mapping, type Sys } from '../../sys/index.ts';
+import { alloc, errnoCodeOf, getSys, PinholeError, type Mapping, type Sys } from '../../sys/index.ts';
 import {
   AF_XDP,
   SOCK_RAW,
@@ -176,6 +176,8 @@ export class XskSocket {
   kickBusy = 0;
   /** sendto kicks issued. */
   kicks = 0;
+  /** The last kick's errno when it was not a "busy" answer (e.g. ENXIO: the device is gone), else 0. */
+  kickErrno = 0;
 
   /** @internal use openXsk */
   constructor(init: {
@@ -332,15 +334,13 @@ export class XskSocket {
     this.kicks++;
     // One call per batch (not per packet). EAGAIN/EBUSY/ENOBUFS/ENETDOWN mean "busy, try again"
     // (libbpf treats them so); they are results here, not exceptions: a thrown error on every
-    // second copy-mode kick cost ~11% of a forwarder's CPU (design.md).
+    // second copy-mode kick cost ~11% of a forwarder's CPU (design.md). Anything else (ENXIO:
+    // the device went away) is kept in `kickErrno` for the owner to act on; kick never throws.
     const r = this.sys.trySendto(this.fd, this.empty, 0, MSG_DONTWAIT);
     if (r < 0) {
       const e = -r;
       if (e === EAGAIN || e === EBUSY || e === ENOBUFS || e === ENETDOWN) this.kickBusy++;
-      else
-        throw new PinholeError('ERR_XSK_KICK', `kick TX of xsk on ifindex ${this.ifindex} queue ${this.queue}`, {
-          cause: new SysError('sendto', e),
-        });
+      else this.kickErrno = e;
     }
     return true;
   }
