@@ -114,7 +114,11 @@ export function formatStatus(s: DaemonStatus, neighbours: readonly NeighbourStat
           c.driver,
           c.nextHop.via ?? '-',
           c.nextHop.mac ?? '-',
-          c.nextHop.state === 'ok' ? (c.nextHop.neighbourState ?? 'ok') : c.nextHop.state,
+          c.state !== undefined && c.state !== 'up'
+            ? c.state
+            : c.nextHop.state === 'ok'
+              ? (c.nextHop.neighbourState ?? 'ok')
+              : c.nextHop.state,
           c.source,
         ]),
       ),
@@ -136,6 +140,7 @@ export function formatStatus(s: DaemonStatus, neighbours: readonly NeighbourStat
     out.push('(in: from the remote to the workload, decapsulated; out: from the workload to the remote, encapsulated)');
     const notes: string[] = [];
     for (const c of s.connections) {
+      if (c.problem) notes.push(`  ${c.name}: ${c.state}: ${c.problem}`);
       if (c.reasons.length) notes.push(`  ${c.name}: driver ${c.driver}`, ...reasonLines('    ', c.reasons));
       if (c.nextHop.state !== 'ok' || c.nextHop.reason) {
         notes.push(`  ${c.name}: next hop ${c.nextHop.state}${c.nextHop.reason ? `: ${c.nextHop.reason}` : ''}`);
