@@ -44,6 +44,8 @@ test('API and CLI verbs change connections at runtime; errors change nothing; SI
     connections: [{ vni: 100 }, { vni: 200 }],
     workloadQueues: 2,
   });
+  // Killed in finally too: a failing assertion must not leave the test waiting on a ping.
+  let steady: ReturnType<Lab['spawn']> | undefined;
   try {
     const { a, b } = lab;
     const socket = join(dir, 'a.sock');
@@ -78,10 +80,11 @@ test('API and CLI verbs change connections at runtime; errors change nothing; SI
     assert.match(r.stdout, /c0/);
 
     // A steady ping on c0 through every change below.
-    const steady = lab.spawn(a0!.podNs, 'ping', ['-n', '-i', '0.05', '-W', '1', b0!.podAddr4]);
+    steady = lab.spawn(a0!.podNs, 'ping', ['-n', '-i', '0.05', '-W', '1', b0!.podAddr4]);
     let steadyOut = '';
     steady.stdout!.on('data', (d: Buffer) => (steadyOut += d.toString()));
-    const steadyDone = new Promise<void>((res) => steady.once('exit', () => res()));
+    const running = steady;
+    const steadyDone = new Promise<void>((res) => running.once('close', () => res()));
 
     // Add c1 through the CLI: it carries traffic at once.
     r = cli('connect', 'c1', '--local', a1!.iface, '--vxlan-vni', String(a1!.vni), '--remote', b.underlay4);
@@ -152,6 +155,7 @@ test('API and CLI verbs change connections at runtime; errors change nothing; SI
     assert.equal(r.code, 1);
     assert.match(r.stderr, /ERR_API_NO_DAEMON/);
   } finally {
+    steady?.kill('SIGKILL');
     killLeftoverPinholes();
     lab.close();
   }

@@ -38,6 +38,8 @@ test('SIGHUP applies the difference: untouched connection loses no ping; added w
     connections: [{ vni: 100 }, { vni: 200 }],
     workloadQueues: 2,
   });
+  // Killed in finally too: a failing assertion must not leave the test waiting on a ping.
+  let steady: ReturnType<Lab['spawn']> | undefined;
   try {
     const { a, b } = lab;
     const file = join(dir, 'a.yaml');
@@ -62,10 +64,11 @@ test('SIGHUP applies the difference: untouched connection loses no ping; added w
     assert.equal(ping(lab, a1!.podNs, b1!.podAddr4, 2), 0, 'c1 is not configured yet');
 
     // An untouched connection under a steady ping through all the changes below.
-    const steady = lab.spawn(a0!.podNs, 'ping', ['-n', '-i', '0.05', '-W', '1', b0!.podAddr4]);
+    steady = lab.spawn(a0!.podNs, 'ping', ['-n', '-i', '0.05', '-W', '1', b0!.podAddr4]);
     let steadyOut = '';
     steady.stdout!.on('data', (d: Buffer) => (steadyOut += d.toString()));
-    const steadyDone = new Promise<void>((r) => steady.once('exit', () => r()));
+    const running = steady;
+    const steadyDone = new Promise<void>((r) => running.once('close', () => r()));
 
     write([0, 1]);
     p.child.kill('SIGHUP');
@@ -98,6 +101,7 @@ test('SIGHUP applies the difference: untouched connection loses no ping; added w
     const { stderr } = await p.exited;
     assert.match(stderr, /"event":"reload-rejected".*connections\[0\]/, 'the rejected reload is logged with the field');
   } finally {
+    steady?.kill('SIGKILL');
     killLeftoverPinholes();
     lab.close();
   }
