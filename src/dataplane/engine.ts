@@ -113,7 +113,9 @@ export class Engine {
     }
     const v = this.pollView;
     for (let i = 0; i < n; i++) v.setInt16(8 * i + 6, 0, true);
-    const ready = getSys().poll(this.pollfds, n, timeoutMs);
+    // A signal (EINTR) only ends the wait early; any other poll error is counted per port below
+    // through revents, never thrown out of the worker's loop.
+    const ready = getSys().tryPoll(this.pollfds, n, timeoutMs);
     if (ready <= 0) return;
     for (let i = 0; i < n; i++) {
       const re = v.getInt16(8 * i + 6, true);

@@ -98,6 +98,22 @@ function load(spec: ProgramSpec, logLevel: number, log: Uint8Array | null): numb
   return sys.bpf(BPF_PROG_LOAD, attr, log ? [spec.insns, license, log] : [spec.insns, license]);
 }
 
+/**
+ * The verifier stops with EAGAIN when a signal is pending for the loading thread (it checks
+ * between instructions so a long verification can be interrupted): a profiler's SIGPROF, a
+ * SIGCHLD, an operator's SIGHUP. Nothing was wrong with the program: load again, a few times (as
+ * libbpf does), before calling it a failure.
+ */
+function loadRetrying(spec: ProgramSpec, logLevel: number, log: Uint8Array | null): number {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return load(spec, logLevel, log);
+    } catch (err) {
+      if (!(err instanceof SysError) || err.code !== 'EAGAIN' || attempt >= 8) throw err;
+    }
+  }
+}
+
 export function loadProgram(spec: ProgramSpec): Program {
   if (spec.insns.byteLength === 0 || spec.insns.byteLength % 8 !== 0) {
     throw new PinholeError('ERR_BPF_PROGRAM', `program ${spec.name}: instructions must be a non-empty multiple of 8 bytes`);
@@ -107,7 +123,7 @@ export function loadProgram(spec: ProgramSpec): Program {
   insns.set(spec.insns);
   const s = { ...spec, insns };
   try {
-    return new Program(load(s, 0, null), spec);
+    return new Program(loadRetrying(s, 0, null), spec);
   } catch (err) {
     if (!(err instanceof SysError)) throw err;
     if (err.code === 'EPERM') {
@@ -118,7 +134,7 @@ export function loadProgram(spec: ProgramSpec): Program {
     const log = alloc(4 << 20);
     try {
       // Loaded fine with a log? Then the first failure was transient (e.g. EAGAIN): keep it.
-      return new Program(load(s, 1, log), spec);
+      return new Program(loadRetrying(s, 1, log), spec);
     } catch (err2) {
       const text = new TextDecoder().decode(log.subarray(0, Math.max(0, log.indexOf(0))));
       throw new VerifierError(spec.name, err2 instanceof SysError ? err2 : err, text);

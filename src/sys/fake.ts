@@ -68,6 +68,9 @@ export class FakeSys implements Sys {
   poll(fds: Uint8Array, count: number, timeoutMs: number): number {
     return this.call('poll', [fds, count, timeoutMs]);
   }
+  tryPoll(fds: Uint8Array, count: number, timeoutMs: number): number {
+    return this.call('tryPoll', [fds, count, timeoutMs]);
+  }
   pollAsync(fds: Uint8Array, count: number, timeoutMs: number): Promise<number> {
     return this.call('pollAsync', [fds, count, timeoutMs]);
   }

@@ -102,6 +102,10 @@ export function loadLibc(): Sys {
       if (r < 0) fail('poll');
       return r;
     },
+    tryPoll(fds, count, timeoutMs) {
+      const r = poll(fds, count, timeoutMs);
+      return r < 0 ? -koffi.errno() : r;
+    },
     pollAsync(fds, count, timeoutMs) {
       return new Promise((resolve, reject) => {
         poll.async(fds, count, timeoutMs, (err: unknown, r: number) => {

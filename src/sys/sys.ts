@@ -39,6 +39,12 @@ export interface Sys {
   munmap(m: Mapping): void;
   /** poll(2) over a `struct pollfd[]` buffer (8 bytes each); returns the number ready. */
   poll(fds: Uint8Array, count: number, timeoutMs: number): number;
+  /**
+   * poll(2) that returns -errno instead of throwing. For waits in dataplane loops, where EINTR
+   * (any signal delivered to the thread: a profiler's SIGPROF, SIGCHLD, ...) only means "woke up
+   * early" and must never end the loop.
+   */
+  tryPoll(fds: Uint8Array, count: number, timeoutMs: number): number;
   /** As `poll`, run on the libuv thread pool so the event loop never blocks. */
   pollAsync(fds: Uint8Array, count: number, timeoutMs: number): Promise<number>;
   sendto(fd: number, buf: Uint8Array, length: number, flags: number, addr: Uint8Array | null): number;

@@ -157,3 +157,32 @@ test('pinhole run: program detached, uplink moved away and back: the daemon rest
     lab.close();
   }
 });
+
+test('signals into every thread (node --cpu-prof: SIGPROF) neither fail the program load (verifier EAGAIN) nor end a worker (poll EINTR)', async () => {
+  const lab = buildLab({ prefix: `ph-${process.pid}-sg`, sides: { a: 'pinhole', b: 'kernel' }, workloadQueues: 2 });
+  const profDir = mkdtempSync(join(tmpdir(), 'ph-prof-'));
+  try {
+    const { a, b } = lab;
+    const w = a.workloads[0]!;
+    const file = join(dir, 'sig.yaml');
+    writeFileSync(
+      file,
+      `uplink: { interface: ${a.uplink}, mode: auto }\napi: { socket: ${join(dir, 'sig.sock')} }\nconnections:\n  - { name: c0, local: { interface: ${w.iface} }, vxlan: { vni: ${w.vni}, remote: "${b.underlay4}" } }\n`,
+    );
+    // The profiler samples with SIGPROF many times a second, in every thread.
+    const wrapper = join(profDir, 'node-prof.sh');
+    writeFileSync(wrapper, `#!/bin/sh\nshift\nexec "${process.execPath}" --cpu-prof --cpu-prof-dir="${profDir}" "$@"\n`, { mode: 0o755 });
+    const p = startPinhole(a.ns, ['--config', file, '--stats-interval', '200'], 30_000, 'run', [wrapper]);
+    await p.ready;
+    const out = lab.exec(w.podNs, 'ping', ['-n', '-c', '20', '-i', '0.05', '-W', '1', b.workloads[0]!.podAddr4]);
+    assert.match(out, / 0% packet loss/);
+    const fin = (await p.stop()) as unknown as { event: string };
+    assert.equal(fin.event, 'stopped');
+    const ex = await p.exited;
+    assert.doesNotMatch(ex.stderr, /"event":"recovering"|EINTR|EAGAIN/, ex.stderr);
+  } finally {
+    killLeftoverPinholes();
+    lab.close();
+    rmSync(profDir, { recursive: true, force: true });
+  }
+});

@@ -543,7 +543,7 @@ export class AfPacketSocket {
    */
   poll(timeoutMs: number): boolean {
     if (this.linkState !== 'up') return this.pollNotUp(timeoutMs);
-    if (getSys().poll(this.pollfd, 1, timeoutMs) <= 0) return false;
+    if (getSys().tryPoll(this.pollfd, 1, timeoutMs) <= 0) return false; // EINTR: woke early
     if ((this.pollfd16[3]! & POLL_ERRORS) === 0) return true;
     return this.pollAfterError(timeoutMs);
   }
@@ -643,10 +643,10 @@ export class AfPacketSocket {
   private pollNotUp(timeoutMs: number): boolean {
     const sys = getSys();
     if (this.linkState === 'gone') {
-      sys.poll(this.noFds, 0, timeoutMs);
+      sys.tryPoll(this.noFds, 0, timeoutMs);
       return false;
     }
-    if (sys.poll(this.pollfd, 1, timeoutMs) <= 0) {
+    if (sys.tryPoll(this.pollfd, 1, timeoutMs) <= 0) {
       if (this.linkState === 'down') this.checkLink();
       return false;
     }
@@ -658,7 +658,7 @@ export class AfPacketSocket {
     }
     this.clearError();
     if ((revents & POLLIN) !== 0) return true;
-    sys.poll(this.noFds, 0, timeoutMs);
+    sys.tryPoll(this.noFds, 0, timeoutMs);
     return false;
   }
 

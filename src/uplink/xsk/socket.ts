@@ -348,7 +348,7 @@ export class XskSocket {
   /** If the kernel asked for it, wakes the driver to refill from the fill ring (poll, no wait). */
   wakeRx(): boolean {
     if (!this.rxNeedsWakeup()) return false;
-    this.sys.poll(this.pollfd, 1, 0);
+    this.sys.tryPoll(this.pollfd, 1, 0);
     return true;
   }
 
