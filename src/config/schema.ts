@@ -9,6 +9,7 @@
  *     tunnelAddress: 198.18.0.1             # optional: only UDP to this address enters the pinhole
  *     tunnelAddress6: 2001:db8::1           # optional, the same for IPv6
  *     queues: 4                             # optional: RX queues to serve (1..64)
+ *     rings: { rx: 8192, tx: 2048 }         # optional: AF_XDP ring sizes (powers of two 64..32768)
  *   connections:                            # may be empty or absent
  *     - name: pod-a
  *       local: { interface: veth-a }        # host side of the workload's veth
@@ -36,6 +37,7 @@
 import * as z from 'zod';
 
 import { formatIPv4, formatIPv6, parseIP, type IPFamily } from '../packet/ip.ts';
+import { isRingSize, XSK_RING_MAX, XSK_RING_MIN } from '../uplink/xsk/sizing.ts';
 
 export type UplinkMode = 'auto' | 'afxdp' | 'afpacket';
 
@@ -91,6 +93,11 @@ export interface UplinkConfig {
   tunnelAddress?: string;
   tunnelAddress6?: string;
   queues?: number;
+  /**
+   * AF_XDP ring sizes of the uplink: `rx` (and the fill ring), `tx` (and the completion ring).
+   * Absent: the measured defaults (uplink/xsk/sizing.ts). AF_PACKET ignores them.
+   */
+  rings?: { rx?: number; tx?: number };
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -256,17 +263,28 @@ function unicastAddress(family: IPFamily | undefined) {
 
 // ---- sections --------------------------------------------------------------------------------
 
+/** An AF_XDP ring size: a power of two XSK_RING_MIN..XSK_RING_MAX. */
+const ringSize = z
+  .int(says(`must be a power of two ${XSK_RING_MIN}..${XSK_RING_MAX}`))
+  .refine(isRingSize, { error: `must be a power of two ${XSK_RING_MIN}..${XSK_RING_MAX}` });
+
 const uplinkSchema = mapping({
   interface: interfaceName,
   mode: z.enum(UPLINK_MODES as [UplinkMode, ...UplinkMode[]], says(`must be one of ${UPLINK_MODES.join(', ')}`)).default('auto'),
   tunnelAddress: unicastAddress(4).optional(),
   tunnelAddress6: unicastAddress(6).optional(),
   queues: intIn(1, QUEUES_MAX).optional(),
+  rings: mapping({ rx: ringSize.optional(), tx: ringSize.optional() }).optional(),
 }).transform((u): UplinkConfig => {
   const out: UplinkConfig = { interface: u.interface, mode: u.mode };
   if (u.tunnelAddress) out.tunnelAddress = u.tunnelAddress.text;
   if (u.tunnelAddress6) out.tunnelAddress6 = u.tunnelAddress6.text;
   if (u.queues !== undefined) out.queues = u.queues;
+  if (u.rings) {
+    out.rings = {};
+    if (u.rings.rx !== undefined) out.rings.rx = u.rings.rx;
+    if (u.rings.tx !== undefined) out.rings.tx = u.rings.tx;
+  }
   return out;
 });
 

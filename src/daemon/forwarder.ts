@@ -75,6 +75,7 @@ import {
 import type { PortPlan, VxlanConnectionPlan, WgConnectionPlan, WorkerPlan } from '../dataplane/plan.ts';
 import { Supervisor } from '../dataplane/supervisor.ts';
 import { OUTER_V4_BYTES, OUTER_V6_BYTES } from '../packet/vxlan.ts';
+import { umemFrames, xskRings } from '../uplink/xsk/sizing.ts';
 
 export type Log = (event: Record<string, unknown>) => void;
 
@@ -283,7 +284,7 @@ export class Forwarder {
             log,
           );
           try {
-            const sup = await Supervisor.start(vxlanPlans(h, h.spec, workloads, connections, wireguard, opts), {
+            const sup = await Supervisor.start(vxlanPlans(h, h.spec, workloads, connections, wireguard, opts, config.uplink.rings), {
               neighbours: mirror.sharedNeighbours,
               nexthops: nhBuffer,
               readyTimeoutMs: opts.readyTimeoutMs ?? 15_000,
@@ -429,7 +430,10 @@ export class Forwarder {
         addresses: [...new Set([...oldSpec.addresses, ...spec.addresses])],
       });
       for (const k of targets) this.publishNextHop(k, nh, nhState);
-      await this.supervisor.reconfigure(vxlanPlans(this.host, spec, workloads, connections, wireguard, this.opts), { nexthops: nhBuffer });
+      await this.supervisor.reconfigure(
+        vxlanPlans(this.host, spec, workloads, connections, wireguard, this.opts, this.config.uplink.rings),
+        { nexthops: nhBuffer },
+      );
     } catch (err) {
       try {
         this.host.setSpec(oldSpec);
@@ -864,8 +868,12 @@ function vxlanPlans(
   connections: readonly VxlanConnectionPlan[],
   wireguard: readonly WgConnectionPlan[],
   opts: ForwarderOptions,
+  uplinkRings: { rx?: number; tx?: number } | undefined,
 ): WorkerPlan[] {
   const plans: WorkerPlan[] = [];
+  // AF_XDP uplink: the configured (or measured default) rings and a UMEM to match (xsk/sizing.ts).
+  const rings = xskRings(uplinkRings);
+  const upRings = host.mode === 'afxdp' ? { rings, frameCount: umemFrames(rings) } : {};
   for (let w = 0; w < host.queues; w++) {
     const ports: PortPlan[] = [
       {
@@ -880,6 +888,7 @@ function vxlanPlans(
           ? { filter: { ports: [...spec.ports].sort((a, b) => a - b), addresses: [...spec.addresses].sort() } }
           : {}),
         ...(host.fanoutGroup !== undefined ? { fanoutGroup: host.fanoutGroup } : {}),
+        ...upRings,
       },
     ];
     workloads.forEach((wl, i) => {

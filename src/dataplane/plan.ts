@@ -8,6 +8,7 @@
  */
 import type { PinholeSpec } from '../bpf/pinhole/policy.ts';
 import { DECAP_PARSE_REASONS } from '../packet/vxlan.ts';
+import type { XskRings } from '../uplink/xsk/sizing.ts';
 import { DROP_REASONS as WG_DEVICE_DROPS } from '../tunnel/wireguard/device.ts';
 import { layoutCounters, type CounterBlock, type CounterLayout } from './counters.ts';
 
@@ -25,8 +26,10 @@ export interface PortPlan {
   rx: boolean;
   /** AF_XDP: the XSKMAP (fd valid in the whole process) the socket registers itself in under `queue`. */
   xsksMapFd?: number;
-  /** AF_XDP UMEM frames for this port (default 4096). */
+  /** AF_XDP UMEM frames for this port (default: derived from `rings`, else 4096); uplink/xsk/sizing.ts umemFrames. */
   frameCount?: number;
+  /** AF_XDP ring sizes (powers of two; default 2048 each, openXsk's); built with uplink/xsk/sizing.ts. */
+  rings?: XskRings;
   /** AF_PACKET: the pinhole policy compiled to a socket filter (uplink), or 'all' (workload). */
   filter?: PinholeSpec | 'all';
   /** AF_PACKET fanout group shared by the workers serving this interface. */

@@ -25,6 +25,7 @@ import { CTRL_RECONF, CTRL_STOP, planCounters, type ConfigureMessage, type PortP
 import type { Port } from './port.ts';
 import { AfPacketPort } from './ports/afpacket.ts';
 import { XSK_FRAME_SIZE, XskPort } from './ports/xsk.ts';
+import { umemFrames } from '../uplink/xsk/sizing.ts';
 import { WgRegistry } from './stages/wireguard.ts';
 import { SodiumAead } from '../sys/sodium.ts';
 import { NodeAead, type DataAead } from '../tunnel/wireguard/crypto.ts';
@@ -97,7 +98,10 @@ const keyOf = (p: PortPlan): string =>
     p.filter ?? null,
     p.fanoutGroup ?? null,
     p.frameCount ?? null,
+    p.rings ? [p.rings.rx, p.rings.tx, p.rings.fill, p.rings.comp] : null,
   ]);
+/** UMEM frames of an AF_XDP port: the plan's, else enough for its rings (uplink/xsk/sizing.ts), else 4096. */
+const framesOf = (p: PortPlan): number => p.frameCount ?? (p.rings ? umemFrames(p.rings) : 4096);
 const slotOf = (p: { ifname: string; queue: number }): string => `${p.ifname}/${p.queue}`;
 
 /** Opens `plans` (all or nothing); AF_XDP ones share one new area. */
@@ -110,7 +114,7 @@ async function openPorts(
 ): Promise<Map<string, Open>> {
   const opened = new Map<string, Open>();
   let bytes = 0;
-  for (const p of plans) if (p.driver === 'afxdp') bytes += (p.frameCount ?? 4096) * XSK_FRAME_SIZE;
+  for (const p of plans) if (p.driver === 'afxdp') bytes += framesOf(p) * XSK_FRAME_SIZE;
   const area: Area | undefined =
     bytes > 0 ? { mapping: getSys().mmap(bytes, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), users: 0 } : undefined;
   let areaOffset = 0;
@@ -120,7 +124,7 @@ async function openPorts(
       current = p;
       const base = counterBase(layout, `port:${p.name}`);
       if (p.driver === 'afxdp') {
-        const frameCount = p.frameCount ?? 4096;
+        const frameCount = framesOf(p);
         const port = await XskPort.open({
           name: p.name,
           ifname: p.ifname,
@@ -129,6 +133,7 @@ async function openPorts(
           area: area!.mapping,
           areaOffset,
           frameCount,
+          ...(p.rings ? { rings: p.rings } : {}),
           batchSize,
           ...(p.rx && p.xsksMapFd !== undefined ? { xsksMapFd: p.xsksMapFd } : {}),
           counters: c,

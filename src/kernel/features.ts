@@ -13,6 +13,7 @@ import { findBpffs } from './bpffs.ts';
 import { createMap } from './map.ts';
 import { loadProgram } from './program.ts';
 import { runWorkerOnce } from '../worker/spawn.ts';
+import { umemBytes, xskRings } from '../uplink/xsk/sizing.ts';
 
 export type FeatureStatus = 'ok' | 'missing' | 'not-permitted' | 'error';
 
@@ -83,11 +84,11 @@ export function probeBpf(): Promise<FeatureResult> {
 }
 
 /**
- * Bytes of one AF_XDP UMEM as the uplink registers it: 4096 frames of 4 KiB per queue (twice
- * that per queue with a cross-connect, `--to`). Keep in step with src/dataplane/worker.ts (the
- * default PortPlan.frameCount) and src/dataplane/ports/xsk.ts (XSK_FRAME_SIZE).
+ * Bytes of one AF_XDP UMEM as the uplink registers it with the default rings (uplink/xsk/sizing.ts:
+ * a full fill ring plus a full TX ring of 4 KiB frames, 64 MiB per queue); deeper rings
+ * (`uplink.rings`, `--ring-size`) need more, a cross-connect's `--to` a smaller one per queue.
  */
-export const XSK_UMEM_BYTES = 4096 * 4096;
+export const XSK_UMEM_BYTES = umemBytes(xskRings());
 
 /**
  * What the kernel charges a UMEM against (net/xdp/xdp_umem.c, xdp_umem_account_pages): nothing
@@ -131,7 +132,7 @@ export function umemFailureMessage(errno: string | undefined, bytes: number, bud
   if (errno === 'ENOBUFS' || errno === 'EPERM') {
     return (
       `${what}: the locked-memory limit: no CAP_IPC_LOCK and RLIMIT_MEMLOCK is ${mib(budget.limit)} (shared by everything this user has locked); ` +
-      `AF_XDP needs ${mib(XSK_UMEM_BYTES)} per queue (twice with --to): grant CAP_IPC_LOCK or raise RLIMIT_MEMLOCK (ulimit -l, systemd LimitMEMLOCK=)`
+      `AF_XDP needs ${mib(XSK_UMEM_BYTES)} per queue with the default rings: grant CAP_IPC_LOCK or raise RLIMIT_MEMLOCK (ulimit -l, systemd LimitMEMLOCK=)`
     );
   }
   if (errno === 'ENOMEM') return `${what}: the kernel could not pin the UMEM's pages (out of memory)`;

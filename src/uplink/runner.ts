@@ -12,6 +12,7 @@ import { Supervisor } from '../dataplane/supervisor.ts';
 import { PinholeError } from '../sys/index.ts';
 import type { DecisionReason } from './decide.ts';
 import { startOnUplink, type RequestedMode, type UplinkHost } from './host.ts';
+import { txOnlyRings, umemFrames, xskRings } from './xsk/sizing.ts';
 import { watchInterfaces, type LinkWatch, type WatchTarget } from './watch.ts';
 
 export type { RequestedMode } from './host.ts';
@@ -26,6 +27,12 @@ export interface StartUplinkOptions {
   /** Worker count; default: the interface's RX queue count (AF_XDP) or 1 (AF_PACKET), max 64. */
   queues?: number;
   batchSize?: number;
+  /**
+   * AF_XDP ring sizes of the uplink (powers of two 64..32768): `rx` also sizes the fill ring,
+   * `tx` the completion ring; defaults XSK_DEFAULT_RX_RING / XSK_DEFAULT_TX_RING (xsk/sizing.ts).
+   * AF_PACKET has a ring of its own and ignores them.
+   */
+  rings?: { rx?: number; tx?: number };
   replaceForeign?: boolean;
   log?: (event: Record<string, unknown>) => void;
   /** How long workers may take to open their sockets. */
@@ -57,6 +64,11 @@ export interface UplinkTotals {
 
 function crossConnectPlans(host: UplinkHost, opts: StartUplinkOptions): WorkerPlan[] {
   const plans: WorkerPlan[] = [];
+  // AF_XDP: the uplink receives into deep rings; `to` only sends (its UMEM holds its TX ring).
+  const rings = xskRings(opts.rings);
+  const upRings = host.mode === 'afxdp' ? { rings, frameCount: umemFrames(rings) } : {};
+  const txOnly = txOnlyRings(rings.tx);
+  const toRings = host.mode === 'afxdp' ? { rings: txOnly, frameCount: umemFrames(txOnly) } : {};
   for (let q = 0; q < host.queues; q++) {
     const uplink: PortPlan = {
       name: 'uplink',
@@ -68,9 +80,10 @@ function crossConnectPlans(host: UplinkHost, opts: StartUplinkOptions): WorkerPl
       ...(host.xsksMapFd !== undefined ? { xsksMapFd: host.xsksMapFd } : {}),
       ...(host.mode === 'afpacket' ? { filter: host.spec } : {}),
       ...(host.fanoutGroup !== undefined ? { fanoutGroup: host.fanoutGroup } : {}),
+      ...upRings,
     };
     const ports: PortPlan[] = [uplink];
-    if (opts.to) ports.push({ name: 'to', role: 'to', ifname: opts.to, queue: q, driver: host.mode, rx: false });
+    if (opts.to) ports.push({ name: 'to', role: 'to', ifname: opts.to, queue: q, driver: host.mode, rx: false, ...toRings });
     plans.push({
       worker: q,
       graph: 'cross-connect',
@@ -173,6 +186,7 @@ export class UplinkRunner {
 
 export async function startUplink(opts: StartUplinkOptions): Promise<UplinkRunner> {
   if (opts.ports.length === 0) throw new PinholeError('ERR_CONFIG_PORT', 'at least one tunnel port is needed (--port)');
+  xskRings(opts.rings); // bad ring sizes fail here, before the host is touched
   if (opts.to) {
     requireInterface(opts.to);
     if (opts.to === opts.iface) throw new PinholeError('ERR_CLI_USAGE', `--to must name another interface than --iface (${opts.iface})`);

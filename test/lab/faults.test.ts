@@ -424,7 +424,7 @@ function runWrapped(ns: Netns, wrap: readonly string[], cmd: readonly string[]):
 }
 
 const pinhole = (...args: string[]): string[] => [process.execPath, PINHOLE_BIN, ...args];
-const UMEM_LIMIT = /registering a 16 MiB UMEM failed \(ENOBUFS\): the locked-memory limit: no CAP_IPC_LOCK and RLIMIT_MEMLOCK is 4 MiB/;
+const UMEM_LIMIT = /registering a \d+ MiB UMEM failed \(ENOBUFS\): the locked-memory limit: no CAP_IPC_LOCK and RLIMIT_MEMLOCK is 4 MiB/;
 
 interface CapsCase {
   name: string;

@@ -100,7 +100,14 @@ describe('config: valid documents', () => {
       api: { socket: '/run/pinhole/test.sock' },
       metrics: { listen: '127.0.0.1:9464' },
       log: { level: 'debug' },
-      uplink: { interface: 'ens5', mode: 'afxdp', tunnelAddress: '198.18.0.1', tunnelAddress6: '2001:db8::1', queues: 4 },
+      uplink: {
+        interface: 'ens5',
+        mode: 'afxdp',
+        tunnelAddress: '198.18.0.1',
+        tunnelAddress6: '2001:db8::1',
+        queues: 4,
+        rings: { rx: 8192, tx: 1024 },
+      },
       connections: [
         { name: 'pod-a', local: { interface: 'veth-a' }, vxlan: { vni: 0, remote: '198.18.0.2', family: 4, port: 8472, ttl: 255 } },
       ],
@@ -178,7 +185,7 @@ const INVALID: Case[] = [
     'unknown key in uplink',
     (d) => (d.uplink.foo = 1),
     'uplink.foo',
-    "unknown key 'foo' (allowed: interface, mode, tunnelAddress, tunnelAddress6, queues)",
+    "unknown key 'foo' (allowed: interface, mode, tunnelAddress, tunnelAddress6, queues, rings)",
   ],
   [
     'unknown key in a connection',
@@ -414,7 +421,7 @@ describe('config: invalid documents (ERR_CONFIG_INVALID, field paths)', () => {
     assert.deepEqual(errorsOf(err), [
       {
         field: 'uplink.mdoe',
-        message: "unknown key 'mdoe' (allowed: interface, mode, tunnelAddress, tunnelAddress6, queues)",
+        message: "unknown key 'mdoe' (allowed: interface, mode, tunnelAddress, tunnelAddress6, queues, rings)",
         line: 3,
         column: 3,
       },

@@ -86,6 +86,8 @@ export interface ScenarioContext {
   /** Steps that failed (the suite goes on with the next mode or run; the command exits 1). */
   failures: string[];
   signal?: AbortSignal;
+  /** AF_XDP RX (and fill) ring size for the uplink forwarders (pinhole and C); default: pinhole's. */
+  ringSize?: number;
 }
 
 /** Records a failed step (unless the run was interrupted, which ends the suite). */

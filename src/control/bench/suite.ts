@@ -34,6 +34,8 @@ export interface BenchOptions {
   runs?: number;
   /** Only these parts (default: all). */
   only?: readonly BenchPart[];
+  /** Hidden (measuring the default): AF_XDP RX ring size of the uplink forwarders, pinhole and C. */
+  ringSize?: number;
   progress: Progress;
 }
 
@@ -78,6 +80,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 
   o.progress.step(`pinhole bench (${o.quick ? 'quick' : 'full'}): ${profile.runs} runs per figure, parts: ${parts.join(', ')}`);
   o.progress.step(`machine: ${machine.cpuModel}, ${machine.cpus} CPUs, Linux ${machine.kernel}, load ${machine.loadAverage.toFixed(2)}`);
+  if (o.ringSize !== undefined) {
+    notes.push(`AF_XDP RX ring of the uplink forwarders (pinhole and C): ${o.ringSize} entries (--ring-size).`);
+    o.progress.step(`AF_XDP RX ring: ${o.ringSize}`);
+  }
   const c = buildCForwarder();
   if ('path' in c) {
     cleanup.add(() => c.close());
@@ -100,6 +106,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     samples,
     failures,
     signal: abort.signal,
+    ...(o.ringSize !== undefined ? { ringSize: o.ringSize } : {}),
   };
   try {
     if (parts.includes('uplink')) {

@@ -27,6 +27,7 @@
  * so a noisy neighbour on a shared machine spreads over the modes instead of hitting one.
  */
 import { buildFrame } from '../../packet/build.ts';
+import { umemFrames, xskRings, XSK_DEFAULT_RX_RING } from '../../uplink/xsk/sizing.ts';
 import { PinholeError } from '../../sys/index.ts';
 import { ForwarderProcess, PINHOLE_BIN } from './forwarder.ts';
 import { checkAborted, measureRate, recordFailure, settle, type ScenarioContext } from './measure.ts';
@@ -97,6 +98,7 @@ async function openMode(
     case 'afpacket': {
       const argv = [process.execPath, PINHOLE_BIN, 'uplink', '--iface', 'up0', '--mode', mode, '--port', '4789', '--stats-interval', '20'];
       if (xc) argv.push('--to', 'out0');
+      if (mode === 'afxdp' && ctx.ringSize !== undefined) argv.push('--ring-size', String(ctx.ringSize));
       const { p, done } = await startProc(`pinhole uplink ${mode}`, argv);
       const ready = await p.ready;
       if (ready.mode !== mode) {
@@ -156,6 +158,9 @@ async function openMode(
         detach = ctx.cleanup.add(() => att.close());
         const argv = [c.path, '--in', 'up0', '--xskmap-fd', '3', '--queues', String(QUEUES), '--stats-ms', '20'];
         argv.push(...(xc ? ['--out', 'out0'] : ['--drop']));
+        // The same RX ring and UMEM as pinhole's (its --ring sizes every ring of both sockets).
+        const rings = xskRings({ rx: ctx.ringSize ?? XSK_DEFAULT_RX_RING });
+        argv.push('--ring', String(rings.rx), '--frames', String(umemFrames(rings)));
         started = await startProc('C forwarder', argv, [ra.maps.xsks.fd]);
       } catch (err) {
         detach?.();

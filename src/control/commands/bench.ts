@@ -15,6 +15,7 @@ import { renderJson, renderMarkdown, renderSvg } from '../bench/report.ts';
 import { BENCH_PARTS, runBench, type BenchPart } from '../bench/suite.ts';
 import { requireCaps } from '../caps.ts';
 import type { CommandIO } from '../io.ts';
+import { parseRingSize } from './uplink.ts';
 
 export async function run(args: string[], io: CommandIO): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -26,6 +27,8 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
       json: { type: 'string' },
       svg: { type: 'string' },
       markdown: { type: 'string' },
+      // Hidden: the AF_XDP RX ring of the uplink forwarders (how the default was measured).
+      'ring-size': { type: 'string' },
     },
     allowPositionals: true,
     strict: true,
@@ -39,6 +42,7 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
   for (const p of values.only) {
     if (!BENCH_PARTS.includes(p as BenchPart)) throw new PinholeError('ERR_CLI_USAGE', `--only ${p}: expected ${BENCH_PARTS.join(' or ')}`);
   }
+  const ringSize = values['ring-size'] === undefined ? undefined : parseRingSize(values['ring-size']);
   requireCaps('bench', ['CAP_SYS_ADMIN', 'CAP_NET_ADMIN', 'CAP_BPF']);
   const progress = new Progress((line) => io.err(line));
   let report;
@@ -47,6 +51,7 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
       quick: values.quick,
       ...(runs !== undefined ? { runs } : {}),
       only: values.only as BenchPart[],
+      ...(ringSize !== undefined ? { ringSize } : {}),
       progress,
     });
   } catch (err) {

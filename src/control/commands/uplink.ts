@@ -1,6 +1,6 @@
 /**
  * `pinhole uplink --iface IF [--mode auto|afxdp|afpacket] [--port N]... [--address IP]... [--to IF2]
- *  [--queues N] [--replace-foreign] [--stats-interval MS]`
+ *  [--queues N] [--ring-size N] [--replace-foreign] [--stats-interval MS]`
  *
  * A foreground process: opens the uplink, prints one JSON line on stdout when ready, counts the
  * tunnel frames it receives and, with --to, forwards them unchanged out of IF2. With
@@ -8,6 +8,10 @@
  * SIGINT, SIGTERM, SIGQUIT, SIGHUP and a closed stdout/stderr (EPIPE) stop it cleanly (program
  * detached, settings restored; see ../lifecycle.ts) and print the final counters as one JSON
  * line; exit 0, or 1 when a worker died. Logs go to stderr as JSON lines.
+ *
+ * --ring-size N sizes the AF_XDP receive and fill rings of the uplink (a power of two 64..32768,
+ * default XSK_DEFAULT_RX_RING): deeper rings absorb longer bursts and pin more memory (4 KiB per
+ * frame, the UMEM holds rx + tx frames rounded up to a power of two). AF_PACKET ignores it.
  *
  * Capabilities: what the chosen mode needs, no more. AF_PACKET opens packet sockets and loads
  * only a classic socket filter: CAP_NET_RAW. AF_XDP also loads and attaches the XDP program:
@@ -17,6 +21,7 @@
 import { parseArgs } from 'node:util';
 import { getSys, PinholeError } from '../../sys/index.ts';
 import { startUplink, type RequestedMode } from '../../uplink/runner.ts';
+import { isRingSize, XSK_RING_MAX, XSK_RING_MIN } from '../../uplink/xsk/sizing.ts';
 import { requireCaps, type CapName } from '../caps.ts';
 import { toJson, type CommandIO } from '../io.ts';
 import { startLagMonitor } from '../lag.ts';
@@ -33,6 +38,7 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
       address: { type: 'string', multiple: true, default: [] },
       to: { type: 'string' },
       queues: { type: 'string' },
+      'ring-size': { type: 'string' },
       'replace-foreign': { type: 'boolean', default: false },
       'stats-interval': { type: 'string' },
     },
@@ -49,6 +55,7 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
   if (queues !== undefined && (!/^\d+$/.test(values.queues!) || queues < 1 || queues > 64)) {
     throw new PinholeError('ERR_CLI_USAGE', '--queues: an integer 1..64');
   }
+  const ringSize = values['ring-size'] === undefined ? undefined : parseRingSize(values['ring-size']);
   requireCaps(`running the uplink (--mode ${mode})`, UPLINK_CAPS[mode]);
   const log = (e: Record<string, unknown>): void => io.err(toJson({ time: new Date().toISOString(), ...e }));
 
@@ -63,6 +70,7 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
       log,
       ...(values.to ? { to: values.to } : {}),
       ...(queues !== undefined ? { queues } : {}),
+      ...(ringSize !== undefined ? { rings: { rx: ringSize } } : {}),
       replaceForeign: values['replace-foreign'],
       onLost: (code, message) => {
         // The uplink (or --to) is gone or lost its program: nothing useful runs any more. Stop
@@ -141,4 +149,13 @@ function checkCrossConnect(iface: string, to: string): void {
     }
   }
   if (same) throw new PinholeError('ERR_CLI_USAGE', `uplink: --to ${to} is the uplink itself (--iface ${iface}); name another interface`);
+}
+
+/** `--ring-size N`: a power of two XSK_RING_MIN..XSK_RING_MAX, written in decimal. */
+export function parseRingSize(text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !isRingSize(n)) {
+    throw new PinholeError('ERR_CLI_USAGE', `--ring-size ${text}: a power of two ${XSK_RING_MIN}..${XSK_RING_MAX}`);
+  }
+  return n;
 }

@@ -11,6 +11,7 @@
  */
 import { BpfMap } from '../../kernel/map.ts';
 import { alloc, type Mapping } from '../../sys/index.ts';
+import type { XskRings } from '../../uplink/xsk/sizing.ts';
 import { openXsk, type XskSocket } from '../../uplink/xsk/socket.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
@@ -25,6 +26,8 @@ export interface XskPortOptions {
   /** Page-aligned offset of this port's UMEM in the area. */
   areaOffset: number;
   frameCount: number;
+  /** Ring sizes (default: openXsk's, 2048 each). */
+  rings?: XskRings;
   batchSize: number;
   xsksMapFd?: number;
   counters: Float64Array;
@@ -58,7 +61,7 @@ export class XskPort implements Port {
     this.sock = sock;
     this.name = o.name;
     this.fd = sock.fd;
-    this.detail = `${sock.mode} mode`;
+    this.detail = `${sock.mode} mode, rx ring ${sock.rxRing.size}, tx ring ${sock.txRing.size}`;
     this.memory = o.memory;
     this.memId = o.memory.register(o.area.buffer);
     this.off = o.areaOffset;
@@ -79,6 +82,7 @@ export class XskPort implements Port {
       queue: o.queue,
       frameSize: XSK_FRAME_SIZE,
       frameCount: o.frameCount,
+      ...(o.rings ? { rxSize: o.rings.rx, txSize: o.rings.tx, fillSize: o.rings.fill, compSize: o.rings.comp } : {}),
       area: { mapping: o.area, offset: o.areaOffset },
     });
     try {
