@@ -28,7 +28,12 @@ export const LAB = {
   bMac: '02:00:00:00:00:02',
 };
 
-export function twoHosts(tag: string, opts: { queues?: number; mtu?: number } = {}): TwoHosts {
+/**
+ * Two hosts joined by a veth (up0 ── peer0). `gro: true` turns GRO on at both ends: XDP frames sent
+ * into a veth are dropped unless its peer runs XDP or GRO (design.md §4). Everything is set up
+ * inside one try: a failing step (e.g. ethtool missing) removes both namespaces before throwing.
+ */
+export function twoHosts(tag: string, opts: { queues?: number; mtu?: number; gro?: boolean } = {}): TwoHosts {
   const a = createNetns(`${tag}-a`);
   let b: Netns | undefined;
   try {
@@ -40,6 +45,10 @@ export function twoHosts(tag: string, opts: { queues?: number; mtu?: number } = 
     b.ip('addr', 'add', `${LAB.b4}/24`, 'dev', 'peer0');
     a.ip('-6', 'addr', 'add', `${LAB.a6}/64`, 'dev', 'up0', 'nodad');
     b.ip('-6', 'addr', 'add', `${LAB.b6}/64`, 'dev', 'peer0', 'nodad');
+    if (opts.gro) {
+      a.exec('ethtool', ['-K', 'up0', 'gro', 'on']);
+      b.exec('ethtool', ['-K', 'peer0', 'gro', 'on']);
+    }
     const bb = b;
     return {
       a,

@@ -3,11 +3,13 @@
  * they FAIL with a clear message — CI runs as root, and a silent skip would hide a broken tier.
  */
 import { readFileSync } from 'node:fs';
+import { sweepNetnsOnExit } from './sweep.ts';
 
 export function requireRoot(): void {
   if (process.getuid?.() !== 0) {
     throw new Error('this test tier needs root (run `sudo npm test`, or `npm run test:unit` for the unprivileged tier)');
   }
+  sweepNetnsOnExit();
 }
 
 /** Fails unless the running kernel is at least `version` (e.g. '5.9'), naming the feature. */

@@ -40,11 +40,7 @@ const UDP_LISTEN = fileURLToPath(new URL('./fixtures/udp-listen.ts', import.meta
 const STACK = /\n\s+at .+:\d+:\d+/;
 
 function lab(tag: string): TwoHosts {
-  const l = twoHosts(tag);
-  // XDP frames sent into a veth are dropped unless its peer runs XDP or GRO (design.md §4).
-  l.a.exec('ethtool', ['-K', 'up0', 'gro', 'on']);
-  l.b.exec('ethtool', ['-K', 'peer0', 'gro', 'on']);
-  return l;
+  return twoHosts(tag, { gro: true });
 }
 
 function sendUdp(ns: Netns, dst: string, port: number, count: number): void {

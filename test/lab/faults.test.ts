@@ -70,11 +70,7 @@ function xdpOf(ns: Netns, dev: string): string {
 }
 
 function lab(tag: string, queues = 1): TwoHosts {
-  const l = twoHosts(tag, { queues });
-  // XDP frames sent into a veth are dropped unless its peer runs XDP or GRO (design.md §4).
-  l.a.exec('ethtool', ['-K', 'up0', 'gro', 'on']);
-  l.b.exec('ethtool', ['-K', 'peer0', 'gro', 'on']);
-  return l;
+  return twoHosts(tag, { queues, gro: true });
 }
 
 // ─── SOCKET_FAULTS: the AF_PACKET socket on its own ─────────────────────────────────────────

@@ -39,11 +39,7 @@ function xdpOf(ns: Netns, dev: string): string {
 }
 
 function lab(tag: string, opts: { queues?: number; mtu?: number } = {}): TwoHosts {
-  const l = twoHosts(tag, opts);
-  // XDP frames sent into a veth are dropped unless its peer runs XDP or GRO (design.md §4).
-  l.a.exec('ethtool', ['-K', 'up0', 'gro', 'on']);
-  l.b.exec('ethtool', ['-K', 'peer0', 'gro', 'on']);
-  return l;
+  return twoHosts(tag, { ...opts, gro: true });
 }
 
 for (const mode of ['auto', 'afpacket'] as const) {
