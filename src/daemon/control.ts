@@ -7,7 +7,7 @@
  *   ERR_CONFIG_INVALID          400 (details.field / details.errors name the field)
  *   ERR_API_NOT_FOUND           404 (unknown connection)
  *   ERR_API_CONFLICT            409 (e.g. the interface or (remote, port, vni) is used by another connection)
- *   ERR_API_BUSY                503 (a reload or another change is being applied; retry)
+ *   ERR_API_BUSY                503 (the forwarder is stopping; changes are otherwise queued, never refused)
  *   anything else               500
  * A failed change leaves the running state exactly as it was.
  */

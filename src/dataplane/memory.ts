@@ -1,7 +1,8 @@
 /**
  * Packet memory of one dataplane worker: every buffer frames can live in (the AF_XDP area that
- * holds all of the worker's UMEMs, each AF_PACKET ring mapping, the next-hop wait buffers),
- * registered once at start and named by a small integer id. A frame is (memory id, byte offset,
+ * holds a set of the worker's UMEMs, each AF_PACKET ring mapping, the stages' own buffers),
+ * registered by whoever opens it (counted: a port or stage releases its registration when it
+ * closes, so a worker that changes its plan many times reuses ids) and named by a small integer id. A frame is (memory id, byte offset,
  * length); links carry those triples, never objects.
  *
  * Copies between memories allocate nothing: within one buffer `copyWithin` on a view of the

@@ -12,6 +12,7 @@
  * Counters are the PORT_COUNTERS block of the plan's layout, written in place (see counters.ts).
  */
 import type { Link } from './link.ts';
+import type { PacketMemory } from './memory.ts';
 
 export interface Port {
   readonly name: string;
@@ -36,6 +37,18 @@ export interface Port {
   /** Moves the port's counters to another block (the worker's plan changed: new layout). */
   setCounters(c: Float64Array, base: number): void;
   close(): void;
+}
+
+/** What every port is opened with, whatever its driver. */
+export interface PortOptions {
+  /** Unique in the worker; its counters are the `port:<name>` block. */
+  name: string;
+  ifname: string;
+  memory: PacketMemory;
+  batchSize: number;
+  /** The worker's counters and the slot of this port's PORT_COUNTERS block. */
+  counters: Float64Array;
+  base: number;
 }
 
 /** Slot offsets inside a port's PORT_COUNTERS block (plan.ts); a unit test holds them together. */

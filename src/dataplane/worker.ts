@@ -12,8 +12,10 @@
  * between breaths, the worker reads the message synchronously, opens the ports the new plan adds
  * (if one fails, it closes them and keeps running the old graph: nothing changes), moves every
  * counter that exists in both layouts into the new counters (an untouched connection keeps its
- * numbers), rebuilds the graph, closes the ports the new plan dropped, and answers `configured`.
- * Ports whose plan did not change are kept open: their traffic never stops.
+ * numbers), builds the new graph before touching any state, closes the ports the new plan
+ * dropped, and answers `configured`. Ports are matched by what their socket is (interface, queue,
+ * driver, filter, XSKMAP), not by name or connection index, so a port whose socket did not change
+ * stays open through renames and index shifts: its traffic never stops.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { getSys, type Mapping } from '../sys/index.ts';

@@ -9,7 +9,7 @@
  */
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireRoot } from '../helpers/require.ts';
@@ -186,3 +186,32 @@ test('signals into every thread (node --cpu-prof: SIGPROF) neither fail the prog
     rmSync(profDir, { recursive: true, force: true });
   }
 });
+
+for (const how of ['stdout closed', 'SIGQUIT'] as const) {
+  test(`pinhole run: ${how}: the daemon stops cleanly (exit 0, no stack, nothing attached, socket gone)`, async () => {
+    const lab = buildLab({ prefix: `ph-${process.pid}-oc`, sides: { a: 'pinhole', b: 'kernel' }, workloadQueues: 2 });
+    try {
+      const { a, b } = lab;
+      const w = a.workloads[0]!;
+      const file = join(dir, 'oc.yaml');
+      const sock = join(dir, 'oc.sock');
+      writeFileSync(
+        file,
+        `uplink: { interface: ${a.uplink}, mode: auto }\napi: { socket: ${sock} }\nconnections:\n  - { name: c0, local: { interface: ${w.iface} }, vxlan: { vni: ${w.vni}, remote: "${b.underlay4}" } }\n`,
+      );
+      const p = startPinhole(a.ns, ['--config', file, '--stats-interval', '50'], 20_000, 'run');
+      await p.ready;
+      if (how === 'stdout closed') p.child.stdout!.destroy();
+      else p.child.kill('SIGQUIT');
+      const ex = await p.exited;
+      assert.equal(ex.code, 0, ex.stderr);
+      assert.doesNotMatch(ex.stderr, STACK);
+      assert.match(ex.stderr, /"event":"stopped"/);
+      assert.ok(!existsSync(sock), 'the API socket is removed');
+      for (const iface of [a.uplink, w.iface]) assert.doesNotMatch(lab.exec(a.ns, 'ip', ['-d', 'link', 'show', iface]), /prog\/xdp/);
+    } finally {
+      killLeftoverPinholes();
+      lab.close();
+    }
+  });
+}

@@ -1,13 +1,14 @@
 /**
  * `pinhole run --config FILE [--stats-interval MS]`
  *
- * The forwarder in the foreground: reads and validates the YAML config (nothing is touched when
+ * The daemon in the foreground: reads and validates the YAML config (nothing is touched when
  * it is invalid: exit 1 with `ERR_CONFIG_*` naming the field), starts the uplink, the workload
- * interfaces and the VXLAN connections (daemon/forwarder.ts), prints one JSON `ready` line on
- * stdout (mode and why, workload drivers and why, connections, next hops), optional `stats`
- * lines, and on SIGINT/SIGTERM/SIGQUIT/SIGHUP or a closed stdout stops cleanly and prints the
- * final counters as one `stopped` line. Logs are JSON lines on stderr. Exit 0; 1 when a worker
- * died (a supervisor should restart us).
+ * interfaces and the VXLAN and WireGuard connections (daemon/daemon.ts, daemon/forwarder.ts),
+ * the API and the metrics endpoint, prints one JSON `ready` line on stdout (mode and why,
+ * workload drivers and why, connections, next hops), optional `stats` lines, and on
+ * SIGINT/SIGTERM/SIGQUIT or a closed stdout stops cleanly and prints the final counters as one
+ * `stopped` line; SIGHUP reloads the file. A lost uplink or a dead worker is recovered by the
+ * daemon itself (state `recovering` in the stats lines). Logs are JSON lines on stderr. Exit 0.
  */
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../../config/index.ts';

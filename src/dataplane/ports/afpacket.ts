@@ -18,18 +18,12 @@ import type { PinholeSpec } from '../../bpf/pinhole/policy.ts';
 import { AfPacketSocket, RxBatch } from '../../uplink/afpacket/socket.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
-import { PC, type Port } from '../port.ts';
+import { PC, type Port, type PortOptions } from '../port.ts';
 
-export interface AfPacketPortOptions {
-  name: string;
-  ifname: string;
-  memory: PacketMemory;
+export interface AfPacketPortOptions extends PortOptions {
   /** Receive filter: the pinhole policy, every frame, or nothing (transmit-only). */
   filter: PinholeSpec | 'all' | 'none';
   fanoutGroup?: number;
-  batchSize: number;
-  counters: Float64Array;
-  base: number;
 }
 
 /** Bytes in front of a received frame that stages may overwrite (see the file comment). */

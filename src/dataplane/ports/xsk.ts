@@ -15,23 +15,17 @@ import type { XskRings } from '../../uplink/xsk/sizing.ts';
 import { openXsk, type XskSocket } from '../../uplink/xsk/socket.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
-import { PC, type Port } from '../port.ts';
+import { PC, type Port, type PortOptions } from '../port.ts';
 
-export interface XskPortOptions {
-  name: string;
-  ifname: string;
+export interface XskPortOptions extends PortOptions {
   queue: number;
-  memory: PacketMemory;
   area: Mapping;
   /** Page-aligned offset of this port's UMEM in the area. */
   areaOffset: number;
   frameCount: number;
   /** Ring sizes (default: openXsk's, 2048 each). */
   rings?: XskRings;
-  batchSize: number;
   xsksMapFd?: number;
-  counters: Float64Array;
-  base: number;
 }
 
 export const XSK_FRAME_SIZE = 4096;
