@@ -12,7 +12,8 @@
  *     rings: { rx: 8192, tx: 2048 }         # optional: AF_XDP ring sizes (powers of two 64..32768)
  *   connections:                            # may be empty or absent
  *     - name: pod-a
- *       local: { interface: veth-a }        # host side of the workload's veth
+ *       local: { interface: veth-a }        # host side of the workload's veth; optional
+ *                                           #   mode: auto | afxdp | afpacket (GSO-aware)
  *       vxlan: { vni: 100, remote: 198.18.0.2, port: 4789, ttl: 64 }
  *     - name: pod-w
  *       local: { interface: veth-w }          # L3: pinhole is the pod's gateway (ARP/ND answered)
@@ -77,7 +78,12 @@ export interface WireguardSettings {
 /** A connection has exactly one tunnel: `vxlan` or `wireguard`. */
 export interface ConnectionConfig {
   name: string;
-  local: { interface: string };
+  /**
+   * The workload interface, and how it is opened: `auto` (AF_XDP when the uplink runs AF_XDP and
+   * the interface has a queue per worker, else AF_PACKET), `afxdp`, or `afpacket` (with GSO and
+   * checksum offload: the pod keeps TSO). Absent: auto.
+   */
+  local: { interface: string; mode?: UplinkMode };
   vxlan?: VxlanSettings;
   wireguard?: WireguardSettings;
 }
@@ -383,7 +389,10 @@ export const TUNNEL_KIND_NAMES = Object.keys(TUNNEL_KINDS) as TunnelKind[];
 
 const connectionSchema = mapping({
   name: connectionName,
-  local: mapping({ interface: interfaceName }),
+  local: mapping({
+    interface: interfaceName,
+    mode: z.enum(UPLINK_MODES as [UplinkMode, ...UplinkMode[]], says(`must be one of ${UPLINK_MODES.join(', ')}`)).optional(),
+  }),
   ...TUNNEL_KINDS,
 })
   .superRefine((c, ctx) => {
@@ -394,11 +403,10 @@ const connectionSchema = mapping({
       ctx.addIssue({ code: 'custom', message: `has more than one tunnel (${kinds.join(', ')}): use one`, input: c });
     }
   })
-  .transform((c): ConnectionConfig =>
-    c.wireguard
-      ? { name: c.name, local: { interface: c.local.interface }, wireguard: c.wireguard }
-      : { name: c.name, local: { interface: c.local.interface }, vxlan: c.vxlan! },
-  );
+  .transform((c): ConnectionConfig => {
+    const local = c.local.mode !== undefined && c.local.mode !== 'auto' ? { interface: c.local.interface, mode: c.local.mode } : { interface: c.local.interface };
+    return c.wireguard ? { name: c.name, local, wireguard: c.wireguard } : { name: c.name, local, vxlan: c.vxlan! };
+  });
 
 /** Top-level sections. `connections` may be absent or empty (`connections:` alone reads as null). */
 const apiSchema = mapping({

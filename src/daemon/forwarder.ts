@@ -51,7 +51,7 @@ import { nextHopOf, Mirror } from '../netlink/mirror.ts';
 import { neighUseRequest, RTN_UNICAST } from '../netlink/rtnl.ts';
 import { rtnlRequest } from '../netlink/socket.ts';
 import { requireInterface, type IfaceInfo } from '../kernel/iface.ts';
-import { attachPassThrough, attachRedirectAll, loadRedirectAll, type LoadedRedirectAll } from '../kernel/workload.ts';
+import { attachRedirectAll, loadRedirectAll, type LoadedRedirectAll } from '../kernel/workload.ts';
 import type { XdpAttachment } from '../kernel/xdp-attach.ts';
 import { readKeyFile, tunnelPortOf, type ConnectionConfig, type PinholeConfig } from '../config/index.ts';
 import { openPortGuard, type PortGuard } from '../uplink/afpacket/port-guard.ts';
@@ -84,7 +84,7 @@ export interface WorkloadState {
   iface: string;
   driver: 'afxdp' | 'afpacket';
   reasons: DecisionReason[];
-  /** How an XDP program is attached to it (redirect-all for AF_XDP, pass-through for AF_PACKET). */
+  /** How the redirect-all XDP program is attached to it (AF_XDP). */
   xdp?: string;
 }
 
@@ -101,7 +101,6 @@ interface WorkloadSetup extends WorkloadState {
   wireguard: boolean;
   loaded?: LoadedRedirectAll;
   attachment?: XdpAttachment;
-  passThrough?: { close(): void };
   fanoutGroup?: number;
 }
 
@@ -142,7 +141,6 @@ function closeWorkloads(ws: Iterable<WorkloadSetup>): void {
   for (const w of ws) {
     try {
       w.attachment?.close();
-      w.passThrough?.close();
     } finally {
       w.loaded?.close();
     }
@@ -799,25 +797,12 @@ function setUpWorkloads(
       const iface = locals[i]!;
       const base = { connection: k.name, iface: iface.name, wireguard: Boolean(k.wireguard) };
       const afpacket = (reason: DecisionReason): void => {
-        const reasons = [reason];
-        let passThrough: { close(): void; detail: string } | undefined;
-        if (iface.kind === 'veth') {
-          // Keeps the pod's TSO super-frames off the AF_PACKET socket (see attachPassThrough).
-          try {
-            passThrough = attachPassThrough(iface.name);
-          } catch (err) {
-            const e = err as { code?: string; message: string };
-            reasons.push({
-              code: 'WORKLOAD_TSO',
-              message: `no pass-through XDP program on ${iface.name} (${e.code ?? 'error'}: ${e.message}): the pod's TCP segmentation offload stays on and frames above the tunnel MTU are dropped`,
-            });
-          }
-        }
+        // PACKET_VNET_HDR: the pod keeps TSO and checksum offload; the port splits its
+        // super-frames and completes its checksums (dataplane/ports/afpacket.ts).
         out.push({
           ...base,
           driver: 'afpacket',
-          reasons,
-          ...(passThrough ? { passThrough, xdp: passThrough.detail } : {}),
+          reasons: [reason],
           ...(host.queues > 1 && !k.wireguard ? { fanoutGroup: (((process.pid + ++fanoutSeq) & 0xfff) | 0x6000) >>> 0 } : {}),
         });
       };
@@ -828,7 +813,16 @@ function setUpWorkloads(
         });
         return;
       }
+      // The connection's own choice, else the uplink's forced mode, else auto.
+      const want = k.local.mode ?? (mode === 'afxdp' ? 'afxdp' : 'auto');
+      if (want === 'afpacket') {
+        afpacket({ code: 'WORKLOAD_CONFIGURED', message: 'local.mode is afpacket' });
+        return;
+      }
       if (host.mode !== 'afxdp') {
+        if (want === 'afxdp') {
+          throw new PinholeError('ERR_WORKLOAD_MODE', `${iface.name}: local.mode afxdp needs the uplink in AF_XDP mode (it runs AF_PACKET)`);
+        }
         afpacket({ code: 'UPLINK_AFPACKET', message: 'the uplink runs AF_PACKET; workload interfaces follow it' });
         return;
       }
@@ -837,7 +831,7 @@ function setUpWorkloads(
           code: 'WORKLOAD_QUEUES',
           message: `${iface.name} has ${iface.rxQueues ?? '?'} RX queues and the uplink ${host.queues} workers; AF_XDP needs one queue per worker (create the veth with numrxqueues/numtxqueues ${host.queues})`,
         };
-        if (mode === 'afxdp') throw new PinholeError('ERR_WORKLOAD_QUEUES', reason.message);
+        if (want === 'afxdp') throw new PinholeError('ERR_WORKLOAD_QUEUES', reason.message);
         afpacket(reason);
         return;
       }
@@ -848,7 +842,7 @@ function setUpWorkloads(
         out.push({ ...base, driver: 'afxdp', reasons: [], loaded, attachment, xdp: `${attachment.mode} XDP via ${attachment.via}` });
       } catch (err) {
         loaded?.close();
-        if (mode === 'afxdp') throw err;
+        if (want === 'afxdp') throw err;
         const e = err as { code?: string; message: string };
         log({ level: 'warn', event: 'fallback', iface: iface.name, from: 'afxdp', to: 'afpacket', code: e.code, message: e.message });
         afpacket({ code: 'WORKLOAD_AFXDP_FAILED', message: `${e.code ?? 'error'}: ${e.message}` });
@@ -901,7 +895,7 @@ function vxlanPlans(
         driver: wl.driver,
         rx: true,
         connection: i,
-        ...(wl.loaded ? { xsksMapFd: wl.loaded.maps.xsks.fd } : { filter: 'all' as const }),
+        ...(wl.loaded ? { xsksMapFd: wl.loaded.maps.xsks.fd } : { filter: 'all' as const, offload: true }),
         ...(wl.fanoutGroup !== undefined ? { fanoutGroup: wl.fanoutGroup } : {}),
       });
     });
@@ -931,6 +925,7 @@ function vxlanPlans(
           rx: true,
           connection: k.index,
           filter: 'all',
+          offload: true,
         });
       });
     }

@@ -16,11 +16,12 @@ import { Link } from './link.ts';
 import type { PacketMemory } from './memory.ts';
 import { NextHopTable } from './nexthop-table.ts';
 import type { WorkerPlan } from './plan.ts';
-import type { Port } from './port.ts';
+import { MAX_GSO_SEGMENTS, type Port } from './port.ts';
 import { DecapStage } from './stages/decap.ts';
 import { EncapStage } from './stages/encap.ts';
 import { NexthopStage } from './stages/nexthop.ts';
 import { WireguardStage, type WgRegistry } from './stages/wireguard.ts';
+
 
 export interface GraphShared {
   /** vxlan graph: the mirror's shared neighbour table and the connections' next hops. */
@@ -60,9 +61,12 @@ export function buildGraph(
     const connBase = Int32Array.from(conns.map((k) => counterBase(layout, `conn:${k.name}`)));
     const fromUplink = new Link('uplink>decap', cap);
     const toWorkload = conns.map((k) => new Link(`decap>${k.workloadPort}`, cap));
-    const fromWorkloads = new Link('workloads>encap', cap * Math.max(1, conns.length));
+    // A workload port with offload may push a batch plus one split super-frame per breathe
+    // (ports/afpacket.ts): room for every port's share, so none waits on another.
+    const perPort = cap + MAX_GSO_SEGMENTS;
+    const fromWorkloads = new Link('workloads>encap', perPort * Math.max(1, conns.length));
     // The WireGuard stage builds at most `wgSlots` frames per breathe into the nexthop link.
-    const wgSlots = wg.length > 0 ? cap * (wg.length + 3) + 64 : 0;
+    const wgSlots = wg.length > 0 ? perPort * wg.length + cap * 3 + 64 : 0;
     const toNexthop = new Link('encap>nexthop', fromWorkloads.capacity + wgSlots);
     const toUplink = new Link('nexthop>uplink', toNexthop.capacity + (conns.length + wg.length) * plan.waitQueue.frames);
     const decap = new DecapStage(conns, toWorkload, memory, c, counterBase(layout, 'decap'), connBase);
@@ -92,7 +96,7 @@ export function buildGraph(
       const wgIn = ports.get('wg');
       const fromWg = new Link('wg>wireguard', cap);
       const wgToWorkload = wg.map((k) => new Link(`wireguard>${k.workloadPort}`, cap * 2));
-      const fromWgWorkloads = new Link('workloads>wireguard', cap * wg.length);
+      const fromWgWorkloads = new Link('workloads>wireguard', perPort * wg.length);
       const stage = new WireguardStage(
         wg,
         shared.wireguard,

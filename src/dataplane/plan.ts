@@ -36,6 +36,11 @@ export interface PortPlan {
   fanoutGroup?: number;
   /** For workload ports: the connection index whose frames this port carries. */
   connection?: number;
+  /**
+   * AF_PACKET workload ports: PACKET_VNET_HDR, so the pod keeps its TSO and checksum offload;
+   * GSO super-frames are split and partial checksums completed in the port (packet/offload.ts).
+   */
+  offload?: boolean;
 }
 
 export interface VxlanConnectionPlan {
@@ -112,6 +117,8 @@ export const PORT_COUNTERS = [
   'rx_ring_size',
   'tx_ring_used',
   'tx_ring_size',
+  'rx_gso_frames',
+  'rx_offload_drops',
 ] as const;
 export const ENGINE_COUNTERS = ['breaths', 'idle_waits', 'frames'] as const;
 export const DECAP_REASONS = [

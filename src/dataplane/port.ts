@@ -51,6 +51,12 @@ export interface PortOptions {
   base: number;
 }
 
+/**
+ * Most frames one GSO super-frame from a workload may split into (an MSS of 256 bytes or more at
+ * 64 KiB); more is a counted drop. Links out of workload ports leave room for one such split.
+ */
+export const MAX_GSO_SEGMENTS = 256;
+
 /** Slot offsets inside a port's PORT_COUNTERS block (plan.ts); a unit test holds them together. */
 export const PC = {
   rxFrames: 0,
@@ -65,4 +71,8 @@ export const PC = {
   rxRingSize: 9,
   txRingUsed: 10,
   txRingSize: 11,
+  /** GSO super-frames received and split into MTU-sized frames (offload ports). */
+  rxGsoFrames: 12,
+  /** Received frames whose offload metadata could not be honoured (counted drops). */
+  rxOffloadDrops: 13,
 } as const;

@@ -99,6 +99,7 @@ const keyOf = (p: PortPlan): string =>
     p.xsksMapFd ?? null,
     p.filter ?? null,
     p.fanoutGroup ?? null,
+    p.offload ?? false,
     p.frameCount ?? null,
     p.rings ? [p.rings.rx, p.rings.tx, p.rings.fill, p.rings.comp] : null,
   ]);
@@ -151,6 +152,7 @@ async function openPorts(
           memory,
           filter: p.rx ? (p.filter ?? 'all') : 'none',
           ...(p.fanoutGroup !== undefined && p.rx ? { fanoutGroup: p.fanoutGroup } : {}),
+          ...(p.offload ? { offload: true } : {}),
           batchSize,
           counters: c,
           base,

@@ -17,8 +17,7 @@
  * While running, frames on a queue with no registered socket are dropped and counted as
  * `noSocket` (see the program's header for why it is DROP and not PASS).
  */
-import { alu64, assemble, exit, R0 } from '../bpf/asm/index.ts';
-import { XDP_PASS } from './bpf-attr.ts';
+import { assemble } from '../bpf/asm/index.ts';
 import {
   buildRedirectAll,
   DEFAULT_WORKLOAD_QUEUES,
@@ -153,33 +152,4 @@ export function loadRedirectAll(opts: LoadRedirectAllOptions = {}): LoadedRedire
  */
 export function attachRedirectAll(loaded: LoadedRedirectAll, ifname: string, mode: 'auto' | XdpMode = 'auto'): XdpAttachment {
   return attachXdp(loaded.program.fd, { iface: ifname, mode, via: 'bpf_link', persist: false, replace: false });
-}
-
-/**
- * A pass-through XDP program (`return XDP_PASS`) for a workload veth served by AF_PACKET. Why
- * attach anything when AF_PACKET needs no program: a veth with an XDP program turns off TSO/GSO
- * on its peer (drivers/net/veth.c, veth_xdp_set), so the pod's kernel segments TCP into frames of
- * at most its MTU, as it does in AF_XDP mode. Without it the AF_PACKET socket receives the pod's
- * 64 KB TSO super-frames, which no tunnel can carry in one datagram (counted `too-big` drops; TCP
- * crawls). Attached through bpf_link, so it goes away with the process and the peer's features
- * come back.
- */
-export function attachPassThrough(ifname: string): { close(): void; detail: string } {
-  const program = loadProgram({ name: 'ph_wl_pass', type: 'xdp', insns: assemble([alu64.mov.imm(R0, XDP_PASS), exit()]) });
-  try {
-    const att = attachXdp(program.fd, { iface: ifname, mode: 'auto', via: 'bpf_link', persist: false, replace: false });
-    return {
-      detail: `pass-through ${att.mode} XDP via ${att.via}`,
-      close() {
-        try {
-          att.close();
-        } finally {
-          program.close();
-        }
-      },
-    };
-  } catch (err) {
-    program.close();
-    throw err;
-  }
 }

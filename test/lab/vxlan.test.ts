@@ -48,7 +48,7 @@ function remoteOf(node: LabNode, family: 4 | 6): string {
 }
 
 /** Writes a config for `node` with one connection per workload, towards `peer`. */
-function configFor(node: LabNode, peer: LabNode, mode: string, families: (4 | 6)[], extra = ''): string {
+function configFor(node: LabNode, peer: LabNode, mode: string, families: (4 | 6)[], extra = '', localMode?: string): string {
   const lines = [
     `uplink: { interface: ${node.uplink}, mode: ${mode} }`,
     `api: { socket: ${join(dir, `${node.ns}.sock`)} }`,
@@ -56,7 +56,8 @@ function configFor(node: LabNode, peer: LabNode, mode: string, families: (4 | 6)
   ];
   node.workloads.forEach((w, i) => {
     const fam = families[i % families.length]!;
-    lines.push(`  - { name: c${i}, local: { interface: ${w.iface} }, vxlan: { vni: ${w.vni}, remote: "${remoteOf(peer, fam)}" } }`);
+    const local = localMode ? `{ interface: ${w.iface}, mode: ${localMode} }` : `{ interface: ${w.iface} }`;
+    lines.push(`  - { name: c${i}, local: ${local}, vxlan: { vni: ${w.vni}, remote: "${remoteOf(peer, fam)}" } }`);
   });
   const file = join(dir, `${node.ns}.yaml`);
   writeFileSync(file, lines.join('\n') + '\n' + extra);
@@ -149,6 +150,48 @@ for (const c of CASES) {
         noXdp(lab, a.ns, pa.iface);
       },
     );
+  });
+}
+
+for (const peer of ['kernel', 'pinhole'] as const) {
+  test(`local.mode afpacket with the pod's TSO and checksum offload on (↔ ${peer}): super-frames split, partial checksums completed, TCP over IPv4 and IPv6 and UDP pass, nothing dropped`, async () => {
+    await withLab(`gso${peer.slice(0, 1)}`, { sides: { a: 'pinhole', b: peer }, podChecksumOffload: true }, async (lab) => {
+      const { a, b } = lab;
+      const pa = startRun(a, configFor(a, b, 'auto', [4], '', 'afpacket'));
+      const pb = peer === 'pinhole' ? startRun(b, configFor(b, a, 'auto', [4], '', 'afpacket')) : undefined;
+      const ready = (await pa.ready) as unknown as RunLine;
+      await pb?.ready;
+      assert.equal(ready.mode, 'afxdp');
+      assert.equal(ready.workloads[0]!.driver, 'afpacket');
+      assert.equal(ready.workloads[0]!.reasons[0]!.code, 'WORKLOAD_CONFIGURED');
+      const src = a.workloads[0]!;
+      const dst = b.workloads[0]!;
+      // No program on the workload veth: the pod keeps segmentation and checksum offload.
+      noXdp(lab, a.ns, src.iface);
+      assert.match(lab.exec(src.podNs, 'ethtool', ['-k', src.podIface]), /tcp-segmentation-offload: on/);
+      assert.match(lab.exec(src.podNs, 'ethtool', ['-k', src.podIface]), /tx-checksumming: on/);
+      assert.equal(ping(lab, src.podNs, dst.podAddr4).received, 5, 'IPv4 overlay ping');
+      assert.equal(ping(lab, src.podNs, dst.podAddr6).received, 5, 'IPv6 overlay ping');
+      for (const to of [dst.podAddr4, dst.podAddr6]) {
+        const tcp = iperf(lab, src.podNs, dst.podNs, to, false);
+        assert.ok(tcp.bps > 10e6, `TCP pod A → pod B (${to}): ${tcp.bps} bit/s`);
+      }
+      const back = iperf(lab, dst.podNs, src.podNs, src.podAddr4, false);
+      assert.ok(back.bps > 10e6, `TCP pod B → pod A: ${back.bps} bit/s`);
+      const udp = iperf(lab, src.podNs, dst.podNs, dst.podAddr4, true);
+      assert.ok(udp.bps > 1e6, `UDP through the tunnel: ${udp.bps} bit/s`);
+      const fin = (await pa.stop()) as unknown as RunLine;
+      const finB = pb ? ((await pb.stop()) as unknown as RunLine) : undefined;
+      const port = fin.ports['wl:c0']!;
+      assert.ok(port.rx_gso_frames! > 0, `super-frames split: ${port.rx_gso_frames}`);
+      assert.equal(port.rx_offload_drops, 0, 'no offload drops');
+      assert.equal(fin.ports.uplink!.tx_frames, fin.connections.c0!.encap_frames, 'encapsulated frames all left through the uplink');
+      assert.deepEqual(fin.drops, {}, 'no drops');
+      if (finB) {
+        assert.ok(finB.ports['wl:c0']!.rx_gso_frames! > 0, 'node B split the reverse direction');
+        assert.deepEqual(finB.drops, {}, 'no drops on node B');
+      }
+    });
   });
 }
 

@@ -572,3 +572,26 @@ test('vxlan: both directions in one breathe, and a full workload TX ring drops a
   assert.equal(v['conn:c0']!.decap_frames, 5, 'decapsulated, then dropped by the port');
   assert.deepEqual(v.engine, { breaths: 1, idle_waits: 0, frames: 6 });
 });
+
+test('PacketMemory.copy: every source and destination alignment and length moves the same bytes and nothing else', () => {
+  const mem = new PacketMemory();
+  const a = new Uint8Array(512);
+  const b = new Uint8Array(512);
+  for (let i = 0; i < a.length; i++) a[i] = (i * 131 + 7) & 0xff;
+  const sa = mem.register(a.buffer);
+  const sb = mem.register(b.buffer);
+  for (let from = 0; from < 8; from++) {
+    for (let to = 0; to < 8; to++) {
+      for (const len of [0, 1, 3, 15, 16, 17, 63, 64, 65, 250, 500 - from]) {
+        b.fill(0xee);
+        mem.copy(sa, from, sb, to, len);
+        assert.deepEqual(b.subarray(to, to + len), a.subarray(from, from + len), `from ${from} to ${to} len ${len}`);
+        assert.ok(b.subarray(0, to).every((x) => x === 0xee) && b.subarray(to + len).every((x) => x === 0xee), `from ${from} to ${to} len ${len}: bytes outside`);
+      }
+    }
+  }
+  // The source's last word may end exactly at the end of its buffer.
+  b.fill(0);
+  mem.copy(sa, 512 - 100, sb, 2, 100);
+  assert.deepEqual(b.subarray(2, 102), a.subarray(412, 512));
+});

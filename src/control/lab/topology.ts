@@ -78,7 +78,12 @@ export interface LabOptions {
   workloadMtu?: number;
   /** GRO on every veth (needed to receive XDP-transmitted frames). Default true. */
   gro?: boolean;
-  /** Keep TX checksum offload on in pods (frames leave with partial checksums). Default false. */
+  /**
+   * Keep TX checksum offload (and with it TSO) on in pods: frames leave with partial checksums,
+   * TCP in 64 KiB super-frames. Default false. A kernel node's uplink then has TX checksum offload
+   * off, as a wire would: through a veth its vxlan would otherwise send frames whose inner
+   * checksum is still partial, which no receiver but a kernel (and no XDP program) can tell.
+   */
   podChecksumOffload?: boolean;
 }
 
@@ -368,6 +373,7 @@ function addAddrs(ns: string, dev: string, addr4: string, len4: number, addr6: s
 function addNode(plan: LabPlan, n: LabNode, peer: LabNode): void {
   const ns = n.ns;
   addAddrs(ns, n.uplink, n.underlay4, 24, n.underlay6, 64);
+  if (plan.podChecksumOffload && n.role === 'kernel') nsExec(ns, 'ethtool', ['-K', n.uplink, 'tx', 'off']);
   if (n.gateway4 && n.gateway6) {
     ipIn(ns, 'route', 'add', 'default', 'via', n.gateway4, 'dev', n.uplink);
     ipIn(ns, '-6', 'route', 'add', 'default', 'via', n.gateway6, 'dev', n.uplink);

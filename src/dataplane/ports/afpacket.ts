@@ -11,28 +11,64 @@
  * The uplink uses the pinhole policy as its socket filter; a workload port takes every frame
  * ('all'). A transmit-only port ('to' of a cross-connect) gets a drop-all filter, so the kernel
  * queues nothing for it.
+ *
+ * Offload (workload ports, `offload: true`): the socket has PACKET_VNET_HDR, so a pod keeps its
+ * TCP segmentation and checksum offload. The kernel then hands over what the pod's stack built:
+ * GSO super-frames of up to 64 KiB and frames whose L4 checksum is only the pseudo-header sum.
+ * rx() completes such checksums in place and splits super-frames into MTU-sized frames with
+ * complete checksums (packet/offload.ts: what the kernel's software GSO would send) written into
+ * the port's own segment memory, so the rest of the graph only ever sees ordinary frames:
+ *
+ *   ring:    … │ tpacket3_hdr │ … │ virtio_net_hdr (10) │ Ethernet frame (up to 64 KiB) │ …
+ *                                   gso_type, gso_size ──► Segmenter ──► segment slots:
+ *   segment memory: │ headroom 128 │ segment 0 │ … │ headroom 128 │ segment k │ …   (2 KiB each)
+ *
+ * A super-frame is taken from the ring only when all of its segments fit in this breath (link
+ * room and free slots); otherwise it waits for the next breath, which starts with room for at
+ * least MAX_GSO_SEGMENTS (the graph sizes the link for it). One super-frame costs the kernel and
+ * the pod one frame's work instead of one per segment; segmenting it costs pinhole a header
+ * copy and a checksum per segment. Frames sent to the pod carry an all-zero header (no offload).
  */
 import { cbpf } from '../../bpf/cbpf/asm.ts';
 import { compilePinholeFilter, PINHOLE_SNAP_LEN } from '../../bpf/cbpf/pinhole.ts';
 import type { PinholeSpec } from '../../bpf/pinhole/policy.ts';
+import {
+  completeChecksum,
+  Segmenter,
+  VNET_F_NEEDS_CSUM,
+  VNET_GSO_ECN,
+  VNET_GSO_NONE,
+  VNET_HDR_LEN,
+  vnetCsumOffset,
+  vnetCsumStart,
+  vnetFlags,
+  vnetGsoSize,
+  vnetGsoType,
+} from '../../packet/offload.ts';
+import { alloc } from '../../sys/index.ts';
 import { AfPacketSocket, RxBatch } from '../../uplink/afpacket/socket.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
-import { PC, type Port, type PortOptions } from '../port.ts';
+import { MAX_GSO_SEGMENTS, PC, type Port, type PortOptions } from '../port.ts';
 
 export interface AfPacketPortOptions extends PortOptions {
   /** Receive filter: the pinhole policy, every frame, or nothing (transmit-only). */
   filter: PinholeSpec | 'all' | 'none';
   fanoutGroup?: number;
+  /** PACKET_VNET_HDR with GSO splitting and checksum completion (see the file comment). */
+  offload?: boolean;
 }
 
 /** Bytes in front of a received frame that stages may overwrite (see the file comment). */
 export const AFPACKET_HEADROOM = 82;
 
+const SEG_SLOT = 2048;
+const SEG_HEADROOM = 128;
+
 export class AfPacketPort implements Port {
   readonly name: string;
   readonly driver = 'afpacket' as const;
-  readonly detail = 'TPACKET_V3 ring';
+  readonly detail: string;
   readonly fd: number;
   readonly sock: AfPacketSocket;
   private readonly memId: number;
@@ -44,6 +80,15 @@ export class AfPacketPort implements Port {
   private b: number;
   private lastErrors = 0;
   private readonly kdBase: number;
+  /** Offload: the segmenter, its memory (id, bytes, slot count) and frames per breath. */
+  private readonly offload: boolean;
+  private readonly seg: Segmenter | undefined;
+  private readonly segId: number = -1;
+  private readonly segMem: Uint8Array | undefined;
+  private readonly segSlots: number = 0;
+  private readonly ring: Uint8Array;
+  /** Bytes in front of each TX frame: the virtio_net_hdr with offload, else none. */
+  private readonly txHead: number;
 
   constructor(o: AfPacketPortOptions) {
     this.name = o.name;
@@ -53,21 +98,34 @@ export class AfPacketPort implements Port {
         : o.filter === 'none'
           ? cbpf().ret.k(0).assemble()
           : compilePinholeFilter(o.filter);
-    const open = { ifname: o.ifname, filter, txFrames: 512 };
+    this.offload = o.offload === true;
+    this.detail = this.offload ? 'TPACKET_V3 ring, GSO and checksum offload (PACKET_VNET_HDR)' : 'TPACKET_V3 ring';
+    const open = { ifname: o.ifname, filter, txFrames: 512, ...(this.offload ? { vnetHdr: true } : {}) };
     this.sock = AfPacketSocket.open(o.fanoutGroup === undefined ? open : { ...open, fanoutGroup: o.fanoutGroup });
     this.fd = this.sock.fd;
     this.memory = o.memory;
+    this.ring = this.sock.memory;
+    this.memId = -1;
     try {
       this.memId = o.memory.register(this.sock.memory.buffer);
+      if (this.offload) {
+        // Room for one breath: a batch of ordinary frames plus the largest super-frame.
+        this.segSlots = o.batchSize + MAX_GSO_SEGMENTS;
+        this.segMem = alloc(this.segSlots * SEG_SLOT);
+        this.seg = new Segmenter(MAX_GSO_SEGMENTS);
+        this.segId = o.memory.register(this.segMem.buffer);
+      }
     } catch (err) {
+      if (this.memId >= 0) o.memory.release(this.memId);
       this.sock.close();
       throw err;
     }
+    this.txHead = this.offload ? VNET_HDR_LEN : 0;
     this.rxb = new RxBatch(o.batchSize);
     // Absolute offsets of each TX slot's data area, read once (no view per frame).
     this.txOff = new Uint32Array(this.sock.txFrames);
     for (let i = 0; i < this.sock.txFrames; i++) this.txOff[i] = this.sock.txData[i]!.byteOffset;
-    this.txMax = this.sock.txFrames > 0 ? this.sock.txData[0]!.length : 0;
+    this.txMax = this.sock.txFrames > 0 ? this.sock.txData[0]!.length - this.txHead : 0;
     this.c = o.counters;
     this.b = o.base;
     // A port reopened under the same name continues the counter it inherits (never backwards).
@@ -75,6 +133,7 @@ export class AfPacketPort implements Port {
   }
 
   rx(out: Link, tag: number): number {
+    if (this.offload) return this.rxOffload(out, tag);
     const room = out.capacity - out.n;
     if (room < this.rxb.capacity) return 0; // never split a ring batch across breathes
     const n = this.sock.receive(this.rxb);
@@ -92,6 +151,81 @@ export class AfPacketPort implements Port {
     return n;
   }
 
+  /**
+   * rx() with PACKET_VNET_HDR (see the file comment). Up to a batch of ring frames; a frame is
+   * taken only when everything it becomes fits in this breath.
+   */
+  private rxOffload(out: Link, tag: number): number {
+    const sock = this.sock;
+    const rxb = this.rxb;
+    const ring = this.ring;
+    const seg = this.seg!;
+    const segMem = this.segMem!;
+    const id = this.memId;
+    const segId = this.segId;
+    let room = Math.min(out.capacity - out.n, this.segSlots);
+    let slot = 0;
+    let taken = 0;
+    let frames = 0;
+    let bytes = 0;
+    let gso = 0;
+    let drops = 0;
+    while (taken < rxb.capacity && room > 0 && sock.peek(rxb, 0)) {
+      const off = rxb.offset[0]!;
+      const len = rxb.length[0]!;
+      const v = off - VNET_HDR_LEN;
+      const type = vnetGsoType(ring, v) & ~VNET_GSO_ECN;
+      if (len !== rxb.wireLength[0]!) {
+        // Cut short by the ring (a frame larger than a block): nothing sensible to send.
+        sock.skip();
+        taken++;
+        drops++;
+        continue;
+      }
+      if (type === VNET_GSO_NONE) {
+        if ((vnetFlags(ring, v) & VNET_F_NEEDS_CSUM) !== 0 && completeChecksum(ring, off, len, vnetCsumStart(ring, v), vnetCsumOffset(ring, v)) < 0) {
+          sock.skip();
+          taken++;
+          drops++;
+          continue;
+        }
+        sock.skip();
+        taken++;
+        out.push(id, off, len, tag);
+        room--;
+        frames++;
+        bytes += len;
+        continue;
+      }
+      const csumStart = (vnetFlags(ring, v) & VNET_F_NEEDS_CSUM) !== 0 ? vnetCsumStart(ring, v) : -1;
+      const n = seg.begin(ring, off, len, vnetGsoType(ring, v), vnetGsoSize(ring, v), csumStart);
+      if (n < 0 || seg.segmentLength(0) > SEG_SLOT - SEG_HEADROOM) {
+        sock.skip();
+        taken++;
+        drops++;
+        continue;
+      }
+      if (n > room) break; // the next breath starts with room for it
+      sock.skip();
+      taken++;
+      gso++;
+      for (let i = 0; i < n; i++) {
+        const at = slot * SEG_SLOT + SEG_HEADROOM;
+        const l = seg.write(i, segMem, at);
+        slot++;
+        out.push(segId, at, l, tag);
+        bytes += l;
+      }
+      room -= n;
+      frames += n;
+    }
+    this.c[this.b + PC.rxFrames] += frames;
+    this.c[this.b + PC.rxBytes] += bytes;
+    this.c[this.b + PC.rxGsoFrames] += gso;
+    this.c[this.b + PC.rxOffloadDrops] += drops;
+    return frames;
+  }
+
   release(): void {
     // Hand finished blocks back now rather than at the next receive().
     this.sock.release();
@@ -105,6 +239,8 @@ export class AfPacketPort implements Port {
     let queued = 0;
     let bytes = 0;
     let tooBig = 0;
+    const head = this.txHead;
+    const ring = this.ring;
     for (let i = 0; i < n; i++) {
       const l = input.len[i]!;
       if (l > this.txMax) {
@@ -113,8 +249,10 @@ export class AfPacketPort implements Port {
       }
       const slot = sock.txAcquire();
       if (slot < 0) break; // ring full: the rest of the batch is dropped (counted below)
-      mem.copy(input.mem[i]!, input.addr[i]!, id, this.txOff[slot]!, l);
-      sock.txCommit(slot, l);
+      const at = this.txOff[slot]!;
+      if (head !== 0) ring.fill(0, at, at + head); // virtio_net_hdr: no GSO, checksum complete
+      mem.copy(input.mem[i]!, input.addr[i]!, id, at + head, l);
+      sock.txCommit(slot, l + head);
       bytes += l;
       queued++;
     }
@@ -165,5 +303,6 @@ export class AfPacketPort implements Port {
   close(): void {
     this.sock.close();
     this.memory.release(this.memId);
+    if (this.segId >= 0) this.memory.release(this.segId);
   }
 }

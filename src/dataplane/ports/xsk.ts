@@ -156,14 +156,18 @@ export class XskPort implements Port {
       for (let i = 0; i < got; i++) {
         const j = done + i;
         const l = input.len[j]!;
-        const dst = tb.addr[i]!;
-        if (l > max) {
+        const src = input.addr[j]!;
+        // Start the copy 0..3 bytes into the frame so that source and destination share their
+        // alignment and PacketMemory.copy moves words: an encapsulated frame starts 50 or 70
+        // bytes before a 4-byte-aligned payload, i.e. 2 bytes off. The kernel takes any start.
+        const dst = tb.addr[i]! + ((src - off - tb.addr[i]!) & 3);
+        if (l > max - 3) {
           // Never sent truncated: a counted drop, its buffer goes back.
           spare.addr[spareN++] = dst;
           tooBig++;
           continue;
         }
-        mem.copy(input.mem[j]!, input.addr[j]!, id, off + dst, l);
+        mem.copy(input.mem[j]!, src, id, off + dst, l);
         tb.addr[k] = dst;
         tb.len[k] = l;
         k++;

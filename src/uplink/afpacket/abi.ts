@@ -28,6 +28,8 @@ export const PACKET_TX_RING = 13;
 export const PACKET_VERSION = 10;
 export const PACKET_FANOUT = 18;
 export const PACKET_QDISC_BYPASS = 20;
+/** Frames carry a struct virtio_net_hdr (10 bytes) in front: GSO and checksum offload metadata. */
+export const PACKET_VNET_HDR = 15;
 export const PACKET_IGNORE_OUTGOING = 23;
 export const TPACKET_V3 = 2;
 

@@ -87,6 +87,7 @@ import {
   PACKET_STATISTICS,
   PACKET_TX_RING,
   PACKET_VERSION,
+  PACKET_VNET_HDR,
   PKT_LEN,
   PKT_MAC,
   PKT_NEXT,
@@ -157,6 +158,14 @@ export interface AfPacketOptions {
    * Without it, only `transmit()` (one sendto per frame) is available.
    */
   txFrames?: number;
+  /**
+   * PACKET_VNET_HDR: every received frame comes with the 10-byte struct virtio_net_hdr right in
+   * front of it (at offset - 10 in the ring), which says whether the frame is a GSO super-frame
+   * (TSO from a pod: up to 64 KiB in one frame) or carries a partial checksum; every transmitted
+   * frame (TX ring or `transmit`) must start with one. Set before the rings (the kernel refuses
+   * it after). See packet/offload.ts.
+   */
+  vnetHdr?: boolean;
 }
 
 /** TX ring slot size and slots per block (block = 64 KiB). */
@@ -340,6 +349,10 @@ export class AfPacketSocket {
       fd = sys.socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
       step = 'attach filter';
       attachFilter(fd, opts.filter, { lock: true });
+      if (opts.vnetHdr) {
+        step = 'PACKET_VNET_HDR';
+        sys.setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, int32(1));
+      }
       step = 'PACKET_VERSION';
       sys.setsockopt(fd, SOL_PACKET, PACKET_VERSION, int32(TPACKET_V3));
       step = 'PACKET_RX_RING';
@@ -405,38 +418,51 @@ export class AfPacketSocket {
    * the blocks of the previous batch to the kernel first. Non-blocking; allocation-free.
    */
   receive(batch: RxBatch): number {
-    const u32 = this.u32;
-    const bs = this.blockSize;
     this.release();
     let n = 0;
     const cap = batch.capacity;
-    while (n < cap) {
+    while (n < cap && this.peek(batch, n)) {
+      this.skip();
+      n++;
+    }
+    batch.count = n;
+    return n;
+  }
+
+  /**
+   * Describes the next frame in the ring in `batch` slot `i` without taking it: true when there
+   * is one. Call skip() to take it; until then the next peek describes the same frame. Frames
+   * taken stay valid until release() (receive() releases first thing; peek does not).
+   */
+  peek(batch: RxBatch, i: number): boolean {
+    const u32 = this.u32;
+    while (true) {
       if (!this.inBlock) {
-        const base = this.block * bs;
-        if ((Atomics.load(u32, (base + BLK_STATUS) >>> 2) & TP_STATUS_USER) === 0) break;
+        const base = this.block * this.blockSize;
+        if ((Atomics.load(u32, (base + BLK_STATUS) >>> 2) & TP_STATUS_USER) === 0) return false;
         this.inBlock = true;
         this.left = u32[(base + BLK_NUM_PKTS) >>> 2]!;
         this.next = base + u32[(base + BLK_FIRST) >>> 2]!;
         this.counters.rxBlocks++;
       }
-      if (this.left === 0) {
-        this.finishBlock();
-        continue;
-      }
-      const h = this.next;
-      const status = u32[(h + PKT_STATUS) >>> 2]!;
-      batch.offset[n] = h + this.u16[(h + PKT_MAC) >>> 1]!;
-      batch.length[n] = u32[(h + PKT_SNAPLEN) >>> 2]!;
-      batch.wireLength[n] = u32[(h + PKT_LEN) >>> 2]!;
-      batch.vlanTci[n] = (status & TP_STATUS_VLAN_VALID) !== 0 ? u32[(h + PKT_VLAN_TCI) >>> 2]! & 0xffff : -1;
-      batch.vlanTpid[n] = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? this.u16[(h + PKT_VLAN_TPID) >>> 1]! : ETH_P_8021Q;
-      n++;
-      this.next = h + u32[(h + PKT_NEXT) >>> 2]!;
-      if (--this.left === 0) this.finishBlock();
+      if (this.left > 0) break;
+      this.finishBlock();
     }
-    batch.count = n;
-    this.counters.rxFrames += n;
-    return n;
+    const h = this.next;
+    const status = u32[(h + PKT_STATUS) >>> 2]!;
+    batch.offset[i] = h + this.u16[(h + PKT_MAC) >>> 1]!;
+    batch.length[i] = u32[(h + PKT_SNAPLEN) >>> 2]!;
+    batch.wireLength[i] = u32[(h + PKT_LEN) >>> 2]!;
+    batch.vlanTci[i] = (status & TP_STATUS_VLAN_VALID) !== 0 ? u32[(h + PKT_VLAN_TCI) >>> 2]! & 0xffff : -1;
+    batch.vlanTpid[i] = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? this.u16[(h + PKT_VLAN_TPID) >>> 1]! : ETH_P_8021Q;
+    return true;
+  }
+
+  /** Takes the frame the last peek() described. */
+  skip(): void {
+    this.next = this.next + this.u32[(this.next + PKT_NEXT) >>> 2]!;
+    this.counters.rxFrames++;
+    if (--this.left === 0) this.finishBlock();
   }
 
   /**
