@@ -1,18 +1,20 @@
 /**
  * WireGuard benchmark: pinhole against wireguard-go on the same topology, in one run.
  *
- *   [pod A] ── wl0 [node A: pinhole run | wireguard-go] up0 ══════ up0 [node B: wireguard-go tun 198.19.0.2]
+ *   [pod A] ── wl0 [node A: X] up0 ══════ up0 [node B: X] wl0 ── [pod B]
  *
- * Node B is wireguard-go in every case (the tun holds the remote pod's address, iperf3's server
- * runs there); node A is the forwarder under test:
- *   - wireguard-go: its tun on node A, the kernel forwarding between wl0 and the tun (proxy ARP
- *     on wl0, so pod A's view is the same as with pinhole: one /24, its gateway answers ARP);
- *   - pinhole: `pinhole run` with one WireGuard connection on wl0 (uplink mode auto).
+ * X is the implementation under test on both nodes, so each case measures one implementation's
+ * throughput end to end (encryption on one node, decryption on the other):
+ *   - wireguard-go: its tun on each node, the kernel forwarding between wl0 and the tun (proxy ARP
+ *     on wl0, so a pod's view is the same as with pinhole: one /24, its gateway answers ARP);
+ *   - pinhole: `pinhole run` with one WireGuard connection on wl0 on each node (uplink mode auto,
+ *     the workload interface AF_PACKET with GSO and checksum offload).
+ * Pods keep their TX checksum offload and TSO on, as pods come.
  *
  * Measured per case, min/median/max over --repeat runs (default 3):
- *   TCP      iperf3 pod A → node B, 4 s, Gbit/s (and retransmits)
+ *   TCP      iperf3 pod A → pod B, 4 s, Gbit/s (and retransmits)
  *   64 B     64-byte UDP frames from a kernel live-frame generator in pod A (bench/lib/trafficgen.ts),
- *            delivered packets per second counted on node B's tun
+ *            delivered packets per second counted on pod B's eth0
  *   CPU/pkt  node A's forwarder process CPU time (user + system, /proc/PID/stat) per delivered
  *            64-byte packet, in µs (the kernel's softirq work on veths is not in it, for either)
  *
@@ -95,21 +97,23 @@ interface Forwarder {
   stop(): Promise<void>;
 }
 
-async function startPinhole(lab: Lab, a: Keys, b: Keys): Promise<Forwarder> {
-  const cfg = join(dir, 'a.yaml');
+async function startPinhole(lab: Lab, node: 'a' | 'b', own: Keys, peer: Keys): Promise<Forwarder> {
+  const n = lab[node];
+  const other = lab[node === 'a' ? 'b' : 'a'];
+  const cfg = join(dir, `${node}.yaml`);
   writeFileSync(
     cfg,
     [
-      `uplink: { interface: ${lab.a.uplink} }`,
-      `api: { socket: ${join(dir, 'a.sock')} }`,
+      `uplink: { interface: ${n.uplink} }`,
+      `api: { socket: ${join(dir, `${node}.sock`)} }`,
       'connections:',
       '  - name: wg0',
-      `    local: { interface: ${lab.a.workloads[0]!.iface} }`,
-      `    wireguard: { privateKeyFile: ${a.file}, listenPort: 51820, peer: { publicKey: "${b.pub}", endpoint: "${lab.b.underlay4}:51820", allowedIPs: [198.19.0.2/32] } }`,
+      `    local: { interface: ${n.workloads[0]!.iface} }`,
+      `    wireguard: { privateKeyFile: ${own.file}, listenPort: 51820, peer: { publicKey: "${peer.pub}", endpoint: "${other.underlay4}:51820", allowedIPs: [${other.workloads[0]!.podAddr4}/32] } }`,
       '',
     ].join('\n'),
   );
-  const p = spawn('ip', ['netns', 'exec', lab.a.ns, process.execPath, BIN, 'run', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn('ip', ['netns', 'exec', n.ns, process.execPath, BIN, 'run', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -127,20 +131,20 @@ async function startPinhole(lab: Lab, a: Keys, b: Keys): Promise<Forwarder> {
   };
 }
 
-async function startWgGoA(lab: Lab, a: Keys, b: Keys): Promise<Forwarder> {
-  const ns = lab.a.ns;
-  const wl = lab.a.workloads[0]!.iface;
-  const p = await wgGo(lab, ns, `phbA${process.pid % 10000}`, a, {
-    pub: b.pub,
-    allowed: '198.19.0.2/32',
-    endpoint: `${lab.b.underlay4}:51820`,
+async function startWgGo(lab: Lab, node: 'a' | 'b', own: Keys, peer: Keys): Promise<Forwarder> {
+  const n = lab[node];
+  const other = lab[node === 'a' ? 'b' : 'a'];
+  const ns = n.ns;
+  const wl = n.workloads[0]!.iface;
+  const tun = `phb${node.toUpperCase()}${process.pid % 10000}`;
+  const p = await wgGo(lab, ns, tun, own, {
+    pub: peer.pub,
+    allowed: `${other.workloads[0]!.podAddr4}/32`,
+    endpoint: `${other.underlay4}:51820`,
   });
-  lab.exec(ns, 'ip', ['route', 'add', '198.19.0.2/32', 'dev', `phbA${process.pid % 10000}`]);
-  lab.exec(ns, 'ip', ['route', 'add', '198.19.0.1/32', 'dev', wl]);
+  lab.exec(ns, 'ip', ['route', 'add', `${other.workloads[0]!.podAddr4}/32`, 'dev', tun]);
+  lab.exec(ns, 'ip', ['route', 'add', `${n.workloads[0]!.podAddr4}/32`, 'dev', wl]);
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1', `net.ipv4.conf.${wl}.proxy_arp=1`]);
-  // Frames the generator sends into the pod's veth are dropped by veth unless its peer has GRO
-  // on or an XDP program (pinhole's pass-through program, in the pinhole case).
-  lab.exec(ns, 'ethtool', ['-K', wl, 'gro', 'on']);
   return {
     pid: p.pid!,
     stop: async () => {
@@ -150,16 +154,18 @@ async function startWgGoA(lab: Lab, a: Keys, b: Keys): Promise<Forwarder> {
   };
 }
 
-function tunRx(lab: Lab, ifname: string): number {
-  return Number(lab.exec(lab.b.ns, 'cat', [`/sys/class/net/${ifname}/statistics/rx_packets`]).trim());
+function podRx(lab: Lab): number {
+  const pb = lab.b.workloads[0]!;
+  return Number(lab.exec(pb.podNs, 'cat', [`/sys/class/net/${pb.podIface}/statistics/rx_packets`]).trim());
 }
 
 function tcp(lab: Lab): { gbps: number; retransmits: number } {
-  const srv = lab.spawn(lab.b.ns, 'iperf3', ['-s', '-1', '-B', '198.19.0.2']);
+  const pb = lab.b.workloads[0]!;
+  const srv = lab.spawn(pb.podNs, 'iperf3', ['-s', '-1', '-B', pb.podAddr4]);
   try {
     for (let i = 0; ; i++) {
       try {
-        const j = JSON.parse(lab.exec(lab.a.workloads[0]!.podNs, 'iperf3', ['-c', '198.19.0.2', '-t', '4', '-J'])) as {
+        const j = JSON.parse(lab.exec(lab.a.workloads[0]!.podNs, 'iperf3', ['-c', pb.podAddr4, '-t', '4', '-J'])) as {
           end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits: number } };
         };
         return { gbps: j.end.sum_received.bits_per_second / 1e9, retransmits: j.end.sum_sent.retransmits };
@@ -174,15 +180,15 @@ function tcp(lab: Lab): { gbps: number; retransmits: number } {
 }
 
 /** 64-byte frames from pod A's generator; returns delivered pps and µs of forwarder CPU per packet. */
-function small(lab: Lab, fwd: Forwarder, tun: string): { pps: number; cpuUs: number } {
+function small(lab: Lab, fwd: Forwarder): { pps: number; cpuUs: number } {
   const w = lab.a.workloads[0]!;
   const frame = buildFrame({
     eth: { src: w.podMac, dst: w.ifaceMac },
-    ipv4: { src: '198.19.0.1', dst: '198.19.0.2', ttl: 64 },
+    ipv4: { src: w.podAddr4, dst: lab.b.workloads[0]!.podAddr4, ttl: 64 },
     udp: { sport: 9999, dport: 9 },
     payload: new Uint8Array(18),
   });
-  const rx0 = tunRx(lab, tun);
+  const rx0 = podRx(lab);
   const cpu0 = cpuSeconds(fwd.pid);
   const r = JSON.parse(
     lab.exec(w.podNs, process.execPath, [
@@ -198,7 +204,7 @@ function small(lab: Lab, fwd: Forwarder, tun: string): { pps: number; cpuUs: num
     ]),
   ) as { sent: number; seconds: number };
   lab.exec(lab.a.ns, 'sleep', ['0.3']); // the queues drain
-  const delivered = tunRx(lab, tun) - rx0;
+  const delivered = podRx(lab) - rx0;
   const cpu = cpuSeconds(fwd.pid) - cpu0;
   return { pps: delivered / r.seconds, cpuUs: delivered > 0 ? (cpu / delivered) * 1e6 : NaN };
 }
@@ -215,19 +221,22 @@ async function runCase(name: 'wireguard-go' | 'pinhole'): Promise<CaseResult> {
     prefix: `ph-wgb-${process.pid}-${name === 'pinhole' ? 'p' : 'g'}`,
     sides: { a: 'pinhole', b: 'pinhole' },
     workloadMtu: MTU,
+    // Pods as they come: TX checksum offload and TSO on (pinhole splits their super-frames;
+    // wireguard-go's node has the kernel segment them before its tun).
+    podChecksumOffload: process.env.PH_POD_OFFLOAD !== '0',
   });
   const ka = keys(`a-${name}`);
   const kb = keys(`b-${name}`);
-  const tunB = `phbB${process.pid % 10000}`;
-  const procs: ChildProcess[] = [];
-  let fwd: Forwarder | undefined;
+  const fwds: Forwarder[] = [];
   try {
-    procs.push(await wgGo(lab, lab.b.ns, tunB, kb, { pub: ka.pub, allowed: '198.19.0.1/32', endpoint: `${lab.a.underlay4}:51820` }));
-    lab.exec(lab.b.ns, 'ip', ['addr', 'add', '198.19.0.2/24', 'dev', tunB]);
-    fwd = name === 'pinhole' ? await startPinhole(lab, ka, kb) : await startWgGoA(lab, ka, kb);
+    const start = name === 'pinhole' ? startPinhole : startWgGo;
+    fwds.push(await start(lab, 'b', kb, ka));
+    const fwd = await start(lab, 'a', ka, kb);
+    fwds.push(fwd);
+    const to = lab.b.workloads[0]!.podAddr4;
     for (let i = 0; i < 20; i++) {
       try {
-        lab.exec(lab.a.workloads[0]!.podNs, 'ping', ['-c', '1', '-W', '1', '198.19.0.2']);
+        lab.exec(lab.a.workloads[0]!.podNs, 'ping', ['-c', '1', '-W', '1', to]);
         break;
       } catch {
         if (i === 19) throw new Error(`${name}: no ping through the tunnel`);
@@ -238,7 +247,7 @@ async function runCase(name: 'wireguard-go' | 'pinhole'): Promise<CaseResult> {
       const t = tcp(lab);
       out.tcpGbps.push(t.gbps);
       out.retransmits.push(t.retransmits);
-      const s = small(lab, fwd, tunB);
+      const s = small(lab, fwd);
       out.pps.push(s.pps);
       out.cpuUs.push(s.cpuUs);
       process.stderr.write(
@@ -247,8 +256,7 @@ async function runCase(name: 'wireguard-go' | 'pinhole'): Promise<CaseResult> {
     }
     return out;
   } finally {
-    await fwd?.stop();
-    for (const p of procs) p.kill('SIGTERM');
+    for (const f of fwds) await f.stop().catch(() => undefined);
     lab.close();
   }
 }
@@ -259,7 +267,7 @@ for (const name of ['wireguard-go', 'pinhole'] as const) results[name] = await r
 const rows = (pick: (r: CaseResult) => number[], scale = 1): { name: string; summary: Summary }[] =>
   Object.entries(results).map(([name, r]) => ({ name, summary: summarise(pick(r).map((x) => x * scale)) }));
 printTable(
-  'iperf3 TCP pod A → node B (4 s)',
+  'iperf3 TCP pod A → pod B (4 s)',
   'Gbit/s',
   rows((r) => r.tcpGbps),
 );

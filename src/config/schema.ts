@@ -13,7 +13,7 @@
  *   connections:                            # may be empty or absent
  *     - name: pod-a
  *       local: { interface: veth-a }        # host side of the workload's veth; optional
- *                                           #   mode: auto | afxdp | afpacket (GSO-aware)
+ *                                           #   mode: auto | afpacket | afxdp (see ConnectionConfig)
  *       vxlan: { vni: 100, remote: 198.18.0.2, port: 4789, ttl: 64 }
  *     - name: pod-w
  *       local: { interface: veth-w }          # L3: pinhole is the pod's gateway (ARP/ND answered)
@@ -79,9 +79,9 @@ export interface WireguardSettings {
 export interface ConnectionConfig {
   name: string;
   /**
-   * The workload interface, and how it is opened: `auto` (AF_XDP when the uplink runs AF_XDP and
-   * the interface has a queue per worker, else AF_PACKET), `afxdp`, or `afpacket` (with GSO and
-   * checksum offload: the pod keeps TSO). Absent: auto.
+   * The workload interface, and how it is opened: `auto` or `afpacket` (AF_PACKET with GSO and
+   * checksum offload: works whatever the pod's offloads), or `afxdp` (AF_XDP: faster, but needs
+   * the uplink on AF_XDP, a queue per worker and the pod's TX checksum offload off). Absent: auto.
    */
   local: { interface: string; mode?: UplinkMode };
   vxlan?: VxlanSettings;
@@ -402,9 +402,20 @@ const connectionSchema = mapping({
     } else if (kinds.length > 1) {
       ctx.addIssue({ code: 'custom', message: `has more than one tunnel (${kinds.join(', ')}): use one`, input: c });
     }
+    if (c.wireguard !== undefined && c.local.mode === 'afxdp') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['local', 'mode'],
+        message: 'WireGuard workload interfaces are AF_PACKET only (worker 0 serves them)',
+        input: c,
+      });
+    }
   })
   .transform((c): ConnectionConfig => {
-    const local = c.local.mode !== undefined && c.local.mode !== 'auto' ? { interface: c.local.interface, mode: c.local.mode } : { interface: c.local.interface };
+    const local =
+      c.local.mode !== undefined && c.local.mode !== 'auto'
+        ? { interface: c.local.interface, mode: c.local.mode }
+        : { interface: c.local.interface };
     return c.wireguard ? { name: c.name, local, wireguard: c.wireguard } : { name: c.name, local, vxlan: c.vxlan! };
   });
 

@@ -68,7 +68,8 @@ const COMMANDS: Record<string, Command> = {
   },
   connect: {
     summary: 'create or replace a VXLAN connection on a running daemon (API)',
-    usage: 'usage: pinhole connect NAME --local IF --vxlan-vni N --remote ADDR [--port P] [--ttl T] [--socket PATH] [--json]',
+    usage:
+      'usage: pinhole connect NAME --local IF [--local-mode auto|afpacket|afxdp] --vxlan-vni N --remote ADDR [--port P] [--ttl T] [--socket PATH] [--json]',
     load: () => import('./commands/connect.ts'),
   },
   disconnect: {

@@ -11,9 +11,10 @@
  *   4. the uplink host side with its fallback (uplink/host.ts): the pinhole opens exactly the
  *      connections' UDP ports, to our tunnel addresses only; then, inside that, the workload
  *      interfaces and the workers — so a failure there in `auto` also falls back to AF_PACKET:
- *        workload interfaces follow the uplink's driver: AF_XDP (the redirect-all program via
- *        bpf_link, one socket per queue) when the uplink runs AF_XDP and the workload interface
- *        has exactly as many RX queues as there are workers; AF_PACKET otherwise, with a reason;
+ *        a workload interface is AF_PACKET with GSO and checksum offload (PACKET_VNET_HDR: the
+ *        pod keeps its offloads) unless its connection says `local.mode: afxdp`: then AF_XDP
+ *        (the redirect-all program via bpf_link, one socket per queue), which needs the uplink
+ *        on AF_XDP, as many RX queues as workers, and the pod's TX checksum offload off;
  *   5. next hops published to the workers (NextHopTable) and kept current from mirror events;
  *      a worker's miss asks the kernel to resolve (NTF_USE through the mirror).
  *
@@ -276,10 +277,8 @@ export class Forwarder {
         async (h) => {
           const workloads = setUpWorkloads(
             h,
-            config.uplink.mode,
             ordered,
             ordered.map((k) => locals[config.connections.indexOf(k)]!),
-            log,
           );
           try {
             const sup = await Supervisor.start(vxlanPlans(h, h.spec, workloads, connections, wireguard, opts, config.uplink.rings), {
@@ -403,7 +402,7 @@ export class Forwarder {
           workloads.push({ ...have, connection: k.name });
           continue;
         }
-        const [w] = setUpWorkloads(this.host, this.config.uplink.mode, [k], [requireInterface(k.local.interface)], this.log);
+        const [w] = setUpWorkloads(this.host, [k], [requireInterface(k.local.interface)]);
         fresh.push(w!);
         workloads.push(w!);
       }
@@ -784,13 +783,7 @@ function specOf(connections: readonly VxlanConnectionPlan[], ports: number[] = [
   return { ports, addresses: [...new Set(connections.map((k) => k.local))] };
 }
 
-function setUpWorkloads(
-  host: UplinkHost,
-  mode: PinholeConfig['uplink']['mode'],
-  conns: readonly ConnectionConfig[],
-  locals: readonly IfaceInfo[],
-  log: Log,
-): WorkloadSetup[] {
+function setUpWorkloads(host: UplinkHost, conns: readonly ConnectionConfig[], locals: readonly IfaceInfo[]): WorkloadSetup[] {
   const out: WorkloadSetup[] = [];
   try {
     conns.forEach((k, i) => {
@@ -813,27 +806,29 @@ function setUpWorkloads(
         });
         return;
       }
-      // The connection's own choice, else the uplink's forced mode, else auto.
-      const want = k.local.mode ?? (mode === 'afxdp' ? 'afxdp' : 'auto');
-      if (want === 'afpacket') {
-        afpacket({ code: 'WORKLOAD_CONFIGURED', message: 'local.mode is afpacket' });
+      if (k.local.mode !== 'afxdp') {
+        // auto and afpacket alike. AF_XDP would take the pod's frames before the kernel
+        // completes their checksums: with the pod's TX checksum offload on (every pod's
+        // default) TCP and UDP would leave with partial checksums and be dropped by the far end.
+        afpacket(
+          k.local.mode === 'afpacket'
+            ? { code: 'WORKLOAD_CONFIGURED', message: 'local.mode is afpacket' }
+            : {
+                code: 'WORKLOAD_OFFLOAD',
+                message:
+                  "AF_PACKET with GSO and checksum offload: works with the pod's offloads on; local.mode afxdp is faster for pods with TX checksum offload off",
+              },
+        );
         return;
       }
       if (host.mode !== 'afxdp') {
-        if (want === 'afxdp') {
-          throw new PinholeError('ERR_WORKLOAD_MODE', `${iface.name}: local.mode afxdp needs the uplink in AF_XDP mode (it runs AF_PACKET)`);
-        }
-        afpacket({ code: 'UPLINK_AFPACKET', message: 'the uplink runs AF_PACKET; workload interfaces follow it' });
-        return;
+        throw new PinholeError('ERR_WORKLOAD_MODE', `${iface.name}: local.mode afxdp needs the uplink in AF_XDP mode (it runs AF_PACKET)`);
       }
       if (iface.rxQueues !== host.queues) {
-        const reason = {
-          code: 'WORKLOAD_QUEUES',
-          message: `${iface.name} has ${iface.rxQueues ?? '?'} RX queues and the uplink ${host.queues} workers; AF_XDP needs one queue per worker (create the veth with numrxqueues/numtxqueues ${host.queues})`,
-        };
-        if (want === 'afxdp') throw new PinholeError('ERR_WORKLOAD_QUEUES', reason.message);
-        afpacket(reason);
-        return;
+        throw new PinholeError(
+          'ERR_WORKLOAD_QUEUES',
+          `${iface.name} has ${iface.rxQueues ?? '?'} RX queues and the uplink ${host.queues} workers; AF_XDP needs one queue per worker (create the veth with numrxqueues/numtxqueues ${host.queues})`,
+        );
       }
       let loaded: LoadedRedirectAll | undefined;
       try {
@@ -842,10 +837,7 @@ function setUpWorkloads(
         out.push({ ...base, driver: 'afxdp', reasons: [], loaded, attachment, xdp: `${attachment.mode} XDP via ${attachment.via}` });
       } catch (err) {
         loaded?.close();
-        if (want === 'afxdp') throw err;
-        const e = err as { code?: string; message: string };
-        log({ level: 'warn', event: 'fallback', iface: iface.name, from: 'afxdp', to: 'afpacket', code: e.code, message: e.message });
-        afpacket({ code: 'WORKLOAD_AFXDP_FAILED', message: `${e.code ?? 'error'}: ${e.message}` });
+        throw err;
       }
     });
   } catch (err) {

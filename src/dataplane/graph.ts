@@ -22,7 +22,6 @@ import { EncapStage } from './stages/encap.ts';
 import { NexthopStage } from './stages/nexthop.ts';
 import { WireguardStage, type WgRegistry } from './stages/wireguard.ts';
 
-
 export interface GraphShared {
   /** vxlan graph: the mirror's shared neighbour table and the connections' next hops. */
   neighbours?: SharedArrayBuffer;

@@ -86,8 +86,7 @@ export class PacketMemory {
       const end = sw + words;
       while (sw < end) d32[dw++] = s32[sw++]!;
       i += words << 2;
-    }
-    else if (((from - to) & 3) === 2 && len >= 16) {
+    } else if (((from - to) & 3) === 2 && len >= 16) {
       // Source two bytes off the destination's alignment (a frame behind 14-byte Ethernet plus
       // a 50- or 70-byte tunnel header, copied to an aligned slot): aligned word reads, each
       // output word made of the high half of one and the low half of the next (little endian).

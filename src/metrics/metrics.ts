@@ -247,6 +247,18 @@ export function createMetrics(source: MetricsSource): Metrics {
     ['queue', 'port'],
     (s, emit) => eachPort(s, (queue, port, c) => emit({ queue, port }, c['kernel_drops'])),
   );
+  counter(
+    'pinhole_queue_gso_frames_total',
+    'GSO super-frames a workload port received and split into MTU-sized frames (AF_PACKET with offload).',
+    ['queue', 'port'],
+    (s, emit) => eachPort(s, (queue, port, c) => emit({ queue, port }, c['rx_gso_frames'])),
+  );
+  counter(
+    'pinhole_queue_offload_drops_total',
+    'Frames a workload port dropped because their checksum or segmentation offload could not be completed.',
+    ['queue', 'port'],
+    (s, emit) => eachPort(s, (queue, port, c) => emit({ queue, port }, c['rx_offload_drops'])),
+  );
   counter('pinhole_queue_errors_total', 'Error conditions reported by poll() on a worker port.', ['queue', 'port'], (s, emit) =>
     eachPort(s, (queue, port, c) => emit({ queue, port }, c['errors'])),
   );

@@ -177,7 +177,7 @@ function setup(tag: string, n: number, entries: Entry[]) {
   const socket = join(dir, `${tag}.sock`);
   const file = join(dir, `${tag}.yaml`);
   const line = (e: Entry): string =>
-    `  - { name: ${e.name}, local: { interface: ${a.workloads[e.i]!.iface} }, vxlan: { vni: ${a.workloads[e.i]!.vni}, remote: "${b.underlay4}"${e.port !== undefined ? `, port: ${e.port}` : ''} } }`;
+    `  - { name: ${e.name}, local: { interface: ${a.workloads[e.i]!.iface}, mode: afxdp }, vxlan: { vni: ${a.workloads[e.i]!.vni}, remote: "${b.underlay4}"${e.port !== undefined ? `, port: ${e.port}` : ''} } }`;
   const write = (list: Entry[]): void =>
     writeFileSync(
       file,
@@ -186,7 +186,7 @@ function setup(tag: string, n: number, entries: Entry[]) {
   write(entries);
   /** A connection's API body (without its name). */
   const body = (i: number, port?: number): Record<string, unknown> => ({
-    local: { interface: a.workloads[i]!.iface },
+    local: { interface: a.workloads[i]!.iface, mode: 'afxdp' },
     vxlan: { vni: a.workloads[i]!.vni, remote: b.underlay4, ...(port !== undefined ? { port } : {}) },
   });
   /** Ping from pod a<i> to pod b<i> through connection i's tunnel. */

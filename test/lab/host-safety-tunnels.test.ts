@@ -119,7 +119,7 @@ test('host traffic survives start, tunnel traffic, SIGKILL, restart and SIGTERM 
       [
         `uplink: { interface: ${lab.a.uplink}, mode: auto }`,
         'connections:',
-        `  - { name: c0, local: { interface: ${lab.a.workloads[0]!.iface} }, vxlan: { vni: ${lab.a.workloads[0]!.vni}, remote: "${lab.b.underlay4}" } }`,
+        `  - { name: c0, local: { interface: ${lab.a.workloads[0]!.iface}, mode: afxdp }, vxlan: { vni: ${lab.a.workloads[0]!.vni}, remote: "${lab.b.underlay4}" } }`,
         '',
       ].join('\n'),
     );

@@ -193,7 +193,12 @@ const INVALID: Case[] = [
     'connections[1].foo',
     "unknown key 'foo' (allowed: name, local, vxlan, wireguard)",
   ],
-  ['unknown key in local', (d) => (d.connections[0].local.foo = 1), 'connections[0].local.foo', "unknown key 'foo' (allowed: interface, mode)"],
+  [
+    'unknown key in local',
+    (d) => (d.connections[0].local.foo = 1),
+    'connections[0].local.foo',
+    "unknown key 'foo' (allowed: interface, mode)",
+  ],
   ['bad local mode', (d) => (d.connections[0].local.mode = 'xdp'), 'connections[0].local.mode', 'must be one of auto, afxdp, afpacket'],
   [
     'unknown key in vxlan',

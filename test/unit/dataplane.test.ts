@@ -586,7 +586,10 @@ test('PacketMemory.copy: every source and destination alignment and length moves
         b.fill(0xee);
         mem.copy(sa, from, sb, to, len);
         assert.deepEqual(b.subarray(to, to + len), a.subarray(from, from + len), `from ${from} to ${to} len ${len}`);
-        assert.ok(b.subarray(0, to).every((x) => x === 0xee) && b.subarray(to + len).every((x) => x === 0xee), `from ${from} to ${to} len ${len}: bytes outside`);
+        assert.ok(
+          b.subarray(0, to).every((x) => x === 0xee) && b.subarray(to + len).every((x) => x === 0xee),
+          `from ${from} to ${to} len ${len}: bytes outside`,
+        );
       }
     }
   }

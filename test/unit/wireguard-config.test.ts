@@ -34,6 +34,17 @@ function invalid(text: string): { field: string; message: string } {
 }
 
 describe('config: wireguard connections', () => {
+  it('local.mode: afpacket and auto are taken (auto is left out), afxdp is refused at the field', () => {
+    const wg = `{ privateKeyFile: /etc/pinhole/wg.key, peer: { publicKey: "${PUB}", allowedIPs: [198.19.1.0/24] } }`;
+    const ok = parseConfig(doc(wg).replace('local: { interface: veth-w }', 'local: { interface: veth-w, mode: afpacket }'));
+    assert.deepEqual(ok.connections[1]!.local, { interface: 'veth-w', mode: 'afpacket' });
+    const auto = parseConfig(doc(wg).replace('local: { interface: veth-w }', 'local: { interface: veth-w, mode: auto }'));
+    assert.deepEqual(auto.connections[1]!.local, { interface: 'veth-w' });
+    const e = invalid(doc(wg).replace('local: { interface: veth-w }', 'local: { interface: veth-w, mode: afxdp }'));
+    assert.equal(e.field, 'connections[1].local.mode');
+    assert.match(e.message, /AF_PACKET only/);
+  });
+
   it('parses, fills defaults, canonicalises endpoint and allowed IPs', () => {
     const c = parseConfig(
       doc(

@@ -9,9 +9,13 @@
  * rsvg and ImageMagick render alike.
  */
 
-/** Who forwarded: pinhole's two drivers, the kernel's own datapath, the in-kernel ceiling, the C reference. */
-export type BenchMode = 'afxdp' | 'afpacket' | 'kernel' | 'ceiling' | 'c';
-export const BENCH_MODES: readonly BenchMode[] = ['afxdp', 'afpacket', 'kernel', 'ceiling', 'c'];
+/**
+ * Who forwarded: pinhole's two drivers, pinhole as configured by default (`auto`: VXLAN with an
+ * AF_XDP uplink and GSO-aware AF_PACKET workload interfaces), the kernel's own datapath, the
+ * in-kernel ceiling, the C reference.
+ */
+export type BenchMode = 'afxdp' | 'auto' | 'afpacket' | 'kernel' | 'ceiling' | 'c';
+export const BENCH_MODES: readonly BenchMode[] = ['afxdp', 'auto', 'afpacket', 'kernel', 'ceiling', 'c'];
 
 export interface Summary {
   min: number;
@@ -209,6 +213,7 @@ export function renderJson(report: BenchReport): string {
 /** One colour per mode (colour-blind-safe palette), fixed so charts from different runs compare. */
 export const MODE_COLOURS: Record<BenchMode, string> = {
   afxdp: '#0072b2',
+  auto: '#cc79a7',
   afpacket: '#56b4e9',
   kernel: '#e69f00',
   ceiling: '#999999',

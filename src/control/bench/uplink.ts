@@ -73,6 +73,9 @@ function frameOf(t: CrossConnect, scenario: UplinkScenario, size: number): Uint8
   });
 }
 
+/** `auto` is a VXLAN configuration (AF_XDP uplink, AF_PACKET workloads): nothing of its own here. */
+const UPLINK_BENCH_MODES = BENCH_MODES.filter((m) => m !== 'auto');
+
 async function openMode(
   ctx: ScenarioContext,
   t: CrossConnect,
@@ -146,6 +149,8 @@ async function openMode(
         },
       };
     }
+    case 'auto':
+      throw new PinholeError('ERR_BENCH_SKIPPED', 'auto is a VXLAN configuration, not an uplink mode');
     case 'c': {
       const c = ctx.c;
       if (!('path' in c)) throw new PinholeError('ERR_BENCH_SKIPPED', c.skipped);
@@ -202,7 +207,7 @@ export async function runUplinkScenarios(ctx: ScenarioContext): Promise<void> {
     for (const s of SCENARIOS) for (const c of CASES) frames[`${s} ${c.size}`] = frameOf(t, s, c.size);
     for (let r = 1; r <= profile.runs; r++) {
       for (const scenario of SCENARIOS) {
-        for (const mode of BENCH_MODES) {
+        for (const mode of UPLINK_BENCH_MODES) {
           checkAborted(ctx.signal);
           const key = (metric: string, unit: string, better: 'higher' | 'lower' = 'higher') => ({ scenario, mode, metric, unit, better });
           let h: Handle;

@@ -1,5 +1,5 @@
 /**
- * `pinhole connect NAME --local IF --vxlan-vni N --remote ADDR [--port P] [--ttl T] [--socket PATH] [--json]`:
+ * `pinhole connect NAME --local IF [--local-mode auto|afpacket|afxdp] --vxlan-vni N --remote ADDR [--port P] [--ttl T] [--socket PATH] [--json]`:
  * creates connection NAME on a running daemon, or replaces it (PUT /v1/connections/NAME: the
  * daemon says which). Only the shape of the command line is checked here (numbers are numbers);
  * the daemon validates the connection — VNI range, address family, interfaces and tunnels in use
@@ -23,6 +23,7 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
     args,
     options: {
       local: { type: 'string' },
+      'local-mode': { type: 'string' },
       'vxlan-vni': { type: 'string' },
       remote: { type: 'string' },
       port: { type: 'string' },
@@ -46,7 +47,10 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
   const vxlan: Record<string, unknown> = { vni: integer('--vxlan-vni', values['vxlan-vni']!), remote: values.remote! };
   if (values.port !== undefined) vxlan.port = integer('--port', values.port);
   if (values.ttl !== undefined) vxlan.ttl = integer('--ttl', values.ttl);
-  const body = { local: { interface: values.local! }, vxlan };
+  const local: Record<string, unknown> = { interface: values.local! };
+  // Checked by the daemon (the config schema), like every other field.
+  if (values['local-mode'] !== undefined) local.mode = values['local-mode'];
+  const body = { local, vxlan };
 
   const r = await new ApiClient(values.socket).putConnection(name, body);
   if (values.json) {

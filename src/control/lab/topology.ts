@@ -379,10 +379,9 @@ function addNode(plan: LabPlan, n: LabNode, peer: LabNode): void {
     ipIn(ns, '-6', 'route', 'add', 'default', 'via', n.gateway6, 'dev', n.uplink);
   }
   for (const w of n.workloads) {
-    // GRO on the host side of a pinhole node's workload veth would hand an AF_PACKET socket
-    // merged frames above the MTU (dropped as too big); CNIs leave it off, and so do we.
-    const gro = plan.gro && n.role === 'kernel';
-    addVeth(ns, w.iface, w.ifaceMac, w.podNs, w.podIface, w.podMac, { queues: plan.workloadQueues, mtu: w.mtu, gro });
+    // GRO on the host side of a pinhole node's workload veth hands an AF_PACKET socket merged
+    // super-frames, which its offload port splits again (dataplane/ports/afpacket.ts).
+    addVeth(ns, w.iface, w.ifaceMac, w.podNs, w.podIface, w.podMac, { queues: plan.workloadQueues, mtu: w.mtu, gro: plan.gro });
     // The host side is layer 2 only (a bridge port or pinhole's cross-connect): no IPv6 of its own,
     // so the kernel sends no router solicitations or MLD reports into the pod.
     nsExec(ns, 'sysctl', ['-qw', `net.ipv6.conf.${w.iface}.disable_ipv6=1`]);

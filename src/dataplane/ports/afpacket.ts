@@ -183,7 +183,10 @@ export class AfPacketPort implements Port {
         continue;
       }
       if (type === VNET_GSO_NONE) {
-        if ((vnetFlags(ring, v) & VNET_F_NEEDS_CSUM) !== 0 && completeChecksum(ring, off, len, vnetCsumStart(ring, v), vnetCsumOffset(ring, v)) < 0) {
+        if (
+          (vnetFlags(ring, v) & VNET_F_NEEDS_CSUM) !== 0 &&
+          completeChecksum(ring, off, len, vnetCsumStart(ring, v), vnetCsumOffset(ring, v)) < 0
+        ) {
           sock.skip();
           taken++;
           drops++;
