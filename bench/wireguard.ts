@@ -9,7 +9,7 @@
  *     on wl0, so a pod's view is the same as with pinhole: one /24, its gateway answers ARP);
  *   - pinhole: `pinhole run` with one WireGuard connection on wl0 on each node (uplink mode auto,
  *     the workload interface AF_PACKET with GSO and checksum offload).
- * Pods keep their TX checksum offload and TSO on, as pods come.
+ * Pods keep their TX checksum offload and TSO on, as pods come (`--pod-offload off`: off).
  *
  * Measured per case, min/median/max over --repeat runs (default 3):
  *   TCP      iperf3 pod A → pod B, 4 s, Gbit/s (and retransmits)
@@ -18,7 +18,7 @@
  *   CPU/pkt  node A's forwarder process CPU time (user + system, /proc/PID/stat) per delivered
  *            64-byte packet, in µs (the kernel's softirq work on veths is not in it, for either)
  *
- * Root; `node --import tsx bench/wireguard.ts [--repeat 3] [--frames 2000000]`. Results: a table
+ * Root; `node --import tsx bench/wireguard.ts [--repeat 3] [--frames 2000000] [--pod-offload on|off]`. Results: a table
  * on stdout and bench/results/wireguard.json.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -35,7 +35,13 @@ import { printTable, summarise, type Summary } from './stats.ts';
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(REPO, 'bin', 'pinhole.js');
 const GEN = join(REPO, 'bench', 'lib', 'trafficgen.ts');
-const { values } = parseArgs({ options: { repeat: { type: 'string', default: '3' }, frames: { type: 'string', default: '2000000' } } });
+const { values } = parseArgs({
+  options: {
+    repeat: { type: 'string', default: '3' },
+    frames: { type: 'string', default: '2000000' },
+    'pod-offload': { type: 'string', default: 'on' },
+  },
+});
 const REPEAT = Number(values.repeat);
 const FRAMES = Number(values.frames);
 const MTU = 1420;
@@ -223,7 +229,7 @@ async function runCase(name: 'wireguard-go' | 'pinhole'): Promise<CaseResult> {
     workloadMtu: MTU,
     // Pods as they come: TX checksum offload and TSO on (pinhole splits their super-frames;
     // wireguard-go's node has the kernel segment them before its tun).
-    podChecksumOffload: process.env.PH_POD_OFFLOAD !== '0',
+    podChecksumOffload: values['pod-offload'] !== 'off',
   });
   const ka = keys(`a-${name}`);
   const kb = keys(`b-${name}`);
@@ -290,7 +296,15 @@ mkdirSync(join(REPO, 'bench', 'results'), { recursive: true });
 writeFileSync(
   join(REPO, 'bench', 'results', 'wireguard.json'),
   JSON.stringify(
-    { date: new Date().toISOString(), cpus: cpus().length, cpu: cpus()[0]?.model, repeat: REPEAT, frames: FRAMES, results },
+    {
+      date: new Date().toISOString(),
+      cpus: cpus().length,
+      cpu: cpus()[0]?.model,
+      repeat: REPEAT,
+      frames: FRAMES,
+      podOffload: values['pod-offload'],
+      results,
+    },
     null,
     2,
   ),
