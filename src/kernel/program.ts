@@ -101,8 +101,9 @@ function load(spec: ProgramSpec, logLevel: number, log: Uint8Array | null): numb
 /**
  * The verifier stops with EAGAIN when a signal is pending for the loading thread (it checks
  * between instructions so a long verification can be interrupted): a profiler's SIGPROF, a
- * SIGCHLD, an operator's SIGHUP. Nothing was wrong with the program: load again, a few times (as
- * libbpf does), before calling it a failure.
+ * SIGCHLD, an operator's SIGHUP. The real Sys blocks the thread's signals for the load
+ * (sys/libc.ts), so this is the second line: load again, a few times (as libbpf does), before
+ * calling it a failure.
  */
 function loadRetrying(spec: ProgramSpec, logLevel: number, log: Uint8Array | null): number {
   for (let attempt = 1; ; attempt++) {

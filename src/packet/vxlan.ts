@@ -48,6 +48,20 @@ import { foldSum, pseudoHeaderSumV6, sumWords, verifyChecksum } from './checksum
 import { parseIP } from './ip.ts';
 import type { ParsedIP } from './ip.ts';
 import { PinholeError } from '../sys/errors.ts';
+import {
+  ETH_HLEN,
+  ETH_P_IP,
+  ETH_P_IPV6,
+  ETH_P_8021Q,
+  ETH_P_8021AD,
+  IPPROTO_HOPOPTS,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  IPPROTO_ROUTING,
+  IPPROTO_FRAGMENT,
+  IPPROTO_DSTOPTS,
+  IPPROTO_SCTP,
+} from './proto.ts';
 
 export const VXLAN_HEADER_BYTES = 8;
 export const OUTER_V4_BYTES = 50; // eth 14 + ipv4 20 + udp 8 + vxlan 8
@@ -85,18 +99,6 @@ const R_UDP_LENGTH = 9;
 const R_VXLAN_FLAGS = 10;
 const R_INNER_TRUNCATED = 11;
 
-const ETH_HLEN = 14;
-const ETH_P_IP = 0x0800;
-const ETH_P_IPV6 = 0x86dd;
-const ETH_P_8021Q = 0x8100;
-const ETH_P_8021AD = 0x88a8;
-const IPPROTO_HOPOPTS = 0;
-const IPPROTO_TCP = 6;
-const IPPROTO_UDP = 17;
-const IPPROTO_ROUTING = 43;
-const IPPROTO_FRAGMENT = 44;
-const IPPROTO_DSTOPTS = 60;
-const IPPROTO_SCTP = 132;
 const UDP_VXLAN_BYTES = 16; // UDP header + VXLAN header
 const VXLAN_FLAGS_WORD = 0x08000000; // I flag only
 

@@ -77,6 +77,9 @@ export class FakeSys implements Sys {
   sendto(fd: number, buf: Uint8Array, length: number, flags: number, addr: Uint8Array | null): number {
     return this.call('sendto', [fd, buf, length, flags, addr]);
   }
+  tryRecv(fd: number, buf: Uint8Array, flags: number): number {
+    return this.call('tryRecv', [fd, buf, flags]);
+  }
   trySendto(fd: number, buf: Uint8Array, length: number, flags: number): number {
     return this.call('trySendto', [fd, buf, length, flags]);
   }

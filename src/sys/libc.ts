@@ -21,6 +21,20 @@ const MAP_FAILED = 0xffffffffffffffffn;
  */
 const inFlight: { refs: readonly Uint8Array[] | undefined } = { refs: undefined };
 
+/**
+ * BPF_PROG_LOAD runs the verifier in the calling thread, and the verifier gives up with EAGAIN
+ * as soon as a signal is pending for it (kernel/bpf/verifier.c checks signal_pending between
+ * instructions). A profiler sampling with SIGPROF every millisecond (node --cpu-prof), on a
+ * loaded machine where one verification takes longer than that, made every retry fail. The load
+ * therefore runs with the thread's signals blocked (pthread_sigmask; glibc keeps its own
+ * internal signals out of the set): a signal that arrives meanwhile stays pending and is
+ * delivered the moment the mask is restored, a few milliseconds later at most.
+ */
+const BPF_PROG_LOAD = 5;
+const SIG_BLOCK = 0;
+const SIG_SETMASK = 2;
+const SIGSET_BYTES = 128; // glibc's sigset_t
+
 export function loadLibc(): Sys {
   const libc = koffi.load('libc.so.6');
   const syscall4 = libc.func('long syscall(long nr, long a1, void *a2, unsigned long a3)');
@@ -41,6 +55,9 @@ export function loadLibc(): Sys {
   const setns = libc.func('int setns(int fd, int nstype)');
   const ifNameToIndex = libc.func('unsigned int if_nametoindex(const char *name)');
   const ifIndexToName = libc.func('char *if_indextoname(unsigned int index, _Out_ uint8_t *name)');
+  const pthreadSigmask = libc.func('int pthread_sigmask(int how, void *set, void *old)');
+  const allSignals = new Uint8Array(SIGSET_BYTES).fill(0xff);
+  const savedMask = new Uint8Array(SIGSET_BYTES);
 
   const fail = (name: string, detail?: string): never => {
     throw new SysError(name, koffi.errno(), detail);
@@ -49,11 +66,14 @@ export function loadLibc(): Sys {
   const sys: Sys = {
     bpf(cmd, attr, refs) {
       inFlight.refs = refs;
+      const quiet = cmd === BPF_PROG_LOAD && pthreadSigmask(SIG_BLOCK, allSignals, savedMask) === 0;
       try {
         const r = Number(syscall4(SYS_bpf, cmd, attr, attr.byteLength));
-        if (r < 0) fail('bpf', bpfCmdName(cmd));
+        const errno = r < 0 ? koffi.errno() : 0; // before pthread_sigmask can touch it
+        if (r < 0) throw new SysError('bpf', errno, bpfCmdName(cmd));
         return r;
       } finally {
+        if (quiet) pthreadSigmask(SIG_SETMASK, savedMask, null);
         inFlight.refs = undefined;
       }
     },
@@ -124,6 +144,10 @@ export function loadLibc(): Sys {
     },
     trySendto(fd, buf, length, flags) {
       const r = Number(sendto(fd, buf, length, flags, null, 0));
+      return r < 0 ? -koffi.errno() : r;
+    },
+    tryRecv(fd, buf, flags) {
+      const r = Number(recv(fd, buf, buf.byteLength, flags));
       return r < 0 ? -koffi.errno() : r;
     },
     recvfrom(fd, buf, flags, addr) {

@@ -55,6 +55,8 @@ export interface Sys {
    */
   trySendto(fd: number, buf: Uint8Array, length: number, flags: number): number;
   recvfrom(fd: number, buf: Uint8Array, flags: number, addr: Uint8Array | null): number;
+  /** recv(2) into all of `buf` for hot paths, as `trySendto`: the length (MSG_TRUNC: the real one), or -errno. */
+  tryRecv(fd: number, buf: Uint8Array, flags: number): number;
   /** As `recvfrom` with no address, run on the libuv thread pool. */
   recvAsync(fd: number, buf: Uint8Array, flags: number): Promise<number>;
   close(fd: number): void;

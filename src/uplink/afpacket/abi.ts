@@ -16,6 +16,7 @@ export const ETH_P_ALL = 0x0003;
 export const SOL_SOCKET = 1;
 export const SO_ERROR = 4;
 export const SO_RCVBUF = 8;
+export const SO_RCVBUFFORCE = 33;
 export const SO_ATTACH_FILTER = 26;
 export const SO_LOCK_FILTER = 44;
 export const IPPROTO_IPV6 = 41;
@@ -31,7 +32,10 @@ export const PACKET_QDISC_BYPASS = 20;
 /** Frames carry a struct virtio_net_hdr (10 bytes) in front: GSO and checksum offload metadata. */
 export const PACKET_VNET_HDR = 15;
 export const PACKET_IGNORE_OUTGOING = 23;
+export const TPACKET_V2 = 1;
 export const TPACKET_V3 = 2;
+/** Frames larger than a TPACKET_V2 ring slot also go, whole, to the socket's receive queue (TP_STATUS_COPY). */
+export const PACKET_COPY_THRESH = 7;
 
 export const PACKET_FANOUT_HASH = 0;
 export const PACKET_FANOUT_LB = 1;
@@ -58,6 +62,7 @@ export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
 export const MSG_DONTWAIT = 0x40;
+export const MSG_TRUNC = 0x20;
 export const POLLIN = 0x1;
 export const POLLERR = 0x8;
 export const POLLHUP = 0x10;
@@ -161,6 +166,23 @@ export const tpacket3HdrLayout = defineStruct(
   { cType: 'struct tpacket3_hdr', header: 'linux/if_packet.h' },
 );
 
+export const tpacket2HdrLayout = defineStruct(
+  'tpacket2_hdr',
+  [
+    ['tp_status', 'u32'],
+    ['tp_len', 'u32'],
+    ['tp_snaplen', 'u32'],
+    ['tp_mac', 'u16'],
+    ['tp_net', 'u16'],
+    ['tp_sec', 'u32'],
+    ['tp_nsec', 'u32'], // union with tp_usec
+    ['tp_vlan_tci', 'u16'],
+    ['tp_vlan_tpid', 'u16'],
+    ['tp_padding', { bytes: 4 }],
+  ],
+  { cType: 'struct tpacket2_hdr', header: 'linux/if_packet.h' },
+);
+
 export const tpacketStatsV3Layout = defineStruct(
   'tpacket_stats_v3',
   [
@@ -186,3 +208,9 @@ const HV1 = tpacket3HdrLayout.offsets['hv1']!;
 export const PKT_RXHASH = HV1 + tpacketHdrVariant1Layout.offsets['tp_rxhash']!;
 export const PKT_VLAN_TCI = HV1 + tpacketHdrVariant1Layout.offsets['tp_vlan_tci']!;
 export const PKT_VLAN_TPID = HV1 + tpacketHdrVariant1Layout.offsets['tp_vlan_tpid']!;
+export const V2_STATUS = tpacket2HdrLayout.offsets['tp_status']!;
+export const V2_LEN = tpacket2HdrLayout.offsets['tp_len']!;
+export const V2_SNAPLEN = tpacket2HdrLayout.offsets['tp_snaplen']!;
+export const V2_MAC = tpacket2HdrLayout.offsets['tp_mac']!;
+export const V2_VLAN_TCI = tpacket2HdrLayout.offsets['tp_vlan_tci']!;
+export const V2_VLAN_TPID = tpacket2HdrLayout.offsets['tp_vlan_tpid']!;

@@ -79,6 +79,7 @@ import {
   ETH_P_ALL_BE,
   MAP_SHARED,
   MSG_DONTWAIT,
+  MSG_TRUNC,
   PACKET_FANOUT,
   PACKET_FANOUT_HASH,
   PACKET_IGNORE_OUTGOING,
@@ -95,6 +96,15 @@ import {
   PKT_STATUS,
   PKT_VLAN_TCI,
   PKT_VLAN_TPID,
+  PACKET_COPY_THRESH,
+  TP_STATUS_COPY,
+  TPACKET_V2,
+  V2_LEN,
+  V2_MAC,
+  V2_SNAPLEN,
+  V2_STATUS,
+  V2_VLAN_TCI,
+  V2_VLAN_TPID,
   IFF_UP,
   IFREQ_SIZE,
   POLLERR,
@@ -107,6 +117,8 @@ import {
   SIOCGIFFLAGS,
   SIOCGIFNAME,
   SO_ERROR,
+  SO_RCVBUF,
+  SO_RCVBUFFORCE,
   SOCK_RAW,
   SOL_PACKET,
   SOL_SOCKET,
@@ -166,6 +178,21 @@ export interface AfPacketOptions {
    * it after). See packet/offload.ts.
    */
   vnetHdr?: boolean;
+  /**
+   * Ring version. 3 (default): TPACKET_V3, variable-size frames packed into blocks handed over
+   * when full or `retireMs` after their first frame — few wakeups, but a lone frame waits for
+   * the timer (up to `retireMs`: the latency of a quiet link). 2: TPACKET_V2, one fixed-size
+   * slot (`frameSize`) per frame, each handed over at once; with `copyLarge`, a frame larger
+   * than its slot also goes whole to the socket's receive queue (PACKET_COPY_THRESH) and its slot
+   * says so (TP_STATUS_COPY): `receiveCopy()` reads it.
+   */
+  version?: 2 | 3;
+  /** TPACKET_V2: ring slots (a multiple of the slots per block). Default 2048. */
+  frameCount?: number;
+  /** TPACKET_V2: PACKET_COPY_THRESH (see `version`). */
+  copyLarge?: boolean;
+  /** SO_RCVBUF in bytes for frames that go through the receive queue (SO_RCVBUFFORCE when allowed). */
+  rcvbuf?: number;
 }
 
 /** TX ring slot size and slots per block (block = 64 KiB). */
@@ -173,8 +200,12 @@ const TX_FRAME_SIZE = 2048;
 const TX_FRAMES_PER_BLOCK = 32;
 /** Frame data starts here in a TX slot: TPACKET3_HDRLEN - sizeof(struct sockaddr_ll) = 68 - 20. */
 export const TX_DATA_OFFSET = 48;
+/** TPACKET_V2: TPACKET2_HDRLEN - sizeof(struct sockaddr_ll) = 52 - 20. */
+const TX_DATA_OFFSET_V2 = 32;
 /** Largest frame a TX ring slot holds. */
 export const TX_MAX_FRAME = TX_FRAME_SIZE - TX_DATA_OFFSET;
+/** RX ring slots per block with TPACKET_V2 (64 KiB blocks of 2 KiB slots). */
+const V2_SLOTS_PER_BLOCK = 32;
 
 /** Received frames of one `receive()` call: frame i is `memory[offset[i], offset[i]+length[i])`. */
 export class RxBatch {
@@ -188,6 +219,8 @@ export class RxBatch {
   readonly vlanTci: Int32Array;
   /** TPID of that tag (0x8100 / 0x88a8), valid when vlanTci ≥ 0. */
   readonly vlanTpid: Uint16Array;
+  /** 1 when the slot holds a cut copy and the whole frame waits in the receive queue (TP_STATUS_COPY). */
+  readonly copied: Uint8Array;
   count = 0;
 
   constructor(capacity: number) {
@@ -197,6 +230,7 @@ export class RxBatch {
     this.wireLength = new Uint32Array(capacity);
     this.vlanTci = new Int32Array(capacity);
     this.vlanTpid = new Uint16Array(capacity);
+    this.copied = new Uint8Array(capacity);
   }
 }
 
@@ -282,6 +316,17 @@ export class AfPacketSocket {
   private releaseFrom = 0;
   private releaseCount = 0;
   private closed = false;
+  /** TPACKET_V2 or V3 (see AfPacketOptions.version). */
+  readonly version: 2 | 3;
+  /** TPACKET_V2: slot size, slot count, next slot to read. */
+  private readonly slotSize: number;
+  private readonly slots: number;
+  private slot = 0;
+  /** Header field offsets in a TX slot (per version), and where its frame data starts. */
+  private readonly txStatusAt: number;
+  private readonly txLenAt: number;
+  private readonly txSnapAt: number;
+  private readonly txDataAt: number;
   /** TX ring: slot count (0 = none), byte offset of slot 0 in the mapping, next slot to fill. */
   readonly txFrames: number;
   private readonly txBase: number;
@@ -299,8 +344,16 @@ export class AfPacketSocket {
     blockSize: number,
     blockCount: number,
     txFrames: number,
+    version: 2 | 3,
   ) {
     this.fd = fd;
+    this.version = version;
+    this.slotSize = version === 2 ? blockSize / V2_SLOTS_PER_BLOCK : 0;
+    this.slots = version === 2 ? blockCount * V2_SLOTS_PER_BLOCK : 0;
+    this.txStatusAt = version === 2 ? V2_STATUS : PKT_STATUS;
+    this.txLenAt = version === 2 ? V2_LEN : PKT_LEN;
+    this.txSnapAt = version === 2 ? V2_SNAPLEN : PKT_SNAPLEN;
+    this.txDataAt = version === 2 ? TX_DATA_OFFSET_V2 : TX_DATA_OFFSET;
     this.ifindex = ifindex;
     this.ifname = ifname;
     this.mapping = mapping;
@@ -318,8 +371,8 @@ export class AfPacketSocket {
     this.txBase = blockSize * blockCount;
     const views: Uint8Array[] = [];
     for (let i = 0; i < txFrames; i++) {
-      const at = this.txBase + i * TX_FRAME_SIZE + TX_DATA_OFFSET;
-      views.push(this.memory.subarray(at, at + TX_MAX_FRAME));
+      const at = this.txBase + i * TX_FRAME_SIZE + this.txDataAt;
+      views.push(this.memory.subarray(at, at + TX_FRAME_SIZE - this.txDataAt));
     }
     this.txData = views;
   }
@@ -327,9 +380,11 @@ export class AfPacketSocket {
   /** Opens the socket (see the file comment for the order of steps). Throws ERR_AFPACKET_OPEN. */
   static open(opts: AfPacketOptions): AfPacketSocket {
     const sys = getSys();
-    const blockSize = opts.blockSize ?? 1 << 18;
-    const blockCount = opts.blockCount ?? 16;
+    const version = opts.version ?? 3;
     const frameSize = opts.frameSize ?? 2048;
+    // V2: blocks of V2_SLOTS_PER_BLOCK fixed slots; V3: blocks that frames of any size fill.
+    const blockSize = version === 2 ? frameSize * V2_SLOTS_PER_BLOCK : (opts.blockSize ?? 1 << 18);
+    const blockCount = version === 2 ? Math.ceil((opts.frameCount ?? 2048) / V2_SLOTS_PER_BLOCK) : (opts.blockCount ?? 16);
     let step = 'socket';
     let fd = -1;
     let mapping: Mapping | undefined;
@@ -354,15 +409,29 @@ export class AfPacketSocket {
         sys.setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, int32(1));
       }
       step = 'PACKET_VERSION';
-      sys.setsockopt(fd, SOL_PACKET, PACKET_VERSION, int32(TPACKET_V3));
+      sys.setsockopt(fd, SOL_PACKET, PACKET_VERSION, int32(version === 2 ? TPACKET_V2 : TPACKET_V3));
+      if (version === 2 && opts.copyLarge) {
+        step = 'PACKET_COPY_THRESH';
+        sys.setsockopt(fd, SOL_PACKET, PACKET_COPY_THRESH, int32(1));
+      }
+      if (opts.rcvbuf !== undefined) {
+        step = 'SO_RCVBUF';
+        try {
+          sys.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, int32(opts.rcvbuf));
+        } catch {
+          // Without CAP_NET_ADMIN: as much as net.core.rmem_max allows.
+          sys.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, int32(opts.rcvbuf));
+        }
+      }
       step = 'PACKET_RX_RING';
+      // A V2 ring takes a struct tpacket_req: the first four fields of this one (the rest zero).
       const req = tpacketReq3Layout.encode(
         {
           tp_block_size: blockSize,
           tp_block_nr: blockCount,
           tp_frame_size: frameSize,
           tp_frame_nr: Math.floor(blockSize / frameSize) * blockCount,
-          tp_retire_blk_tov: opts.retireMs ?? 2,
+          tp_retire_blk_tov: version === 2 ? 0 : (opts.retireMs ?? 2),
           tp_sizeof_priv: 0,
           tp_feature_req_word: 0,
         },
@@ -407,7 +476,7 @@ export class AfPacketSocket {
         step = 'PACKET_FANOUT';
         sys.setsockopt(fd, SOL_PACKET, PACKET_FANOUT, int32((opts.fanoutGroup & 0xffff) | (PACKET_FANOUT_HASH << 16)));
       }
-      return new AfPacketSocket(fd, ifindex, opts.ifname, mapping, blockSize, blockCount, txFrames);
+      return new AfPacketSocket(fd, ifindex, opts.ifname, mapping, blockSize, blockCount, txFrames, version);
     } catch (err) {
       return fail(err);
     }
@@ -436,6 +505,18 @@ export class AfPacketSocket {
    */
   peek(batch: RxBatch, i: number): boolean {
     const u32 = this.u32;
+    if (this.version === 2) {
+      const h = this.slot * this.slotSize;
+      const status = Atomics.load(u32, (h + V2_STATUS) >>> 2);
+      if ((status & TP_STATUS_USER) === 0) return false;
+      batch.offset[i] = h + this.u16[(h + V2_MAC) >>> 1]!;
+      batch.length[i] = u32[(h + V2_SNAPLEN) >>> 2]!;
+      batch.wireLength[i] = u32[(h + V2_LEN) >>> 2]!;
+      batch.vlanTci[i] = (status & TP_STATUS_VLAN_VALID) !== 0 ? this.u16[(h + V2_VLAN_TCI) >>> 1]! : -1;
+      batch.vlanTpid[i] = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? this.u16[(h + V2_VLAN_TPID) >>> 1]! : ETH_P_8021Q;
+      batch.copied[i] = (status & TP_STATUS_COPY) !== 0 ? 1 : 0;
+      return true;
+    }
     while (true) {
       if (!this.inBlock) {
         const base = this.block * this.blockSize;
@@ -455,11 +536,31 @@ export class AfPacketSocket {
     batch.wireLength[i] = u32[(h + PKT_LEN) >>> 2]!;
     batch.vlanTci[i] = (status & TP_STATUS_VLAN_VALID) !== 0 ? u32[(h + PKT_VLAN_TCI) >>> 2]! & 0xffff : -1;
     batch.vlanTpid[i] = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? this.u16[(h + PKT_VLAN_TPID) >>> 1]! : ETH_P_8021Q;
+    batch.copied[i] = 0;
     return true;
+  }
+
+  /**
+   * The whole frame of a TP_STATUS_COPY slot (see AfPacketOptions.version), from the receive
+   * queue into `buf` (a preallocated view; non-blocking; with PACKET_VNET_HDR the header comes
+   * first). Returns its length (more than `buf` holds: cut short), or -errno (EAGAIN: nothing
+   * queued). Call it for the copied slot before skip(): queued frames and marked slots are in
+   * the same order.
+   */
+  receiveCopy(buf: Uint8Array): number {
+    return getSys().tryRecv(this.fd, buf, MSG_DONTWAIT | MSG_TRUNC);
   }
 
   /** Takes the frame the last peek() described. */
   skip(): void {
+    if (this.version === 2) {
+      // Slots go back in ring order at release(): one run of consecutive slots.
+      if (this.releaseCount === 0) this.releaseFrom = this.slot;
+      this.releaseCount++;
+      this.slot = this.slot + 1 === this.slots ? 0 : this.slot + 1;
+      this.counters.rxFrames++;
+      return;
+    }
     this.next = this.next + this.u32[(this.next + PKT_NEXT) >>> 2]!;
     this.counters.rxFrames++;
     if (--this.left === 0) this.finishBlock();
@@ -472,6 +573,14 @@ export class AfPacketSocket {
    */
   release(): void {
     const u32 = this.u32;
+    if (this.version === 2) {
+      while (this.releaseCount > 0) {
+        Atomics.store(u32, (this.releaseFrom * this.slotSize + V2_STATUS) >>> 2, TP_STATUS_KERNEL);
+        this.releaseFrom = this.releaseFrom + 1 === this.slots ? 0 : this.releaseFrom + 1;
+        this.releaseCount--;
+      }
+      return;
+    }
     while (this.releaseCount > 0) {
       Atomics.store(u32, (this.releaseFrom * this.blockSize + BLK_STATUS) >>> 2, TP_STATUS_KERNEL);
       this.releaseFrom = this.releaseFrom + 1 === this.blockCount ? 0 : this.releaseFrom + 1;
@@ -516,7 +625,7 @@ export class AfPacketSocket {
     if (this.txPending === this.txFrames) return -1;
     let i = this.txHead + this.txPending;
     if (i >= this.txFrames) i -= this.txFrames;
-    const st = (this.txBase + i * TX_FRAME_SIZE + PKT_STATUS) >>> 2;
+    const st = (this.txBase + i * TX_FRAME_SIZE + this.txStatusAt) >>> 2;
     const status = Atomics.load(this.u32, st);
     if (status === TP_STATUS_WRONG_FORMAT) {
       // The kernel refused a frame we queued earlier (e.g. too short); count it and reuse the slot.
@@ -531,10 +640,10 @@ export class AfPacketSocket {
   /** Marks slot `index` (from txAcquire) as holding a `length`-byte frame, to go at txFlush. */
   txCommit(index: number, length: number): void {
     const h = this.txBase + index * TX_FRAME_SIZE;
-    this.u32[(h + PKT_LEN) >>> 2] = length;
-    this.u32[(h + PKT_SNAPLEN) >>> 2] = length;
-    this.u32[(h + PKT_NEXT) >>> 2] = 0;
-    Atomics.store(this.u32, (h + PKT_STATUS) >>> 2, TP_STATUS_SEND_REQUEST);
+    this.u32[(h + this.txLenAt) >>> 2] = length;
+    this.u32[(h + this.txSnapAt) >>> 2] = length;
+    if (this.version === 3) this.u32[(h + PKT_NEXT) >>> 2] = 0;
+    Atomics.store(this.u32, (h + this.txStatusAt) >>> 2, TP_STATUS_SEND_REQUEST);
     this.txPending++;
   }
 
@@ -690,6 +799,7 @@ export class AfPacketSocket {
 
   /** Whether the next block is ready without a syscall. */
   readable(): boolean {
+    if (this.version === 2) return (Atomics.load(this.u32, (this.slot * this.slotSize + V2_STATUS) >>> 2) & TP_STATUS_USER) !== 0;
     if (this.inBlock) return true;
     return (Atomics.load(this.u32, (this.block * this.blockSize + BLK_STATUS) >>> 2) & TP_STATUS_USER) !== 0;
   }
@@ -701,12 +811,22 @@ export class AfPacketSocket {
    */
   ringUsage(): { rxUsed: number; rxSize: number; txUsed: number; txSize: number } {
     let rxUsed = 0;
+    if (this.version === 2) {
+      for (let i = 0; i < this.slots; i++) {
+        if ((Atomics.load(this.u32, (i * this.slotSize + V2_STATUS) >>> 2) & TP_STATUS_USER) !== 0) rxUsed++;
+      }
+      let txUsed2 = 0;
+      for (let i = 0; i < this.txFrames; i++) {
+        if (Atomics.load(this.u32, (this.txBase + i * TX_FRAME_SIZE + this.txStatusAt) >>> 2) !== TP_STATUS_AVAILABLE) txUsed2++;
+      }
+      return { rxUsed, rxSize: this.slots, txUsed: txUsed2, txSize: this.txFrames };
+    }
     for (let b = 0; b < this.blockCount; b++) {
       if ((Atomics.load(this.u32, (b * this.blockSize + BLK_STATUS) >>> 2) & TP_STATUS_USER) !== 0) rxUsed++;
     }
     let txUsed = 0;
     for (let i = 0; i < this.txFrames; i++) {
-      if (Atomics.load(this.u32, (this.txBase + i * TX_FRAME_SIZE + PKT_STATUS) >>> 2) !== TP_STATUS_AVAILABLE) txUsed++;
+      if (Atomics.load(this.u32, (this.txBase + i * TX_FRAME_SIZE + this.txStatusAt) >>> 2) !== TP_STATUS_AVAILABLE) txUsed++;
     }
     return { rxUsed, rxSize: this.blockCount, txUsed, txSize: this.txFrames };
   }
