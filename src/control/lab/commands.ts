@@ -47,8 +47,11 @@ export const LAB_OPTIONS: LabOptions = {
   sides: { a: 'pinhole', b: 'pinhole' },
   connections: [{ vni: LAB_VNI }],
   uplinkQueues: 2,
-  // As many as the uplink, so pinhole picks AF_XDP for the workloads too.
+  // As many as the uplink, so that `local.mode: afxdp` can be tried on the workload interfaces.
   workloadQueues: 2,
+  // Pods as they come: TX checksum offload and TSO on (the default AF_PACKET workload
+  // interfaces take them; `local.mode: afxdp` needs `ethtool -K eth0 tx off` in the pod first).
+  podChecksumOffload: true,
 };
 
 /** Grace periods: a demo tearing itself down, a pinhole detaching, a SIGKILLed process exiting. */
