@@ -53,8 +53,8 @@ const POD_PORT = 5201;
 const HOST_PORT = 5202;
 
 export const VXLAN_NOTES = [
-  'vxlan: pod A → node A ⇒ node B → pod B (veth); node B is always the kernel’s vxlan; node A is the kernel’s vxlan (kernel) or `pinhole run` (afxdp, afpacket). Frames from the live-frame generator in pod A, counted on pod B’s eth0; iperf3 UDP offers 20 Gbit/s (its sender is the limit); latency = ping RTT, under load = during the TCP test.',
-  'host: TCP and ping from node B to node A’s own address, outside the tunnel, while node A runs nothing (kernel), pinhole (afxdp: the pinhole XDP program on the uplink; afpacket: a socket filter), or only a bare XDP_PASS program (ceiling: the cost of having any XDP program on a veth, whose peer then loses TSO).',
+  'vxlan: pod A → node A ⇒ node B → pod B (veth); node B is always the kernel’s vxlan; node A is the kernel’s vxlan (kernel) or `pinhole run`: afxdp = AF_XDP uplink and workload interface (`local.mode: afxdp`, the pods’ TX checksum offload off, as it needs), auto = the default configuration (AF_XDP uplink, GSO-aware AF_PACKET workload interface), afpacket = AF_PACKET everywhere. Except in afxdp, pods keep TSO and checksum offload on, and node B’s uplink has TX checksum offload off, as a wire would. Frames from the live-frame generator in pod A, counted on pod B’s eth0; iperf3 UDP offers 20 Gbit/s (its sender is the limit); latency = ping RTT, under load = during the TCP test.',
+  'host: TCP and ping from node B to node A’s own address, outside the tunnel, while node A runs nothing (kernel), pinhole (afxdp: the pinhole XDP program on the uplink; afpacket: a socket filter), or only a bare XDP_PASS program (ceiling: the cost of having any XDP program on a veth, whose peer then loses TSO). Node B’s uplink sends without TSO in every mode (its TX checksum offload is off, except in the afxdp run, where node A’s XDP program turns its TSO off anyway).',
 ];
 
 interface VxlanCase {
