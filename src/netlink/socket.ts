@@ -161,12 +161,25 @@ export class RtnlSocket {
     getSys().close(this.fd);
   }
 
-  /** Sends `msg` and returns the reply messages (without the final ack/NLMSG_DONE). Blocks. */
+  /**
+   * Sends `msg` and returns the reply messages (without the final ack/NLMSG_DONE). Blocks the
+   * thread, but never longer than `timeoutMs` (default 5 s): a reply that never comes (lost to a
+   * full receive buffer, say) is ERR_NETLINK_TIMEOUT, not a main thread stuck in recv(2).
+   */
   requestSync(msg: Uint8Array, opts: RequestOptions = {}): RawMessage[] {
     const seq = this.send(msg, opts);
-    const t = new Transaction(msg, seq, opts.what ?? 'netlink request');
+    const what = opts.what ?? 'netlink request';
+    const t = new Transaction(msg, seq, what);
+    const deadline = Date.now() + (opts.timeoutMs ?? 5000);
     while (!t.done) {
-      t.feed(this.recv(0, opts));
+      const d = this.recv(MSG_DONTWAIT, opts);
+      if (d) {
+        t.feed(d);
+        continue;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new PinholeError('ERR_NETLINK_TIMEOUT', `${what}: no reply from the kernel`);
+      getSys().tryPoll(this.pfd, 1, Math.min(left, 1000));
     }
     return t.result();
   }
