@@ -24,9 +24,14 @@ if (files.length === 0) {
   console.error('no test files found for tiers: ' + tiers.join(', '));
   process.exit(1);
 }
-const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-timeout=300000', ...files], {
-  stdio: ['inherit', 'pipe', 'inherit'],
-});
+// TAP explicitly (node:test picks it anyway when stdout is not a terminal): the summary below reads it.
+const child = spawn(
+  process.execPath,
+  ['--import', 'tsx', '--test', '--test-reporter=tap', '--test-concurrency=1', '--test-timeout=300000', ...files],
+  {
+    stdio: ['inherit', 'pipe', 'inherit'],
+  },
+);
 const failures = [];
 let partial = '';
 let current = null;
@@ -50,13 +55,14 @@ const onLine = (line) => {
     failures.push(current);
   }
 };
+child.stdout.setEncoding('utf8');
 child.stdout.on('data', (chunk) => {
-  const text = partial + chunk.toString();
+  const text = partial + chunk;
   const lines = text.split('\n');
   partial = lines.pop() ?? '';
   for (const l of lines) onLine(l);
 });
-child.on('close', (code, signal) => {
+child.on('close', (code) => {
   if (partial) onLine(partial);
   if (failures.length > 0) {
     console.log(`\n# ${failures.length} failed (innermost first where nested):`);
@@ -66,5 +72,5 @@ child.on('close', (code, signal) => {
     }
   }
   for (const l of summary) console.log(l);
-  process.exit(code ?? (signal ? 1 : 1));
+  process.exit(code ?? 1);
 });

@@ -29,6 +29,10 @@ export const API_STATUS: Readonly<Record<string, number>> = {
   ERR_API_CONFLICT: 409,
   // The port is held by another socket on the node: a conflict with the host's state, not a bug.
   ERR_UPLINK_PORT_HELD: 409,
+  // local.mode afxdp on an interface that cannot have it (queues, uplink mode, attach refused).
+  ERR_WORKLOAD_QUEUES: 409,
+  ERR_WORKLOAD_MODE: 409,
+  ERR_WORKLOAD_AFXDP: 409,
   ERR_API_LENGTH_REQUIRED: 411,
   ERR_API_BODY_TOO_LARGE: 413,
   ERR_API_CONTENT_TYPE: 415,

@@ -389,7 +389,8 @@ export class Forwarder {
     const mac = link?.mac ?? this.connections[0]?.srcMac ?? this.wireguard[0]?.srcMac ?? '00:00:00:00:00:00';
     const connections = connectionPlans(config, this.mirror, this.uplink, mac);
     const wireguard = wireguardPlans(config, this.mirror, this.uplink, mac, connections.length);
-    // Workload set-ups are per interface: one whose interface stays in use by the same tunnel kind is kept as it is.
+    // Workload set-ups are per interface: one whose interface stays in use by the same tunnel kind,
+    // opened the same way (AF_XDP or not: local.mode), is kept as it is.
     const byIface = new Map(this.workloads.map((w) => [w.iface, w]));
     const kept = new Set<WorkloadSetup>();
     const fresh: WorkloadSetup[] = [];
@@ -397,7 +398,7 @@ export class Forwarder {
     try {
       for (const k of orderedConnections(config)) {
         const have = byIface.get(k.local.interface);
-        if (have && have.wireguard === Boolean(k.wireguard)) {
+        if (have && have.wireguard === Boolean(k.wireguard) && (have.driver === 'afxdp') === (k.local.mode === 'afxdp')) {
           kept.add(have);
           workloads.push({ ...have, connection: k.name });
           continue;
@@ -837,7 +838,14 @@ function setUpWorkloads(host: UplinkHost, conns: readonly ConnectionConfig[], lo
         out.push({ ...base, driver: 'afxdp', reasons: [], loaded, attachment, xdp: `${attachment.mode} XDP via ${attachment.via}` });
       } catch (err) {
         loaded?.close();
-        throw err;
+        const e = err as { code?: string; message: string };
+        throw new PinholeError(
+          'ERR_WORKLOAD_AFXDP',
+          `${iface.name}: local.mode afxdp could not be set up (${e.code ?? 'error'}: ${e.message})`,
+          {
+            cause: err,
+          },
+        );
       }
     });
   } catch (err) {

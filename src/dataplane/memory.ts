@@ -13,7 +13,8 @@
  */
 import { PinholeError } from '../sys/errors.ts';
 
-export const MAX_MEMORIES = 64;
+/** Ids fit the links' Uint8Array `mem` column. */
+export const MAX_MEMORIES = 255;
 const EMPTY_U8 = new Uint8Array(0);
 const EMPTY_I32 = new Int32Array(0);
 
@@ -96,14 +97,15 @@ export class PacketMemory {
       }
       const s32 = this.i32[src]!;
       const d32 = this.i32[dst]!;
-      const words = (len - i) >>> 2;
+      // Each output word also reads the source word after it: stop two bytes early, so that no
+      // read goes past the frame's last byte (nor past the buffer's last whole word).
+      const words = (len - i - 2) >>> 2;
       let sw = (from + i - 2) >>> 2;
       let dw = (to + i) >>> 2;
       const end = dw + words;
       let prev = s32[sw++]!;
       while (dw < end) {
-        // The last read may lie past the frame (never past the buffer: `| 0` for the end).
-        const next = s32[sw++]! | 0;
+        const next = s32[sw++]!;
         d32[dw++] = (prev >>> 16) | (next << 16);
         prev = next;
       }

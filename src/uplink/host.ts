@@ -374,8 +374,10 @@ export async function startOnUplink<T>(
         return { host, started, release: () => lock.release() };
       } catch (err) {
         host?.close();
-        if (opts.mode === 'afxdp') throw err;
         const e = err as { code?: string; message: string };
+        // A workload interface that was asked for AF_XDP and cannot have it (ERR_WORKLOAD_*) is
+        // not the uplink's failure: falling back would only hide the cause behind another error.
+        if (opts.mode === 'afxdp' || e.code?.startsWith('ERR_WORKLOAD_')) throw err;
         reasons.push({ code: 'AFXDP_FAILED', message: `${e.code ?? 'error'}: ${e.message}` });
         log({ level: 'warn', event: 'fallback', from: 'afxdp', to: 'afpacket', code: e.code, message: e.message });
       }

@@ -233,6 +233,12 @@ function uplinkBack(lab: Lab, spareNs: string): void {
   lab.exec(lab.a.ns, 'ip', ['link', 'set', lab.a.uplink, 'up']);
 }
 
+/** The id of the XDP program on `ifname` in node a, if any. */
+function xdpProgOf(lab: Lab, ifname: string): number | undefined {
+  const j = JSON.parse(lab.exec(lab.a.ns, 'ip', ['-j', '-d', 'link', 'show', ifname])) as { xdp?: { prog?: { id: number } } }[];
+  return j[0]?.xdp?.prog?.id;
+}
+
 const BAD_EVENTS = /"event":"(recovering|reload-failed|reload-rejected|configure-failed|teardown)"/;
 
 test('removing the first of three connections (API, SIGHUP) and renaming one: the others lose no ping', async () => {
@@ -334,6 +340,43 @@ test('30 connect/disconnect cycles through the API: every request succeeds, the 
     assert.equal((await api.status()).state, 'running');
     await p.stop();
     assert.doesNotMatch(log.text(), BAD_EVENTS);
+  } finally {
+    killSpawned();
+    killLeftoverPinholes();
+    lab.close();
+  }
+});
+
+test('local.mode changed through the API switches the workload interface between AF_XDP and AF_PACKET; a forced AF_XDP that cannot be had is refused with its own cause', async () => {
+  const s = setup('lmode', 2, [c(0)]);
+  const { lab, api } = s;
+  try {
+    const { p, log } = await s.start();
+    const driverOf = async (name: string): Promise<string | undefined> =>
+      (await api.status()).connections.find((k) => k.name === name)?.driver;
+    assert.equal(await driverOf('c0'), 'afxdp');
+    assert.equal(s.pingConn(0), 3);
+    const withMode = (mode: string): Record<string, unknown> => ({ ...s.body(0), local: { interface: lab.a.workloads[0]!.iface, mode } });
+    await api.putConnection('c0', withMode('afpacket'));
+    assert.equal(await driverOf('c0'), 'afpacket', 'afxdp → afpacket applied');
+    assert.equal(xdpProgOf(lab, lab.a.workloads[0]!.iface), undefined, 'the redirect-all program is gone');
+    assert.equal(s.pingConn(0), 3, 'traffic through the AF_PACKET workload port');
+    await api.putConnection('c0', withMode('afxdp'));
+    assert.equal(await driverOf('c0'), 'afxdp', 'afpacket → afxdp applied');
+    assert.equal(s.pingConn(0), 3, 'traffic through the AF_XDP workload port again');
+    // A workload veth with one queue for two workers: AF_XDP is impossible there, and says why.
+    lab.exec(lab.a.ns, 'ip', ['link', 'add', 'wlq1', 'type', 'veth', 'peer', 'name', 'wlq1p']);
+    const bad = await refusal(s.socket, 'PUT', '/v1/connections/q1', {
+      local: { interface: 'wlq1', mode: 'afxdp' },
+      vxlan: { vni: 999, remote: lab.b.underlay4 },
+    });
+    assert.equal(bad.code, 'ERR_WORKLOAD_QUEUES', JSON.stringify(bad));
+    assert.ok(bad.status >= 400 && bad.status < 500, JSON.stringify(bad));
+    assert.equal(await driverOf('c0'), 'afxdp', 'the running connection untouched');
+    assert.equal((await api.status()).uplink?.mode, 'afxdp', 'no fallback of the uplink');
+    assert.equal(s.pingConn(0), 3);
+    await p.stop();
+    assert.doesNotMatch(log.text(), /"event":"(recovering|teardown)"/);
   } finally {
     killSpawned();
     killLeftoverPinholes();

@@ -597,4 +597,10 @@ test('PacketMemory.copy: every source and destination alignment and length moves
   b.fill(0);
   mem.copy(sa, 512 - 100, sb, 2, 100);
   assert.deepEqual(b.subarray(2, 102), a.subarray(412, 512));
+  // A buffer whose length is not a multiple of 4: the frame's last bytes lie past the last whole word.
+  const odd = new Uint8Array(18).map((_, i) => i + 1);
+  const so = mem.register(odd.buffer);
+  b.fill(0);
+  mem.copy(so, 2, sb, 0, 16);
+  assert.deepEqual([...b.subarray(0, 16)], [...odd.subarray(2, 18)]);
 });

@@ -68,9 +68,6 @@ export interface AfPacketPortOptions extends PortOptions {
   offload?: boolean;
 }
 
-/** Bytes in front of a received frame that stages may overwrite (see the file comment). */
-export const AFPACKET_HEADROOM = 82;
-
 const SEG_SLOT = 2048;
 const SEG_HEADROOM = 128;
 /**
@@ -117,9 +114,8 @@ export class AfPacketPort implements Port {
   private readonly ring: Uint8Array;
   /** Bytes in front of each TX frame: the virtio_net_hdr with offload, else none. */
   private readonly txHead: number;
-  /** Offload: copy slots (memory, id, a preallocated recv view per slot). */
-  private readonly copyMem: Uint8Array = new Uint8Array(0);
-  private readonly copyId: number = -1;
+  /** Offload: where the copy slots start in the segment memory; a preallocated recv view per slot. */
+  private readonly copyAt: number = 0;
   private readonly copyViews: Uint8Array[] = [];
   /** rxOffload's running totals for the breath (fields, so take() adds to them without objects). */
   private room = 0;
@@ -136,7 +132,7 @@ export class AfPacketPort implements Port {
           ? cbpf().ret.k(0).assemble()
           : compilePinholeFilter(o.filter);
     this.offload = o.offload === true;
-    this.detail = this.offload ? 'TPACKET_V3 ring, GSO and checksum offload (PACKET_VNET_HDR)' : 'TPACKET_V3 ring';
+    this.detail = this.offload ? 'TPACKET_V2 ring, GSO and checksum offload (PACKET_VNET_HDR)' : 'TPACKET_V3 ring';
     // Offload: TPACKET_V2, so a frame is handed over at once (a V3 block waits for its retire
     // timer when traffic is light: milliseconds of latency for a pod); frames above a slot come
     // whole through the receive queue.
@@ -155,15 +151,16 @@ export class AfPacketPort implements Port {
       this.memId = o.memory.register(this.sock.memory.buffer);
       if (this.offload) {
         // Room for one breath: a batch of ordinary frames plus the largest super-frame.
+        // One buffer (one packet-memory id) for the segment slots, then the copy slots.
         this.segSlots = o.batchSize + MAX_GSO_SEGMENTS;
-        this.segMem = alloc(this.segSlots * SEG_SLOT);
+        this.copyAt = this.segSlots * SEG_SLOT;
+        this.segMem = alloc(this.copyAt + COPY_SLOTS * COPY_SLOT);
         this.seg = new Segmenter(MAX_GSO_SEGMENTS);
         this.segId = o.memory.register(this.segMem.buffer);
-        this.copyMem = alloc(COPY_SLOTS * COPY_SLOT);
         for (let i = 0; i < COPY_SLOTS; i++) {
-          this.copyViews.push(this.copyMem.subarray(i * COPY_SLOT + COPY_HEADROOM - VNET_HDR_LEN, (i + 1) * COPY_SLOT));
+          const at = this.copyAt + i * COPY_SLOT;
+          this.copyViews.push(this.segMem.subarray(at + COPY_HEADROOM - VNET_HDR_LEN, at + COPY_SLOT));
         }
-        this.copyId = o.memory.register(this.copyMem.buffer);
       }
     } catch (err) {
       if (this.memId >= 0) o.memory.release(this.memId);
@@ -250,16 +247,9 @@ export class AfPacketPort implements Port {
         drops++; // lost (no room in the queue after all) or too large for a copy slot
         continue;
       }
-      const at = copies * COPY_SLOT + COPY_HEADROOM;
-      const r = this.take(
-        this.copyMem,
-        this.copyId,
-        at - VNET_HDR_LEN,
-        got - VNET_HDR_LEN,
-        vnetGsoType(this.copyMem, at - VNET_HDR_LEN) & ~VNET_GSO_ECN,
-        out,
-        tag,
-      );
+      const mem = this.segMem!;
+      const cv = this.copyAt + copies * COPY_SLOT + COPY_HEADROOM - VNET_HDR_LEN;
+      const r = this.take(mem, this.segId, cv, got - VNET_HDR_LEN, vnetGsoType(mem, cv) & ~VNET_GSO_ECN, out, tag);
       if (r === TAKE_LATER || r === TAKE_DROPPED) drops++;
       else if (r === TAKE_SPLIT) gso++;
       else copies++; // an ordinary frame stays in its copy slot until the breath ends
@@ -382,6 +372,5 @@ export class AfPacketPort implements Port {
     this.sock.close();
     this.memory.release(this.memId);
     if (this.segId >= 0) this.memory.release(this.segId);
-    if (this.copyId >= 0) this.memory.release(this.copyId);
   }
 }

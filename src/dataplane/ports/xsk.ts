@@ -160,8 +160,9 @@ export class XskPort implements Port {
         // Start the copy 0..3 bytes into the frame so that source and destination share their
         // alignment and PacketMemory.copy moves words: an encapsulated frame starts 50 or 70
         // bytes before a 4-byte-aligned payload, i.e. 2 bytes off. The kernel takes any start.
-        const dst = tb.addr[i]! + ((src - off - tb.addr[i]!) & 3);
-        if (l > max - 3) {
+        const shift = (src - off - tb.addr[i]!) & 3;
+        const dst = tb.addr[i]! + shift;
+        if (l > max - shift) {
           // Never sent truncated: a counted drop, its buffer goes back.
           spare.addr[spareN++] = dst;
           tooBig++;
