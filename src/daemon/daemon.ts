@@ -309,7 +309,10 @@ export class Daemon implements DaemonControl {
       ...(!this.fwd && this.problem
         ? { problem: `${this.problem.code}: ${this.problem.message}` }
         : waiting
-          ? { problem: `workload interface ${k.local.interface} not found; the connection starts when it appears` }
+          ? {
+              problem:
+                this.fwd?.waitingReason(name) ?? `workload interface ${k.local.interface} not found; the connection starts when it appears`,
+            }
           : {}),
       local: plan?.local ?? (wg ? [wg.local4, wg.local6].filter(Boolean).join(',') : ''),
       ...(wg && this.fwd ? { wireguard: this.fwd.wireguardStatus(wg) } : {}),

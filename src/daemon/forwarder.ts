@@ -335,6 +335,14 @@ export class Forwarder {
     return all.filter((k) => hasLink(this.mirror, k.local.interface));
   }
 
+  /** Why a waiting connection whose interface exists could not start (its last attempt), by name. */
+  private readonly failed = new Map<string, string>();
+
+  /** Why connection `name` is waiting: its last failed start, or undefined (no interface yet). */
+  waitingReason(name: string): string | undefined {
+    return this.failed.get(name);
+  }
+
   /** Connections configured but waiting for their workload interface. */
   waiting(): ConnectionConfig[] {
     const active = new Set(this.config.connections.map((k) => k.name));
@@ -362,13 +370,45 @@ export class Forwarder {
       if (gone.length) this.log({ level: 'warn', event: 'connection-down', connections: gone, message: 'workload interface gone' });
       try {
         await this.applyNow(next);
+        for (const k of next) this.failed.delete(k.name);
         if (back.length) this.log({ level: 'info', event: 'connection-up', connections: back });
       } catch (err) {
         const e = err as { code?: string; message: string };
         this.log({ level: 'error', event: 'connection-change-failed', code: e.code, message: e.message });
+        await this.followOneByOne(next);
       }
     });
     this.chain = run.catch(() => undefined);
+  }
+
+  /**
+   * The whole set could not be applied (one returning connection cannot start: `local.mode:
+   * afxdp` on a re-created veth with too few queues, say): apply what went away and what stays,
+   * then bring each returning connection back on its own, so that one pod never holds up the
+   * others. A connection that still fails stays waiting, with the reason in its status; the next
+   * link event tries it again.
+   */
+  private async followOneByOne(next: readonly ConnectionConfig[]): Promise<void> {
+    const running = (k: ConnectionConfig): boolean => this.config.connections.some((x) => x.name === k.name);
+    try {
+      await this.applyNow(next.filter(running));
+    } catch (err) {
+      const e = err as { code?: string; message: string };
+      this.log({ level: 'error', event: 'connection-change-failed', code: e.code, message: e.message });
+      return;
+    }
+    for (const k of next) {
+      if (running(k)) continue;
+      try {
+        await this.applyNow([...this.config.connections, k]);
+        this.failed.delete(k.name);
+        this.log({ level: 'info', event: 'connection-up', connections: [k.name] });
+      } catch (err) {
+        const e = err as { code?: string; message: string };
+        this.failed.set(k.name, `${e.code ?? 'error'}: ${e.message}`);
+        this.log({ level: 'error', event: 'connection-failed', connection: k.name, code: e.code, message: e.message });
+      }
+    }
   }
 
   private async applyNow(next: readonly ConnectionConfig[]): Promise<ApplyResult> {

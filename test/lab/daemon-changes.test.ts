@@ -384,6 +384,48 @@ test('local.mode changed through the API switches the workload interface between
   }
 });
 
+test("a pod veth that comes back unable to have its local.mode stays waiting, with the reason; the other pod's connection still follows its veth", async () => {
+  const s = setup('stuck', 2, [c(0), c(1)]);
+  const { lab, api } = s;
+  try {
+    const { p, log } = await s.start();
+    assert.equal(s.pingConn(0), 3);
+    assert.equal(s.pingConn(1), 3);
+    const stateOf = async (name: string): Promise<{ state?: string; problem?: string }> => {
+      const k = (await api.status()).connections.find((x) => x.name === name);
+      return { state: k?.state, problem: k?.problem };
+    };
+    const until = async (what: string, ok: () => Promise<boolean>): Promise<void> => {
+      for (let i = 0; i < 200; i++) {
+        if (await ok()) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.fail(`${what}: ${JSON.stringify((await api.status()).connections.map((k) => [k.name, k.state, k.problem]))}`);
+    };
+    const a0 = lab.a.workloads[0]!;
+    const a1 = lab.a.workloads[1]!;
+    lab.exec(lab.a.ns, 'ip', ['link', 'del', a1.iface]);
+    await until('c1 waits for its veth', async () => (await stateOf('c1')).state === 'waiting');
+    // Back with one queue where AF_XDP needs two (one per worker): c1 cannot start.
+    lab.exec(lab.a.ns, 'ip', ['link', 'add', a1.iface, 'type', 'veth', 'peer', 'name', 'x1', 'netns', a1.podNs]);
+    lab.exec(lab.a.ns, 'ip', ['link', 'set', a1.iface, 'up']);
+    await until('c1 says why it waits', async () => /ERR_WORKLOAD_QUEUES/.test((await stateOf('c1')).problem ?? ''));
+    assert.equal((await stateOf('c0')).state, 'up');
+    assert.equal(s.pingConn(0), 3, 'c0 unaffected');
+    // c0's veth goes: its connection must follow, although c1 still cannot start.
+    lab.exec(lab.a.ns, 'ip', ['link', 'del', a0.iface]);
+    await until('c0 follows its veth', async () => (await stateOf('c0')).state === 'waiting');
+    assert.equal((await api.status()).state, 'running');
+    await p.stop();
+    assert.match(log.text(), /"event":"connection-failed"/);
+    assert.doesNotMatch(log.text(), /"event":"recovering"/);
+  } finally {
+    killSpawned();
+    killLeftoverPinholes();
+    lab.close();
+  }
+});
+
 test('a change refused after validation (its port held by a kernel socket), through the API or SIGHUP, changes nothing', async () => {
   const s = setup('held', 3, [c(0)]);
   const { lab, api } = s;
