@@ -15,6 +15,7 @@
  *   TCP      iperf3 pod A → pod B, 4 s, Gbit/s (and retransmits)
  *   64 B     64-byte UDP frames from a kernel live-frame generator in pod A (bench/lib/trafficgen.ts),
  *            delivered packets per second counted on pod B's eth0
+ *   ping     idle round trip pod A → pod B (median of 20 pings), µs
  *   CPU/pkt  node A's forwarder process CPU time (user + system, /proc/PID/stat) per delivered
  *            64-byte packet, in µs (the kernel's softirq work on veths is not in it, for either)
  *
@@ -220,6 +221,14 @@ interface CaseResult {
   retransmits: number[];
   pps: number[];
   cpuUs: number[];
+  pingUs: number[];
+}
+
+/** Median round-trip time pod A → pod B over 20 pings 50 ms apart (idle), in µs. */
+function pingMedian(lab: Lab): number {
+  const out = lab.exec(lab.a.workloads[0]!.podNs, 'ping', ['-n', '-c', '20', '-i', '0.05', '-W', '1', lab.b.workloads[0]!.podAddr4]);
+  const rtts = [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]) * 1000).sort((a, b) => a - b);
+  return rtts.length > 0 ? rtts[Math.floor(rtts.length / 2)]! : NaN;
 }
 
 async function runCase(name: 'wireguard-go' | 'pinhole'): Promise<CaseResult> {
@@ -248,8 +257,9 @@ async function runCase(name: 'wireguard-go' | 'pinhole'): Promise<CaseResult> {
         if (i === 19) throw new Error(`${name}: no ping through the tunnel`);
       }
     }
-    const out: CaseResult = { tcpGbps: [], retransmits: [], pps: [], cpuUs: [] };
+    const out: CaseResult = { tcpGbps: [], retransmits: [], pps: [], cpuUs: [], pingUs: [] };
     for (let r = 0; r < REPEAT; r++) {
+      out.pingUs.push(pingMedian(lab));
       const t = tcp(lab);
       out.tcpGbps.push(t.gbps);
       out.retransmits.push(t.retransmits);
@@ -257,7 +267,7 @@ async function runCase(name: 'wireguard-go' | 'pinhole'): Promise<CaseResult> {
       out.pps.push(s.pps);
       out.cpuUs.push(s.cpuUs);
       process.stderr.write(
-        `${name} run ${r + 1}/${REPEAT}: TCP ${t.gbps.toFixed(2)} Gbit/s, 64 B ${(s.pps / 1e3).toFixed(0)} kpps, ${s.cpuUs.toFixed(2)} µs/pkt\n`,
+        `${name} run ${r + 1}/${REPEAT}: ping p50 ${out.pingUs[r]!.toFixed(0)} µs, TCP ${t.gbps.toFixed(2)} Gbit/s, 64 B ${(s.pps / 1e3).toFixed(0)} kpps, ${s.cpuUs.toFixed(2)} µs/pkt\n`,
       );
     }
     return out;
@@ -281,6 +291,11 @@ printTable(
   '64-byte UDP frames delivered',
   'kpps',
   rows((r) => r.pps, 1e-3),
+);
+printTable(
+  'ping pod A → pod B, idle (median of 20)',
+  'µs',
+  rows((r) => r.pingUs),
 );
 printTable(
   'node A forwarder CPU per 64-byte packet (process time, softirq excluded)',

@@ -949,6 +949,11 @@ function vxlanPlans(
         queue: 0,
         driver: 'afpacket',
         rx: true,
+        // A TPACKET_V3 block waits for its retire timer when traffic is light: 1 ms instead of 2
+        // (measured: ping pod to pod through pinhole ↔ pinhole 2.7 → 1.8 ms, TCP unchanged). A V2
+        // ring (the workload ports') hands each datagram over at once (0.4 ms) but cost 13% of
+        // WireGuard TCP in per-frame wake-ups.
+        retireMs: 1,
         filter: {
           ports: [...new Set(wg.map((k) => k.listenPort))].sort((a, b) => a - b),
           addresses: [...new Set(wg.flatMap((k) => [k.local4, k.local6].filter(Boolean)))].sort(),

@@ -41,6 +41,8 @@ export interface PortPlan {
    * GSO super-frames are split and partial checksums completed in the port (packet/offload.ts).
    */
   offload?: boolean;
+  /** AF_PACKET TPACKET_V3 rings: the block retire timeout in ms (default 2). */
+  retireMs?: number;
 }
 
 export interface VxlanConnectionPlan {

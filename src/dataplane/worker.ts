@@ -100,6 +100,7 @@ const keyOf = (p: PortPlan): string =>
     p.filter ?? null,
     p.fanoutGroup ?? null,
     p.offload ?? false,
+    p.retireMs ?? null,
     p.frameCount ?? null,
     p.rings ? [p.rings.rx, p.rings.tx, p.rings.fill, p.rings.comp] : null,
   ]);
@@ -152,7 +153,9 @@ async function openPorts(
           memory,
           filter: p.rx ? (p.filter ?? 'all') : 'none',
           ...(p.fanoutGroup !== undefined && p.rx ? { fanoutGroup: p.fanoutGroup } : {}),
-          ...(p.offload ? { offload: true } : {}),
+          // Frames from the uplink end in pinhole (WireGuard): their UDP checksums need no completing.
+          ...(p.offload ? { offload: true, completeChecksums: p.role === 'workload' } : {}),
+          ...(p.retireMs !== undefined ? { retireMs: p.retireMs } : {}),
           batchSize,
           counters: c,
           base,
