@@ -153,8 +153,7 @@ async function openPorts(
           memory,
           filter: p.rx ? (p.filter ?? 'all') : 'none',
           ...(p.fanoutGroup !== undefined && p.rx ? { fanoutGroup: p.fanoutGroup } : {}),
-          // Frames from the uplink end in pinhole (WireGuard): their UDP checksums need no completing.
-          ...(p.offload ? { offload: true, completeChecksums: p.role === 'workload' } : {}),
+          ...(p.offload ? { offload: true } : {}),
           ...(p.retireMs !== undefined ? { retireMs: p.retireMs } : {}),
           batchSize,
           counters: c,

@@ -66,11 +66,6 @@ export interface AfPacketPortOptions extends PortOptions {
   fanoutGroup?: number;
   /** PACKET_VNET_HDR with GSO splitting and checksum completion (see the file comment). */
   offload?: boolean;
-  /**
-   * Offload: complete partial checksums of ordinary frames (default true). A port whose frames
-   * end in pinhole itself (the WireGuard listen port: the AEAD protects the payload) skips it.
-   */
-  completeChecksums?: boolean;
   /** TPACKET_V3 (ports without offload): block retire timeout in ms (socket default 2). */
   retireMs?: number;
 }
@@ -114,7 +109,6 @@ export class AfPacketPort implements Port {
   private readonly kdBase: number;
   /** Offload: the segmenter, its memory (id, bytes, slot count) and frames per breath. */
   private readonly offload: boolean;
-  private readonly completeChecksums: boolean;
   private readonly seg: Segmenter | undefined;
   private readonly segId: number = -1;
   private readonly segMem: Uint8Array | undefined;
@@ -140,7 +134,6 @@ export class AfPacketPort implements Port {
           ? cbpf().ret.k(0).assemble()
           : compilePinholeFilter(o.filter);
     this.offload = o.offload === true;
-    this.completeChecksums = o.completeChecksums !== false;
     this.detail = this.offload ? 'TPACKET_V2 ring, GSO and checksum offload (PACKET_VNET_HDR)' : 'TPACKET_V3 ring';
     // Offload: TPACKET_V2, so a frame is handed over at once (a V3 block waits for its retire
     // timer when traffic is light: milliseconds of latency for a pod); frames above a slot come
@@ -280,7 +273,7 @@ export class AfPacketPort implements Port {
     const off = v + VNET_HDR_LEN;
     const needsCsum = (vnetFlags(b, v) & VNET_F_NEEDS_CSUM) !== 0;
     if (type === VNET_GSO_NONE) {
-      if (needsCsum && this.completeChecksums && completeChecksum(b, off, len, vnetCsumStart(b, v), vnetCsumOffset(b, v)) < 0) {
+      if (needsCsum && completeChecksum(b, off, len, vnetCsumStart(b, v), vnetCsumOffset(b, v)) < 0) {
         return TAKE_DROPPED;
       }
       out.push(id, off, len, tag);

@@ -1,6 +1,8 @@
 /**
- * The AF_PACKET uplink core: one raw packet socket on one interface, with the pinhole policy as
- * a locked classic BPF filter, a TPACKET_V3 receive ring, and transmit that bypasses the qdisc
+ * The AF_PACKET core: one raw packet socket on one interface, with a locked classic BPF filter
+ * (the pinhole policy on an uplink; accept-all on a workload interface), a receive ring —
+ * TPACKET_V3 (below), or TPACKET_V2 with large frames through the receive queue (see
+ * AfPacketOptions.version) — read with peek()/skip() or receive(), and transmit that bypasses the qdisc
  * layer — either one sendto(2) per frame (`transmit`) or an optional PACKET_TX_RING where frames
  * are written in place and one sendto kicks a whole batch (`txAcquire/txCommit/txFlush`). See Documentation/networking/packet_mmap.rst and linux/if_packet.h.
  *
@@ -9,8 +11,8 @@
  *      nothing until bind() names a protocol. (socket(..., htons(ETH_P_ALL)) would start
  *      receiving from *every* interface at once, before the filter is attached.)
  *   2. SO_ATTACH_FILTER (the compiled pinhole) and SO_LOCK_FILTER.
- *   3. PACKET_VERSION = TPACKET_V3, PACKET_RX_RING (tpacket_req3), [PACKET_TX_RING], one mmap
- *      (RX ring first, then TX ring).
+ *   3. [PACKET_VNET_HDR], PACKET_VERSION = TPACKET_V3 (or V2, [PACKET_COPY_THRESH]), [SO_RCVBUF],
+ *      PACKET_RX_RING (tpacket_req3), [PACKET_TX_RING], one mmap (RX ring first, then TX ring).
  *   4. PACKET_QDISC_BYPASS (TX skips qdiscs), PACKET_IGNORE_OUTGOING (no copies of the host's own
  *      transmissions, nor of ours).
  *   5. bind(sockaddr_ll{ ETH_P_ALL, ifindex }).
