@@ -165,8 +165,12 @@ interface Entry {
 
 const c = (i: number, port?: number): Entry => ({ name: `c${i}`, i, ...(port !== undefined ? { port } : {}) });
 
-/** A lab with `n` connections, node a running pinhole from a config file it can rewrite. */
-function setup(tag: string, n: number, entries: Entry[]) {
+/**
+ * A lab with `n` connections, node a running pinhole from a config file it can rewrite. Workload
+ * interfaces are AF_XDP (`local.mode: afxdp`: queue identity through reconfigurations), unless
+ * `localMode` says otherwise.
+ */
+function setup(tag: string, n: number, entries: Entry[], localMode: 'afxdp' | 'auto' = 'afxdp') {
   const lab = buildLab({
     prefix: `ph-${process.pid}-${tag}`,
     sides: { a: 'pinhole', b: 'kernel' },
@@ -177,7 +181,7 @@ function setup(tag: string, n: number, entries: Entry[]) {
   const socket = join(dir, `${tag}.sock`);
   const file = join(dir, `${tag}.yaml`);
   const line = (e: Entry): string =>
-    `  - { name: ${e.name}, local: { interface: ${a.workloads[e.i]!.iface}, mode: afxdp }, vxlan: { vni: ${a.workloads[e.i]!.vni}, remote: "${b.underlay4}"${e.port !== undefined ? `, port: ${e.port}` : ''} } }`;
+    `  - { name: ${e.name}, local: { interface: ${a.workloads[e.i]!.iface}, mode: ${localMode} }, vxlan: { vni: ${a.workloads[e.i]!.vni}, remote: "${b.underlay4}"${e.port !== undefined ? `, port: ${e.port}` : ''} } }`;
   const write = (list: Entry[]): void =>
     writeFileSync(
       file,
@@ -186,7 +190,7 @@ function setup(tag: string, n: number, entries: Entry[]) {
   write(entries);
   /** A connection's API body (without its name). */
   const body = (i: number, port?: number): Record<string, unknown> => ({
-    local: { interface: a.workloads[i]!.iface, mode: 'afxdp' },
+    local: { interface: a.workloads[i]!.iface, mode: localMode },
     vxlan: { vni: a.workloads[i]!.vni, remote: b.underlay4, ...(port !== undefined ? { port } : {}) },
   });
   /** Ping from pod a<i> to pod b<i> through connection i's tunnel. */
@@ -533,96 +537,100 @@ test("removing the last user of a port closes it: a kernel socket on node a gets
   }
 });
 
-test("a pod's veth deleted under traffic takes down its connection only; created again, it works without a restart", async () => {
-  const s = setup('veth', 2, [c(0), c(1)]);
-  const { lab, api } = s;
-  try {
-    const { p, log } = await s.start();
-    assert.equal(s.pingConn(0), 3);
-    assert.equal(s.pingConn(1), 3);
-    const s0 = s.steady(0);
-    const a1 = lab.a.workloads[1]!;
-    const b1 = lab.b.workloads[1]!;
-    // Traffic towards pod a1 (the workload port transmits into the veth as it disappears) and from it.
-    const flood = lab.spawn(b1.podNs, 'ping', ['-n', '-i', '0.01', '-W', '1', a1.podAddr4]);
-    spawned.add(flood);
-    const out1 = steadyPing(lab, a1.podNs, b1.podAddr4);
-    await new Promise<void>((resolve) => {
-      let text = '';
-      const onData = (d: Buffer): void => {
-        text += d.toString();
-        if (!/bytes from/.test(text)) return;
-        flood.stdout!.off('data', onData);
-        resolve();
-      };
-      flood.stdout!.on('data', onData);
-    });
-    lab.exec(lab.a.ns, 'ip', ['link', 'del', a1.iface]);
+// Both workload drivers: AF_XDP (redirect-all program, one socket per queue) and the default,
+// AF_PACKET with offload (TPACKET_V2 ring, copies through the receive queue).
+for (const localMode of ['afxdp', 'auto'] as const) {
+  test(`a pod's veth deleted under traffic takes down its connection only; created again, it works without a restart (local.mode ${localMode})`, async () => {
+    const s = setup(`veth${localMode.slice(0, 2)}`, 2, [c(0), c(1)], localMode);
+    const { lab, api } = s;
+    try {
+      const { p, log } = await s.start();
+      assert.equal(s.pingConn(0), 3);
+      assert.equal(s.pingConn(1), 3);
+      const s0 = s.steady(0);
+      const a1 = lab.a.workloads[1]!;
+      const b1 = lab.b.workloads[1]!;
+      // Traffic towards pod a1 (the workload port transmits into the veth as it disappears) and from it.
+      const flood = lab.spawn(b1.podNs, 'ping', ['-n', '-i', '0.01', '-W', '1', a1.podAddr4]);
+      spawned.add(flood);
+      const out1 = steadyPing(lab, a1.podNs, b1.podAddr4);
+      await new Promise<void>((resolve) => {
+        let text = '';
+        const onData = (d: Buffer): void => {
+          text += d.toString();
+          if (!/bytes from/.test(text)) return;
+          flood.stdout!.off('data', onData);
+          resolve();
+        };
+        flood.stdout!.on('data', onData);
+      });
+      lab.exec(lab.a.ns, 'ip', ['link', 'del', a1.iface]);
 
-    // The status marks the lost connection (waiting for its interface), and only it; the daemon keeps running.
-    let st: DaemonStatus | undefined;
-    for (let i = 0; i < 100; i++) {
-      st = await api.status();
-      if (st.connections.find((k) => k.name === 'c1')?.state === 'waiting') break;
-      await new Promise((r) => setTimeout(r, 50));
+      // The status marks the lost connection (waiting for its interface), and only it; the daemon keeps running.
+      let st: DaemonStatus | undefined;
+      for (let i = 0; i < 100; i++) {
+        st = await api.status();
+        if (st.connections.find((k) => k.name === 'c1')?.state === 'waiting') break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(st!.state, 'running', `the daemon keeps running: ${JSON.stringify(st!.problem)}`);
+      const lost = st!.connections.find((k) => k.name === 'c1')!;
+      assert.equal(lost.state, 'waiting', JSON.stringify(lost));
+      assert.match(lost.problem ?? '', new RegExp(a1.iface), `the status says why: ${JSON.stringify(lost)}`);
+      assert.equal(st!.connections.find((k) => k.name === 'c0')!.state, 'up');
+      assert.equal(s.pingConn(0), 3, 'c0 still works');
+      flood.kill('SIGINT');
+      await out1.stop().catch(() => undefined);
+
+      // The veth comes back with the same name (as the lab builds it): the connection works again.
+      const ns = lab.a.ns;
+      const pod = a1.podNs;
+      const q = String(lab.plan.workloadQueues);
+      lab.exec(ns, 'ip', [
+        'link',
+        'add',
+        a1.iface,
+        'numtxqueues',
+        q,
+        'numrxqueues',
+        q,
+        'type',
+        'veth',
+        'peer',
+        'name',
+        a1.podIface,
+        'netns',
+        pod,
+        'numtxqueues',
+        q,
+        'numrxqueues',
+        q,
+      ]);
+      lab.exec(ns, 'ip', ['link', 'set', 'dev', a1.iface, 'address', a1.ifaceMac, 'mtu', String(a1.mtu)]);
+      lab.exec(ns, 'sysctl', ['-qw', `net.ipv6.conf.${a1.iface}.disable_ipv6=1`]);
+      lab.exec(pod, 'ip', ['link', 'set', 'dev', a1.podIface, 'address', a1.podMac, 'mtu', String(a1.mtu)]);
+      lab.exec(pod, 'sysctl', ['-qw', `net.ipv6.conf.${a1.podIface}.accept_dad=0`]);
+      lab.exec(pod, 'ip', ['addr', 'add', `${a1.podAddr4}/24`, 'dev', a1.podIface]);
+      lab.exec(pod, 'ip', ['-6', 'addr', 'add', `${a1.podAddr6}/64`, 'dev', a1.podIface, 'nodad']);
+      lab.exec(pod, 'ethtool', ['-K', a1.podIface, 'tx', 'off']);
+      lab.exec(ns, 'ip', ['link', 'set', 'dev', a1.iface, 'up']);
+      lab.exec(pod, 'ip', ['link', 'set', 'dev', a1.podIface, 'up']);
+      assert.equal(pingUntil(lab, pod, b1.podAddr4, 10), 3, `c1 works again: ${JSON.stringify((await api.status()).connections)}`);
+      const back = (await api.status()).connections.find((k) => k.name === 'c1')!;
+      assert.equal(back.state, 'up', JSON.stringify(back));
+      assert.equal(back.problem, undefined, JSON.stringify(back));
+
+      await assertNoLoss(s0, 'c0 while the other pod went and came back');
+      assert.equal((await api.status()).state, 'running');
+      await p.stop();
+      assert.doesNotMatch(log.text(), /"event":"recovering"/);
+    } finally {
+      killSpawned();
+      killLeftoverPinholes();
+      lab.close();
     }
-    assert.equal(st!.state, 'running', `the daemon keeps running: ${JSON.stringify(st!.problem)}`);
-    const lost = st!.connections.find((k) => k.name === 'c1')!;
-    assert.equal(lost.state, 'waiting', JSON.stringify(lost));
-    assert.match(lost.problem ?? '', new RegExp(a1.iface), `the status says why: ${JSON.stringify(lost)}`);
-    assert.equal(st!.connections.find((k) => k.name === 'c0')!.state, 'up');
-    assert.equal(s.pingConn(0), 3, 'c0 still works');
-    flood.kill('SIGINT');
-    await out1.stop().catch(() => undefined);
-
-    // The veth comes back with the same name (as the lab builds it): the connection works again.
-    const ns = lab.a.ns;
-    const pod = a1.podNs;
-    const q = String(lab.plan.workloadQueues);
-    lab.exec(ns, 'ip', [
-      'link',
-      'add',
-      a1.iface,
-      'numtxqueues',
-      q,
-      'numrxqueues',
-      q,
-      'type',
-      'veth',
-      'peer',
-      'name',
-      a1.podIface,
-      'netns',
-      pod,
-      'numtxqueues',
-      q,
-      'numrxqueues',
-      q,
-    ]);
-    lab.exec(ns, 'ip', ['link', 'set', 'dev', a1.iface, 'address', a1.ifaceMac, 'mtu', String(a1.mtu)]);
-    lab.exec(ns, 'sysctl', ['-qw', `net.ipv6.conf.${a1.iface}.disable_ipv6=1`]);
-    lab.exec(pod, 'ip', ['link', 'set', 'dev', a1.podIface, 'address', a1.podMac, 'mtu', String(a1.mtu)]);
-    lab.exec(pod, 'sysctl', ['-qw', `net.ipv6.conf.${a1.podIface}.accept_dad=0`]);
-    lab.exec(pod, 'ip', ['addr', 'add', `${a1.podAddr4}/24`, 'dev', a1.podIface]);
-    lab.exec(pod, 'ip', ['-6', 'addr', 'add', `${a1.podAddr6}/64`, 'dev', a1.podIface, 'nodad']);
-    lab.exec(pod, 'ethtool', ['-K', a1.podIface, 'tx', 'off']);
-    lab.exec(ns, 'ip', ['link', 'set', 'dev', a1.iface, 'up']);
-    lab.exec(pod, 'ip', ['link', 'set', 'dev', a1.podIface, 'up']);
-    assert.equal(pingUntil(lab, pod, b1.podAddr4, 10), 3, `c1 works again: ${JSON.stringify((await api.status()).connections)}`);
-    const back = (await api.status()).connections.find((k) => k.name === 'c1')!;
-    assert.equal(back.state, 'up', JSON.stringify(back));
-    assert.equal(back.problem, undefined, JSON.stringify(back));
-
-    await assertNoLoss(s0, 'c0 while the other pod went and came back');
-    assert.equal((await api.status()).state, 'running');
-    await p.stop();
-    assert.doesNotMatch(log.text(), /"event":"recovering"/);
-  } finally {
-    killSpawned();
-    killLeftoverPinholes();
-    lab.close();
-  }
-});
+  });
+}
 
 test('a PUT naming a missing interface is refused (ERR_IFACE_NOT_FOUND, 4xx) while running and while recovering; recovery then succeeds', async () => {
   const s = setup('missing', 1, [c(0)]);
