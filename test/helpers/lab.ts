@@ -111,7 +111,8 @@ function collect(child: ChildProcess): { out: () => string; done: Promise<number
   let text = '';
   child.stdout?.on('data', (d: Buffer) => (text += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (text += d.toString()));
-  const done = new Promise<number>((resolve) => child.once('exit', (code, sig) => resolve(code ?? (sig ? 128 : -1))));
+  // 'close', not 'exit': ping's summary, written as it exits, may still be in the pipe at 'exit'.
+  const done = new Promise<number>((resolve) => child.once('close', (code, sig) => resolve(code ?? (sig ? 128 : -1))));
   return { out: () => text, done };
 }
 

@@ -67,8 +67,9 @@ export function startPinhole(
   child.once('exit', () => live.delete(child));
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  // 'close', not 'exit': the process may exit before its last output is read from the pipes.
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
   const lineWith = (event: string, ms: number, pred: (j: never) => boolean = () => true): Promise<unknown> =>
     new Promise((resolve, reject) => {
@@ -102,10 +103,10 @@ export function startPinhole(
       const cleanup = (): void => {
         clearTimeout(timer);
         child.stdout!.off('data', onData);
-        child.off('exit', onExit);
+        child.off('close', onExit);
       };
       child.stdout!.on('data', onData);
-      child.once('exit', onExit);
+      child.once('close', onExit);
     });
   const ready = lineWith('ready', timeoutMs) as Promise<ReadyLine>;
   ready.catch(() => undefined);
