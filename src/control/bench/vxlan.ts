@@ -87,12 +87,14 @@ async function waitReachable(ns: string, to: string): Promise<void> {
 function writeConfig(ctx: ScenarioContext, lab: Lab, mode: Exclude<VxlanMode, 'kernel'>): string {
   const wl = lab.a.workloads[0]!;
   const local = mode === 'afxdp' ? `{ interface: ${wl.iface}, mode: afxdp }` : `{ interface: ${wl.iface} }`;
-  mkdirSync(ctx.tmp, { recursive: true });
+  mkdirSync(ctx.tmp, { recursive: true, mode: 0o700 });
   const file = join(ctx.tmp, `${lab.plan.prefix}.yaml`);
   writeFileSync(
     file,
     [
       `uplink: { interface: ${lab.a.uplink}, mode: ${mode === 'auto' ? 'afxdp' : mode} }`,
+      // Its own API socket: a daemon already running on the default one must not stop the bench.
+      `api: { socket: ${join(ctx.tmp, `${lab.plan.prefix}.sock`)} }`,
       'connections:',
       `  - { name: pod-a, local: ${local}, vxlan: { vni: ${wl.vni}, remote: "${lab.b.tunnelAddr}" } }`,
       '',
