@@ -153,8 +153,8 @@ export class ApiClient {
     this.timeoutMs = opts.timeoutMs ?? API_CLIENT_TIMEOUT_MS;
   }
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<ApiResponse<T>> {
-    const res = await apiRequest<T>(this.socket, method, path, body, { timeoutMs: this.timeoutMs });
+  private async call<T>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiResponse<T>> {
+    const res = await apiRequest<T>(this.socket, method, path, body, { timeoutMs: this.timeoutMs, ...(headers ? { headers } : {}) });
     if (res.status < 200 || res.status > 299) throw responseError(res);
     return res;
   }
@@ -171,9 +171,16 @@ export class ApiClient {
     return (await this.call<ConnectionStatus>('GET', connectionPath(name))).body;
   }
 
-  /** Creates or replaces connection `name`; `created` tells which (201 or 200). */
-  async putConnection(name: string, body: unknown): Promise<{ created: boolean; connection: ConnectionStatus }> {
-    const res = await this.call<ConnectionStatus>('PUT', connectionPath(name), body);
+  /**
+   * Creates or replaces connection `name`; `created` tells which (201 or 200). `ifAbsent`: create
+   * only (`If-None-Match: *`): an existing name is the daemon's ERR_API_EXISTS.
+   */
+  async putConnection(
+    name: string,
+    body: unknown,
+    opts: { ifAbsent?: boolean } = {},
+  ): Promise<{ created: boolean; connection: ConnectionStatus }> {
+    const res = await this.call<ConnectionStatus>('PUT', connectionPath(name), body, opts.ifAbsent ? { 'If-None-Match': '*' } : undefined);
     return { created: res.status === 201, connection: res.body };
   }
 

@@ -6,7 +6,8 @@
  *                "field": "vxlan.vni", "errors": [ { "field": ..., "message": ... } ] } }
  *
  * `field` (the first problem's field) and `errors` (all of them) appear only for validation
- * errors. Clients switch on `code`, never on the message or the status alone: 404 is both "no
+ * errors; `field` alone also for refusals that concern one field (a conflict, a remote whose family
+ * the uplink has no tunnel address for, an existing name). Clients switch on `code`, never on the message or the status alone: 404 is both "no
  * such path" (ERR_API_NO_ROUTE) and "no such connection" (ERR_API_NOT_FOUND).
  *
  * Codes raised by the daemon (src/daemon/control.ts) keep their code; a PinholeError whose code
@@ -27,6 +28,9 @@ export const API_STATUS: Readonly<Record<string, number>> = {
   ERR_API_METHOD: 405,
   ERR_API_TIMEOUT: 408,
   ERR_API_CONFLICT: 409,
+  // The uplink has no tunnel address of the connection's family (its remote or endpoint is
+  // IPv6 and the uplink has no global IPv6 address, say): the host's state, not the request's form.
+  ERR_TUNNEL_NO_ADDRESS: 409,
   // The port is held by another socket on the node: a conflict with the host's state, not a bug.
   ERR_UPLINK_PORT_HELD: 409,
   // local.mode afxdp on an interface that cannot have it (queues, uplink mode, attach refused).
@@ -34,6 +38,8 @@ export const API_STATUS: Readonly<Record<string, number>> = {
   ERR_WORKLOAD_MODE: 409,
   ERR_WORKLOAD_AFXDP: 409,
   ERR_API_LENGTH_REQUIRED: 411,
+  // PUT with `If-None-Match: *` and the connection exists (create only, never replace).
+  ERR_API_EXISTS: 412,
   ERR_API_BODY_TOO_LARGE: 413,
   ERR_API_CONTENT_TYPE: 415,
   ERR_API_HEADERS_TOO_LARGE: 431,
@@ -45,7 +51,7 @@ export const API_STATUS: Readonly<Record<string, number>> = {
 export interface ApiErrorBody {
   code: string;
   message: string;
-  /** The first invalid field, e.g. `vxlan.vni` (validation errors only). */
+  /** The first invalid field, e.g. `connection.vxlan.vni`, or the field a refusal concerns (`vxlan.remote`). */
   field?: string;
   /** Every problem found (validation errors only). */
   errors?: { field: string; message: string }[];

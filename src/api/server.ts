@@ -8,6 +8,7 @@
  *   GET    /v1/connections/NAME    ConnectionStatus                        404 ERR_API_NOT_FOUND
  *   PUT    /v1/connections/NAME    body { local: { interface }, vxlan: { vni, remote, port?, ttl? }, name? }
  *                                  → 201 (created, Location) | 200 (replaced): ConnectionStatus
+ *                                  If-None-Match: * → create only: 412 ERR_API_EXISTS when NAME exists
  *   DELETE /v1/connections/NAME    → 204                                   404 ERR_API_NOT_FOUND
  *   GET    /v1/neighbours          { neighbours: NeighbourStatus[] }
  * Errors: `{ "error": { code, message, field?, errors? } }`, statuses in errors.ts.
@@ -102,9 +103,11 @@ const ROUTES: Route[] = [
     segments: ['connections', ':name'],
     methods: {
       GET: ({ control, name }) => ({ status: 200, body: findConnection(control, name) }),
-      PUT: async ({ control, name, readJson }) => {
-        // The control validates the body (a name in it must equal the path's) and applies it.
-        const r = await control.putConnection(name, await readJson());
+      PUT: async ({ req, control, name, readJson }) => {
+        const ifAbsent = createOnly(req);
+        // The control validates the body (a name in it must equal the path's) and applies it;
+        // with If-None-Match: * it refuses an existing name (in turn with the other changes).
+        const r = await control.putConnection(name, await readJson(), ifAbsent ? { ifAbsent } : undefined);
         return r.created
           ? { status: 201, body: r.connection, headers: { Location: `/v1/connections/${encodeURIComponent(name)}` } }
           : { status: 200, body: r.connection };
@@ -158,6 +161,17 @@ function noRoute(pathname: string): PinholeError {
     'ERR_API_NO_ROUTE',
     `no such path ${pathname} (paths: /v1/status, /v1/connections, /v1/connections/NAME, /v1/neighbours)`,
   );
+}
+
+/**
+ * `If-None-Match: *` on a PUT: create only (RFC 9110 13.1.2). We have no entity tags, so any
+ * other value is refused rather than silently ignored.
+ */
+function createOnly(req: IncomingMessage): boolean {
+  const v = req.headers['if-none-match'];
+  if (v === undefined) return false;
+  if (v.trim() === '*') return true;
+  throw apiError('ERR_API_BAD_REQUEST', `If-None-Match: only '*' (create, never replace) is supported, got ${JSON.stringify(v)}`);
 }
 
 /** Whether the request announces a body (one we may have to refuse before reading it). */

@@ -67,9 +67,9 @@ const COMMANDS: Record<string, Command> = {
     load: () => import('./commands/status.ts'),
   },
   connect: {
-    summary: 'create or replace a VXLAN connection on a running daemon (API)',
+    summary: 'create a VXLAN connection on a running daemon (API); --replace replaces an existing one',
     usage:
-      'usage: pinhole connect NAME --local IF [--local-mode auto|afpacket|afxdp] --vxlan-vni N --remote ADDR [--port P] [--ttl T] [--socket PATH] [--json]',
+      'usage: pinhole connect NAME --local IF [--local-mode auto|afpacket|afxdp] --vxlan-vni N --remote ADDR [--port P] [--ttl T] [--replace] [--socket PATH] [--json]',
     load: () => import('./commands/connect.ts'),
   },
   disconnect: {

@@ -7,6 +7,9 @@
  *   ERR_CONFIG_INVALID          400 (details.field / details.errors name the field)
  *   ERR_API_NOT_FOUND           404 (unknown connection)
  *   ERR_API_CONFLICT            409 (e.g. the interface or (remote, port, vni) is used by another connection)
+ *   ERR_TUNNEL_NO_ADDRESS       409 (the uplink has no tunnel address of the remote's family; field vxlan.remote
+ *                                   or wireguard.peer.endpoint)
+ *   ERR_API_EXISTS              412 (putConnection with ifAbsent, and the name exists)
  *   ERR_API_BUSY                503 (the forwarder is stopping; changes are otherwise queued, never refused)
  *   anything else               500
  * A failed change leaves the running state exactly as it was.
@@ -56,6 +59,8 @@ export interface ConnectionStatus {
 
 export interface UplinkStatus {
   interface: string;
+  /** Operational state: `down` (admin down or no carrier) is survived; the daemon keeps running. */
+  link?: 'up' | 'down';
   mode: 'afxdp' | 'afpacket';
   xdpMode: string | null;
   /** e.g. 'copy mode, native XDP via netlink'. */
@@ -99,11 +104,20 @@ export interface NeighbourStatus {
   usedBy: string[];
 }
 
+export interface PutOptions {
+  /** Refuse (ERR_API_EXISTS) instead of replacing an existing connection: the API's `If-None-Match: *`. */
+  ifAbsent?: boolean;
+}
+
 export interface DaemonControl {
   status(): DaemonStatus;
   connections(): ConnectionStatus[];
-  /** Creates or replaces connection `name` (the body is a connection without its name, or with the same name). */
-  putConnection(name: string, body: unknown): Promise<{ created: boolean; connection: ConnectionStatus }>;
+  /**
+   * Creates or replaces connection `name` (the body is a connection without its name, or with the
+   * same name). `ifAbsent`: create only; an existing name is ERR_API_EXISTS (checked in turn with
+   * the other changes, so two concurrent creations of one name cannot both succeed).
+   */
+  putConnection(name: string, body: unknown, opts?: PutOptions): Promise<{ created: boolean; connection: ConnectionStatus }>;
   deleteConnection(name: string): Promise<void>;
   /** The kernel's neighbours on the uplink, marking those our connections use. */
   neighbours(): NeighbourStatus[];

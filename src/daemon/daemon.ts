@@ -27,8 +27,9 @@ import { nudStateName } from '../netlink/rtnl.ts';
 import { requireInterface } from '../kernel/iface.ts';
 import { PinholeError } from '../sys/index.ts';
 import type { CounterValues } from '../dataplane/counters.ts';
-import type { ConnectionStatus, DaemonControl, DaemonStatus, NeighbourStatus, NextHopStatus } from './control.ts';
-import { Forwarder, type Log } from './forwarder.ts';
+import type { ConnectionStatus, DaemonControl, DaemonStatus, NeighbourStatus, NextHopStatus, PutOptions } from './control.ts';
+import { firstGlobalAddress, Forwarder, type Log } from './forwarder.ts';
+import { Endpoint } from '../tunnel/wireguard/messages.ts';
 import type { MetricsSource } from '../metrics/metrics.ts';
 import { DECAP_REASONS, ENCAP_COUNTERS, NEXTHOP_COUNTERS, WG_COUNTERS } from '../dataplane/plan.ts';
 
@@ -213,8 +214,14 @@ export class Daemon implements DaemonControl {
     });
   }
 
-  putConnection(name: string, body: unknown): Promise<{ created: boolean; connection: ConnectionStatus }> {
+  putConnection(name: string, body: unknown, opts: PutOptions = {}): Promise<{ created: boolean; connection: ConnectionStatus }> {
     return this.serial(async () => {
+      // A precondition comes before the body is looked at (RFC 9110 13.2.1).
+      if (opts.ifAbsent && this.current.some((x) => x.name === name)) {
+        throw new PinholeError('ERR_API_EXISTS', `connection '${name}' exists (If-None-Match: *): nothing changed`, {
+          details: { field: 'name' },
+        });
+      }
       if (typeof body !== 'object' || body === null || Array.isArray(body)) {
         throw new PinholeError('ERR_CONFIG_INVALID', 'connection: must be a mapping', { details: { field: 'connection' } });
       }
@@ -246,6 +253,7 @@ export class Daemon implements DaemonControl {
           },
         );
       }
+      this.requireTunnelAddress(k);
       const existing = this.current.findIndex((x) => x.name === name);
       const next = [...this.current];
       if (existing >= 0) next[existing] = k;
@@ -258,6 +266,30 @@ export class Daemon implements DaemonControl {
       this.log({ level: 'info', event: existing >= 0 ? 'connection-changed' : 'connection-added', connection: name, source: 'api' });
       return { created: existing < 0, connection: this.connectionStatus(name)! };
     });
+  }
+
+  /**
+   * A connection's remote (or WireGuard endpoint) needs a tunnel address of its family on the
+   * uplink: the configured one, else the uplink's first global address (as the forwarder picks
+   * it). Checked before anything is applied, so the API answers 409 naming the field instead of
+   * the forwarder's late 500. While recovering there is no uplink to look at: the forwarder
+   * checks when it starts again.
+   */
+  private requireTunnelAddress(k: ConnectionConfig): void {
+    const f = this.fwd;
+    if (!f) return;
+    const ep = k.wireguard?.peer.endpoint;
+    const family: 4 | 6 | undefined = k.vxlan ? k.vxlan.family : ep !== undefined ? Endpoint.parseHostPort(ep).family : undefined;
+    if (family === undefined) return;
+    if ((family === 4 ? this.fileConfig.uplink.tunnelAddress : this.fileConfig.uplink.tunnelAddress6) !== undefined) return;
+    if (firstGlobalAddress(f.mirror, f.uplink.index, family) !== undefined) return;
+    const field = k.vxlan ? 'vxlan.remote' : 'wireguard.peer.endpoint';
+    const what = k.vxlan ? `remote ${k.vxlan.remote}` : `endpoint ${ep}`;
+    throw new PinholeError(
+      'ERR_TUNNEL_NO_ADDRESS',
+      `${field}: ${what} is IPv${family}, but uplink ${f.uplink.name} has no global IPv${family} address to send from (add one, or set uplink.tunnelAddress${family === 6 ? '6' : ''})`,
+      { details: { field } },
+    );
   }
 
   deleteConnection(name: string): Promise<void> {
@@ -347,6 +379,7 @@ export class Daemon implements DaemonControl {
       uplink: f
         ? {
             interface: f.uplink.name,
+            link: f.uplinkLink,
             mode: f.host.mode,
             xdpMode: f.host.xdpMode ?? null,
             detail: [f.supervisor.workers[0]?.ports.find((p) => p.name === 'uplink')?.detail, f.host.attachDetail]
@@ -417,6 +450,7 @@ export class Daemon implements DaemonControl {
         const f = this.fwd;
         return {
           interface: this.fileConfig.uplink.interface,
+          up: f?.uplinkLink === 'up',
           mode: f?.host.mode ?? 'afpacket',
           reason: f ? f.host.reasons.map((r) => r.code).join(',') : (this.problem?.code ?? ''),
           queues: f?.host.queues ?? 0,
@@ -437,8 +471,11 @@ export class Daemon implements DaemonControl {
           for (const [owner, n] of Object.entries(v)) {
             if (!owner.startsWith('port:')) continue;
             const port = owner.slice(5);
-            out.push({ queue, port, ring: 'rx', used: n.rx_ring_used ?? 0, size: n.rx_ring_size ?? 0 });
-            out.push({ queue, port, ring: 'tx', used: n.tx_ring_used ?? 0, size: n.tx_ring_size ?? 0 });
+            // The rings a port really has: AF_XDP rx/tx descriptor rings, AF_PACKET RX slots or
+            // blocks and TX-ring slots. A port without one (size 0: not sampled yet, or no ring)
+            // has no series rather than a made-up zero.
+            if (n.rx_ring_size) out.push({ queue, port, ring: 'rx', used: n.rx_ring_used ?? 0, size: n.rx_ring_size });
+            if (n.tx_ring_size) out.push({ queue, port, ring: 'tx', used: n.tx_ring_used ?? 0, size: n.tx_ring_size });
           }
         });
         return out;

@@ -39,9 +39,11 @@
  * opened by worker 0 alone, with AF_PACKET and no fanout (one socket sees every queue). Worker 0
  * transmits through its own uplink port.
  *
- * Watching: the uplink disappearing (deleted, moved to another namespace), going down, or its
- * XDP program being detached behind our back is reported through `onUplinkLost`; the owner
- * (daemon.ts) stops this forwarder and starts a new one when the interface is back.
+ * Watching: the uplink disappearing (deleted, moved to another namespace) or its XDP program
+ * being detached behind our back is reported through `onUplinkLost`; the owner (daemon.ts)
+ * stops this forwarder and starts a new one when the interface is back. Link down and up are
+ * not losses (sockets and program survive them): they are logged (`link-down`, `link-up`) and
+ * shown by `uplinkLink`.
  *
  * Stop: workers first (sockets closed: the pinhole passes tunnel frames to the kernel again),
  * then workload programs detached, the uplink restored (uplink/host.ts), the mirror closed.
@@ -114,7 +116,7 @@ export interface ForwarderOptions {
   readyTimeoutMs?: number;
   /** A worker died: the forwarder can no longer serve its queue (the caller decides: stop). */
   onWorkerDeath?: (worker: number, why: string) => void;
-  /** The uplink went away, went down or lost its program; `code` says which. */
+  /** The uplink went away or lost its program; `code` says which. */
   onUplinkLost?: (code: string, message: string) => void;
   /** The mirror's subscription died (fatal: the next hops can no longer be followed). */
   onMirrorFailed?: (err: Error) => void;
@@ -129,7 +131,8 @@ export interface ApplyResult {
 const RESOLVE_TIMEOUT_MS = 3000;
 let fanoutSeq = 0;
 
-function firstGlobalAddress(mirror: Mirror, ifindex: number, family: 4 | 6): string | undefined {
+/** The first global (scope 0, not link-local) address of `family` on `ifindex`: the default tunnel source. */
+export function firstGlobalAddress(mirror: Mirror, ifindex: number, family: 4 | 6): string | undefined {
   for (const a of mirror.tables.addrs.values()) {
     if (a.ifindex !== ifindex || a.family !== family || a.scope !== 0) continue;
     if (family === 6 && a.address.toLowerCase().startsWith('fe80')) continue;
@@ -171,6 +174,8 @@ export class Forwarder {
   desired: ConnectionConfig[] = [];
   /** Our XDP program on the uplink (AF_XDP), to notice it detached or replaced. */
   uplinkProgId: number | undefined;
+  /** The uplink's operational state as last seen; a change is logged (`link-down`, `link-up`). */
+  private linkUp = true;
 
   private constructor(
     public config: PinholeConfig,
@@ -187,6 +192,10 @@ export class Forwarder {
     private readonly opts: ForwarderOptions,
   ) {
     this.nh = new NextHopTable(nhBuffer);
+    if (mirror.tables.links.get(uplink.index)?.operUp === false) {
+      this.linkUp = false;
+      this.log({ level: 'warn', event: 'link-down', iface: uplink.name, message: `${uplink.name} is down` });
+    }
     this.nhState = targetsOf(connections, wireguard, this.learned).map((k) => ({ connection: k.name, state: 'unknown' }));
     this.wgGuards = new WgGuards(wireguard, opts.log ?? (() => undefined));
     this.unsubscribe.push(
@@ -500,7 +509,12 @@ export class Forwarder {
     return result;
   }
 
-  /** Checks the uplink against the mirror's link table; reports loss once. */
+  /** The uplink's operational state (`down`: no carrier or admin down; sockets and program stay). */
+  get uplinkLink(): 'up' | 'down' {
+    return this.linkUp ? 'up' : 'down';
+  }
+
+  /** Checks the uplink against the mirror's link table; reports loss once, and link down/up. */
   private watchUplink(): void {
     if (this.lost || this.stopping) return;
     const l = this.mirror.tables.links.get(this.uplink.index);
@@ -519,7 +533,17 @@ export class Forwarder {
             : `the pinhole XDP program on ${this.uplink.name} was replaced behind our back (program ${l.xdp.progId ?? '?'} is attached now)`;
       }
     }
-    if (!code) return;
+    if (!code) {
+      if (l && l.operUp !== this.linkUp) {
+        this.linkUp = l.operUp;
+        this.log(
+          l.operUp
+            ? { level: 'info', event: 'link-up', iface: l.name }
+            : { level: 'warn', event: 'link-down', iface: l.name, message: `${l.name} is down; waiting for it to come back` },
+        );
+      }
+      return;
+    }
     this.lost = true;
     this.log({ level: 'error', event: 'uplink-lost', code, message });
     this.opts.onUplinkLost?.(code, message);

@@ -15,15 +15,10 @@
  * poll(2) over every receiving port's fd (≤ 50 ms, ≤ 5 ms while frames wait for a next hop).
  * Kernel statistics that need a syscall are refreshed about once a second.
  */
-import { getSys, alloc } from '../sys/index.ts';
+import { getSys, alloc, POLLERR, POLLHUP, POLLIN, POLLNVAL } from '../sys/index.ts';
 import type { Link } from './link.ts';
 import type { Port } from './port.ts';
 import { CTRL_RECONF, CTRL_STOP } from './plan.ts';
-
-const POLLIN = 0x0001;
-const POLLERR = 0x0008;
-const POLLHUP = 0x0010;
-const POLLNVAL = 0x0020;
 
 export interface RxRoute {
   port: Port;

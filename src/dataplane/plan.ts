@@ -121,6 +121,8 @@ export const PORT_COUNTERS = [
   'tx_ring_size',
   'rx_gso_frames',
   'rx_offload_drops',
+  'tx_copies',
+  'pool_empty',
 ] as const;
 export const ENGINE_COUNTERS = ['breaths', 'idle_waits', 'frames'] as const;
 export const DECAP_REASONS = [

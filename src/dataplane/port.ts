@@ -75,4 +75,8 @@ export const PC = {
   rxGsoFrames: 12,
   /** Received frames whose offload metadata could not be honoured (counted drops). */
   rxOffloadDrops: 13,
+  /** AF_XDP: frames transmitted by copying them into one of the port's UMEM frames (the rest went by descriptor). */
+  txCopies: 14,
+  /** AF_XDP, shared UMEM: times the worker's frame pool could not refill the fill ring or give a frame to copy into. */
+  poolEmpty: 15,
 } as const;

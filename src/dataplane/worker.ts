@@ -3,8 +3,11 @@
  * graph.ts), says `ready`, then runs the engine until the main thread raises the stop flag.
  *
  * Ports are opened here, in the thread that drives them (rings and sockets belong to it). AF_XDP
- * UMEMs opened together live in one anonymous mapping (an "area"), so frames move between them
- * with one copyWithin. Counters are written into the shared Float64Array at the slots the plan's
+ * ports opened together live in one anonymous mapping (an "area") that is one shared UMEM
+ * (XDP_SHARED_UMEM, ports/xsk-shared.ts): a frame received on one is sent on another by its
+ * descriptor, without a copy. A port the kernel refuses to share with (or every port, with
+ * PINHOLE_XSK_UMEM=own) has a UMEM of its own in its slice of the area, and frames to and from
+ * it move with one copy. Ports added later by a new plan get an area of their own. Counters are written into the shared Float64Array at the slots the plan's
  * layout gives (counters.ts); the main thread reads them by name at any time.
  *
  * Reconfiguration (connections added, removed or changed while running): the main thread posts
@@ -26,7 +29,8 @@ import { PacketMemory } from './memory.ts';
 import { CTRL_RECONF, CTRL_STOP, planCounters, type ConfigureMessage, type PortPlan, type WorkerMessage, type WorkerPlan } from './plan.ts';
 import type { Port } from './port.ts';
 import { AfPacketPort } from './ports/afpacket.ts';
-import { XSK_FRAME_SIZE, XskPort } from './ports/xsk.ts';
+import { XSK_FRAME_SIZE, XskPort, type XskPortOptions } from './ports/xsk.ts';
+import { openGroupPort, XskGroup } from './ports/xsk-shared.ts';
 import { umemFrames } from '../uplink/xsk/sizing.ts';
 import { WgRegistry } from './stages/wireguard.ts';
 import { SodiumAead } from '../sys/sodium.ts';
@@ -108,19 +112,47 @@ const keyOf = (p: PortPlan): string =>
 const framesOf = (p: PortPlan): number => p.frameCount ?? (p.rings ? umemFrames(p.rings) : 4096);
 const slotOf = (p: { ifname: string; queue: number }): string => `${p.ifname}/${p.queue}`;
 
-/** Opens `plans` (all or nothing); AF_XDP ones share one new area. */
+/**
+ * PINHOLE_XSK_UMEM=own gives every AF_XDP port a UMEM of its own (the one-copy path), e.g. to
+ * compare the two (README, performance); anything else shares one UMEM per batch of ports.
+ */
+const sharedUmemWanted = (): boolean => process.env.PINHOLE_XSK_UMEM !== 'own';
+const MAX_SHARED_UMEM = 0x80000000;
+
+/**
+ * Opens `plans` (all or nothing); AF_XDP ones share one new area, which is one shared UMEM when
+ * there are two or more of them. `afterXsk`: the worker already runs AF_XDP ports (a new plan),
+ * which cannot join this area's UMEM.
+ */
 async function openPorts(
   plans: readonly PortPlan[],
   batchSize: number,
   layout: CounterLayout,
   c: Float64Array,
   memory: PacketMemory,
+  afterXsk = false,
 ): Promise<Map<string, Open>> {
   const opened = new Map<string, Open>();
   let bytes = 0;
-  for (const p of plans) if (p.driver === 'afxdp') bytes += framesOf(p) * XSK_FRAME_SIZE;
+  let xsks = 0;
+  for (const p of plans) {
+    if (p.driver !== 'afxdp') continue;
+    bytes += framesOf(p) * XSK_FRAME_SIZE;
+    xsks++;
+  }
   const area: Area | undefined =
     bytes > 0 ? { mapping: getSys().mmap(bytes, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), users: 0 } : undefined;
+  const share = sharedUmemWanted();
+  // One UMEM must stay within openXsk's 2 GiB (descriptor addresses are 32-bit here).
+  const fits = bytes <= MAX_SHARED_UMEM;
+  const group = area && xsks >= 2 && share && fits ? new XskGroup(area.mapping) : undefined;
+  const note = !share
+    ? 'own UMEM (PINHOLE_XSK_UMEM=own), frames to and from it are copied'
+    : afterXsk
+      ? 'own UMEM: opened after the other AF_XDP ports of the worker, frames to and from them are copied'
+      : !fits
+        ? 'own UMEM: the AF_XDP ports of this worker need more than a 2 GiB UMEM, frames between them are copied'
+        : undefined;
   let areaOffset = 0;
   let current: PortPlan | undefined;
   try {
@@ -129,7 +161,7 @@ async function openPorts(
       const base = counterBase(layout, `port:${p.name}`);
       if (p.driver === 'afxdp') {
         const frameCount = framesOf(p);
-        const port = await XskPort.open({
+        const xo: XskPortOptions = {
           name: p.name,
           ifname: p.ifname,
           queue: p.queue,
@@ -140,9 +172,11 @@ async function openPorts(
           ...(p.rings ? { rings: p.rings } : {}),
           batchSize,
           ...(p.rx && p.xsksMapFd !== undefined ? { xsksMapFd: p.xsksMapFd } : {}),
+          rx: p.rx,
           counters: c,
           base,
-        });
+        };
+        const port = group ? await openGroupPort(xo, group) : await XskPort.open(note ? { ...xo, note } : xo);
         area!.users++;
         opened.set(p.name, { port, key: keyOf(p), slot: slotOf(p), area });
         areaOffset += frameCount * XSK_FRAME_SIZE;
@@ -243,7 +277,8 @@ class WorkerState {
       this.broken = true; // cleared below once the new graph runs
     }
     // Open first: a failure leaves the running graph untouched (opened ones are closed again).
-    const opened = await openPorts(add, m.plan.batchSize, layout, c, this.memory);
+    const afterXsk = [...keep.values()].some((o) => o.port.driver === 'afxdp');
+    const opened = await openPorts(add, m.plan.batchSize, layout, c, this.memory, afterXsk);
     let engine: Engine;
     const byName = new Map<string, Port>();
     try {

@@ -8,7 +8,10 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
-import { alloc, errnoCodeOf, getSys } from '../sys/index.ts';
+import { alu64, assemble, exit, R0 } from '../bpf/asm/index.ts';
+import { AF_XDP, alloc, errnoCodeOf, getSys, SOCK_RAW } from '../sys/index.ts';
+import { SOL_XDP, XDP_UMEM_REG } from '../uplink/xsk/abi.ts';
+import { XDP_PASS } from './bpf-attr.ts';
 import { findBpffs } from './bpffs.ts';
 import { createMap } from './map.ts';
 import { loadProgram } from './program.ts';
@@ -69,13 +72,8 @@ export function resetFeatureProbes(): void {
   cache.clear();
 }
 
-// r0 = XDP_PASS; exit
-const XDP_PASS_INSNS = new Uint8Array([0xb7, 0, 0, 0, 2, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0]);
-
-export const AF_XDP = 44;
-export const SOCK_RAW = 3;
-export const SOL_XDP = 283;
-export const XDP_UMEM_REG = 4;
+/** The smallest XDP program: pass everything. */
+const XDP_PASS_INSNS = assemble([alu64.mov.imm(R0, XDP_PASS), exit()]);
 
 export function probeBpf(): Promise<FeatureResult> {
   return featureProbe('bpf', '4.8', () => {

@@ -9,7 +9,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { getLinkSync } from '../netlink/link.ts';
-import { defineStruct, getSys, PinholeError, SysError } from '../sys/index.ts';
+import { AF_INET, defineStruct, getSys, PinholeError, SOCK_CLOEXEC, SOCK_DGRAM, SysError } from '../sys/index.ts';
 import { BPF_PROG_GET_FD_BY_ID, ProgInfo } from './bpf-attr.ts';
 import { decodeName, fdById, objectInfo } from './object.ts';
 import { inspectProgram, isPinholeProgram } from './pinhole.ts';
@@ -18,9 +18,6 @@ const SIOCETHTOOL = 0x8946;
 const IFF_LOOPBACK = 0x8;
 const ETHTOOL_GDRVINFO = 0x03;
 const ETHTOOL_GCHANNELS = 0x3c;
-const AF_INET = 2;
-const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
 
 export const Ifreq = defineStruct(
   'ifreq',
@@ -76,7 +73,8 @@ export interface Channels {
   combined: number;
 }
 
-export interface XdpAttachment {
+/** What XDP program an interface has attached, as the kernel reports it (the handle of an attach we made is xdp-attach.ts XdpAttachment). */
+export interface XdpState {
   mode: 'none' | 'native' | 'generic' | 'offload' | 'multi';
   progId?: number;
   progName?: string;
@@ -103,7 +101,7 @@ export interface IfaceInfo {
   txQueues?: number;
   channels?: Channels;
   up: boolean;
-  xdp: XdpAttachment;
+  xdp: XdpState;
 }
 
 function ethtool(ifname: string, data: Uint8Array): void {
@@ -183,7 +181,7 @@ export function interfaceInfo(name: string): IfaceInfo {
   const driver = driverOf(link.name);
   const limit = driver ? XDP_MTU_BY_DRIVER[driver] : undefined;
   const xdpRaw = link.xdp;
-  const xdp: XdpAttachment = { mode: xdpRaw?.attached ?? 'none' };
+  const xdp: XdpState = { mode: xdpRaw?.attached ?? 'none' };
   const progId = xdpRaw?.progId ?? xdpRaw?.driveProgId ?? xdpRaw?.skbProgId;
   if (progId) {
     xdp.progId = progId;

@@ -22,6 +22,12 @@
  *  - (not implemented) a bpf_link pinned in bpffs would also survive the process and be
  *    replaceable atomically with BPF_LINK_UPDATE by the next start.
  *
+ * The interface moved to another network namespace (`ip link set IF netns X`): a bpf_link still
+ * detaches on close (it holds the device, wherever it is). A netlink attachment moved along and
+ * can no longer be addressed from here (ENODEV): `close()` then finds the interface that carries
+ * our program in the other namespaces this host can name and detaches it there (netns.ts);
+ * `detachedIn` says where. A deleted interface took its attachment with it.
+ *
  * Taking over a program (`replace` with `expectedProgId`), e.g. pinhole's own stale program or,
  * when the operator allows it, another owner's:
  *  - in the mode it is attached in, when that is the mode we would attach in first (with
@@ -42,9 +48,19 @@
  * net/core/dev.c dev_xdp_attach (EBUSY when a program is attached by another mechanism).
  */
 import { errnoCodeOf, getSys, PinholeError } from '../sys/index.ts';
-import { getLinkSync, setLinkXdpSync } from '../netlink/link.ts';
-import { fdById } from './object.ts';
-import { BPF_LINK_CREATE, BPF_PROG_GET_FD_BY_ID, BPF_XDP, LinkCreateAttr, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE } from './bpf-attr.ts';
+import { getLinkSync, setLinkXdpSync, type SetXdpOptions } from '../netlink/link.ts';
+import { setXdpRequest } from '../netlink/rtnl.ts';
+import { fdById, objectInfo } from './object.ts';
+import { findXdpProgramElsewhere } from './netns.ts';
+import {
+  BPF_LINK_CREATE,
+  BPF_PROG_GET_FD_BY_ID,
+  BPF_XDP,
+  LinkCreateAttr,
+  ProgInfo,
+  XDP_FLAGS_DRV_MODE,
+  XDP_FLAGS_SKB_MODE,
+} from './bpf-attr.ts';
 
 export type XdpMode = 'native' | 'generic';
 export type XdpVia = 'bpf_link' | 'netlink';
@@ -83,6 +99,11 @@ export interface XdpAttachment {
   readonly replaced?: { progId: number; mode: XdpMode; how: 'atomic' | 'detached'; restoreOnClose: boolean };
   /** Detaches (only our program: a program someone attached over ours is left alone). */
   close(): void;
+  /**
+   * After `close()`: the network namespace (a path) the interface had been moved to, where our
+   * program was found and detached (or the replaced program put back); undefined otherwise.
+   */
+  readonly detachedIn?: string | undefined;
 }
 
 function resolveIfindex(iface: string | number): number {
@@ -169,13 +190,48 @@ function everyWayFailed(ifindex: number, failures: AttemptFailure[]): PinholeErr
   );
 }
 
-/** Detaches our program if it is still the one attached (XDP_FLAGS_REPLACE + expected fd). */
-function detachOurs(ifindex: number, progFd: number, mode: XdpMode): void {
+/** Sets an interface's XDP program, through a socket of the namespace it is in. */
+type SetXdp = (ifindex: number, progFd: number, opts: SetXdpOptions) => void;
+
+/**
+ * Runs `fn` against the interface carrying program `progFd` in another network namespace, when
+ * it was moved there (see the file comment). Returns that namespace, or undefined when the
+ * program is attached nowhere we can reach (the interface was deleted, or is out of reach).
+ */
+function elsewhere(progFd: number, fn: (set: SetXdp, ifindex: number, attached: XdpMode | undefined) => void): string | undefined {
+  const progId = Number(objectInfo(progFd, ProgInfo).id);
+  const found = findXdpProgramElsewhere(progId);
+  if (!found) return undefined;
+  try {
+    const set: SetXdp = (ifindex, fd, opts) =>
+      void found.socket.requestSync(setXdpRequest(ifindex, fd, opts), { what: `XDP on ifindex ${ifindex} in ${found.netns}` });
+    const a = found.link.xdp?.attached;
+    fn(set, found.link.index, a === 'native' || a === 'generic' ? a : undefined);
+    return found.netns;
+  } finally {
+    found.socket.close();
+  }
+}
+
+/**
+ * Detaches our program if it is still the one attached (XDP_FLAGS_REPLACE + expected fd),
+ * following the interface into another namespace. Returns that namespace when it moved.
+ */
+function detachOurs(ifindex: number, progFd: number, mode: XdpMode): string | undefined {
   try {
     setLinkXdpSync(ifindex, -1, { mode, replace: true, expectedFd: progFd });
+    return undefined;
   } catch (err) {
     const code = errnoOf(err);
-    if (code !== 'EEXIST' && code !== 'ENODEV') throw err;
+    if (code === 'EEXIST') return undefined;
+    if (code !== 'ENODEV') throw err;
+  }
+  try {
+    return elsewhere(progFd, (set, idx, attached) => set(idx, -1, { mode: attached ?? mode, replace: true, expectedFd: progFd }));
+  } catch (err) {
+    const code = errnoOf(err);
+    if (code === 'EEXIST' || code === 'ENODEV') return undefined; // replaced or gone meanwhile
+    throw err;
   }
 }
 
@@ -211,18 +267,25 @@ function takeOver(
   const keep = (how: 'atomic' | 'detached', att: XdpAttachment): XdpAttachment => {
     const replaced = { progId: expectedId, mode: theirMode, how, restoreOnClose: restore };
     let closed = false;
+    let detachedIn: string | undefined;
     return {
       ifindex,
       via: att.via,
       mode: att.mode,
       fallbacks: att.fallbacks,
       replaced,
+      get detachedIn() {
+        return detachedIn;
+      },
       close() {
         if (closed) return;
         closed = true;
         try {
-          if (restore) putBack(ifindex, theirFd, theirMode, progFd, att.mode, expectedId);
-          else att.close();
+          if (restore) detachedIn = putBack(ifindex, theirFd, theirMode, progFd, att.mode, expectedId);
+          else {
+            att.close();
+            detachedIn = att.detachedIn;
+          }
         } finally {
           getSys().close(theirFd);
         }
@@ -288,19 +351,37 @@ function takeOver(
 /**
  * Puts the replaced program back: atomically over ours when the modes agree (XDP_FLAGS_REPLACE,
  * ours expected); otherwise ours is detached first. If ours is no longer attached, someone else
- * changed the interface: nothing is touched and the caller is told.
+ * changed the interface: nothing is touched and the caller is told. An interface moved to
+ * another namespace is followed there (returned).
  */
-function putBack(ifindex: number, theirFd: number, theirMode: XdpMode, ourFd: number, ourMode: XdpMode, theirId: number): void {
-  try {
+function putBack(
+  ifindex: number,
+  theirFd: number,
+  theirMode: XdpMode,
+  ourFd: number,
+  ourMode: XdpMode,
+  theirId: number,
+): string | undefined {
+  const swap = (set: SetXdp, idx: number): void => {
     if (theirMode === ourMode) {
-      setLinkXdpSync(ifindex, theirFd, { mode: theirMode, replace: true, expectedFd: ourFd });
+      set(idx, theirFd, { mode: theirMode, replace: true, expectedFd: ourFd });
     } else {
-      setLinkXdpSync(ifindex, -1, { mode: ourMode, replace: true, expectedFd: ourFd });
-      setLinkXdpSync(ifindex, theirFd, { mode: theirMode, replace: false });
+      set(idx, -1, { mode: ourMode, replace: true, expectedFd: ourFd });
+      set(idx, theirFd, { mode: theirMode, replace: false });
     }
+  };
+  try {
+    try {
+      swap(setLinkXdpSync, ifindex);
+      return undefined;
+    } catch (err) {
+      if (errnoOf(err) !== 'ENODEV') throw err;
+    }
+    // Gone from here: deleted (the attachment went with it) or moved (follow it).
+    return elsewhere(ourFd, (set, idx) => swap(set, idx));
   } catch (err) {
     const code = errnoOf(err);
-    if (code === 'ENODEV') return; // the interface is gone, and the attachment with it
+    if (code === 'ENODEV') return undefined; // the interface is gone, and the attachment with it
     throw new PinholeError(
       'ERR_XDP_RESTORE',
       code === 'EEXIST' || code === 'EBUSY'
@@ -333,17 +414,27 @@ export function detachXdpProgram(iface: string | number, progId: number): boolea
   }
 }
 
-function makeAttachment(ifindex: number, via: XdpVia, mode: XdpMode, fallbacks: AttemptFailure[], detach: () => void): XdpAttachment {
+function makeAttachment(
+  ifindex: number,
+  via: XdpVia,
+  mode: XdpMode,
+  fallbacks: AttemptFailure[],
+  detach: () => string | undefined | void,
+): XdpAttachment {
   let closed = false;
+  let detachedIn: string | undefined;
   return {
     ifindex,
     via,
     mode,
     fallbacks,
+    get detachedIn() {
+      return detachedIn;
+    },
     close() {
       if (closed) return;
       closed = true;
-      detach();
+      detachedIn = detach() ?? undefined;
     },
   };
 }

@@ -32,6 +32,8 @@ export interface MetricsSource {
     mode: 'afxdp' | 'afpacket';
     reason: string /* fallback/decision reason codes joined by ',' or '' */;
     queues: number;
+    /** Operational state of the uplink (false while down, gone or recovering); absent: not exported. */
+    up?: boolean;
   };
   /** Per queue: named counters (port:uplink rx_frames..., engine ...), see src/dataplane/plan.ts PORT_COUNTERS/ENGINE_COUNTERS. */
   perQueue(): { queue: number; counters: Record<string, Record<string, number>> }[];
@@ -42,7 +44,7 @@ export interface MetricsSource {
   /** The pinhole program's verdict counters by reason (AF_XDP), or null. */
   pinhole(): Record<string, number> | null;
   nexthop(): Record<string, number>; // misses, queued, flushed, stale-refreshes ...
-  /** Ring occupancy where known: per queue and ring (rx, fill, tx, completion) entries in use. Optional. */
+  /** Ring occupancy: per queue, port and ring (rx, tx) entries in use, for the rings a port has. Optional. */
   rings?(): { queue: number; port: string; ring: string; used: number; size: number }[];
   eventLoopLagSeconds(): { p50: number; p99: number; max: number };
 }
@@ -162,6 +164,12 @@ export function createMetrics(source: MetricsSource): Metrics {
     (s, emit) => emit({ interface: s.uplink.interface, mode: s.uplink.mode, reason: s.uplink.reason }, 1),
   );
   gauge('pinhole_uplink_queues', 'Uplink queues served (one dataplane worker each).', [], (s, emit) => emit({}, s.uplink.queues));
+  gauge(
+    'pinhole_uplink_up',
+    'Whether the uplink is up and served: 1 up, 0 down (no carrier, admin down) or gone (recovering).',
+    [],
+    (s, emit) => emit({}, s.uplink.up === undefined ? undefined : s.uplink.up ? 1 : 0),
+  );
 
   // --- connections --------------------------------------------------------------------------
   gauge(
@@ -269,14 +277,9 @@ export function createMetrics(source: MetricsSource): Metrics {
     for (const q of s.perQueue) emit({ queue: q.queue }, q.counters['engine']?.['idle_waits']);
   });
   if (source.rings) {
-    gauge(
-      'pinhole_ring_entries',
-      'Entries in use in a socket ring (rx, fill, tx, completion) of a worker port.',
-      ['queue', 'port', 'ring'],
-      (s, emit) => {
-        for (const r of s.rings) emit({ queue: r.queue, port: r.port, ring: r.ring }, r.used);
-      },
-    );
+    gauge('pinhole_ring_entries', 'Entries in use in a socket ring (rx, tx) of a worker port.', ['queue', 'port', 'ring'], (s, emit) => {
+      for (const r of s.rings) emit({ queue: r.queue, port: r.port, ring: r.ring }, r.used);
+    });
     gauge('pinhole_ring_size', 'Capacity of a socket ring in entries.', ['queue', 'port', 'ring'], (s, emit) => {
       for (const r of s.rings) emit({ queue: r.queue, port: r.port, ring: r.ring }, r.size);
     });

@@ -26,7 +26,7 @@
  * NLMSGERR_ATTR_MSG is the kernel's human message ("Nexthop device is not up"), which we keep.
  */
 import { PinholeError, SysError, defineStruct, errnoName, type StructLayout } from '../sys/index.ts';
-import { formatIpBytes, formatMac, parseIpText, parseMac } from './ip.ts';
+import { formatIpBytes, formatLladdr, parseIpText, parseLladdr } from './ip.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Constants (kernel spelling)
@@ -245,7 +245,7 @@ function decodeValue(setName: string, name: string, kind: AttrKind, buf: Uint8Ar
       case 'binary':
         return buf.slice(at, at + len);
       case 'mac':
-        return formatMac(buf.subarray(at, at + len));
+        return formatLladdr(buf.subarray(at, at + len));
       case 'string': {
         let e = at;
         while (e < at + len && buf[e] !== 0) e++;
@@ -374,7 +374,7 @@ function encodeValue(what: string, kind: Exclude<AttrKind, { nested: unknown }>,
       return b;
     }
     case 'mac': {
-      const b = typeof v === 'string' ? parseMac(v) : undefined;
+      const b = typeof v === 'string' ? parseLladdr(v) : undefined;
       if (!b) throw new TypeError(`${what}: not a link-layer address: ${String(v)}`);
       return b;
     }

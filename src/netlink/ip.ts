@@ -33,13 +33,18 @@ export function canonicalIp(text: string): string {
   return formatIpBytes(b);
 }
 
-export function formatMac(b: Uint8Array): string {
+/**
+ * A link-layer address (IFLA_ADDRESS, NDA_LLADDR) of any length as hex pairs: 6 bytes on
+ * Ethernet, others on other links (tunnels, InfiniBand). Ethernet frames use packet/mac.ts.
+ */
+export function formatLladdr(b: Uint8Array): string {
   const out: string[] = [];
   for (let i = 0; i < b.length; i++) out.push(b[i]!.toString(16).padStart(2, '0'));
   return out.join(':');
 }
 
-export function parseMac(text: string): Uint8Array | undefined {
+/** The inverse of formatLladdr: undefined for text that is not hex pairs. */
+export function parseLladdr(text: string): Uint8Array | undefined {
   const parts = text.split(/[:-]/);
   if (parts.some((p) => !/^[0-9a-fA-F]{1,2}$/.test(p))) return undefined;
   return Uint8Array.from(parts.map((p) => Number.parseInt(p, 16)));

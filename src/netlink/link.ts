@@ -121,7 +121,3 @@ export function setLinkXdpSync(ifindex: number, progFd: number, opts: SetXdpOpti
 export async function clearLinkXdp(ifindex: number, mode: 'native' | 'generic'): Promise<void> {
   await rtnlRequest(setXdpRequest(ifindex, -1, { mode, replace: true }), { what: xdpWhat(ifindex, -1, mode) });
 }
-
-export function clearLinkXdpSync(ifindex: number, mode: 'native' | 'generic'): void {
-  rtnlRequestSync(setXdpRequest(ifindex, -1, { mode, replace: true }), { what: xdpWhat(ifindex, -1, mode) });
-}

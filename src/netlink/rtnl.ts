@@ -25,10 +25,9 @@ import { formatIpBytes } from './ip.ts';
 // ---------------------------------------------------------------------------------------------
 // Constants
 
-export const AF_UNSPEC = 0;
-export const AF_INET = 2;
-export const AF_INET6 = 10;
-export const AF_BRIDGE = 7;
+import { AF_INET, AF_INET6, AF_UNSPEC } from '../sys/unix.ts';
+
+export { AF_BRIDGE, AF_INET, AF_INET6, AF_UNSPEC } from '../sys/unix.ts';
 
 export const RTM_NEWLINK = 16;
 export const RTM_DELLINK = 17;

@@ -36,7 +36,7 @@
  *   called with `drained: false` before yielding and again with `drained: true` once EAGAIN is
  *   seen; nothing is delivered in between.
  */
-import { PinholeError, SysError, alloc, getSys } from '../sys/index.ts';
+import { AF_NETLINK, PinholeError, POLLIN, SOCK_CLOEXEC, SOCK_RAW, SysError, alloc, getSys } from '../sys/index.ts';
 import {
   NETLINK_ROUTE,
   NLMSG_DONE,
@@ -54,9 +54,6 @@ import {
   type RawMessage,
 } from './codec.ts';
 
-const AF_NETLINK = 16;
-const SOCK_RAW = 3;
-const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_RCVBUF = 8;
 const SO_RCVBUFFORCE = 33;
@@ -66,7 +63,6 @@ const NETLINK_CAP_ACK = 10;
 const NETLINK_EXT_ACK = 11;
 const MSG_DONTWAIT = 0x40;
 const MSG_TRUNC = 0x20;
-const POLLIN = 0x1;
 
 /** Receive buffer for one datagram: dumps use up to 32 KiB skbs; notifications are small. */
 const RECV_SIZE = 64 * 1024;

@@ -8,4 +8,4 @@ export * from './sys.ts';
 export * from './errors.ts';
 export * from './errno.ts';
 export * from './struct.ts';
-export * from './fake.ts';
+export * from './unix.ts';

@@ -156,16 +156,6 @@ export function loadLibc(): Sys {
       if (r < 0) fail('recvfrom');
       return r;
     },
-    recvAsync(fd, buf, flags) {
-      return new Promise((resolve, reject) => {
-        recv.async(fd, buf, buf.byteLength, flags, (err: unknown, r: number | bigint) => {
-          // errno is thread-local: koffi reports the worker thread's errno for async calls.
-          if (err) reject(err);
-          else if (Number(r) < 0) reject(new SysError('recv', koffi.errno()));
-          else resolve(Number(r));
-        });
-      });
-    },
     close(fd) {
       if (close(fd) < 0) fail('close');
     },

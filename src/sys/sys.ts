@@ -1,7 +1,7 @@
 /**
  * The one door to the kernel. Every module that needs a system call goes through a `Sys`; the
  * real one (libc.ts) is the only code that loads koffi. Tests of code above this layer install a
- * fake with `useSys()`.
+ * fake with `useSys()` (test/support/fake-sys.ts).
  *
  * Conventions:
  *  - every call throws SysError on failure (errno captured right after the call);
@@ -57,8 +57,6 @@ export interface Sys {
   recvfrom(fd: number, buf: Uint8Array, flags: number, addr: Uint8Array | null): number;
   /** recv(2) into all of `buf` for hot paths, as `trySendto`: the length (MSG_TRUNC: the real one), or -errno. */
   tryRecv(fd: number, buf: Uint8Array, flags: number): number;
-  /** As `recvfrom` with no address, run on the libuv thread pool. */
-  recvAsync(fd: number, buf: Uint8Array, flags: number): Promise<number>;
   close(fd: number): void;
   mount(source: string, target: string, fstype: string, flags: number, data: string | null): void;
   /** unshare(2) for the calling thread (a worker thread: CLONE_NEWNET gives it a private netns). */

@@ -245,7 +245,19 @@ function openAfxdpHost(
         runAll(
           [
             () => (final = this.pinholeCounters()),
-            () => att.close(),
+            () => {
+              att.close();
+              // The uplink had been moved to another namespace: the program was followed there.
+              if (att.detachedIn) {
+                opts.log?.({
+                  level: 'warn',
+                  event: 'xdp-detached-elsewhere',
+                  iface: iface.name,
+                  netns: att.detachedIn,
+                  message: `${iface.name} had been moved to the network namespace ${att.detachedIn}; the pinhole program was detached there${att.replaced?.restoreOnClose ? ` and program ${att.replaced.progId} put back` : ''}`,
+                });
+              }
+            },
             () => {
               closed = true;
               loaded.close();

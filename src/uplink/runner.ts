@@ -55,10 +55,14 @@ export interface UplinkTotals {
   /** Frames sent out of `to`. */
   txPackets: number;
   txBytes: number;
-  /** Frames we could not queue for transmission (TX ring or device queue full, too big). */
+  /** Frames we could not queue for transmission (TX ring or device queue full). */
   txDropped: number;
+  /** Frames larger than a TX slot of `to` (AF_PACKET: 2,000 bytes), never sent truncated. */
+  txTooBig: number;
   /** Frames the kernel dropped before we saw them (ring full, no fill buffers, ...), refreshed about once a second. */
   kernelDrops: number;
+  /** AF_XDP: frames sent out of `to` by copying them (0 when the worker's sockets share one UMEM). */
+  txCopies: number;
   perQueue: { queue: number; rxPackets: number; txPackets: number }[];
 }
 
@@ -124,7 +128,17 @@ export class UplinkRunner {
   }
 
   totals(): UplinkTotals {
-    const t: UplinkTotals = { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, txDropped: 0, kernelDrops: 0, perQueue: [] };
+    const t: UplinkTotals = {
+      rxPackets: 0,
+      rxBytes: 0,
+      txPackets: 0,
+      txBytes: 0,
+      txDropped: 0,
+      txTooBig: 0,
+      kernelDrops: 0,
+      txCopies: 0,
+      perQueue: [],
+    };
     this.sup.perWorker().forEach((v, q) => {
       const up = v['port:uplink']!;
       const to = v['port:to'];
@@ -134,7 +148,9 @@ export class UplinkRunner {
       if (to) {
         t.txPackets += to.tx_frames!;
         t.txBytes += to.tx_bytes!;
-        t.txDropped += to.tx_dropped! + to.tx_too_big!;
+        t.txDropped += to.tx_dropped!;
+        t.txTooBig += to.tx_too_big!;
+        t.txCopies += to.tx_copies!;
       }
       t.perQueue.push({ queue: q, rxPackets: up.rx_frames!, txPackets: to?.tx_frames ?? 0 });
     });

@@ -6,7 +6,8 @@
  *     both are RTM_DELLINK here) or its index now names another interface → ERR_UPLINK_GONE;
  *   - our XDP program is no longer the one attached (detached behind our back, e.g.
  *     `ip link set IF xdp off`, or replaced) → ERR_UPLINK_PROGRAM_DETACHED.
- * Link down and up are reported as state changes (not losses: the sockets survive them).
+ * Link down and up are reported as state changes (not losses: the sockets survive them); a link
+ * already down when the watch starts is reported down at once.
  * A loss is reported once per interface. `pinhole uplink` turns it into a clean stop and a
  * non-zero exit; the daemon stops its forwarder and recovers when the interface is back.
  */
@@ -68,7 +69,8 @@ export function watchInterfaces(targets: readonly WatchTarget[], ev: WatchEvents
       }
       const isUp = link.operUp;
       if (up.get(t) !== isUp) {
-        if (up.has(t)) ev.onState?.(isUp ? 'up' : 'down', t);
+        // First sight: only a link that is down is worth a word (started on a downed link).
+        if (up.has(t) || !isUp) ev.onState?.(isUp ? 'up' : 'down', t);
         up.set(t, isUp);
       }
     }

@@ -12,7 +12,7 @@ import { requireRoot } from '../helpers/require.ts';
 import { addVeth, withNetns } from '../helpers/netns.ts';
 import '../../src/sys/index.ts';
 import { SysError } from '../../src/sys/index.ts';
-import { corpus } from '../../src/bpf/pinhole/corpus.ts';
+import { corpus } from '../support/pinhole-corpus.ts';
 import { classifyAt, policyState } from '../../src/bpf/pinhole/reference.ts';
 import { compilePinholeFilter, PINHOLE_SNAP_LEN } from '../../src/bpf/cbpf/pinhole.ts';
 import { cbpf } from '../../src/bpf/cbpf/asm.ts';

@@ -22,7 +22,7 @@ import { existsSync } from 'node:fs';
 import type { Interface } from 'node:readline';
 import { Mirror, type MirrorEvent } from '../../src/netlink/mirror.ts';
 import { NeighbourTableReader } from '../../src/netlink/neigh-table.ts';
-import { parseIpText, formatMac } from '../../src/netlink/ip.ts';
+import { parseIpText, formatLladdr } from '../../src/netlink/ip.ts';
 import { RtnlSocket } from '../../src/netlink/socket.ts';
 import { AF_UNSPEC, RTM_GETNEIGH, dumpRequest, nudStateName, type NeighEntry } from '../../src/netlink/rtnl.ts';
 import { parseUpdate } from '../../src/netlink/tables.ts';
@@ -160,7 +160,7 @@ export async function runMirrorChild(args: string[], rl: Interface): Promise<voi
           addr.length === 4
             ? reader.lookupV4(idx, ((addr[0]! << 24) | (addr[1]! << 16) | (addr[2]! << 8) | addr[3]!) >>> 0, mac, 0)
             : reader.lookupV6(idx, addr, 0, mac, 0);
-        return { state, mac: formatMac(mac) };
+        return { state, mac: formatLladdr(mac) };
       }
       case 'wait-resync': {
         const after = c.after as number;
@@ -183,7 +183,7 @@ export async function runMirrorChild(args: string[], rl: Interface): Promise<voi
             addr.length === 4
               ? reader.lookupV4(idx, ((addr[0]! << 24) | (addr[1]! << 16) | (addr[2]! << 8) | addr[3]!) >>> 0, mac, 0)
               : reader.lookupV6(idx, addr, 0, mac, 0);
-          return { state, mac: formatMac(mac) };
+          return { state, mac: formatLladdr(mac) };
         });
         return { count: reader.count, results };
       }

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireRoot } from '../helpers/require.ts';
 import '../../src/sys/index.ts';
-import { corpus, edgeCases, fixedCorpusSize } from '../../src/bpf/pinhole/corpus.ts';
+import { corpus, edgeCases, fixedCorpusSize } from '../support/pinhole-corpus.ts';
 import { REASONS, REASON_INDEX, type PinholeSpec, type Reason } from '../../src/bpf/pinhole/policy.ts';
 import { classifyAt, policyState } from '../../src/bpf/pinhole/reference.ts';
 import { buildFrame } from '../../src/packet/build.ts';

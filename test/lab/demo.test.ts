@@ -10,12 +10,16 @@
  *    `lab down` removes every namespace and file;
  *  - a demo SIGKILLed mid-run, together with its pinhole daemons, leaves namespaces, XDP programs
  *    and files that `lab down` then removes: no namespace (so no veth) survives, every XDP program
- *    that was attached is freed, nothing is pinned, no pinhole process runs.
+ *    that was attached is freed, nothing is pinned, no pinhole process runs;
+ *  - with PATH lacking ip, ping or iperf3 (a fresh machine), `demo` and `lab up` fail at once with
+ *    ERR_LAB_TOOLS_MISSING naming the programs and their Debian packages, and build nothing.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { requireRoot } from '../helpers/require.ts';
 import { PINHOLE_BIN, runCli } from '../helpers/cli.ts';
 import { loadConfig } from '../../src/config/index.ts';
@@ -385,4 +389,61 @@ test('demo --keep: the lab and both daemons stay (status over their API sockets)
     labDown();
   }
   assertNothingLeft();
+});
+
+/** Where `name` is on this machine's PATH. */
+function which(name: string): string {
+  for (const d of (process.env.PATH ?? '').split(':')) {
+    if (d && existsSync(join(d, name))) return join(d, name);
+  }
+  assert.fail(`${name} is not installed here`);
+}
+
+test('a fresh machine without ip, ping or iperf3: demo and lab up stop at once naming the programs and their Debian packages; nothing is built', () => {
+  labDown();
+  const bin = mkdtempSync(join(tmpdir(), 'ph-demo-bin-'));
+  try {
+    // PATH holds node only (bin/pinhole.js is started by absolute path, as `npx` would).
+    symlinkSync(process.execPath, join(bin, 'node'));
+    const runWithPath = (args: string[]): { code: number | null; stdout: string; stderr: string } => {
+      const r = spawnSync(process.execPath, [PINHOLE_BIN, ...args], {
+        encoding: 'utf8',
+        timeout: 30_000,
+        env: { ...process.env, PATH: bin },
+      });
+      return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+    };
+    let r = runWithPath(['demo']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stdout, '');
+    assert.match(
+      r.stderr,
+      /^pinhole: ERR_LAB_TOOLS_MISSING: the demo needs programs that are not installed \(not in PATH\): ip \(.*package iproute2\), ping \(.*package iputils-ping\), iperf3 \(.*package iperf3\)\. On Debian\/Ubuntu: sudo apt-get install iproute2 iputils-ping iperf3\. Nothing was changed\.\n$/,
+    );
+    assertNothingLeft();
+
+    r = runWithPath(['lab', 'up']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /^pinhole: ERR_LAB_TOOLS_MISSING: pinhole lab up needs .*: ip \(.*package iproute2\)\. .*apt-get install iproute2\. /,
+    );
+    assertNothingLeft();
+
+    // The audit's case: everything but iperf3. Before, the demo built the lab, started both
+    // daemons and failed 4 s later (ERR_LAB_TRAFFIC: exec of iperf3 failed).
+    symlinkSync(which('ip'), join(bin, 'ip'));
+    symlinkSync(which('ping'), join(bin, 'ping'));
+    r = runWithPath(['demo']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /^pinhole: ERR_LAB_TOOLS_MISSING: the demo needs .*: iperf3 \(.*package iperf3\)\. On Debian\/Ubuntu: sudo apt-get install iperf3\. /,
+    );
+    assert.doesNotMatch(r.stderr, /build the lab|start pinhole/, 'no step ran');
+    assertNothingLeft();
+  } finally {
+    rmSync(bin, { recursive: true, force: true });
+    labDown();
+  }
 });

@@ -11,7 +11,10 @@
  *   PROBE_CASES    `probe` tells a live pinhole's program from a stale one and from a foreign one;
  *   PORT_CASES     a kernel vxlan device (or any UDP socket) already on the tunnel port: AF_XDP
  *                  would take its traffic, so it is refused unless an address separates them;
- *   RESTORE_CASES  --replace-foreign puts the replaced program back (same id, same mode).
+ *   RESTORE_CASES  --replace-foreign puts the replaced program back (same id, same mode), also
+ *                  into the namespace the uplink was moved to.
+ *
+ * Every clean stop that should leave the host as it was also checks that node b still pings node a.
  */
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { requireRoot } from '../helpers/require.ts';
-import type { Netns } from '../helpers/netns.ts';
+import { createNetns, type Netns } from '../helpers/netns.ts';
 import { LAB, twoHosts, type TwoHosts } from '../helpers/lab.ts';
 import { runCli } from '../helpers/cli.ts';
 import { killLeftoverPinholes, startPinhole, type PinholeProc, type ReadyLine } from '../helpers/pinhole-proc.ts';
@@ -103,12 +106,16 @@ async function assertCounts(l: TwoHosts, p: PinholeProc, dst = LAB.a4, n = 10): 
   await p.statsUntil((s) => s.rxPackets >= n);
 }
 
-/** Stops cleanly: exit 0, no stack trace. */
-async function stopClean(p: PinholeProc): Promise<void> {
+/**
+ * Stops cleanly: exit 0, no stack trace; with `l`, the host keeps its network after the stop
+ * (node b pings node a over the uplink).
+ */
+async function stopClean(p: PinholeProc, l?: TwoHosts): Promise<void> {
   await p.stop();
   const ex = await p.exited;
   assert.equal(ex.code, 0, ex.stderr);
   assert.doesNotMatch(ex.stderr, STACK);
+  if (l) assert.match(l.b.exec('ping', ['-c', '1', '-w', '5', LAB.a4]), / 1 received/, 'host traffic after the stop');
 }
 
 /** A native-mode uplink killed with SIGKILL: its program stays attached (by design). Returns its id. */
@@ -148,7 +155,7 @@ const STALE_CASES: StaleCase[] = [
       assert.ok(!codes(ready).includes('AFXDP_FAILED'), JSON.stringify(ready.reasons));
       assert.equal(xdpState(l.a).mode, 'generic');
       await assertCounts(l, p);
-      await stopClean(p);
+      await stopClean(p, l);
       assert.deepEqual(xdpState(l.a), { mode: 'none' }, 'nothing left attached');
     },
   },
@@ -161,7 +168,7 @@ const STALE_CASES: StaleCase[] = [
       assert.equal(ready.mode, 'afxdp');
       assert.equal(ready.xdpMode, 'generic');
       await assertCounts(l, p);
-      await stopClean(p);
+      await stopClean(p, l);
       assert.deepEqual(xdpState(l.a), { mode: 'none' });
     },
   },
@@ -175,7 +182,7 @@ const STALE_CASES: StaleCase[] = [
       assert.match(removed?.message ?? '', new RegExp(`program id ${stale} \\(native\\) detached`), JSON.stringify(ready.reasons));
       assert.deepEqual(xdpState(l.a), { mode: 'none' });
       await assertCounts(l, p);
-      await stopClean(p);
+      await stopClean(p, l);
       assert.deepEqual(xdpState(l.a), { mode: 'none' });
     },
   },
@@ -189,7 +196,7 @@ const STALE_CASES: StaleCase[] = [
       const taken = ready.reasons.find((r) => r.code === 'STALE_PINHOLE_PROGRAM_REPLACED');
       assert.match(taken?.message ?? '', new RegExp(`program id ${stale} \\(native\\) replaced atomically`), JSON.stringify(ready.reasons));
       await assertCounts(l, p);
-      await stopClean(p);
+      await stopClean(p, l);
       assert.deepEqual(xdpState(l.a), { mode: 'none' });
     },
   },
@@ -339,7 +346,7 @@ const PORT_CASES: PortCase[] = [
       assert.match(held[0]!.message, /AF_XDP would take all its traffic/);
       assert.deepEqual(xdpState(l.a), { mode: 'none' });
       assertOverlayWorks(l);
-      await stopClean(p);
+      await stopClean(p, l);
     },
   },
   {
@@ -369,7 +376,7 @@ const PORT_CASES: PortCase[] = [
       assert.ok(!codes(ready).includes('PORT_HELD_BY_KERNEL_SOCKET'));
       assertOverlayWorks(l);
       await assertCounts(l, p);
-      await stopClean(p);
+      await stopClean(p, l);
     },
   },
   {
@@ -397,7 +404,7 @@ const PORT_CASES: PortCase[] = [
         assert.equal(ready.mode, 'afpacket', JSON.stringify(ready.reasons));
         const held = ready.reasons.find((r) => r.code === 'PORT_HELD_BY_KERNEL_SOCKET');
         assert.match(held?.message ?? '', new RegExp(`bound over ${LAB.a4.replace(/\./g, '\\.')}: 198\\.18\\.0\\.1:4789, pid ${pid} `));
-        await stopClean(p);
+        await stopClean(p, l);
       });
     },
   },
@@ -505,7 +512,7 @@ for (const c of RESTORE_CASES) {
       } else {
         assert.deepEqual(xdpState(l.a), { mode: c.mode, id: fw.id, name: 'xdp_fw' }, 'put back when AF_XDP failed');
       }
-      await stopClean(p);
+      await stopClean(p, l);
       assert.deepEqual(xdpState(l.a), { mode: c.mode, id: fw.id, name: 'xdp_fw' });
       if (c.expect === 'afxdp') {
         // In its own mode, so neither the take-over nor the restore left the interface bare.
@@ -523,3 +530,27 @@ for (const c of RESTORE_CASES) {
     }
   });
 }
+
+test('--replace-foreign, then the uplink is moved to another namespace: the replaced program is put back there, exit 1', async () => {
+  const l = lab('flth-restmv');
+  const spare = createNetns('flth-restmv-spare');
+  const pins = new Pins();
+  try {
+    const fw = pins.program('xdp_fw', XDP_PASS);
+    l.a.ip('link', 'set', 'dev', 'up0', 'xdpdrv', 'pinned', fw.path);
+    const { p, ready } = await start(l, ['--replace-foreign']);
+    assert.equal(ready.mode, 'afxdp', JSON.stringify(ready.reasons));
+    assert.equal(xdpState(l.a).name, 'pinhole');
+    l.a.ip('link', 'set', 'up0', 'netns', spare.name);
+    const ex = await p.exited;
+    assert.equal(ex.code, 1, ex.stderr);
+    assert.match(ex.stderr, /"event":"uplink-lost","code":"ERR_UPLINK_GONE"/);
+    assert.doesNotMatch(ex.stderr, STACK);
+    assert.deepEqual(xdpState(spare), { mode: 'native', id: fw.id, name: 'xdp_fw' }, 'the other owner has its program back');
+  } finally {
+    killLeftoverPinholes();
+    l.close();
+    spare.close();
+    pins.close();
+  }
+});

@@ -1,27 +1,38 @@
 /**
  * Faults to the interfaces themselves while pinhole runs (issue 7 items 4 and 10), as a table:
  * the uplink deleted, moved to another namespace, its XDP program detached behind our back, and
- * the `--to` interface deleted, in AF_XDP and AF_PACKET modes alike. For `pinhole uplink` (one
- * shot) every row must end the process by itself with exit 1, a stable code on stderr, no stack
- * trace and nothing left attached. For `pinhole run` (long-running), the daemon reports the loss,
- * restores the host, and recovers on its own once the interface is back: tunnel traffic flows
- * again without a restart.
+ * the `--to` interface deleted, in AF_XDP and AF_PACKET modes alike (a detached program is an
+ * AF_XDP row only: AF_PACKET attaches none). For `pinhole uplink` (one shot) every row must end
+ * the process by itself with exit 1, a stable code on stderr, no stack trace, nothing left
+ * attached wherever the interface is now (after a move pinhole follows it into the other
+ * namespace), and the node's own traffic still crossing the interface. For `pinhole run`
+ * (long-running): a link flap is logged (`link-down`, `link-up`) and shown in status and
+ * metrics, costs no CPU and needs no recovery; a loss is reported, the host restored (in the
+ * namespace the uplink went to as well), and the daemon recovers on its own once the interface
+ * is back: tunnel and host traffic flow again without a restart.
  */
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { requireRoot } from '../helpers/require.ts';
 import { addVeth, createNetns, type Netns } from '../helpers/netns.ts';
-import { twoHosts, type TwoHosts } from '../helpers/lab.ts';
-import { killLeftoverPinholes, startPinhole } from '../helpers/pinhole-proc.ts';
-import { buildLab } from '../../src/control/lab/topology.ts';
+import { LAB, twoHosts, type TwoHosts } from '../helpers/lab.ts';
+import { runCli } from '../helpers/cli.ts';
+import { killLeftoverPinholes, startPinhole, type PinholeProc } from '../helpers/pinhole-proc.ts';
+import { buildLab, type Lab } from '../../src/control/lab/topology.ts';
+import { ApiClient } from '../../src/api/client.ts';
 
 requireRoot();
 afterEach(() => killLeftoverPinholes());
 
 const STACK = /\n\s+at .+:\d+:\d+/;
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+/** Most of one CPU a process may use while idle or under a fault (it prints stats every 100 ms). */
+const MAX_CPU_SHARE = 0.25;
 const dir = mkdtempSync(join(tmpdir(), 'ph-watch-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 
@@ -32,34 +43,60 @@ interface WatchFault {
   to?: boolean;
   fault: (l: TwoHosts, spare: Netns) => void;
   code: string;
+  /**
+   * Host traffic after the fault: where up0 is now (the namespace), and whether it still carries
+   * the node's own traffic there (it does unless it was deleted).
+   */
+  host: 'a' | 'spare' | 'none';
 }
 
+const moved = (l: TwoHosts, spare: Netns): void => void l.a.ip('link', 'set', 'up0', 'netns', spare.name);
+const deleted = (l: TwoHosts): void => void l.a.ip('link', 'del', 'up0');
+
 const WATCH_FAULTS: WatchFault[] = [
-  { name: 'uplink deleted', mode: 'auto', fault: (l) => l.a.ip('link', 'del', 'up0'), code: 'ERR_UPLINK_GONE' },
-  { name: 'uplink deleted', mode: 'afpacket', fault: (l) => l.a.ip('link', 'del', 'up0'), code: 'ERR_UPLINK_GONE' },
-  {
-    name: 'uplink moved to another namespace',
-    mode: 'auto',
-    fault: (l, spare) => l.a.ip('link', 'set', 'up0', 'netns', spare.name),
-    code: 'ERR_UPLINK_GONE',
-  },
+  { name: 'uplink deleted', mode: 'auto', fault: deleted, code: 'ERR_UPLINK_GONE', host: 'none' },
+  { name: 'uplink deleted', mode: 'afpacket', fault: deleted, code: 'ERR_UPLINK_GONE', host: 'none' },
+  { name: 'uplink moved to another namespace', mode: 'auto', fault: moved, code: 'ERR_UPLINK_GONE', host: 'spare' },
+  { name: 'uplink moved to another namespace', mode: 'afpacket', fault: moved, code: 'ERR_UPLINK_GONE', host: 'spare' },
+  // AF_XDP only: AF_PACKET attaches no program to lose.
   {
     name: 'XDP program detached behind our back',
     mode: 'auto',
     fault: (l) => l.a.ip('link', 'set', 'dev', 'up0', 'xdp', 'off'),
     code: 'ERR_UPLINK_PROGRAM_DETACHED',
+    host: 'a',
   },
-  { name: '--to interface deleted', mode: 'auto', to: true, fault: (l) => l.a.ip('link', 'del', 'out0'), code: 'ERR_UPLINK_GONE' },
-  { name: '--to interface deleted', mode: 'afpacket', to: true, fault: (l) => l.a.ip('link', 'del', 'out0'), code: 'ERR_UPLINK_GONE' },
+  {
+    name: '--to interface deleted',
+    mode: 'auto',
+    to: true,
+    fault: (l) => l.a.ip('link', 'del', 'out0'),
+    code: 'ERR_UPLINK_GONE',
+    host: 'a',
+  },
+  {
+    name: '--to interface deleted',
+    mode: 'afpacket',
+    to: true,
+    fault: (l) => l.a.ip('link', 'del', 'out0'),
+    code: 'ERR_UPLINK_GONE',
+    host: 'a',
+  },
 ];
 
+/** One ping from `from` to `dst` answers (a few tries: ARP, a carrier coming back). */
+function pings(from: Netns, dst: string): boolean {
+  return from.exec('ping', ['-n', '-c', '1', '-w', '5', dst], { allowFail: true }).includes('1 received');
+}
+
 for (const f of WATCH_FAULTS) {
-  test(`uplink --mode ${f.mode}: ${f.name}: exits 1 with ${f.code}, no stack, nothing left attached`, async () => {
+  test(`uplink --mode ${f.mode}: ${f.name}: exits 1 with ${f.code}, no stack, nothing left attached, host traffic intact`, async () => {
     const l = twoHosts(`wf-${f.mode.slice(0, 3)}`);
     const spare = createNetns('wf-spare');
     const sink = f.to ? createNetns('wf-sink') : undefined;
     try {
       if (sink) addVeth(l.a, 'out0', sink, 'in0');
+      assert.ok(pings(l.b, LAB.a4), 'host traffic before');
       const args = ['--iface', 'up0', '--port', '4789', '--mode', f.mode, ...(f.to ? ['--to', 'out0'] : [])];
       const p = startPinhole(l.a.name, args);
       const ready = await p.ready;
@@ -69,11 +106,23 @@ for (const f of WATCH_FAULTS) {
       assert.equal(ex.code, 1, ex.stderr);
       assert.match(ex.stderr, new RegExp(`"event":"uplink-lost".*"code":"${f.code}"`));
       assert.doesNotMatch(ex.stderr, STACK);
-      // Wherever the uplink is now, no program of ours is left on it except after a move, where
-      // the program that went along passes every frame to the kernel (no socket is bound).
-      const where = f.name.includes('moved') ? spare : l.a;
+      // Wherever up0 is now, no program is left on it: after a move, pinhole followed it into
+      // the other namespace and detached its program there.
+      const where = f.host === 'spare' ? spare : l.a;
       const link = where.exec('ip', ['-d', 'link', 'show', 'up0'], { allowFail: true });
-      if (!f.name.includes('moved') && link) assert.doesNotMatch(link, /prog\/xdp/, link);
+      if (f.host !== 'none') assert.ok(link, `up0 is in ${where.name}`);
+      assert.doesNotMatch(link, /prog\/xdp/, link);
+      if (f.host === 'spare' && ready.mode === 'afxdp') {
+        assert.match(ex.stderr, new RegExp(`"event":"xdp-detached-elsewhere","iface":"up0","netns":"/run/netns/${spare.name}"`));
+      }
+      // The host keeps its network: the node's own traffic crosses up0 where it is now.
+      if (f.host === 'spare') {
+        spare.ip('addr', 'add', `${LAB.a4}/24`, 'dev', 'up0');
+        spare.ip('link', 'set', 'up0', 'up');
+        assert.ok(pings(l.b, LAB.a4), 'host traffic over up0 in its new namespace');
+      } else if (f.host === 'a') {
+        assert.ok(pings(l.b, LAB.a4), 'host traffic over up0 after the fault');
+      }
     } finally {
       l.close();
       spare.close();
@@ -82,81 +131,211 @@ for (const f of WATCH_FAULTS) {
   });
 }
 
-test('pinhole run: program detached, uplink moved away and back: the daemon restores the host and recovers by itself', async () => {
-  const lab = buildLab({ prefix: `ph-${process.pid}-wr`, sides: { a: 'pinhole', b: 'kernel' } });
+/** The daemon's stderr, collected from the start, with a wait for a line. */
+function logOf(p: PinholeProc): { text: () => string; until: (re: RegExp, ms?: number) => Promise<void> } {
+  let text = '';
+  const waiters: { re: RegExp; resolve: () => void }[] = [];
+  p.child.stderr!.on('data', (d: Buffer) => {
+    text += d.toString();
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      if (waiters[i]!.re.test(text)) {
+        waiters[i]!.resolve();
+        waiters.splice(i, 1);
+      }
+    }
+  });
+  return {
+    text: () => text,
+    until: (re, ms = 20_000) =>
+      new Promise((resolve, reject) => {
+        if (re.test(text)) return resolve();
+        const timer = setTimeout(() => reject(new Error(`no log line matching ${re} within ${ms} ms:\n${text}`)), ms);
+        waiters.push({
+          re,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
+      }),
+  };
+}
+
+/** The share of one CPU `pid` (all threads) used over the next `ms`. */
+async function cpuShare(pid: number, ms: number): Promise<number> {
+  const secs = (): number => {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  };
+  const c0 = secs();
+  const t0 = performance.now();
+  // A CPU share is measured over wall-clock time: there is no event to wait for.
+  await delay(ms);
+  return (secs() - c0) / ((performance.now() - t0) / 1000);
+}
+
+/** Resolves when the most recent stats line's state satisfies `pred` (checked on every output chunk). */
+function stateUntil(p: PinholeProc, pred: (state: string) => boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no such state; latest: ${JSON.stringify(p.latestStats())}`)), 20_000);
+    const check = (): void => {
+      const l = p.latestStats() as unknown as { state?: string } | undefined;
+      if (l?.state !== undefined && pred(l.state)) {
+        clearTimeout(timer);
+        p.child.stdout!.off('data', check);
+        resolve();
+      }
+    };
+    p.child.stdout!.on('data', check);
+    check();
+  });
+}
+
+/** A daemon on node a of a fresh lab (one connection to node b's kernel vxlan), with its API socket and metrics. */
+function runDaemon(tag: string, mode: 'auto' | 'afpacket'): { lab: Lab; p: PinholeProc; log: ReturnType<typeof logOf>; api: ApiClient } {
+  const lab = buildLab({ prefix: `ph-${process.pid}-${tag}`, sides: { a: 'pinhole', b: 'kernel' } });
   try {
     const { a, b } = lab;
-    const file = join(dir, 'run.yaml');
+    const file = join(dir, `${tag}.yaml`);
+    const sock = join(dir, `${tag}.sock`);
     const w = a.workloads[0]!;
     writeFileSync(
       file,
-      `uplink: { interface: ${a.uplink}, mode: auto }\napi: { socket: ${join(dir, 'run.sock')} }\nconnections:\n  - { name: c0, local: { interface: ${w.iface} }, vxlan: { vni: ${w.vni}, remote: "${b.underlay4}" } }\n`,
+      [
+        `uplink: { interface: ${a.uplink}, mode: ${mode} }`,
+        `api: { socket: ${sock} }`,
+        'metrics: { listen: "127.0.0.1:9464" }',
+        'connections:',
+        `  - { name: c0, local: { interface: ${w.iface} }, vxlan: { vni: ${w.vni}, remote: "${b.underlay4}" } }`,
+        '',
+      ].join('\n'),
     );
     const p = startPinhole(a.ns, ['--config', file, '--stats-interval', '100'], 20_000, 'run');
-    await p.ready;
-    const ping = (): number => {
-      try {
-        return Number(
-          /(\d+) received/.exec(lab.exec(w.podNs, 'ping', ['-n', '-c', '3', '-W', '1', '-i', '0.2', b.workloads[0]!.podAddr4]))?.[1],
-        );
-      } catch {
-        return 0;
-      }
-    };
-    assert.equal(ping(), 3);
-    /** Resolves when the most recent stats line satisfies `pred` (checked on every output chunk). */
-    const latest = (pred: (state: string) => boolean): Promise<void> =>
-      new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no such state; latest: ${JSON.stringify(p.latestStats())}`)), 20_000);
-        const check = (): void => {
-          const l = p.latestStats() as unknown as { state?: string } | undefined;
-          if (l?.state !== undefined && pred(l.state)) {
-            clearTimeout(timer);
-            p.child.stdout!.off('data', check);
-            resolve();
-          }
-        };
-        p.child.stdout!.on('data', check);
-        check();
-      });
-    const recovered = async (): Promise<void> => {
-      await latest((s) => s === 'recovering');
-      await latest((s) => s === 'running');
-    };
-    // 1. The program removed behind our back: the daemon notices, restarts the dataplane.
-    lab.exec(a.ns, 'ip', ['link', 'set', 'dev', a.uplink, 'xdp', 'off']);
-    await recovered();
-    const after = ping();
-    assert.equal(after, 3, `tunnel traffic after the program was put back: ${JSON.stringify(p.latestStats())}`);
-    // 2. The uplink moved away (gone from this namespace) and brought back later: the daemon
-    // keeps trying and recovers once the interface is usable again.
+    return { lab, p, log: logOf(p), api: new ApiClient(sock) };
+  } catch (err) {
+    lab.close();
+    throw err;
+  }
+}
+
+/** Pings from the first pod of node a to its peer on node b through the tunnel: replies out of 3 (a few rounds: ARP may be stale). */
+function tunnelPing(lab: Lab): number {
+  let got = 0;
+  for (let i = 0; i < 5 && got < 3; i++) {
+    try {
+      const out = lab.exec(lab.a.workloads[0]!.podNs, 'ping', ['-n', '-c', '3', '-W', '1', '-i', '0.2', lab.b.workloads[0]!.podAddr4]);
+      got = Number(/(\d+) received/.exec(out)?.[1] ?? 0);
+    } catch {
+      got = 0;
+    }
+  }
+  return got;
+}
+
+/** The nodes' own traffic over the uplink (outside the tunnel): node b pings node a. */
+function hostPing(lab: Lab): boolean {
+  try {
+    return lab.exec(lab.b.ns, 'ping', ['-n', '-c', '1', '-w', '5', lab.a.underlay4]).includes('1 received');
+  } catch {
+    return false;
+  }
+}
+
+function scrape(lab: Lab): string {
+  return lab.exec(lab.a.ns, process.execPath, [
+    '-e',
+    "fetch('http://127.0.0.1:9464/metrics').then(r => r.text()).then(t => process.stdout.write(t))",
+  ]);
+}
+
+for (const mode of ['auto', 'afpacket'] as const) {
+  test(`pinhole run --mode ${mode}: uplink down 1 s, then up: link-down/link-up logged, status and metrics follow, no spinning, traffic again, clean stop`, async () => {
+    const { lab, p, log, api } = runDaemon(`lf${mode.slice(0, 2)}`, mode);
+    try {
+      const { a } = lab;
+      const ready = await p.ready;
+      assert.equal(ready.mode, mode === 'auto' ? 'afxdp' : 'afpacket');
+      assert.equal(tunnelPing(lab), 3);
+      assert.equal((await api.status()).uplink?.link, 'up');
+      assert.match(scrape(lab), /^pinhole_uplink_up 1$/m);
+
+      lab.exec(a.ns, 'ip', ['link', 'set', a.uplink, 'down']);
+      await log.until(/"event":"link-down","iface":"up0"/);
+      const down = await api.status();
+      assert.equal(down.state, 'running', 'a link down is survived, not a recovery');
+      assert.equal(down.uplink?.link, 'down');
+      assert.match(runCli(['status', '--socket', api.socket], { netns: a.ns }).stdout, /^ {2}link {5}down/m);
+      assert.match(scrape(lab), /^pinhole_uplink_up 0$/m);
+      const cpu = await cpuShare(p.child.pid!, 1000);
+      assert.ok(cpu < MAX_CPU_SHARE, `CPU while the uplink is down: ${(cpu * 100).toFixed(0)}% of a CPU`);
+
+      lab.exec(a.ns, 'ip', ['link', 'set', a.uplink, 'up']);
+      await log.until(/"event":"link-up","iface":"up0"/);
+      assert.equal((await api.status()).uplink?.link, 'up');
+      assert.match(scrape(lab), /^pinhole_uplink_up 1$/m);
+      assert.equal(tunnelPing(lab), 3, 'tunnel traffic after the link came back');
+      assert.ok(hostPing(lab), 'host traffic after the link came back');
+      const after = await cpuShare(p.child.pid!, 500);
+      assert.ok(after < MAX_CPU_SHARE, `CPU after the link came back: ${(after * 100).toFixed(0)}% of a CPU`);
+
+      p.child.kill('SIGTERM');
+      const ex = await p.exited;
+      assert.equal(ex.code, 0, ex.stderr);
+      assert.doesNotMatch(ex.stderr, STACK);
+      assert.doesNotMatch(ex.stderr, /"event":"recovering"/, 'a link flap is no recovery');
+      assert.doesNotMatch(lab.exec(a.ns, 'ip', ['-d', 'link', 'show', a.uplink]), /prog\/xdp/);
+    } finally {
+      killLeftoverPinholes();
+      lab.close();
+    }
+  });
+}
+
+for (const mode of ['auto', 'afpacket'] as const) {
+  test(`pinhole run --mode ${mode}: ${mode === 'auto' ? 'program detached, ' : ''}uplink moved away and back: nothing left attached in the other namespace, the daemon recovers by itself`, async () => {
+    const { lab, p, log } = runDaemon(`wr${mode.slice(0, 2)}`, mode);
     const spare = createNetns('wr-spare');
     try {
+      const { a } = lab;
+      await p.ready;
+      assert.equal(tunnelPing(lab), 3);
+      if (mode === 'auto') {
+        // 1. The program removed behind our back: the daemon notices, restarts the dataplane.
+        lab.exec(a.ns, 'ip', ['link', 'set', 'dev', a.uplink, 'xdp', 'off']);
+        await stateUntil(p, (s) => s === 'recovering');
+        assert.ok(hostPing(lab), 'host traffic while recovering');
+        await stateUntil(p, (s) => s === 'running');
+        assert.equal(tunnelPing(lab), 3, `tunnel traffic after the program was put back: ${JSON.stringify(p.latestStats())}`);
+      }
+      // 2. The uplink moved away (gone from this namespace): the daemon restores the host — in
+      // the namespace the uplink went to, too — and keeps trying; it recovers once it is back.
       lab.exec(a.ns, 'ip', ['link', 'set', a.uplink, 'netns', spare.name]);
-      await latest((s) => s === 'recovering');
+      await log.until(/"event":"recovery-failed"/); // the teardown is over (changes run one at a time)
+      assert.doesNotMatch(spare.ip('-d', 'link', 'show', a.uplink), /prog\/xdp/, 'nothing of ours on the uplink in its new namespace');
+      if (mode === 'auto')
+        assert.match(log.text(), new RegExp(`"event":"xdp-detached-elsewhere","iface":"up0","netns":"/run/netns/${spare.name}"`));
       spare.ip('link', 'set', a.uplink, 'netns', a.ns);
       lab.exec(a.ns, 'ip', ['addr', 'add', `${a.underlay4}/24`, 'dev', a.uplink]);
       lab.exec(a.ns, 'ip', ['link', 'set', a.uplink, 'up']);
-      await latest((s) => s === 'running');
-      let got = 0;
-      for (let i = 0; i < 5 && got < 3; i++) got = ping(); // the peer's ARP entry for us may be stale
-      assert.equal(got, 3, 'tunnel traffic after the uplink came back');
+      await stateUntil(p, (s) => s === 'running');
+      assert.equal(tunnelPing(lab), 3, 'tunnel traffic after the uplink came back');
+      assert.ok(hostPing(lab), 'host traffic after the uplink came back');
+      p.child.kill('SIGTERM');
+      const ex = await p.exited;
+      assert.equal(ex.code, 0, ex.stderr);
+      assert.match(ex.stderr, /"event":"recovering".*ERR_UPLINK_GONE/);
+      if (mode === 'auto') assert.match(ex.stderr, /"event":"recovering".*ERR_UPLINK_PROGRAM_DETACHED/);
+      assert.match(ex.stderr, /"event":"recovered"/);
+      assert.doesNotMatch(ex.stderr, STACK);
+      assert.doesNotMatch(lab.exec(a.ns, 'ip', ['-d', 'link', 'show', a.uplink]), /prog\/xdp/);
     } finally {
+      killLeftoverPinholes();
       spare.close();
+      lab.close();
     }
-    p.child.kill('SIGTERM');
-    const ex = await p.exited;
-    assert.equal(ex.code, 0, ex.stderr);
-    assert.match(ex.stderr, /"event":"recovering".*ERR_UPLINK_GONE/);
-    assert.match(ex.stderr, /"event":"recovering".*ERR_UPLINK_PROGRAM_DETACHED/);
-    assert.match(ex.stderr, /"event":"recovered"/);
-    assert.doesNotMatch(ex.stderr, STACK);
-    assert.doesNotMatch(lab.exec(a.ns, 'ip', ['-d', 'link', 'show', a.uplink]), /prog\/xdp/);
-  } finally {
-    killLeftoverPinholes();
-    lab.close();
-  }
-});
+  });
+}
 
 test('signals into every thread (node --cpu-prof: SIGPROF) neither fail the program load (verifier EAGAIN) nor end a worker (poll EINTR)', async () => {
   const lab = buildLab({ prefix: `ph-${process.pid}-sg`, sides: { a: 'pinhole', b: 'kernel' }, workloadQueues: 2 });

@@ -8,7 +8,8 @@
  * Tables:
  *   SOCKET_FAULTS  the AF_PACKET socket itself (in this process): errors read, cleared and
  *                  counted, link state down/up/gone, poll never returns early in a loop;
- *   LINK_FAULTS    `pinhole uplink` while its link goes down/up, starts down, is deleted;
+ *   LINK_FAULTS    `pinhole uplink` while its link goes down/up (logged: link-down, link-up),
+ *                  starts down, is deleted, in both modes; host traffic over it again after;
  *   STOP_CASES     SIGHUP, SIGQUIT, stdout/stderr closed: teardown runs, exit 0;
  *   CAPS_CASES     capabilities and RLIMIT_MEMLOCK dropped with setpriv/prlimit.
  */
@@ -250,20 +251,41 @@ interface LinkFault {
   fault: (l: TwoHosts) => void;
   /** Undoes the fault; absent when it cannot be undone (the link is gone). */
   recover?: (l: TwoHosts) => void;
+  /** Log events (stderr) that must have been written, in this order. */
+  events?: string[];
 }
 
+const FLAP = ['link-down', 'link-up'];
+
 const LINK_FAULTS: LinkFault[] = [
-  { name: 'link down, then up', mode: 'afpacket', fault: (l) => down(l.a), recover: (l) => up(l.a) },
-  { name: 'link down, then up, 2 workers (fanout)', mode: 'afpacket', queues: 2, fault: (l) => down(l.a), recover: (l) => up(l.a) },
-  { name: 'link down, then up', mode: 'auto', fault: (l) => down(l.a), recover: (l) => up(l.a) },
+  { name: 'link down, then up', mode: 'afpacket', fault: (l) => down(l.a), recover: (l) => up(l.a), events: FLAP },
+  {
+    name: 'link down, then up, 2 workers (fanout)',
+    mode: 'afpacket',
+    queues: 2,
+    fault: (l) => down(l.a),
+    recover: (l) => up(l.a),
+    events: FLAP,
+  },
+  { name: 'link down, then up', mode: 'auto', fault: (l) => down(l.a), recover: (l) => up(l.a), events: FLAP },
   {
     name: 'started on an admin-down link, then up',
     mode: 'afpacket',
     before: (l) => down(l.a),
     fault: () => undefined,
     recover: (l) => up(l.a),
+    events: FLAP,
+  },
+  {
+    name: 'started on an admin-down link, then up',
+    mode: 'auto',
+    before: (l) => down(l.a),
+    fault: () => undefined,
+    recover: (l) => up(l.a),
+    events: FLAP,
   },
   { name: 'link deleted', mode: 'afpacket', fault: (l) => void l.a.ip('link', 'del', 'up0') },
+  { name: 'link deleted', mode: 'auto', fault: (l) => void l.a.ip('link', 'del', 'up0') },
 ];
 
 for (const f of LINK_FAULTS) {
@@ -287,7 +309,8 @@ for (const f of LINK_FAULTS) {
       if (during !== undefined) assert.ok(during < MAX_CPU_SHARE, `CPU during the fault: ${(during * 100).toFixed(0)}% of a CPU`);
       if (f.recover) {
         f.recover(l);
-        l.b.exec('ping', ['-c', '1', '-w', '10', LAB.a4]); // carrier and ARP back
+        // Host traffic over the uplink again (also: carrier and ARP back).
+        assert.match(l.b.exec('ping', ['-c', '1', '-w', '10', LAB.a4]), / 1 received/);
         sendUdp(l.b, LAB.a4, 4789, 50);
         await p.statsUntil((s) => s.rxPackets >= counted + 50);
         const after = await cpuShare(pid, 800);
@@ -298,6 +321,9 @@ for (const f of LINK_FAULTS) {
         assert.equal(ex.code, 0, ex.stderr);
         assert.doesNotMatch(ex.stderr, STACK);
         assert.equal(xdpOf(l.a, 'up0'), 'none', 'nothing left attached');
+        // The operator is told: link-down and link-up, in order, naming the interface.
+        const seen = [...ex.stderr.matchAll(/"event":"(link-(?:down|up))","iface":"up0"/g)].map((m) => m[1]);
+        assert.deepEqual(seen, f.events ?? [], ex.stderr);
       } else {
         // The link is gone: pinhole may end by itself (non-zero, with a code) or keep idling.
         if (p.child.exitCode === null && p.child.signalCode === null) {
@@ -363,6 +389,7 @@ for (const mode of ['auto', 'afpacket'] as const) {
         if (c.reason) assert.match(ex.stderr, new RegExp(`"event":"stopped","reason":"${c.reason}"`));
         if (c.reason === 'output-closed') assert.match(ex.stderr, /"event":"output-closed","stream":"stdout","code":"EPIPE"/);
         assert.equal(xdpOf(l.a, 'up0'), 'none', 'program detached');
+        assert.match(l.b.exec('ping', ['-c', '1', '-w', '5', LAB.a4]), / 1 received/, 'host traffic after the stop');
       } finally {
         l.close();
       }

@@ -1,16 +1,17 @@
 /**
  * A DaemonControl without a dataplane, for testing the API server, its client and the CLI verbs.
- * It refuses what the real daemon refuses, with the same codes: invalid connections
- * (ERR_CONFIG_INVALID, field `connection.vxlan.vni` as daemon.ts names it), a remote of a family the uplink
- * has no tunnel address for (ERR_CONFIG_INVALID, `connection.vxlan.remote`), an interface or tunnel used by
- * another connection (ERR_API_CONFLICT), unknown names (ERR_API_NOT_FOUND), and changes while
- * `busy` (ERR_API_BUSY). Changes are serialised like the daemon's; `maxConcurrentChanges` records
+ * It refuses what the real daemon (src/daemon/daemon.ts) refuses, with the same codes, fields and
+ * in the same order: an existing name with `ifAbsent` (ERR_API_EXISTS, field `name`), invalid
+ * connections (ERR_CONFIG_INVALID, field `connection.vxlan.vni`), an interface or tunnel used by
+ * another connection (ERR_API_CONFLICT), a remote of a family the uplink has no tunnel address for
+ * (ERR_TUNNEL_NO_ADDRESS, field `vxlan.remote`; test/lab/api.test.ts checks the real daemon
+ * answers the same), unknown names (ERR_API_NOT_FOUND), and changes while `busy` (ERR_API_BUSY). Changes are serialised like the daemon's; `maxConcurrentChanges` records
  * whether two ever overlapped. `changeDelayMs` makes each change take that long; `failNext`
  * makes the next call throw.
  */
 import type { ConnectionConfig } from '../../src/config/index.ts';
 import { validateConnection } from '../../src/config/index.ts';
-import type { ConnectionStatus, DaemonControl, DaemonStatus, NeighbourStatus } from '../../src/daemon/control.ts';
+import type { ConnectionStatus, DaemonControl, DaemonStatus, NeighbourStatus, PutOptions } from '../../src/daemon/control.ts';
 import { PinholeError } from '../../src/sys/index.ts';
 
 export interface FakeDaemonOptions {
@@ -138,9 +139,14 @@ export class FakeDaemon implements DaemonControl {
     return [...this.conns.values()];
   }
 
-  putConnection(name: string, body: unknown): Promise<{ created: boolean; connection: ConnectionStatus }> {
+  putConnection(name: string, body: unknown, opts: PutOptions = {}): Promise<{ created: boolean; connection: ConnectionStatus }> {
     return this.serialise(() => {
       this.maybeFail();
+      if (opts.ifAbsent && this.conns.has(name)) {
+        throw new PinholeError('ERR_API_EXISTS', `connection '${name}' exists (If-None-Match: *): nothing changed`, {
+          details: { field: 'name' },
+        });
+      }
       if (typeof body !== 'object' || body === null || Array.isArray(body)) {
         throw new PinholeError('ERR_CONFIG_INVALID', 'connection: must be a mapping', { details: { field: 'connection' } });
       }
@@ -151,24 +157,6 @@ export class FakeDaemon implements DaemonControl {
         });
       }
       const cfg = validateConnection({ ...body, name }, 'connection');
-      const family = cfg.vxlan!.family;
-      if (!this.tunnelAddresses.some((a) => a.includes(':') === (family === 6))) {
-        throw new PinholeError(
-          'ERR_CONFIG_INVALID',
-          `connection.vxlan.remote: ${cfg.vxlan!.remote} is IPv${family} but the uplink has no IPv${family} tunnel address`,
-          {
-            details: {
-              field: 'connection.vxlan.remote',
-              errors: [{ field: 'connection.vxlan.remote', message: `the uplink has no IPv${family} tunnel address` }],
-            },
-          },
-        );
-      }
-      if (cfg.local.interface === this.uplinkInterface) {
-        throw new PinholeError('ERR_CONFIG_INVALID', `connection.local.interface: '${cfg.local.interface}' is the uplink interface`, {
-          details: { field: 'connection.local.interface' },
-        });
-      }
       for (const other of this.conns.values()) {
         if (other.name === name) continue;
         if (other.config.local.interface === cfg.local.interface) {
@@ -182,6 +170,19 @@ export class FakeDaemon implements DaemonControl {
             details: { field: 'vxlan' },
           });
         }
+      }
+      const family = cfg.vxlan!.family;
+      if (!this.tunnelAddresses.some((a) => a.includes(':') === (family === 6))) {
+        throw new PinholeError(
+          'ERR_TUNNEL_NO_ADDRESS',
+          `vxlan.remote: remote ${cfg.vxlan!.remote} is IPv${family}, but uplink ${this.uplinkInterface} has no global IPv${family} address to send from (add one, or set uplink.tunnelAddress${family === 6 ? '6' : ''})`,
+          { details: { field: 'vxlan.remote' } },
+        );
+      }
+      if (cfg.local.interface === this.uplinkInterface) {
+        throw new PinholeError('ERR_CONFIG_INVALID', `connection.local.interface: '${cfg.local.interface}' is the uplink interface`, {
+          details: { field: 'connection.local.interface' },
+        });
       }
       const created = !this.conns.has(name);
       const status = this.statusOf(cfg, 'api');

@@ -239,8 +239,6 @@ test('an invalid connection is 400 ERR_CONFIG_INVALID naming the field; nothing 
       [{ vxlan: POD_B.vxlan }, /local$/],
       [[1, 2], /^connection$/],
       [null, /^connection$/],
-      // A remote of a family the uplink has no tunnel address for (the fake has IPv4 only).
-      [{ ...POD_B, vxlan: { ...POD_B.vxlan, remote: '2001:db8::2' } }, /vxlan\.remote$/],
     ];
     for (const [body, field] of cases) {
       const r = await apiRequest(e.socket, 'PUT', '/v1/connections/pod-b', body);
@@ -267,6 +265,73 @@ test('an interface or tunnel used by another connection is 409 ERR_API_CONFLICT;
     assert.equal(sameTunnel.status, 409);
     assert.match(errorOf(sameTunnel.body).message, /pod-a/);
     assert.equal(e.daemon.changes.length, 0);
+  }));
+
+// The real daemon answers the same (test/lab/api.test.ts, 'a remote of a family ...').
+test('a remote of a family the uplink has no tunnel address for is 409 ERR_TUNNEL_NO_ADDRESS naming vxlan.remote; nothing changes', () =>
+  withEnv(async (e) => {
+    // The fake's uplink has IPv4 only.
+    for (const name of ['pod-b', 'pod-a']) {
+      const r = await apiRequest(e.socket, 'PUT', `/v1/connections/${name}`, {
+        ...POD_B,
+        vxlan: { ...POD_B.vxlan, remote: '2001:db8::2' },
+      });
+      assert.equal(r.status, 409, name);
+      const err = errorOf(r.body);
+      assert.equal(err.code, 'ERR_TUNNEL_NO_ADDRESS');
+      assert.equal(err.field, 'vxlan.remote');
+      assert.match(err.message, /2001:db8::2 is IPv6, but uplink ph-up0 has no global IPv6 address/);
+    }
+    assert.equal(e.daemon.changes.length, 0);
+    assert.equal(e.daemon.conns.get('pod-a')?.config.vxlan?.remote, '198.18.0.2');
+  }));
+
+// ---- If-None-Match: * (create only) -------------------------------------------------------------
+
+test('PUT with If-None-Match: * creates (201) but never replaces: 412 ERR_API_EXISTS, nothing changes', () =>
+  withEnv(async (e) => {
+    const createOnly = { headers: { 'If-None-Match': '*' } };
+    const created = await apiRequest(e.socket, 'PUT', '/v1/connections/pod-b', POD_B, createOnly);
+    assert.equal(created.status, 201);
+    for (const [name, body] of [
+      ['pod-b', { ...POD_B, vxlan: { ...POD_B.vxlan, vni: 201 } }],
+      ['pod-a', POD_A],
+      // The precondition comes first: an existing name with an invalid body is still 412.
+      ['pod-a', { local: POD_A.local }],
+    ] as const) {
+      const r = await apiRequest(e.socket, 'PUT', `/v1/connections/${name}`, body, createOnly);
+      assert.equal(r.status, 412, name);
+      assert.equal(errorOf(r.body).code, 'ERR_API_EXISTS');
+      assert.equal(errorOf(r.body).field, 'name');
+      assert.match(errorOf(r.body).message, new RegExp(`connection '${name}' exists`));
+    }
+    assert.deepEqual(e.daemon.changes, ['put pod-b']);
+    assert.equal(e.daemon.conns.get('pod-b')?.config.vxlan?.vni, 200);
+    // Any other value is refused, never ignored (there are no entity tags).
+    const etag = await apiRequest(e.socket, 'PUT', '/v1/connections/pod-c', POD_B, { headers: { 'If-None-Match': '"abc"' } });
+    assert.equal(etag.status, 400);
+    assert.equal(errorOf(etag.body).code, 'ERR_API_BAD_REQUEST');
+    // Without the header PUT still replaces.
+    assert.equal((await apiRequest(e.socket, 'PUT', '/v1/connections/pod-b', POD_B)).status, 200);
+  }));
+
+test('10 concurrent create-only PUTs of one name: exactly one 201, nine 412', () =>
+  withEnv(async (e) => {
+    e.daemon.changeDelayMs = 2;
+    const rs = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        apiRequest(
+          e.socket,
+          'PUT',
+          '/v1/connections/pod-new',
+          { local: { interface: `ph-n${i}` }, vxlan: { vni: 3000 + i, remote: '198.18.0.9' } },
+          { headers: { 'If-None-Match': '*' } },
+        ),
+      ),
+    );
+    assert.deepEqual(rs.map((r) => r.status).sort(), [201, ...Array<number>(9).fill(412)]);
+    for (const r of rs) if (r.status === 412) assert.equal(errorOf(r.body).code, 'ERR_API_EXISTS');
+    assert.deepEqual(e.daemon.changes, ['put pod-new']);
   }));
 
 test('PUT needs Content-Type: application/json (415 ERR_API_CONTENT_TYPE)', () =>
@@ -622,6 +687,12 @@ test('ApiClient: typed calls, daemon errors as PinholeError with code, status an
     assert.equal((await api.connection('pod-a')).config.vxlan!.vni, 100);
     assert.equal((await api.putConnection('pod-b', POD_B)).created, true);
     assert.equal((await api.putConnection('pod-b', POD_B)).created, false);
+    await assert.rejects(api.putConnection('pod-b', POD_B, { ifAbsent: true }), (err: PinholeError) => {
+      assert.equal(err.code, 'ERR_API_EXISTS');
+      assert.equal(err.details?.status, 412);
+      assert.equal(err.details?.field, 'name');
+      return true;
+    });
     assert.ok((await api.neighbours()).length >= 2);
     await api.deleteConnection('pod-b');
     await assert.rejects(api.connection('pod-b'), (err: PinholeError) => {
@@ -686,7 +757,7 @@ test('pinhole status --json: the status document with the neighbours', () =>
     assert.deepEqual(doc, JSON.parse(JSON.stringify({ ...e.daemon.status(), neighbours: e.daemon.neighbours() })));
   }));
 
-test('pinhole connect creates, then replaces; --json; bad input from the daemon exits 1 with its code', () =>
+test('pinhole connect creates; an existing name is refused (ERR_API_EXISTS) unless --replace; --json; bad input from the daemon exits 1 with its code', () =>
   withEnv(async (e) => {
     const args = [
       'connect',
@@ -715,9 +786,52 @@ test('pinhole connect creates, then replaces; --json; bad input from the daemon 
       local: { interface: 'ph-wb0p' },
       vxlan: { vni: 200, remote: '198.18.0.3', family: 4, port: 4790, ttl: 32 },
     });
-    const replaced = await cli(...args);
-    assert.match(replaced.out, /^replaced connection pod-b/);
-    const json = await cli(...args, '--json');
+    // The name exists: refused, nothing changed, and the message says how to replace it.
+    const exists = await cli(...args.map((a) => (a === '200' ? '201' : a)));
+    assert.equal(exists.code, 1);
+    assert.equal(exists.out, '');
+    assert.equal(
+      exists.err,
+      "pinhole: ERR_API_EXISTS: connection 'pod-b' exists: nothing changed (--replace to replace it, or `pinhole disconnect pod-b` first)\n",
+    );
+    assert.equal(e.daemon.conns.get('pod-b')?.config.vxlan?.vni, 200);
+    const exists2 = await cli(
+      'connect',
+      'pod-a',
+      '--local',
+      'ph-wa0',
+      '--vxlan-vni',
+      '100',
+      '--remote',
+      '198.18.0.2',
+      '--socket',
+      e.socket,
+    );
+    assert.equal(exists2.code, 1);
+    assert.match(exists2.err, /^pinhole: ERR_API_EXISTS: connection 'pod-a' exists/);
+    assert.deepEqual(e.daemon.changes, ['put pod-b']);
+
+    const replaced = await cli(...args.map((a) => (a === '200' ? '201' : a)), '--replace');
+    assert.equal(replaced.code, 0, replaced.err);
+    assert.match(replaced.out, /^replaced connection pod-b: vni 201/);
+    assert.equal(e.daemon.conns.get('pod-b')?.config.vxlan?.vni, 201);
+    // --replace also creates.
+    const createdByReplace = await cli(
+      'connect',
+      'pod-d',
+      '--local',
+      'ph-wd0',
+      '--vxlan-vni',
+      '9',
+      '--remote',
+      '198.18.0.5',
+      '--replace',
+      '--socket',
+      e.socket,
+    );
+    assert.equal(createdByReplace.code, 0, createdByReplace.err);
+    assert.match(createdByReplace.out, /^created connection pod-d/);
+    const json = await cli(...args, '--replace', '--json');
     assert.equal(JSON.parse(json.out).created, false);
     assert.equal(JSON.parse(json.out).connection.name, 'pod-b');
 
@@ -737,7 +851,10 @@ test('pinhole connect creates, then replaces; --json; bad input from the daemon 
     assert.match(badVni.err, /^pinhole: ERR_CONFIG_INVALID: connection\.vxlan\.vni: must be an integer 0\.\.16777215\n$/);
     const family = await cli('connect', 'pod-c', '--local', 'ph-wc0', '--vxlan-vni', '7', '--remote', '2001:db8::4', '--socket', e.socket);
     assert.equal(family.code, 1);
-    assert.match(family.err, /^pinhole: ERR_CONFIG_INVALID: .*no IPv6 tunnel address/);
+    assert.match(
+      family.err,
+      /^pinhole: ERR_TUNNEL_NO_ADDRESS: vxlan\.remote: remote 2001:db8::4 is IPv6, but uplink ph-up0 has no global IPv6 address/,
+    );
     const conflict = await cli('connect', 'pod-c', '--local', 'ph-wa0', '--vxlan-vni', '7', '--remote', '198.18.0.4', '--socket', e.socket);
     assert.equal(conflict.code, 1);
     assert.match(conflict.err, /^pinhole: ERR_API_CONFLICT: .*pod-a/);

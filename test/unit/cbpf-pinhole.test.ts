@@ -8,12 +8,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { corpus, edgeCases } from '../../src/bpf/pinhole/corpus.ts';
+import { corpus, edgeCases } from '../support/pinhole-corpus.ts';
 import type { PinholeSpec } from '../../src/bpf/pinhole/policy.ts';
 import { REASONS } from '../../src/bpf/pinhole/policy.ts';
 import { classifyAt, policyState } from '../../src/bpf/pinhole/reference.ts';
 import { compilePinholeFilter, PINHOLE_SNAP_LEN } from '../../src/bpf/cbpf/pinhole.ts';
-import { CbpfVm, validate } from '../../src/bpf/cbpf/interp.ts';
+import { CbpfVm, validate } from '../support/cbpf-interp.ts';
 import { disasm } from '../../src/bpf/cbpf/asm.ts';
 
 interface Tally {

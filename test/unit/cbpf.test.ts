@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cbpf, decode, disasm, encode, CbpfAsmError, SKF_AD_VLAN_TAG, SKF_AD_VLAN_TAG_PRESENT } from '../../src/bpf/cbpf/asm.ts';
-import { CbpfVm, validate } from '../../src/bpf/cbpf/interp.ts';
+import { CbpfVm, validate } from '../support/cbpf-interp.ts';
 
 test('encodes instructions as struct sock_filter (tcpdump -dd values)', () => {
   // tcpdump -dd 'udp dst port 4789' style fragments, checked against the UAPI opcode values.

@@ -71,6 +71,21 @@ const USAGE_ERRORS: { args: string[]; code: string; message?: RegExp }[] = [
   { args: ['bpf', 'test', '--port', '4789', '--frame', '0011'], code: 'ERR_CLI_FRAME' },
   { args: ['bpf', 'dump', '--address', 'not-an-ip'], code: 'ERR_CLI_ADDRESS' },
   { args: ['bpf', 'frob'], code: 'ERR_CLI_USAGE' },
+  // An argument that is not an address is a usage error, as for `bpf --address` (a well-formed
+  // address that has no next hop — own, multicast, ... — is refused by the resolver: exit 1).
+  { args: ['resolve', 'notanip'], code: 'ERR_CLI_ADDRESS', message: /resolve notanip: not an IPv4 or IPv6 address/ },
+  { args: ['resolve', ''], code: 'ERR_CLI_ADDRESS' },
+  { args: ['resolve', '198.18.0.300'], code: 'ERR_CLI_ADDRESS' },
+  { args: ['resolve'], code: 'ERR_CLI_USAGE' },
+  { args: ['resolve', '198.18.0.1', '198.18.0.2'], code: 'ERR_CLI_USAGE' },
+  { args: ['resolve', '198.18.0.1', '--timeout', '2147483648'], code: 'ERR_CLI_USAGE', message: /--timeout 2147483648/ },
+  { args: ['resolve', '198.18.0.1', '--timeout', '0'], code: 'ERR_CLI_USAGE', message: /--timeout 0/ },
+  { args: ['resolve', '198.18.0.1', '--timeout', '5s'], code: 'ERR_CLI_USAGE', message: /--timeout 5s/ },
+  // An empty interface name is a usage error (like `probe --iface ""`), not ERR_IFACE_NOT_FOUND.
+  { args: ['neigh', '--dev', ''], code: 'ERR_CLI_USAGE', message: /--dev needs an interface name/ },
+  { args: ['neigh', '--watch', '--dev', ' '], code: 'ERR_CLI_USAGE', message: /--dev needs an interface name/ },
+  { args: ['neigh', '--family', '5'], code: 'ERR_CLI_USAGE', message: /--family/ },
+  { args: ['probe', '--iface', ' '], code: 'ERR_CLI_USAGE', message: /--iface needs an interface name/ },
 ];
 
 for (const c of USAGE_ERRORS) {

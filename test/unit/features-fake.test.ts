@@ -5,7 +5,8 @@
  */
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakeSys, useSys } from '../../src/sys/index.ts';
+import { useSys } from '../../src/sys/index.ts';
+import { FakeSys } from '../support/fake-sys.ts';
 import { classifyProbeError, probeBpf, probeXdpSockets, resetFeatureProbes, type FeatureSet } from '../../src/kernel/features.ts';
 import { decideUplink } from '../../src/uplink/decide.ts';
 

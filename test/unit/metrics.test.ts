@@ -82,7 +82,7 @@ function fakeSource(opts: { pinhole?: boolean; rings?: boolean } = {}) {
   const source: MetricsSource = {
     uplink() {
       called('uplink');
-      return { interface: 'eth0', mode: 'afpacket', reason: 'xsk-unsupported,driver-refused', queues: 2 };
+      return { interface: 'eth0', mode: 'afpacket', reason: 'xsk-unsupported,driver-refused', queues: 2, up: false };
     },
     perQueue() {
       called('perQueue');
@@ -151,6 +151,7 @@ function fakeSource(opts: { pinhole?: boolean; rings?: boolean } = {}) {
 const EXPECTED_TYPES: Record<string, 'counter' | 'gauge'> = {
   pinhole_uplink_info: 'gauge',
   pinhole_uplink_queues: 'gauge',
+  pinhole_uplink_up: 'gauge',
   pinhole_connection_info: 'gauge',
   pinhole_connection_frames_total: 'counter',
   pinhole_connection_bytes_total: 'counter',
@@ -196,6 +197,7 @@ test('values equal the source', async () => {
     { name: 'pinhole_uplink_info', labels: { interface: 'eth0', mode: 'afpacket', reason: 'xsk-unsupported,driver-refused' }, value: 1 },
   ]);
   assert.equal(value(s, 'pinhole_uplink_queues'), 2);
+  assert.equal(value(s, 'pinhole_uplink_up'), 0);
 
   assert.equal(value(s, 'pinhole_connection_info', { connection: 'red', vni: '101' }), 1);
   assert.equal(value(s, 'pinhole_connection_frames_total', { connection: 'blue', direction: 'rx' }), 9);

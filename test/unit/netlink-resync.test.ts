@@ -5,7 +5,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakeSys, useSys } from '../../src/sys/index.ts';
+import { useSys } from '../../src/sys/index.ts';
+import { FakeSys } from '../support/fake-sys.ts';
 import { encodeMessage } from '../../src/netlink/codec.ts';
 import { AF_INET, NEIGH_MSG, NUD_PERMANENT, NUD_REACHABLE, RTM_NEWNEIGH } from '../../src/netlink/rtnl.ts';
 import { RtnlSubscription, type OverflowInfo } from '../../src/netlink/socket.ts';

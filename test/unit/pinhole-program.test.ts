@@ -12,7 +12,8 @@ import { REASONS } from '../../src/bpf/pinhole/policy.ts';
 import { decideUplink } from '../../src/uplink/decide.ts';
 import type { FeatureResult, FeatureSet } from '../../src/kernel/features.ts';
 import type { IfaceInfo } from '../../src/kernel/iface.ts';
-import { parseHexFrame, specFromArgs } from '../../src/control/commands/bpf.ts';
+import { parseHexFrame } from '../../src/control/commands/bpf.ts';
+import { specFromArgs } from '../../src/control/args.ts';
 
 function golden(name: string, text: string): void {
   const path = new URL(`./golden/${name}`, import.meta.url);

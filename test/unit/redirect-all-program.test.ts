@@ -17,7 +17,7 @@ import {
 } from '../../src/bpf/programs/redirect-all.ts';
 import { ACCEPT_ALL_SNAP_LEN, compileAcceptAllFilter } from '../../src/bpf/cbpf/accept-all.ts';
 import { disasm as cbpfDisasm, encode as cbpfEncode } from '../../src/bpf/cbpf/asm.ts';
-import { CbpfVm, validate } from '../../src/bpf/cbpf/interp.ts';
+import { CbpfVm, validate } from '../support/cbpf-interp.ts';
 
 function golden(name: string, text: string): void {
   const path = new URL(`./golden/${name}`, import.meta.url);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 
 import { CLASSIFICATIONS, classifyAt, classifyFrame, policyState } from '../../src/bpf/pinhole/reference.ts';
-import { corpus, edgeCases, fixedCorpusSize, Rng } from '../../src/bpf/pinhole/corpus.ts';
+import { corpus, edgeCases, fixedCorpusSize, Rng } from '../support/pinhole-corpus.ts';
 import { MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, REASON_INDEX, REASONS } from '../../src/bpf/pinhole/policy.ts';
 import type { PinholeSpec, PolicyState, Reason } from '../../src/bpf/pinhole/policy.ts';
 import { PacketError } from '../../src/packet/errors.ts';

@@ -12,7 +12,7 @@ import { DECAP_OK, DECAP_PARSE_REASONS, VxlanEncapTemplate, VxlanParse, parseVxl
 import { buildFrame } from '../../src/packet/build.ts';
 import type { FrameSpec } from '../../src/packet/build.ts';
 import { formatIPv4, formatIPv6 } from '../../src/packet/ip.ts';
-import { Rng } from '../../src/bpf/pinhole/corpus.ts';
+import { Rng } from '../support/pinhole-corpus.ts';
 import { referenceDecap } from '../support/vxlan-reference.ts';
 
 const SEED = 0x7348;

@@ -15,7 +15,7 @@ import { renderJson, renderMarkdown, renderSvg } from '../bench/report.ts';
 import { BENCH_PARTS, runBench, type BenchPart } from '../bench/suite.ts';
 import { requireCaps } from '../caps.ts';
 import type { CommandIO } from '../io.ts';
-import { parseRingSize } from './uplink.ts';
+import { parseRingSize } from '../args.ts';
 
 export async function run(args: string[], io: CommandIO): Promise<number> {
   const { values, positionals } = parseArgs({

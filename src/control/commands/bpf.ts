@@ -5,36 +5,20 @@
  */
 import { parseArgs } from 'node:util';
 import { disasm } from '../../bpf/asm/index.ts';
-import { REASONS, verdictOf, type PinholeSpec, type Reason } from '../../bpf/pinhole/policy.ts';
+import { REASONS, verdictOf, type Reason } from '../../bpf/pinhole/policy.ts';
 import { buildPinhole } from '../../bpf/pinhole/program.ts';
 import { XDP_ACTION_NAMES } from '../../kernel/bpf-attr.ts';
 import { loadPinhole } from '../../kernel/pinhole.ts';
 import { XDP_TEST_MIN_FRAME, XdpTestRunner } from '../../kernel/program.ts';
-import { parseIP } from '../../packet/ip.ts';
 import { PinholeError } from '../../sys/index.ts';
 import { requireCaps } from '../caps.ts';
+import { specFromArgs } from '../args.ts';
 import { toJson, type CommandIO } from '../io.ts';
 
 const specOptions = {
   port: { type: 'string', multiple: true, default: [] as string[] },
   address: { type: 'string', multiple: true, default: [] as string[] },
 } as const;
-
-export function specFromArgs(ports: readonly string[], addresses: readonly string[]): PinholeSpec {
-  const p = ports.map((s) => {
-    const n = Number(s);
-    if (!/^\d+$/.test(s) || n < 1 || n > 65535) throw new PinholeError('ERR_CLI_PORT', `--port ${s}: expected a UDP port 1..65535`);
-    return n;
-  });
-  for (const a of addresses) {
-    try {
-      parseIP(a);
-    } catch (err) {
-      throw new PinholeError('ERR_CLI_ADDRESS', `--address ${a}: not an IPv4 or IPv6 address`, { cause: err });
-    }
-  }
-  return { ports: p, addresses: [...addresses] };
-}
 
 export function parseHexFrame(text: string): Uint8Array {
   const clean = text.replace(/[\s:.-]/g, '').replace(/^0x/i, '');

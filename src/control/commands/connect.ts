@@ -1,7 +1,8 @@
 /**
- * `pinhole connect NAME --local IF [--local-mode auto|afpacket|afxdp] --vxlan-vni N --remote ADDR [--port P] [--ttl T] [--socket PATH] [--json]`:
- * creates connection NAME on a running daemon, or replaces it (PUT /v1/connections/NAME: the
- * daemon says which). Only the shape of the command line is checked here (numbers are numbers);
+ * `pinhole connect NAME --local IF [--local-mode auto|afpacket|afxdp] --vxlan-vni N --remote ADDR [--port P] [--ttl T] [--replace] [--socket PATH] [--json]`:
+ * creates connection NAME on a running daemon (PUT /v1/connections/NAME with `If-None-Match: *`):
+ * an existing name is refused (ERR_API_EXISTS, exit 1), so a typo never replaces another pod's
+ * connection. `--replace` creates or replaces it (a plain PUT: the daemon says which). Only the shape of the command line is checked here (numbers are numbers);
  * the daemon validates the connection — VNI range, address family, interfaces and tunnels in use
  * — and its refusal is printed with its code (`pinhole: ERR_CONFIG_INVALID: vxlan.vni: ...`, exit 1).
  */
@@ -28,6 +29,7 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
       remote: { type: 'string' },
       port: { type: 'string' },
       ttl: { type: 'string' },
+      replace: { type: 'boolean', default: false },
       socket: { type: 'string', default: DEFAULT_API_SOCKET },
       json: { type: 'boolean', default: false },
     },
@@ -52,7 +54,20 @@ export async function run(args: string[], io: CommandIO): Promise<number> {
   if (values['local-mode'] !== undefined) local.mode = values['local-mode'];
   const body = { local, vxlan };
 
-  const r = await new ApiClient(values.socket).putConnection(name, body);
+  const api = new ApiClient(values.socket);
+  let r: Awaited<ReturnType<ApiClient['putConnection']>>;
+  try {
+    r = await api.putConnection(name, body, { ifAbsent: !values.replace });
+  } catch (err) {
+    if (err instanceof PinholeError && err.code === 'ERR_API_EXISTS') {
+      throw new PinholeError(
+        'ERR_API_EXISTS',
+        `connection '${name}' exists: nothing changed (--replace to replace it, or \`pinhole disconnect ${name}\` first)`,
+        { cause: err, ...(err.details ? { details: err.details } : {}) },
+      );
+    }
+    throw err;
+  }
   if (values.json) {
     io.out(toJson({ created: r.created, connection: r.connection }));
     return 0;

@@ -1,7 +1,9 @@
 /**
  * `pinhole neigh [--watch] [--json] [--family 4|6] [--dev NAME]`: the kernel's IPv4/IPv6
  * neighbour table as pinhole's rtnetlink mirror sees it. `--watch` keeps the mirror open and
- * prints every change (one JSON object per line with --json) until SIGINT.
+ * prints every change (one JSON object per line with --json) until it is stopped: SIGINT,
+ * SIGTERM, SIGQUIT, SIGHUP or a closed stdout end it cleanly with exit 0, like every long-running
+ * command (../lifecycle.ts).
  *
  * The watch stream is exact: the table (`present`), then `add`/`update`/`del` lines. When
  * notifications were lost (the kernel reports ENOBUFS, e.g. after the process was stopped) the
@@ -15,10 +17,12 @@ import { parseArgs } from 'node:util';
 import { PinholeError } from '../../sys/index.ts';
 import { Mirror, type MirrorEvent } from '../../netlink/mirror.ts';
 import { nudStateName, type Family, type NeighEntry } from '../../netlink/rtnl.ts';
+import { parseFamily } from '../args.ts';
 import { table, toJson, type CommandIO } from '../io.ts';
+import { runUntilStopped, type Lifecycle } from '../lifecycle.ts';
 
 export interface NeighRunOptions {
-  /** Ends `--watch` (default: SIGINT). */
+  /** Also ends `--watch` (besides the stop signals and a closed output). */
   signal?: AbortSignal;
 }
 
@@ -39,6 +43,22 @@ export async function run(args: string[], io: CommandIO, opts: NeighRunOptions =
     return 0;
   }
   const family = parseFamily(values.family);
+  if (values.dev !== undefined && values.dev.trim() === '') throw new PinholeError('ERR_CLI_USAGE', 'neigh: --dev needs an interface name');
+  if (!values.watch) return list(values, family, io, undefined);
+  // Stop handlers first, so a signal while the mirror opens ends the watch too.
+  const warn = (e: Record<string, unknown>): void => {
+    if (e.level === 'warn') io.err(`pinhole: warning: ${String(e.message)}`);
+  };
+  return runUntilStopped({ log: warn, ...(opts.signal ? { signal: opts.signal } : {}) }, (life) => list(values, family, io, life));
+}
+
+interface NeighValues {
+  json: boolean;
+  dev?: string | undefined;
+}
+
+/** The listing; with `life` (--watch) then the changes until a stop is requested. */
+async function list(values: NeighValues, family: Family | undefined, io: CommandIO, life: Lifecycle | undefined): Promise<number> {
   const mirror = await Mirror.open();
   try {
     const name = (i: number): string => mirror.tables.links.get(i)?.name ?? String(i);
@@ -58,7 +78,7 @@ export async function run(args: string[], io: CommandIO, opts: NeighRunOptions =
       router: (n.flags & 0x80) !== 0,
     });
     const rows = mirror.tables.listNeighbours().filter(keep);
-    if (!values.watch) {
+    if (!life) {
       if (values.json) io.out(toJson(rows.map(view)));
       else
         io.out(
@@ -102,11 +122,14 @@ export async function run(args: string[], io: CommandIO, opts: NeighRunOptions =
     const failed = new Promise<never>((_resolve, reject) => {
       offError = mirror.onError((err, fatal) => {
         if (fatal) reject(err);
-        else io.err(`pinhole: warning: ${(err as { code?: string }).code ?? 'ERR_NETLINK'}: ${err.message}`);
+        else {
+          const code = (err as { code?: string }).code;
+          io.err(`pinhole: warning: ${code ? `${code}: ` : ''}${err.message}`);
+        }
       });
     });
     try {
-      await Promise.race([waitForStop(opts.signal), failed]);
+      await Promise.race([life.stopRequested, failed]);
     } finally {
       off();
       offError();
@@ -115,28 +138,4 @@ export async function run(args: string[], io: CommandIO, opts: NeighRunOptions =
   } finally {
     await mirror.close();
   }
-}
-
-function waitForStop(signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal) {
-      if (signal.aborted) resolve();
-      else signal.addEventListener('abort', () => resolve(), { once: true });
-      return;
-    }
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
-}
-
-export function parseFamily(v: string | undefined): Family | undefined {
-  if (v === undefined) return undefined;
-  if (v === '4' || v === 'inet' || v === 'ipv4') return 4;
-  if (v === '6' || v === 'inet6' || v === 'ipv6') return 6;
-  throw new PinholeError('ERR_CLI_USAGE', `--family must be 4 or 6, not ${v}`);
 }

@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { Mirror } from '../../netlink/mirror.ts';
 import { routeProtocolName, routeTypeName, type RouteEntry } from '../../netlink/rtnl.ts';
 import { table, toJson, type CommandIO } from '../io.ts';
-import { parseFamily } from './neigh.ts';
+import { parseFamily } from '../args.ts';
 
 export async function run(args: string[], io: CommandIO): Promise<number> {
   const { values } = parseArgs({

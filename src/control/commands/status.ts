@@ -75,6 +75,7 @@ export function formatStatus(s: DaemonStatus, neighbours: readonly NeighbourStat
     out.push('uplink     none (recovering)');
   } else {
     out.push(`uplink     ${u.interface}: ${u.mode}${u.xdpMode ? ` (XDP ${u.xdpMode})` : ''}${u.detail ? `, ${u.detail}` : ''}`);
+    if (u.link === 'down') out.push('  link     down (no carrier or admin down): nothing flows until it is up again');
     if (u.reasons.length) out.push('  why', ...reasonLines('    ', u.reasons));
     out.push(`queues     ${u.queues}`);
     out.push(`ports      ${u.ports.length ? u.ports.join(', ') : 'none'}`);

@@ -21,12 +21,11 @@
 import { parseArgs } from 'node:util';
 import { getSys, PinholeError } from '../../sys/index.ts';
 import { startUplink, type RequestedMode } from '../../uplink/runner.ts';
-import { isRingSize, XSK_RING_MAX, XSK_RING_MIN } from '../../uplink/xsk/sizing.ts';
 import { requireCaps, type CapName } from '../caps.ts';
 import { toJson, type CommandIO } from '../io.ts';
 import { startLagMonitor } from '../lag.ts';
 import { parseMillis, runUntilStopped } from '../lifecycle.ts';
-import { specFromArgs } from './bpf.ts';
+import { parseRingSize, specFromArgs } from '../args.ts';
 
 export async function run(args: string[], io: CommandIO, opts: { signal?: AbortSignal } = {}): Promise<number> {
   const { values } = parseArgs({
@@ -149,13 +148,4 @@ function checkCrossConnect(iface: string, to: string): void {
     }
   }
   if (same) throw new PinholeError('ERR_CLI_USAGE', `uplink: --to ${to} is the uplink itself (--iface ${iface}); name another interface`);
-}
-
-/** `--ring-size N`: a power of two XSK_RING_MIN..XSK_RING_MAX, written in decimal. */
-export function parseRingSize(text: string): number {
-  const n = Number(text);
-  if (!/^\d+$/.test(text) || !isRingSize(n)) {
-    throw new PinholeError('ERR_CLI_USAGE', `--ring-size ${text}: a power of two ${XSK_RING_MIN}..${XSK_RING_MAX}`);
-  }
-  return n;
 }

@@ -34,6 +34,7 @@ import { PinholeError } from '../../sys/errors.ts';
 import { readMounts } from '../../kernel/bpffs.ts';
 import { buildLab, listNetns, planLab, type LabNode, type LabOptions, type LabPlan } from './topology.ts';
 import { PINHOLE_BIN } from './node-daemon.ts';
+import { LAB_TOOLS, requireTools } from './tools.ts';
 
 export const LAB_PREFIX = 'phlab';
 export const LAB_STATE_DIR = '/run/pinhole/lab';
@@ -200,7 +201,7 @@ function signal(pid: number, sig: NodeJS.Signals): void {
 
 // ---- XDP programs and pins -------------------------------------------------------------------
 
-export interface XdpAttachment {
+export interface LabXdpProgram {
   ns: string;
   iface: string;
   id: number;
@@ -230,8 +231,8 @@ function ipLinks(ns: string): IpLink[] {
   }
 }
 
-function xdpOf(ns: string, l: IpLink): XdpAttachment[] {
-  const out: XdpAttachment[] = [];
+function xdpOf(ns: string, l: IpLink): LabXdpProgram[] {
+  const out: LabXdpProgram[] = [];
   // One program shows up both as `prog` and in `attached` (iproute2 prints both forms).
   const add = (x: XdpJson | undefined): void => {
     if (x?.prog && typeof x.prog.id === 'number' && !out.some((y) => y.id === x.prog!.id)) {
@@ -268,7 +269,7 @@ export interface LabDownResult {
   /** Processes ended in the lab's namespaces (and how). */
   processes: (ProcessInfo & { signal: 'SIGTERM' | 'SIGKILL' })[];
   /** XDP programs that were attached in the lab (gone with its veths). */
-  xdp: XdpAttachment[];
+  xdp: LabXdpProgram[];
   namespaces: string[];
   pins: string[];
   files: string[];
@@ -364,10 +365,12 @@ export function labBusy(exceptPid?: number): string | undefined {
 
 /**
  * Builds the lab and writes the nodes' config files. A lab left by an earlier run is removed
- * first, unless a demo or a pinhole still runs in it (ERR_LAB_BUSY: `lab down` first).
+ * first, unless a demo or a pinhole still runs in it (ERR_LAB_BUSY: `lab down` first). Without
+ * iproute2's `ip`, nothing is touched (ERR_LAB_TOOLS_MISSING, tools.ts).
  */
 export async function labUp(o: { exceptPid?: number } = {}): Promise<LabUpResult> {
   const t0 = Date.now();
+  requireTools('pinhole lab up', LAB_TOOLS);
   const busy = labBusy(o.exceptPid);
   if (busy) throw new PinholeError('ERR_LAB_BUSY', `the lab is in use: ${busy}; run \`pinhole lab down\` first`);
   let replaced: LabDownResult | null = null;

@@ -3,6 +3,8 @@
  * config files `lab up` writes, real traffic, one table of what happened, and everything removed.
  *
  * Steps (one progress line each, with the time since start and the step's duration):
+ *   0. (before anything, no line) the programs it runs are installed: ip, ping, iperf3
+ *      (ERR_LAB_TOOLS_MISSING naming them and their Debian packages, tools.ts);
  *   1. clean up what an earlier run left (`lab down`; refused while a demo or pinhole runs in it);
  *   2. build the lab and write node-a.yaml / node-b.yaml;
  *   3. start `pinhole run --config` on both nodes, wait for their `ready` lines;
@@ -45,6 +47,7 @@ import {
   type PingResult,
 } from './traffic.ts';
 import type { LabPlan } from './topology.ts';
+import { DEMO_TOOLS, requireTools } from './tools.ts';
 
 export const PING_COUNT = 20;
 export const PING_INTERVAL_S = 0.05;
@@ -110,7 +113,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   const daemons: NodeDaemon[] = [];
   const servers: IperfServer[] = [];
   const streams: { kill(): void }[] = [];
-  // Before anything is touched: a lab in use (a kept demo, a pinhole started by hand) is not ours to remove.
+  // Before anything is touched: the programs the demo runs (a fresh machine may lack iperf3),
+  // and a lab in use (a kept demo, a pinhole started by hand) is not ours to remove.
+  requireTools('the demo', DEMO_TOOLS);
   const busy = labBusy(process.pid);
   if (busy) throw new PinholeError('ERR_LAB_BUSY', `the lab is in use: ${busy}; run \`pinhole lab down\` first`);
   o.progress(

@@ -1,7 +1,11 @@
 /**
- * AF_XDP port: one XskSocket whose UMEM lives inside the worker's AF_XDP area (one anonymous
- * mapping holding every UMEM of the worker), so a frame received on one AF_XDP port and sent on
- * another moves with one copyWithin, no allocation. Descriptors carry area offsets:
+ * AF_XDP port with a UMEM of its own: one XskSocket whose UMEM lives inside the worker's AF_XDP
+ * area (one anonymous mapping holding every UMEM of the worker), so a frame received on one AF_XDP
+ * port and sent on another moves with one copyWithin, no allocation (`tx_copies` counts them).
+ * Ports a worker opens together share one UMEM instead and send each other's frames without a
+ * copy (ports/xsk-shared.ts); this port is what a worker opens alone, with the shared UMEM
+ * switched off, or when the kernel refuses the shared bind (`note` says why, in `detail`).
+ * Descriptors carry area offsets:
  *
  *   area:  [ UMEM of port 0 | UMEM of port 1 | ... ]      descriptor addr = umemOffset + UMEM addr
  *
@@ -26,6 +30,21 @@ export interface XskPortOptions extends PortOptions {
   /** Ring sizes (default: openXsk's, 2048 each). */
   rings?: XskRings;
   xsksMapFd?: number;
+  /** Appended to `detail` (e.g. why this port has a UMEM of its own). */
+  note?: string;
+  /** False for a port that only transmits: over a shared UMEM its fill ring stays empty (default true). */
+  rx?: boolean;
+}
+
+/** Puts socket `sockFd` in the XSKMAP `mapFd` under `queue`, so the XDP program redirects there. */
+export function registerXsk(mapFd: number, queue: number, sockFd: number): void {
+  // A BpfMap over the shared fd; never closed here (the loaded program owns the fd).
+  const xsks = new BpfMap(mapFd, { name: 'xsks', type: 'xskmap', keySize: 4, valueSize: 4, maxEntries: 1 });
+  const key = alloc(4);
+  const val = alloc(4);
+  new DataView(key.buffer).setUint32(0, queue, true);
+  new DataView(val.buffer).setUint32(0, sockFd, true);
+  xsks.update(key, val);
 }
 
 export const XSK_FRAME_SIZE = 4096;
@@ -55,7 +74,7 @@ export class XskPort implements Port {
     this.sock = sock;
     this.name = o.name;
     this.fd = sock.fd;
-    this.detail = `${sock.mode} mode, rx ring ${sock.rxRing.size}, tx ring ${sock.txRing.size}`;
+    this.detail = `${sock.mode} mode, rx ring ${sock.rxRing.size}, tx ring ${sock.txRing.size}${o.note ? `, ${o.note}` : ''}`;
     this.memory = o.memory;
     this.memId = o.memory.register(o.area.buffer);
     this.off = o.areaOffset;
@@ -80,15 +99,7 @@ export class XskPort implements Port {
       area: { mapping: o.area, offset: o.areaOffset },
     });
     try {
-      if (o.xsksMapFd !== undefined) {
-        // A BpfMap over the shared fd; never closed here (the loaded program owns the fd).
-        const xsks = new BpfMap(o.xsksMapFd, { name: 'xsks', type: 'xskmap', keySize: 4, valueSize: 4, maxEntries: 1 });
-        const key = alloc(4);
-        const val = alloc(4);
-        new DataView(key.buffer).setUint32(0, o.queue, true);
-        new DataView(val.buffer).setUint32(0, sock.fd, true);
-        xsks.update(key, val);
-      }
+      if (o.xsksMapFd !== undefined) registerXsk(o.xsksMapFd, o.queue, sock.fd);
       // Registering the area may fail (too many memories): the socket must not leak then.
       return new XskPort(sock, o);
     } catch (err) {
@@ -184,6 +195,7 @@ export class XskPort implements Port {
     }
     this.c[this.b + PC.txFrames] += queuedTotal;
     this.c[this.b + PC.txBytes] += bytes;
+    this.c[this.b + PC.txCopies] += queuedTotal;
     this.c[this.b + PC.txDropped] += n - queuedTotal - tooBig;
     this.c[this.b + PC.txTooBig] += tooBig;
     return queuedTotal;
@@ -221,7 +233,11 @@ export class XskPort implements Port {
 
   refreshStats(): void {
     const st = this.sock.stats();
-    this.c[this.b + PC.kernelDrops] = this.kdBase + Number(st.rxDropped + st.rxRingFull + st.rxFillRingEmptyDescs);
+    // One count per dropped frame: rx_dropped (no fill buffer, frame too big) + rx_ring_full.
+    // rx_fill_ring_empty_descs is not added: the kernel raises it together with rx_dropped for
+    // the same empty-fill-ring drop (net/xdp/xsk.c), and a zero-copy driver raises it per failed
+    // refill, not per frame (see XskStats).
+    this.c[this.b + PC.kernelDrops] = this.kdBase + Number(st.rxDropped + st.rxRingFull);
     const s = this.sock;
     this.c[this.b + PC.rxRingUsed] = s.rxRing.available(s.rxRing.size);
     this.c[this.b + PC.rxRingSize] = s.rxRing.size;

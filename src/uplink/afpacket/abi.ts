@@ -5,12 +5,23 @@
  */
 import { defineStruct } from '../../sys/struct.ts';
 
-export const AF_PACKET = 17;
-export const AF_INET = 2;
-export const AF_INET6 = 10;
-export const SOCK_DGRAM = 2;
-export const SOCK_RAW = 3;
-export const SOCK_CLOEXEC = 0o2000000;
+export {
+  AF_INET,
+  AF_INET6,
+  AF_PACKET,
+  MAP_SHARED,
+  MSG_DONTWAIT,
+  MSG_TRUNC,
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
+  PROT_READ,
+  PROT_WRITE,
+  SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  SOCK_RAW,
+} from '../../sys/unix.ts';
 export const ETH_P_ALL = 0x0003;
 
 export const SOL_SOCKET = 1;
@@ -57,16 +68,6 @@ export const TP_STATUS_CSUMNOTREADY = 1 << 3;
 export const TP_STATUS_VLAN_VALID = 1 << 4;
 export const TP_STATUS_BLK_TMO = 1 << 5;
 export const TP_STATUS_VLAN_TPID_VALID = 1 << 6;
-
-export const PROT_READ = 1;
-export const PROT_WRITE = 2;
-export const MAP_SHARED = 1;
-export const MSG_DONTWAIT = 0x40;
-export const MSG_TRUNC = 0x20;
-export const POLLIN = 0x1;
-export const POLLERR = 0x8;
-export const POLLHUP = 0x10;
-export const POLLNVAL = 0x20;
 
 /** Interface ioctls (linux/sockios.h) and struct ifreq (40 bytes: name[16], then a union). */
 export const SIOCGIFNAME = 0x8910;

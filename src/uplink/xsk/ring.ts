@@ -74,11 +74,9 @@ abstract class Ring {
 export class ProducerRing extends Ring {
   private cachedProd: number;
   private cachedCons: number;
-  private readonly entryWords: number;
 
   constructor(mapping: Mapping, off: RingOffsets, size: number, entryWords: 2 | 4) {
     super(mapping, off, size, entryWords);
-    this.entryWords = entryWords;
     this.cachedProd = Atomics.load(this.producer, 0);
     this.cachedCons = Atomics.load(this.consumer, 0);
   }
@@ -118,10 +116,6 @@ export class ProducerRing extends Ring {
   pending(): number {
     this.cachedCons = Atomics.load(this.consumer, 0);
     return (this.cachedProd - this.cachedCons) >>> 0;
-  }
-
-  get wordsPerEntry(): number {
-    return this.entryWords;
   }
 }
 

@@ -12,6 +12,11 @@
  * that just closed: XSK teardown is asynchronous — so it is retried with a short backoff before
  * it becomes ERR_XSK_BUSY. The mode actually obtained is read back with XDP_OPTIONS.
  *
+ * Shared UMEM (`sharedUmem`): no XDP_UMEM_REG; bind with XDP_SHARED_UMEM and the owner's fd, no
+ * mode flags (the owner's mode and need_wakeup apply). On another (interface, queue) than the
+ * owner's the socket sets up fill and completion rings of its own (Linux ≥ 5.10). Its frames are
+ * then managed by the caller (dataplane/frame-pool.ts), as with `externalFrames`.
+ *
  * UMEM frames: `frameCount` chunks of `frameSize` bytes; a frame is named by its byte offset in
  * the UMEM (its "address"). On receive the kernel writes the packet at
  *   chunk + XDP_PACKET_HEADROOM (256) + headroom
@@ -42,6 +47,7 @@ import {
   XDP_PGOFF_TX_RING,
   XDP_RING_NEED_WAKEUP,
   XDP_RX_RING,
+  XDP_SHARED_UMEM,
   XDP_STATISTICS,
   XDP_TX_RING,
   XDP_UMEM_COMPLETION_RING,
@@ -100,8 +106,30 @@ export interface XskOptions {
   /** EBUSY retries before ERR_XSK_BUSY (default 5) and the first delay (default 10 ms, doubling). */
   busyRetries?: number;
   busyDelayMs?: number;
+  /**
+   * Share the UMEM of this bound socket instead of registering one (bind with XDP_SHARED_UMEM and
+   * its fd): a frame received on either socket may be sent by the other by its address, without
+   * a copy. The new socket must be on another (interface, queue) than the owner: it gets fill and
+   * completion rings of its own (kernel ≥ 5.10; older kernels refuse the bind with EINVAL). Frame
+   * size and count, headroom and mode (zero-copy or copy) are the owner's; `mode`, `frameSize`,
+   * `frameCount`, `headroom` and `area` are ignored. Implies `externalFrames`.
+   */
+  sharedUmem?: XskSocket;
+  /**
+   * The caller manages the UMEM's frames (a frame pool shared by several sockets): the socket
+   * keeps no free stack and puts nothing in its fill ring; use its rings directly, not fill(),
+   * releaseRx(), allocTx() or completions().
+   */
+  externalFrames?: boolean;
 }
 
+/**
+ * XDP_STATISTICS (net/xdp/xsk.c). A frame the kernel drops on its way into the socket is counted
+ * once, in `rxDropped` (no fill-ring buffer; larger than a frame) or in `rxRingFull` (RX ring
+ * full): their sum is the socket's drop count. `rxFillRingEmptyDescs` counts the times a buffer
+ * was wanted and the fill ring was empty — in copy mode the same event as an `rxDropped`, in
+ * zero-copy mode a driver refill attempt — so adding it to the drops counts them twice.
+ */
 export interface XskStats {
   rxDropped: bigint;
   rxInvalidDescs: bigint;
@@ -399,11 +427,13 @@ function isZeroCopyUnsupported(code: string | undefined): boolean {
  */
 export async function openXsk(opts: XskOptions): Promise<XskSocket> {
   const sys = getSys();
-  const frameSize = opts.frameSize ?? 4096;
+  const owner = opts.sharedUmem;
+  const external = owner !== undefined || opts.externalFrames === true;
+  const frameSize = owner ? owner.frameSize : (opts.frameSize ?? 4096);
   if (frameSize !== 2048 && frameSize !== 4096)
     throw new PinholeError('ERR_XSK_CONFIG', `frameSize must be 2048 or 4096, got ${frameSize}`);
-  const frameCount = opts.frameCount ?? 4096;
-  const headroom = opts.headroom ?? 0;
+  const frameCount = owner ? owner.frameCount : (opts.frameCount ?? 4096);
+  const headroom = owner ? owner.headroom : (opts.headroom ?? 0);
   if (!Number.isInteger(frameCount) || frameCount < 2)
     throw new PinholeError('ERR_XSK_CONFIG', `frameCount must be an integer ≥ 2, got ${frameCount}`);
   if (frameCount * frameSize > 0x80000000) throw new PinholeError('ERR_XSK_CONFIG', 'UMEM larger than 2 GiB');
@@ -416,6 +446,10 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
   const txSize = pow2(opts.txSize ?? 2048, 'txSize');
   const ifindex = typeof opts.iface === 'number' ? opts.iface : sys.ifNameToIndex(opts.iface);
   const where = `ifindex ${ifindex}${typeof opts.iface === 'string' ? ` (${opts.iface})` : ''} queue ${opts.queue}`;
+  if (owner && owner.ifindex === ifindex && owner.queue === opts.queue) {
+    // Same queue: the kernel shares the owner's fill and completion rings instead; not used here.
+    throw new PinholeError('ERR_XSK_CONFIG', `a shared UMEM socket must be on another queue than its owner (${where})`);
+  }
 
   let fd = -1;
   let area: Mapping | undefined;
@@ -428,7 +462,9 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
       fd = sys.socket(AF_XDP, SOCK_RAW, 0);
       step = 'mmap UMEM';
       const size = frameSize * frameCount;
-      if (opts.area) {
+      if (owner) {
+        umem = owner.umem;
+      } else if (opts.area) {
         const { mapping, offset } = opts.area;
         if (offset % 4096 !== 0 || offset + size > mapping.length) {
           throw new PinholeError(
@@ -445,21 +481,23 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
       }
       step = 'XDP_UMEM_REG';
       // The UMEM address is in `reg`; `area` stays reachable (we keep it) for the socket's life.
-      sys.setsockopt(
-        fd,
-        SOL_XDP,
-        XDP_UMEM_REG,
-        XdpUmemReg.encode(
-          {
-            addr: umemAddr,
-            len: BigInt(frameSize * frameCount),
-            chunk_size: frameSize,
-            headroom,
-            flags: 0,
-          },
-          alloc(XdpUmemReg.size),
-        ),
-      );
+      // A socket sharing another's UMEM registers none (bind names the owner).
+      if (!owner)
+        sys.setsockopt(
+          fd,
+          SOL_XDP,
+          XDP_UMEM_REG,
+          XdpUmemReg.encode(
+            {
+              addr: umemAddr,
+              len: BigInt(frameSize * frameCount),
+              chunk_size: frameSize,
+              headroom,
+              flags: 0,
+            },
+            alloc(XdpUmemReg.size),
+          ),
+        );
       step = 'ring sizes';
       sys.setsockopt(fd, SOL_XDP, XDP_UMEM_FILL_RING, u32buf(fillSize));
       sys.setsockopt(fd, SOL_XDP, XDP_UMEM_COMPLETION_RING, u32buf(compSize));
@@ -485,9 +523,10 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
     const rx = new ConsumerRing(mapRing(rxO, rxSize, XDP_DESC_SIZE, XDP_PGOFF_RX_RING), rxO, rxSize, 4);
     const tx = new ProducerRing(mapRing(txO, txSize, XDP_DESC_SIZE, XDP_PGOFF_TX_RING), txO, txSize, 4);
 
-    const freeStack = new Uint32Array(frameCount);
+    // Frames managed by the caller (a shared pool): no free stack here.
+    const freeStack = new Uint32Array(external ? 0 : frameCount);
     // Highest addresses at the bottom so the first frames handed out are the lowest.
-    for (let i = 0; i < frameCount; i++) freeStack[i] = (frameCount - 1 - i) * frameSize;
+    for (let i = 0; i < freeStack.length; i++) freeStack[i] = (frameCount - 1 - i) * frameSize;
 
     const mode = await bindWithRetry(sys, fd, ifindex, opts, where);
     if (mode === 'copy') raiseTxBudget(sys, fd, opts.txBudget ?? XSK_TX_BUDGET);
@@ -508,10 +547,10 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
       rx,
       tx,
       freeStack,
-      freeTop: frameCount,
+      freeTop: freeStack.length,
     });
     // Half the frames wait in the fill ring for traffic; the rest are for TX.
-    sock.fill(Math.min(fillSize, frameCount >>> 1));
+    if (!external) sock.fill(Math.min(fillSize, frameCount >>> 1));
     return sock;
   } catch (err) {
     for (const m of mappings) sys.munmap(m);
@@ -571,6 +610,10 @@ async function bindWithRetry(sys: Sys, fd: number, ifindex: number, opts: XskOpt
   let delay = opts.busyDelayMs ?? 10;
   const want = opts.mode ?? 'auto';
   const tryModes: XskMode[] = want === 'auto' ? ['zerocopy', 'copy'] : [want];
+  // A shared-UMEM bind takes no mode flags (the kernel answers EINVAL): the owner's mode and
+  // need_wakeup setting apply. One attempt per round, as for a forced mode.
+  const shared = opts.sharedUmem;
+  if (shared) tryModes.splice(0, tryModes.length, shared.mode);
   let zcError: unknown;
   for (let attempt = 0; ; attempt++) {
     let busy: unknown;
@@ -578,10 +621,10 @@ async function bindWithRetry(sys: Sys, fd: number, ifindex: number, opts: XskOpt
       SockaddrXdp.encode(
         {
           sxdp_family: AF_XDP,
-          sxdp_flags: XDP_USE_NEED_WAKEUP | (m === 'zerocopy' ? XDP_ZEROCOPY : XDP_COPY),
+          sxdp_flags: shared ? XDP_SHARED_UMEM : XDP_USE_NEED_WAKEUP | (m === 'zerocopy' ? XDP_ZEROCOPY : XDP_COPY),
           sxdp_ifindex: ifindex,
           sxdp_queue_id: opts.queue,
-          sxdp_shared_umem_fd: 0,
+          sxdp_shared_umem_fd: shared ? shared.fd : 0,
         },
         addr,
       );
@@ -594,11 +637,11 @@ async function bindWithRetry(sys: Sys, fd: number, ifindex: number, opts: XskOpt
           busy = err;
           break; // the queue is taken whatever the mode
         }
-        if (m === 'zerocopy' && want === 'auto' && isZeroCopyUnsupported(code)) {
+        if (!shared && m === 'zerocopy' && want === 'auto' && isZeroCopyUnsupported(code)) {
           zcError = err;
           continue;
         }
-        throw new PinholeError('ERR_XSK_BIND', `bind xsk to ${where} (${m})`, {
+        throw new PinholeError('ERR_XSK_BIND', `bind xsk to ${where} (${m}${shared ? ', shared UMEM' : ''})`, {
           cause: err,
           details: { errno: code, zeroCopyError: errnoCodeOf(zcError) },
         });

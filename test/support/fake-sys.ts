@@ -6,9 +6,9 @@
  *   const fake = new FakeSys({ socket: () => { throw fake.errno('socket', 'EAFNOSUPPORT'); } });
  *   const restore = useSys(fake);
  */
-import { errnoNumber } from './errno.ts';
-import { SysError } from './errors.ts';
-import type { Mapping, Sys } from './sys.ts';
+import { errnoNumber } from '../../src/sys/errno.ts';
+import { SysError } from '../../src/sys/errors.ts';
+import type { Mapping, Sys } from '../../src/sys/sys.ts';
 
 type Handlers = { [K in keyof Sys]?: Sys[K] };
 
@@ -85,9 +85,6 @@ export class FakeSys implements Sys {
   }
   recvfrom(fd: number, buf: Uint8Array, flags: number, addr: Uint8Array | null): number {
     return this.call('recvfrom', [fd, buf, flags, addr]);
-  }
-  recvAsync(fd: number, buf: Uint8Array, flags: number): Promise<number> {
-    return this.call('recvAsync', [fd, buf, flags]);
   }
   close(fd: number): void {
     this.call('close', [fd]);

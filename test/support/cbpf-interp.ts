@@ -64,8 +64,8 @@ import {
   SKF_AD_VLAN_TPID,
   CbpfAsmError,
   disasmInsn,
-} from './asm.ts';
-import type { CbpfProgram } from './asm.ts';
+} from '../../src/bpf/cbpf/asm.ts';
+import type { CbpfProgram } from '../../src/bpf/cbpf/asm.ts';
 
 /** skb metadata visible to ancillary loads. Mutable: reuse one per VM, set fields per packet. */
 export interface CbpfContext {

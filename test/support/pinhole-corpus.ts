@@ -17,11 +17,11 @@
  * To reach every reason the options need at least one port, and `address` is only reachable when
  * addresses are filtered (by default: when `addresses` is not empty).
  */
-import { buildFrame, TPID_8021AD, TPID_8021Q } from '../../packet/build.ts';
-import type { FrameSpec, IPv4Spec, IPv6ExtSpec, IPv6Spec, VlanSpec } from '../../packet/build.ts';
-import { formatIPv4, formatIPv6, parseIP } from '../../packet/ip.ts';
-import { policyState } from './reference.ts';
-import type { PinholeSpec, PolicyState, Reason } from './policy.ts';
+import { buildFrame, TPID_8021AD, TPID_8021Q } from '../../src/packet/build.ts';
+import type { FrameSpec, IPv4Spec, IPv6ExtSpec, IPv6Spec, VlanSpec } from '../../src/packet/build.ts';
+import { formatIPv4, formatIPv6, parseIP } from '../../src/packet/ip.ts';
+import { policyState } from '../../src/bpf/pinhole/reference.ts';
+import type { PinholeSpec, PolicyState, Reason } from '../../src/bpf/pinhole/policy.ts';
 
 export interface CorpusOptions extends PinholeSpec {
   seed: number;
