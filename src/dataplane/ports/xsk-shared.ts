@@ -88,7 +88,6 @@ function ringOptions(r: XskRings | undefined): { rxSize?: number; txSize?: numbe
   return r ? { rxSize: r.rx, txSize: r.tx, fillSize: r.fill, compSize: r.comp } : {};
 }
 
-const TOUCH = Number(process.env.PH_TOUCH ?? '0');
 export class SharedXskPort implements Port {
   readonly name: string;
   readonly driver = 'afxdp' as const;
@@ -116,7 +115,6 @@ export class SharedXskPort implements Port {
   /** Receives frames (a transmit-only port keeps no frames in its fill ring). */
   private readonly receives: boolean;
   private closed = false;
-  touched = 0;
 
   private constructor(sock: XskSocket, o: PortOptions & { rx?: boolean }, pool: FramePool, note: string) {
     this.sock = sock;
@@ -134,10 +132,15 @@ export class SharedXskPort implements Port {
     this.receives = o.rx !== false;
     // A few batches of copies per member, however full the receive rings are.
     this.reserve = Math.min(sock.txRing.size, 4 * o.batchSize);
-    this.member = pool.join(this.reserve);
+    this.memId = o.memory.register(sock.umem.buffer);
+    try {
+      this.member = pool.join(this.reserve);
+    } catch (err) {
+      o.memory.release(this.memId);
+      throw err;
+    }
     this.rxSide = FramePool.rxSide(this.member);
     this.txSide = FramePool.txSide(this.member);
-    this.memId = o.memory.register(sock.umem.buffer);
   }
 
   /**
@@ -239,8 +242,6 @@ export class SharedXskPort implements Port {
     const mem = this.memory;
     const maxCopy = this.maxCopy;
     const room = ring.free(n);
-    const u8 = mem.u8[id]!;
-    let touch = 0;
     const imem = input.mem;
     const iaddr = input.addr;
     const ilen = input.len;
@@ -258,10 +259,6 @@ export class SharedXskPort implements Port {
         // Ours and on a receive side: queued as it is; the receiving port will not refill it.
         owner[a >>> shift] = me;
         d = a;
-        if (TOUCH > 0) {
-          const end = TOUCH === 1 ? a + 1 : a + l;
-          for (let o = a & ~63; o < end; o += 64) touch += u8[o]!;
-        }
       } else {
         if (l > maxCopy) {
           tooBig++;
@@ -287,7 +284,6 @@ export class SharedXskPort implements Port {
       ring.setDesc(k++, d, l);
       bytes += l;
     }
-    this.touched = touch;
     // One producer update for the batch.
     if (k > 0) ring.submit(k);
     const c = this.c;
