@@ -7,8 +7,10 @@
  * (XDP_SHARED_UMEM, ports/xsk-shared.ts): a frame received on one is sent on another by its
  * descriptor, without a copy. A port the kernel refuses to share with (or every port, with
  * PINHOLE_XSK_UMEM=own) has a UMEM of its own in its slice of the area, and frames to and from
- * it move with one copy. Ports added later by a new plan get an area of their own. Counters are written into the shared Float64Array at the slots the plan's
- * layout gives (counters.ts); the main thread reads them by name at any time.
+ * it move with one copy. Ports added later by a new plan get an area of their own (one shared UMEM
+ * among them when there are two or more; frames between them and the older ports are copied).
+ * Counters are written into the shared Float64Array at the slots the plan's layout gives
+ * (counters.ts); the main thread reads them by name at any time.
  *
  * Reconfiguration (connections added, removed or changed while running): the main thread posts
  * a ConfigureMessage on the worker's control port and raises CTRL_RECONF; the engine returns
@@ -21,7 +23,7 @@
  * stays open through renames and index shifts: its traffic never stops.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { getSys, type Mapping } from '../sys/index.ts';
+import { getSys, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, type Mapping } from '../sys/index.ts';
 import { counterBase, type CounterLayout } from './counters.ts';
 import type { Engine } from './engine.ts';
 import { buildGraph, type GraphShared } from './graph.ts';
@@ -64,10 +66,6 @@ export interface WorkerInit {
   neighbours?: SharedArrayBuffer;
   nexthops?: SharedArrayBuffer;
 }
-
-const PROT_RW = 3;
-const MAP_PRIVATE = 0x02;
-const MAP_ANONYMOUS = 0x20;
 
 function post(m: WorkerMessage): void {
   parentPort!.postMessage(m);
@@ -141,7 +139,7 @@ async function openPorts(
     xsks++;
   }
   const area: Area | undefined =
-    bytes > 0 ? { mapping: getSys().mmap(bytes, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), users: 0 } : undefined;
+    bytes > 0 ? { mapping: getSys().mmap(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), users: 0 } : undefined;
   const share = sharedUmemWanted();
   // One UMEM must stay within openXsk's 2 GiB (descriptor addresses are 32-bit here).
   const fits = bytes <= MAX_SHARED_UMEM;

@@ -36,7 +36,18 @@
  *   called with `drained: false` before yielding and again with `drained: true` once EAGAIN is
  *   seen; nothing is delivered in between.
  */
-import { AF_NETLINK, PinholeError, POLLIN, SOCK_CLOEXEC, SOCK_RAW, SysError, alloc, getSys } from '../sys/index.ts';
+import {
+  AF_NETLINK,
+  MSG_DONTWAIT,
+  MSG_TRUNC,
+  PinholeError,
+  POLLIN,
+  SOCK_CLOEXEC,
+  SOCK_RAW,
+  SysError,
+  alloc,
+  getSys,
+} from '../sys/index.ts';
 import {
   NETLINK_ROUTE,
   NLMSG_DONE,
@@ -61,8 +72,6 @@ const SOL_NETLINK = 270;
 const NETLINK_ADD_MEMBERSHIP = 1;
 const NETLINK_CAP_ACK = 10;
 const NETLINK_EXT_ACK = 11;
-const MSG_DONTWAIT = 0x40;
-const MSG_TRUNC = 0x20;
 
 /** Receive buffer for one datagram: dumps use up to 32 KiB skbs; notifications are small. */
 const RECV_SIZE = 64 * 1024;

@@ -4,6 +4,7 @@
  * its interface (uplink/xsk/abi.ts, uplink/afpacket/abi.ts, netlink/rtnl.ts).
  */
 export const AF_UNSPEC = 0;
+export const AF_UNIX = 1;
 export const AF_INET = 2;
 export const AF_BRIDGE = 7;
 export const AF_INET6 = 10;

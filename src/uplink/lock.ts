@@ -9,11 +9,7 @@
  * The holder's pid is found through /proc/net/unix + /proc/<pid>/fd, best effort, for the error.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { alloc, getSys, PinholeError, SysError } from '../sys/index.ts';
-
-const AF_UNIX = 1;
-const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
+import { AF_UNIX, alloc, getSys, PinholeError, SOCK_CLOEXEC, SOCK_DGRAM, SysError } from '../sys/index.ts';
 
 export interface IfaceLock {
   readonly name: string;

@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { PINHOLE_BIN } from './cli.ts';
+import { outputUntil } from './output.ts';
 
 export interface ReadyLine {
   event: 'ready';
@@ -71,43 +72,27 @@ export function startPinhole(
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) => {
     child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
+  /** The first JSON line on stdout of event `event` that satisfies `pred`, once it is printed. */
   const lineWith = (event: string, ms: number, pred: (j: never) => boolean = () => true): Promise<unknown> =>
-    new Promise((resolve, reject) => {
-      const check = (): boolean => {
+    outputUntil(
+      child,
+      'stdout',
+      () => {
         for (const l of stdout.split('\n')) {
           if (!l.trim()) continue;
           try {
             const j = JSON.parse(l) as { event?: string };
-            if (j.event === event && pred(j as never)) {
-              resolve(j);
-              return true;
-            }
+            if (j.event === event && pred(j as never)) return j;
           } catch {
             // partial line
           }
         }
-        return false;
-      };
-      if (check()) return;
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new Error(`pinhole did not print "${event}" within ${ms} ms; stderr:\n${stderr}`));
-      }, ms);
-      const onData = (): void => {
-        if (check()) cleanup();
-      };
-      const onExit = (): void => {
-        if (!check()) reject(new Error(`pinhole exited before "${event}": stdout ${stdout}\nstderr:\n${stderr}`));
-        cleanup();
-      };
-      const cleanup = (): void => {
-        clearTimeout(timer);
-        child.stdout!.off('data', onData);
-        child.off('close', onExit);
-      };
-      child.stdout!.on('data', onData);
-      child.once('close', onExit);
-    });
+        return undefined;
+      },
+      `pinhole printing "${event}"`,
+      () => `stdout ${stdout}\nstderr:\n${stderr}`,
+      ms,
+    );
   const ready = lineWith('ready', timeoutMs) as Promise<ReadyLine>;
   ready.catch(() => undefined);
   return {

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { ApiClient } from '../../src/api/client.ts';
 import type { DaemonStatus, NeighbourStatus } from '../../src/daemon/control.ts';
 import { buildLab, type Lab, type LabNode, type LabOptions, type LabWorkload } from '../../src/control/lab/topology.ts';
+import { iperf as runIperf, startIperfServer } from '../../src/control/lab/traffic.ts';
 import { killLeftoverPinholes, startPinhole, type PinholeProc } from './pinhole-proc.ts';
 
 /** A `ready`, `stats` or `stopped` line of `pinhole run`, as far as the tests read it. */
@@ -210,25 +211,28 @@ export function backgroundPing(
   };
 }
 
-export function iperf(lab: Lab, client: string, serverNs: string, server: string, udp: boolean): { bps: number; lost?: number } {
-  const srv = lab.spawn(serverNs, 'iperf3', ['-s', '-1', '-B', server]);
+/**
+ * One second of iperf3 from `client` to a server in `serverNs` bound to `server` (started first,
+ * awaited until it listens): the rate the receiver saw, and for UDP the share lost.
+ */
+export async function iperf(
+  client: string,
+  serverNs: string,
+  server: string,
+  o: { udp?: boolean; reverse?: boolean; bitrate?: string } = {},
+): Promise<{ bps: number; lost?: number }> {
+  const srv = await startIperfServer(serverNs, { bind: server, timeoutMs: 5000 });
   try {
-    // The server needs a moment to listen: retry the client until it connects (bounded).
-    for (let i = 0; ; i++) {
-      try {
-        const args = ['-c', server, '-t', '1', '-J', ...(udp ? ['-u', '-b', '200M', '-l', '1200'] : [])];
-        const j = JSON.parse(lab.exec(client, 'iperf3', args)) as {
-          end: { sum_received?: { bits_per_second: number }; sum?: { bits_per_second: number; lost_percent: number } };
-        };
-        if (udp) return { bps: j.end.sum!.bits_per_second, lost: j.end.sum!.lost_percent };
-        return { bps: j.end.sum_received!.bits_per_second };
-      } catch (err) {
-        if (i >= 20) throw err;
-        lab.exec(client, 'sleep', ['0.1']);
-      }
-    }
+    const r = await runIperf(client, {
+      server,
+      seconds: 1,
+      ...(o.reverse ? { reverse: true } : {}),
+      ...(o.udp ? { udp: true, bitrate: o.bitrate ?? '200M', length: 1200 } : {}),
+    });
+    assert.ok(r.receivedBps !== undefined, `iperf3 ${client} → ${server}: no receiver total`);
+    return o.udp ? { bps: r.receivedBps, lost: r.lostPct ?? 0 } : { bps: r.receivedBps };
   } finally {
-    srv.kill('SIGKILL');
+    srv.stop();
   }
 }
 

@@ -2,7 +2,7 @@
  * XDP_STATISTICS against the real kernel: a known number of tunnel frames into an AF_XDP socket
  * that cannot take them all (fill ring short of buffers; RX ring full). Every frame the pinhole
  * program redirected is either on the RX ring or counted once in rx_dropped + rx_ring_full —
- * the sum the AF_XDP port reports as kernelDrops. rx_fill_ring_empty_descs is raised for the
+ * the sum the AF_XDP port reports as kernelDrops (kernelDropsOf). rx_fill_ring_empty_descs is raised for the
  * same drops as rx_dropped (copy mode): adding it too counted each drop twice (issue 7).
  * Two namespaces joined by a veth (one queue); addresses 198.18.0.0/15 only.
  */
@@ -13,7 +13,7 @@ import { addVeth, withNetns, type Netns } from '../helpers/netns.ts';
 import { loadPinhole } from '../../src/kernel/pinhole.ts';
 import { attachXdp } from '../../src/kernel/xdp-attach.ts';
 import { buildFrame } from '../../src/packet/build.ts';
-import { openXsk, type XskStats } from '../../src/uplink/xsk/socket.ts';
+import { kernelDropsOf, openXsk, type XskStats } from '../../src/uplink/xsk/socket.ts';
 import { inNetns, PacketSocket, u32 } from './xsk-netns.ts';
 
 requireRoot();
@@ -25,11 +25,6 @@ const SENT = 200;
 
 function macOf(ns: Netns, ifname: string): string {
   return (JSON.parse(ns.ip('-j', 'link', 'show', ifname)) as { address: string }[])[0]!.address;
-}
-
-/** The port's kernelDrops formula (dataplane/ports/xsk.ts refreshStats). */
-function kernelDrops(s: XskStats): bigint {
-  return s.rxDropped + s.rxRingFull;
 }
 
 /**
@@ -74,7 +69,7 @@ async function flood(tag: string, frameCount: number, fillSize: number): Promise
           tunnel = ph.counters().byReason.tunnel;
           received = xsk.rxRing.available(xsk.rxRing.size);
           stats = xsk.stats();
-          if ((tunnel === BigInt(SENT) && BigInt(received) + kernelDrops(stats) >= tunnel) || Date.now() > deadline) break;
+          if ((tunnel === BigInt(SENT) && BigInt(received) + kernelDropsOf(stats) >= tunnel) || Date.now() > deadline) break;
           await new Promise((r) => setTimeout(r, 10));
         }
         return { received, tunnel, stats };
@@ -95,7 +90,7 @@ test('fill ring short of buffers: received + rx_dropped == sent; rx_fill_ring_em
   assert.equal(tunnel, BigInt(SENT), 'the program redirected every frame');
   assert.equal(received, 32, 'as many received as there were fill buffers');
   assert.equal(
-    BigInt(received) + kernelDrops(stats),
+    BigInt(received) + kernelDropsOf(stats),
     BigInt(SENT),
     JSON.stringify(stats, (_, v) => (typeof v === 'bigint' ? Number(v) : v)),
   );
@@ -111,7 +106,7 @@ test('RX ring full: received + rx_ring_full == sent; nothing in rx_dropped', asy
   assert.equal(tunnel, BigInt(SENT));
   assert.equal(received, 64, 'the RX ring is full');
   assert.equal(
-    BigInt(received) + kernelDrops(stats),
+    BigInt(received) + kernelDropsOf(stats),
     BigInt(SENT),
     JSON.stringify(stats, (_, v) => (typeof v === 'bigint' ? Number(v) : v)),
   );

@@ -15,9 +15,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireRoot } from '../helpers/require.ts';
 import { runCli } from '../helpers/cli.ts';
-import { createNetns } from '../helpers/netns.ts';
+import { createNetns, type Netns } from '../helpers/netns.ts';
 import { killLeftoverPinholes, startPinhole, type PinholeProc } from '../helpers/pinhole-proc.ts';
-import { buildLab, type Lab } from '../../src/control/lab/topology.ts';
+import { followLog, lineMatching, type LogWatch } from '../helpers/output.ts';
+import { addWorkloadVeth, buildLab, type Lab } from '../../src/control/lab/topology.ts';
 import { ApiClient, apiRequest } from '../../src/api/client.ts';
 import type { DaemonStatus } from '../../src/daemon/control.ts';
 
@@ -78,42 +79,6 @@ async function assertNoLoss(s: Steady, what: string): Promise<void> {
   const r = await s.stop();
   assert.ok(r.sent > 10, `${what}: the steady ping ran: ${r.summary}`);
   assert.ok(r.sent - r.received <= 1, `${what}: lost pings: ${r.summary}`);
-}
-
-interface LogWatch {
-  text(): string;
-  /** Resolves once `n` log lines in all match `re`. */
-  until(re: RegExp, n?: number, ms?: number): Promise<void>;
-}
-
-/** Follows the daemon's log (JSON lines on stderr) as it is written. */
-function watchLog(p: PinholeProc): LogWatch {
-  let text = '';
-  const waiters = new Set<() => void>();
-  p.child.stderr!.on('data', (d: Buffer) => {
-    text += d.toString();
-    for (const w of [...waiters]) w();
-  });
-  const count = (re: RegExp): number => text.split('\n').filter((l) => re.test(l)).length;
-  return {
-    text: () => text,
-    until(re, n = 1, ms = 15_000) {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`the log has not ${n} line(s) matching ${re} after ${ms} ms:\n${text}`));
-        }, ms);
-        const check = (): void => {
-          if (count(re) < n) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve();
-        };
-        waiters.add(check);
-        check();
-      });
-    },
-  };
 }
 
 /**
@@ -198,11 +163,39 @@ function setup(tag: string, n: number, entries: Entry[], localMode: 'afxdp' | 'a
   const steady = (i: number): Steady => steadyPing(lab, a.workloads[i]!.podNs, b.workloads[i]!.podAddr4);
   const start = async (): Promise<{ p: PinholeProc; log: LogWatch }> => {
     const p = startPinhole(a.ns, ['--config', file], 20_000, 'run');
-    const log = watchLog(p);
+    const log = followLog(p.child);
     await p.ready;
     return { p, log };
   };
   return { lab, socket, file, write, body, pingConn, steady, start, api: new ApiClient(socket, { timeoutMs: 20_000 }) };
+}
+
+type Setup = ReturnType<typeof setup> & {
+  /** A namespace to move the uplink into, made on first use. */
+  spare(): Netns;
+};
+
+/**
+ * Runs `fn` on a fresh setup, then always kills what the test spawned and our pinholes and
+ * removes the lab (and the spare namespace, if the test made one).
+ */
+async function withSetup(
+  tag: string,
+  n: number,
+  entries: Entry[],
+  fn: (s: Setup) => Promise<void>,
+  o: { localMode?: 'afxdp' | 'auto' } = {},
+): Promise<void> {
+  let spare: Netns | undefined;
+  const s = setup(tag, n, entries, o.localMode);
+  try {
+    await fn({ ...s, spare: () => (spare ??= createNetns('chg-spare')) });
+  } finally {
+    killSpawned();
+    killLeftoverPinholes();
+    spare?.close();
+    s.lab.close();
+  }
 }
 
 /** Name, source and configuration of each connection, and the uplink's ports: what a change may alter. */
@@ -246,9 +239,8 @@ function xdpProgOf(lab: Lab, ifname: string): number | undefined {
 const BAD_EVENTS = /"event":"(recovering|reload-failed|reload-rejected|configure-failed|teardown)"/;
 
 test('removing the first of three connections (API, SIGHUP) and renaming one: the others lose no ping', async () => {
-  const s = setup('first', 3, [c(0), c(1), c(2)]);
-  const { lab, api } = s;
-  try {
+  await withSetup('first', 3, [c(0), c(1), c(2)], async (s) => {
+    const { lab, api } = s;
     const { p, log } = await s.start();
     const st0 = await api.status();
     assert.equal(st0.uplink?.mode, 'afxdp');
@@ -302,17 +294,12 @@ test('removing the first of three connections (API, SIGHUP) and renaming one: th
     await p.stop();
     assert.doesNotMatch(log.text(), BAD_EVENTS);
     assert.doesNotMatch(log.text(), /"level":"error"/);
-  } finally {
-    killSpawned();
-    killLeftoverPinholes();
-    lab.close();
-  }
+  });
 });
 
 test('30 connect/disconnect cycles through the API: every request succeeds, the other connection loses nothing, its counters never go back', async () => {
-  const s = setup('cycles', 2, [c(0)]);
-  const { lab, api } = s;
-  try {
+  await withSetup('cycles', 2, [c(0)], async (s) => {
+    const { api } = s;
     const { p, log } = await s.start();
     assert.equal(s.pingConn(0), 3);
     const s0 = s.steady(0);
@@ -344,17 +331,12 @@ test('30 connect/disconnect cycles through the API: every request succeeds, the 
     assert.equal((await api.status()).state, 'running');
     await p.stop();
     assert.doesNotMatch(log.text(), BAD_EVENTS);
-  } finally {
-    killSpawned();
-    killLeftoverPinholes();
-    lab.close();
-  }
+  });
 });
 
 test('local.mode changed through the API switches the workload interface between AF_XDP and AF_PACKET; a forced AF_XDP that cannot be had is refused with its own cause', async () => {
-  const s = setup('lmode', 2, [c(0)]);
-  const { lab, api } = s;
-  try {
+  await withSetup('lmode', 2, [c(0)], async (s) => {
+    const { lab, api } = s;
     const { p, log } = await s.start();
     const driverOf = async (name: string): Promise<string | undefined> =>
       (await api.status()).connections.find((k) => k.name === name)?.driver;
@@ -381,17 +363,12 @@ test('local.mode changed through the API switches the workload interface between
     assert.equal(s.pingConn(0), 3);
     await p.stop();
     assert.doesNotMatch(log.text(), /"event":"(recovering|teardown)"/);
-  } finally {
-    killSpawned();
-    killLeftoverPinholes();
-    lab.close();
-  }
+  });
 });
 
 test("a pod veth that comes back unable to have its local.mode stays waiting, with the reason; the other pod's connection still follows its veth", async () => {
-  const s = setup('stuck', 2, [c(0), c(1)]);
-  const { lab, api } = s;
-  try {
+  await withSetup('stuck', 2, [c(0), c(1)], async (s) => {
+    const { lab, api } = s;
     const { p, log } = await s.start();
     assert.equal(s.pingConn(0), 3);
     assert.equal(s.pingConn(1), 3);
@@ -423,17 +400,12 @@ test("a pod veth that comes back unable to have its local.mode stays waiting, wi
     await p.stop();
     assert.match(log.text(), /"event":"connection-failed"/);
     assert.doesNotMatch(log.text(), /"event":"recovering"/);
-  } finally {
-    killSpawned();
-    killLeftoverPinholes();
-    lab.close();
-  }
+  });
 });
 
 test('a change refused after validation (its port held by a kernel socket), through the API or SIGHUP, changes nothing', async () => {
-  const s = setup('held', 3, [c(0)]);
-  const { lab, api } = s;
-  try {
+  await withSetup('held', 3, [c(0)], async (s) => {
+    const { lab, api } = s;
     const holder = udpReceiver(lab, lab.a.ns, 4790);
     await holder.bound;
     const { p, log } = await s.start();
@@ -474,17 +446,12 @@ test('a change refused after validation (its port held by a kernel socket), thro
     await assertNoLoss(s2, 'c2 through the refused changes');
     await p.stop();
     assert.doesNotMatch(log.text(), /"event":"(recovering|configure-failed|teardown)"/);
-  } finally {
-    killSpawned();
-    killLeftoverPinholes();
-    lab.close();
-  }
+  });
 });
 
 test("removing the last user of a port closes it: a kernel socket on node a gets that port's datagrams again", async () => {
-  const s = setup('lastport', 2, [c(0), c(1, 4790)]);
-  const { lab, api } = s;
-  try {
+  await withSetup('lastport', 2, [c(0), c(1, 4790)], async (s) => {
+    const { lab, api } = s;
     // Node b's kernel peer of c1 uses port 4790 too, so c1 carries traffic before its removal.
     const w = lab.b.workloads[1]!;
     const bn = lab.b.ns;
@@ -530,113 +497,72 @@ test("removing the last user of a port closes it: a kernel socket on node a gets
     await assertNoLoss(s0, 'c0 while c1 and its port went away');
     await p.stop();
     assert.doesNotMatch(log.text(), BAD_EVENTS);
-  } finally {
-    killSpawned();
-    killLeftoverPinholes();
-    lab.close();
-  }
+  });
 });
 
 // Both workload drivers: AF_XDP (redirect-all program, one socket per queue) and the default,
 // AF_PACKET with offload (TPACKET_V2 ring, copies through the receive queue).
 for (const localMode of ['afxdp', 'auto'] as const) {
   test(`a pod's veth deleted under traffic takes down its connection only; created again, it works without a restart (local.mode ${localMode})`, async () => {
-    const s = setup(`veth${localMode.slice(0, 2)}`, 2, [c(0), c(1)], localMode);
-    const { lab, api } = s;
-    try {
-      const { p, log } = await s.start();
-      assert.equal(s.pingConn(0), 3);
-      assert.equal(s.pingConn(1), 3);
-      const s0 = s.steady(0);
-      const a1 = lab.a.workloads[1]!;
-      const b1 = lab.b.workloads[1]!;
-      // Traffic towards pod a1 (the workload port transmits into the veth as it disappears) and from it.
-      const flood = lab.spawn(b1.podNs, 'ping', ['-n', '-i', '0.01', '-W', '1', a1.podAddr4]);
-      spawned.add(flood);
-      const out1 = steadyPing(lab, a1.podNs, b1.podAddr4);
-      await new Promise<void>((resolve) => {
-        let text = '';
-        const onData = (d: Buffer): void => {
-          text += d.toString();
-          if (!/bytes from/.test(text)) return;
-          flood.stdout!.off('data', onData);
-          resolve();
-        };
-        flood.stdout!.on('data', onData);
-      });
-      lab.exec(lab.a.ns, 'ip', ['link', 'del', a1.iface]);
+    await withSetup(
+      `veth${localMode.slice(0, 2)}`,
+      2,
+      [c(0), c(1)],
+      async (s) => {
+        const { lab, api } = s;
+        const { p, log } = await s.start();
+        assert.equal(s.pingConn(0), 3);
+        assert.equal(s.pingConn(1), 3);
+        const s0 = s.steady(0);
+        const a1 = lab.a.workloads[1]!;
+        const b1 = lab.b.workloads[1]!;
+        // Traffic towards pod a1 (the workload port transmits into the veth as it disappears) and from it.
+        const flood = lab.spawn(b1.podNs, 'ping', ['-n', '-i', '0.01', '-W', '1', a1.podAddr4]);
+        spawned.add(flood);
+        const out1 = steadyPing(lab, a1.podNs, b1.podAddr4);
+        let flooded = '';
+        flood.stdout!.on('data', (d: Buffer) => (flooded += d.toString()));
+        await lineMatching(flood, () => flooded, /bytes from/);
+        lab.exec(lab.a.ns, 'ip', ['link', 'del', a1.iface]);
 
-      // The status marks the lost connection (waiting for its interface), and only it; the daemon keeps running.
-      let st: DaemonStatus | undefined;
-      for (let i = 0; i < 100; i++) {
-        st = await api.status();
-        if (st.connections.find((k) => k.name === 'c1')?.state === 'waiting') break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      assert.equal(st!.state, 'running', `the daemon keeps running: ${JSON.stringify(st!.problem)}`);
-      const lost = st!.connections.find((k) => k.name === 'c1')!;
-      assert.equal(lost.state, 'waiting', JSON.stringify(lost));
-      assert.match(lost.problem ?? '', new RegExp(a1.iface), `the status says why: ${JSON.stringify(lost)}`);
-      assert.equal(st!.connections.find((k) => k.name === 'c0')!.state, 'up');
-      assert.equal(s.pingConn(0), 3, 'c0 still works');
-      flood.kill('SIGINT');
-      await out1.stop().catch(() => undefined);
+        // The status marks the lost connection (waiting for its interface), and only it; the daemon keeps running.
+        let st: DaemonStatus | undefined;
+        for (let i = 0; i < 100; i++) {
+          st = await api.status();
+          if (st.connections.find((k) => k.name === 'c1')?.state === 'waiting') break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.equal(st!.state, 'running', `the daemon keeps running: ${JSON.stringify(st!.problem)}`);
+        const lost = st!.connections.find((k) => k.name === 'c1')!;
+        assert.equal(lost.state, 'waiting', JSON.stringify(lost));
+        assert.match(lost.problem ?? '', new RegExp(a1.iface), `the status says why: ${JSON.stringify(lost)}`);
+        assert.equal(st!.connections.find((k) => k.name === 'c0')!.state, 'up');
+        assert.equal(s.pingConn(0), 3, 'c0 still works');
+        flood.kill('SIGINT');
+        await out1.stop().catch(() => undefined);
 
-      // The veth comes back with the same name (as the lab builds it): the connection works again.
-      const ns = lab.a.ns;
-      const pod = a1.podNs;
-      const q = String(lab.plan.workloadQueues);
-      lab.exec(ns, 'ip', [
-        'link',
-        'add',
-        a1.iface,
-        'numtxqueues',
-        q,
-        'numrxqueues',
-        q,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        a1.podIface,
-        'netns',
-        pod,
-        'numtxqueues',
-        q,
-        'numrxqueues',
-        q,
-      ]);
-      lab.exec(ns, 'ip', ['link', 'set', 'dev', a1.iface, 'address', a1.ifaceMac, 'mtu', String(a1.mtu)]);
-      lab.exec(ns, 'sysctl', ['-qw', `net.ipv6.conf.${a1.iface}.disable_ipv6=1`]);
-      lab.exec(pod, 'ip', ['link', 'set', 'dev', a1.podIface, 'address', a1.podMac, 'mtu', String(a1.mtu)]);
-      lab.exec(pod, 'sysctl', ['-qw', `net.ipv6.conf.${a1.podIface}.accept_dad=0`]);
-      lab.exec(pod, 'ip', ['addr', 'add', `${a1.podAddr4}/24`, 'dev', a1.podIface]);
-      lab.exec(pod, 'ip', ['-6', 'addr', 'add', `${a1.podAddr6}/64`, 'dev', a1.podIface, 'nodad']);
-      lab.exec(pod, 'ethtool', ['-K', a1.podIface, 'tx', 'off']);
-      lab.exec(ns, 'ip', ['link', 'set', 'dev', a1.iface, 'up']);
-      lab.exec(pod, 'ip', ['link', 'set', 'dev', a1.podIface, 'up']);
-      assert.equal(pingUntil(lab, pod, b1.podAddr4, 10), 3, `c1 works again: ${JSON.stringify((await api.status()).connections)}`);
-      const back = (await api.status()).connections.find((k) => k.name === 'c1')!;
-      assert.equal(back.state, 'up', JSON.stringify(back));
-      assert.equal(back.problem, undefined, JSON.stringify(back));
+        // The veth comes back with the same name (as the lab builds it): the connection works again.
+        addWorkloadVeth(lab.plan, lab.a, a1);
+        const pod = a1.podNs;
+        assert.equal(pingUntil(lab, pod, b1.podAddr4, 10), 3, `c1 works again: ${JSON.stringify((await api.status()).connections)}`);
+        const back = (await api.status()).connections.find((k) => k.name === 'c1')!;
+        assert.equal(back.state, 'up', JSON.stringify(back));
+        assert.equal(back.problem, undefined, JSON.stringify(back));
 
-      await assertNoLoss(s0, 'c0 while the other pod went and came back');
-      assert.equal((await api.status()).state, 'running');
-      await p.stop();
-      assert.doesNotMatch(log.text(), /"event":"recovering"/);
-    } finally {
-      killSpawned();
-      killLeftoverPinholes();
-      lab.close();
-    }
+        await assertNoLoss(s0, 'c0 while the other pod went and came back');
+        assert.equal((await api.status()).state, 'running');
+        await p.stop();
+        assert.doesNotMatch(log.text(), /"event":"recovering"/);
+      },
+      { localMode },
+    );
   });
 }
 
 test('a PUT naming a missing interface is refused (ERR_IFACE_NOT_FOUND, 4xx) while running and while recovering; recovery then succeeds', async () => {
-  const s = setup('missing', 1, [c(0)]);
-  const { lab, api } = s;
-  const spare = createNetns('chg-spare');
-  try {
+  await withSetup('missing', 1, [c(0)], async (s) => {
+    const { lab, api } = s;
+    const spare = s.spare();
     const { p, log } = await s.start();
     assert.equal(s.pingConn(0), 3);
     const bad = { local: { interface: 'nope0' }, vxlan: { vni: 7, remote: lab.b.underlay4 } };
@@ -664,21 +590,15 @@ test('a PUT naming a missing interface is refused (ERR_IFACE_NOT_FOUND, 4xx) whi
     assert.deepEqual(shape(st), before, 'recovered with the connections it had');
     assert.equal(pingUntil(lab, lab.a.workloads[0]!.podNs, lab.b.workloads[0]!.podAddr4), 3, 'c0 works after the recovery');
     await p.stop();
-  } finally {
-    killSpawned();
-    killLeftoverPinholes();
-    spare.close();
-    lab.close();
-  }
+  });
 });
 
 test("a recovery keeps the connections added through the API, and a pod's veth missing then does not block it", async () => {
-  const s = setup('keep', 3, [c(0), c(2)]);
-  const { lab, api } = s;
-  const spare = createNetns('chg-spare');
-  const names = async (): Promise<[string, string][]> => (await api.status()).connections.map((k) => [k.name, k.source]);
-  const states = async (): Promise<[string, string][]> => (await api.status()).connections.map((k) => [k.name, k.state]);
-  try {
+  await withSetup('keep', 3, [c(0), c(2)], async (s) => {
+    const { lab, api } = s;
+    const spare = s.spare();
+    const names = async (): Promise<[string, string][]> => (await api.status()).connections.map((k) => [k.name, k.source]);
+    const states = async (): Promise<[string, string][]> => (await api.status()).connections.map((k) => [k.name, k.state]);
     const { p, log } = await s.start();
     const { created } = await api.putConnection('c1', s.body(1));
     assert.equal(created, true);
@@ -720,10 +640,5 @@ test("a recovery keeps the connections added through the API, and a pod's veth m
     assert.equal(pingAfter(1), 3, 'the API-added connection works after the second recovery');
     assert.equal(pingAfter(0), 3, 'c0 works after the second recovery');
     await p.stop();
-  } finally {
-    killSpawned();
-    killLeftoverPinholes();
-    spare.close();
-    lab.close();
-  }
+  });
 });

@@ -167,7 +167,9 @@ test('pinhole demo: exits 0 well within a minute, one table with numbers from th
   // Pod A sent at least the UDP datagrams, the TCP stream and 40 echo requests through node a...
   assert.ok(a.encap >= n(udp[5]), `node a encapsulated ${a.encap} frames, UDP alone sent ${udp[5]}`);
   // ...node b decapsulated them (a veth never drops; an overrun receive ring could), and the replies came back.
-  assert.ok(b.decap >= a.encap * 0.9 && b.decap <= a.encap, `node b decapsulated ${b.decap} of ${a.encap}`);
+  // The two nodes' counters are read one after the other while the pods' last frames (a TCP
+  // teardown, neighbour probes) may still pass: node b can count a few that node a sent after its read.
+  assert.ok(b.decap >= a.encap * 0.9 && b.decap <= a.encap + 8, `node b decapsulated ${b.decap} of ${a.encap}`);
   assert.ok(b.encap >= 40 && a.decap >= 40 && a.decap <= b.encap, `replies: node b encap ${b.encap}, node a decap ${a.decap}`);
   for (const node of ['a', 'b']) assert.ok(row(t, `drops, node ${node}`).length > 0);
 

@@ -96,9 +96,9 @@ test('pinhole ↔ pinhole, IPv4 and IPv6 underlay × uplink afxdp and afpacket: 
               assert.match(neighbourOf(lab, w, addr), new RegExp(`lladdr ${other.podMac}`), `${w.podNs} resolved ${addr}`);
             }
           }
-          const tcp = iperf(lab, wa.podNs, wb.podNs, wb.podAddr4, false);
+          const tcp = await iperf(wa.podNs, wb.podNs, wb.podAddr4);
           assert.ok(tcp.bps > 1e6, `TCP over IPv4 through the tunnel: ${tcp.bps} bit/s`);
-          const udp = iperf(lab, wa.podNs, wb.podNs, wb.podAddr6, true);
+          const udp = await iperf(wa.podNs, wb.podNs, wb.podAddr6, { udp: true });
           assert.ok(udp.bps > 1e6, `UDP over IPv6 through the tunnel: ${udp.bps} bit/s`);
           // Counters: 40 pings and nothing else (quiet pods), read when nothing moves. A frame
           // the pods send of their own accord (a late retransmission of the iperf3 control

@@ -64,9 +64,9 @@ for (const c of CASES) {
         assert.equal(r6.received, r6.sent, 'IPv6 overlay ping');
         // Host traffic between the nodes, outside the tunnel, still flows.
         assert.equal(ping(lab, a.ns, remoteOf(b, c.underlay), 3).received, 3, 'node-to-node ping');
-        const tcp = iperf(lab, pa.podNs, pb.podNs, pb.podAddr4, false);
+        const tcp = await iperf(pa.podNs, pb.podNs, pb.podAddr4);
         assert.ok(tcp.bps > 1e6, `TCP through the tunnel: ${tcp.bps} bit/s`);
-        const udp = iperf(lab, pa.podNs, pb.podNs, pb.podAddr4, true);
+        const udp = await iperf(pa.podNs, pb.podNs, pb.podAddr4, { udp: true });
         assert.ok(udp.bps > 1e6, `UDP through the tunnel: ${udp.bps} bit/s`);
         const fin = (await p.stop()) as unknown as RunLine;
         const conn = fin.connections.c0!;
@@ -103,12 +103,12 @@ for (const peer of ['kernel', 'pinhole'] as const) {
       assert.equal(ping(lab, src.podNs, dst.podAddr4).received, 5, 'IPv4 overlay ping');
       assert.equal(ping(lab, src.podNs, dst.podAddr6).received, 5, 'IPv6 overlay ping');
       for (const to of [dst.podAddr4, dst.podAddr6]) {
-        const tcp = iperf(lab, src.podNs, dst.podNs, to, false);
+        const tcp = await iperf(src.podNs, dst.podNs, to);
         assert.ok(tcp.bps > 10e6, `TCP pod A → pod B (${to}): ${tcp.bps} bit/s`);
       }
-      const back = iperf(lab, dst.podNs, src.podNs, src.podAddr4, false);
+      const back = await iperf(dst.podNs, src.podNs, src.podAddr4);
       assert.ok(back.bps > 10e6, `TCP pod B → pod A: ${back.bps} bit/s`);
-      const udp = iperf(lab, src.podNs, dst.podNs, dst.podAddr4, true);
+      const udp = await iperf(src.podNs, dst.podNs, dst.podAddr4, { udp: true });
       assert.ok(udp.bps > 1e6, `UDP through the tunnel: ${udp.bps} bit/s`);
       const fin = (await pa.stop()) as unknown as RunLine;
       const finB = pb ? ((await pb.stop()) as unknown as RunLine) : undefined;

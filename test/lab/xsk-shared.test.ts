@@ -90,7 +90,7 @@ test('VXLAN, local.mode afxdp: uplink and workload sockets share a UMEM; ping an
     assert.equal(ping(lab, pa.podNs, pb.podAddr4, 10).received, 10, 'overlay ping');
     // Full size: 1402 bytes of ICMP payload is a 1430-byte packet, the lab pods' MTU (uplink − 70).
     assert.equal(ping(lab, pa.podNs, pb.podAddr4, 10, 0.05, 1402).received, 10, 'full-size overlay ping');
-    assert.ok(iperf(lab, pa.podNs, pb.podNs, pb.podAddr4, false).bps > 1e6, 'TCP through the tunnel');
+    assert.ok((await iperf(pa.podNs, pb.podNs, pb.podAddr4)).bps > 1e6, 'TCP through the tunnel');
     const fin = (await p.stop()) as unknown as RunLine & { nexthop: Record<string, number> };
     const conn = fin.connections.c0!;
     assert.ok(conn.decap_frames! > 100 && conn.encap_frames! > 100, JSON.stringify(conn));

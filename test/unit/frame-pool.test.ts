@@ -14,13 +14,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { counterBase, readCounters } from '../../src/dataplane/counters.ts';
-import { FramePool, FREE, NOT_POOLED } from '../../src/dataplane/frame-pool.ts';
+import { FramePool, FREE, NOT_POOLED, QUARANTINED } from '../../src/dataplane/frame-pool.ts';
 import { buildGraph } from '../../src/dataplane/graph.ts';
 import { Link } from '../../src/dataplane/link.ts';
 import { PacketMemory } from '../../src/dataplane/memory.ts';
 import { planCounters, type WorkerPlan } from '../../src/dataplane/plan.ts';
 import type { Port } from '../../src/dataplane/port.ts';
-import { SharedXskPort, sharedBindRefused } from '../../src/dataplane/ports/xsk-shared.ts';
+import { SharedXskPort, sharedUmemRefused } from '../../src/dataplane/ports/xsk-shared.ts';
 import { XSK_FRAME_SIZE } from '../../src/dataplane/ports/xsk.ts';
 import { FakeSys } from '../support/fake-sys.ts';
 import { PinholeError, type Mapping } from '../../src/sys/index.ts';
@@ -32,7 +32,8 @@ const FS = XSK_FRAME_SIZE;
 const HEADROOM = 256;
 
 test('FramePool: slices, take above a floor, put, leave; a bad put is refused and counted', () => {
-  const pool = new FramePool(64 * FS, FS);
+  let now = 0;
+  const pool = new FramePool(64 * FS, FS, { now: () => now });
   assert.equal(pool.capacity, 64);
   assert.equal(pool.owner[0], NOT_POOLED);
   pool.add(0, 16);
@@ -59,19 +60,32 @@ test('FramePool: slices, take above a floor, put, leave; a bad put is refused an
   assert.equal(pool.invalid, 1, 'a frame put twice is refused');
   pool.put(20 * FS);
   assert.equal(pool.invalid, 2, 'a frame that is not the pool’s is refused');
-  assert.equal(pool.leave(m, 4), 27 + 1, 'leave gives back what the member held, both sides');
-  assert.equal(pool.available, 32);
+  assert.equal(pool.leave(m, 4), 27 + 1, 'leave quarantines what the member held, both sides');
+  assert.equal(pool.quarantined, 28);
+  assert.equal(pool.held(QUARANTINED), 28);
+  assert.equal(pool.available, 4);
   assert.equal(pool.reserve, 0);
   assert.equal(pool.held(rx), 0);
+  now = 1000;
+  assert.equal(pool.expire(), 28, 'free after the grace period');
+  assert.equal(pool.available, 32);
+  assert.equal(pool.quarantined, 0);
 });
 
-test('sharedBindRefused: EINVAL and EOPNOTSUPP from the bind fall back; EBUSY and other failures do not', () => {
+test('sharedUmemRefused: EINVAL and EOPNOTSUPP from the bind or (Linux < 5.10) the ring sizes fall back; EBUSY and other failures do not', () => {
   const bind = (errno: string) => new PinholeError('ERR_XSK_BIND', 'bind', { details: { errno } });
-  assert.equal(sharedBindRefused(bind('EINVAL')), 'EINVAL');
-  assert.equal(sharedBindRefused(bind('EOPNOTSUPP')), 'EOPNOTSUPP');
-  assert.equal(sharedBindRefused(bind('ENODEV')), undefined);
-  assert.equal(sharedBindRefused(new PinholeError('ERR_XSK_BUSY', 'busy', { details: { errno: 'EBUSY' } })), undefined);
-  assert.equal(sharedBindRefused(new Error('x')), undefined);
+  const setup = (step: string, errno: string) => new PinholeError('ERR_XSK_SETUP', 'setup', { details: { step, errno } });
+  assert.match(sharedUmemRefused(bind('EINVAL'))!, /shared bind was refused \(EINVAL\)/);
+  assert.match(sharedUmemRefused(bind('EOPNOTSUPP'))!, /shared bind was refused \(EOPNOTSUPP\)/);
+  assert.equal(sharedUmemRefused(bind('ENODEV')), undefined);
+  assert.match(sharedUmemRefused(setup('ring sizes', 'EINVAL'))!, /rings of its own .*\(EINVAL; Linux < 5\.10\)/);
+  assert.match(sharedUmemRefused(setup('ring sizes', 'ENOPROTOOPT'))!, /ENOPROTOOPT/);
+  assert.match(sharedUmemRefused(setup('ring sizes', 'EOPNOTSUPP'))!, /EOPNOTSUPP/);
+  assert.equal(sharedUmemRefused(setup('ring sizes', 'ENOMEM')), undefined);
+  assert.equal(sharedUmemRefused(setup('socket(AF_XDP)', 'EINVAL')), undefined, 'only the ring-size step');
+  assert.equal(sharedUmemRefused(new PinholeError('ERR_XSK_BUSY', 'busy', { details: { errno: 'EBUSY' } })), undefined);
+  assert.equal(sharedUmemRefused(new Error('x')), undefined);
+  assert.equal(sharedUmemRefused(undefined), undefined);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -210,9 +224,12 @@ interface Rig {
   to: FakeKernel;
   upPort: SharedXskPort;
   toPort: SharedXskPort;
+  /** The pool's clock (ms): quarantined frames are free from 1000 ms after their port closed. */
+  clock: { now: number };
+  memory: PacketMemory;
   breathe(): number;
   counters(): Record<string, Record<string, number>>;
-  /** Frames in the fill rings, in flight (TX ring, taken, completion ring) and free: must equal pool.frames. */
+  /** Frames in the fill rings, in flight (TX ring, taken, completion ring), quarantined and free: must equal pool.frames. */
   accounted(): number;
 }
 
@@ -235,7 +252,8 @@ function sharedRig(o: { ring: number; upFrames: number; toFrames: number; batch?
   const memory = new PacketMemory();
   const area = new ArrayBuffer((o.upFrames + o.toFrames) * FS);
   const umem = new Uint8Array(area);
-  const pool = new FramePool(area.byteLength, FS);
+  const poolClock = { now: 0 };
+  const pool = new FramePool(area.byteLength, FS, { now: () => poolClock.now });
   const sys = new FakeSys({ close: () => undefined, munmap: () => undefined });
   const up = new FakeKernel(sys, umem, o.ring, 3);
   const to = new FakeKernel(sys, umem, o.ring, 4);
@@ -280,10 +298,13 @@ function sharedRig(o: { ring: number; upFrames: number; toFrames: number; batch?
     to,
     upPort,
     toPort,
+    clock: poolClock,
+    memory,
     breathe: () => engine.breathe(clock++),
     counters: () => readCounters(layout, c),
     accounted: () =>
       pool.available +
+      pool.quarantined +
       up.fillLevel +
       to.fillLevel +
       up.sock.rxRing.available(o.ring) +
@@ -345,9 +366,13 @@ test('shared UMEM cross-connect: 200,000 frames go out by descriptor, byte for b
   assert.equal(r.accounted(), r.pool.frames, 'no frame leaked');
   assert.equal(r.pool.held(FramePool.rxSide(r.upPort.member)), r.up.fillLevel, 'the uplink holds its fill ring, nothing else');
   assert.equal(r.pool.held(FramePool.txSide(r.toPort.member)), 0, 'nothing left on a transmit side');
-  // Closing gives every frame back.
+  // Closing gives every frame back: the fill ring's after the grace period.
   r.toPort.close();
   r.upPort.close();
+  assert.equal(r.pool.available + r.pool.quarantined, r.pool.frames);
+  assert.equal(r.pool.quarantined, r.up.fillLevel);
+  r.clock.now = 1000;
+  r.pool.expire();
   assert.equal(r.pool.available, r.pool.frames);
 });
 
@@ -417,4 +442,140 @@ test('shared UMEM: completions held back drain the pool — counted as pool_empt
   assert.equal(r.counters()['port:to']!.tx_frames, sentBefore + 16);
   assert.equal(r.pool.invalid, 0);
   assert.equal(r.accounted(), r.pool.frames);
+});
+
+/** A MemoryPort over the rig's memory whose frames (another memory) the shared port must copy. */
+function foreign(r: Rig, frames: Uint8Array[]): { port: MemoryPort; link: Link } {
+  const port = new MemoryPort({ name: 'x', memory: r.memory, counters: new Float64Array(64), base: 0, slotBytes: 8192 });
+  for (const f of frames) assert.ok(port.inject(f));
+  const link = new Link('test', 64);
+  port.rx(link, -1);
+  return { port, link };
+}
+
+test('shared UMEM: a descriptor that would cross its 4 KiB chunk is copied into a pool frame, one inside its chunk goes by address', () => {
+  const r = sharedRig({ ring: 64, upFrames: 128, toFrames: 64 });
+  const pkt = packet(1, 3840); // fills its chunk from the headroom to the end
+  assert.ok(r.up.deliver(pkt));
+  const link = new Link('test', 8);
+  assert.equal(r.upPort.rx(link, -1), 1);
+  const a = link.addr[0]!;
+  assert.equal(a % FS, HEADROOM);
+  // 200 bytes further in: 3,700 bytes end 60 bytes into the next chunk; 3,640 end exactly at its end.
+  const id = link.mem[0]!;
+  link.n = 0;
+  link.push(id, a + 200, 3700, -1);
+  link.push(id, a + 200, 3640, -1);
+  const want = [r.up.umem.slice(a + 200, a + 200 + 3700), r.up.umem.slice(a + 200, a + 200 + 3640)];
+  assert.equal(r.toPort.tx(link), 2);
+  r.upPort.release();
+  r.toPort.flush();
+  assert.equal(r.to.transmit(), 2, 'the fake kernel checks every descriptor stays inside its chunk');
+  assert.deepEqual(r.to.sent, want, 'both byte for byte');
+  assert.notEqual(Math.floor(r.to.inFlight[0]! / FS), Math.floor(a / FS), 'the crossing one went from another frame (a copy)');
+  assert.equal(r.to.inFlight[1], a + 200, 'the one inside its chunk went by its address');
+  const c = r.counters()['port:to']!;
+  assert.equal(c.tx_copies, 1);
+  assert.equal(c.tx_too_big, 0);
+  r.to.complete();
+  r.breathe();
+  assert.equal(r.pool.invalid, 0);
+  assert.equal(r.accounted(), r.pool.frames);
+});
+
+test('shared UMEM: a greedy fill ring stops at the reserve, so a transmit copy still finds a frame', () => {
+  // 192 frames, fill ring of 256: the uplink would take them all. Reserve: 4 batches of 8 per port = 64.
+  const r = sharedRig({ ring: 256, upFrames: 128, toFrames: 64, batch: 8 });
+  assert.equal(r.pool.reserve, 64);
+  for (let i = 0; i < 3; i++) r.breathe();
+  assert.equal(r.up.fillLevel, r.pool.frames - r.pool.reserve, 'filled down to the reserve, not further');
+  assert.ok(r.up.sock.fillRing.free(256) > 0, 'the fill ring has room it would like to fill');
+  assert.equal(r.pool.available, r.pool.reserve);
+  const { port, link } = foreign(r, [packet(2, 200), packet(3, 1500)]);
+  assert.equal(r.toPort.tx(link), 2, 'both copies found a frame in the reserve');
+  port.release();
+  r.toPort.flush();
+  r.to.transmit();
+  assert.deepEqual(r.to.sent, [packet(2, 200), packet(3, 1500)]);
+  const c = r.counters()['port:to']!;
+  assert.equal(c.tx_copies, 2);
+  assert.equal(c.tx_dropped, 0);
+  assert.equal(c.pool_empty, 0);
+  r.to.complete();
+  r.breathe();
+  assert.equal(r.accounted(), r.pool.frames);
+});
+
+test('shared UMEM: copies that find no pool frame are tx_dropped (exactly those), too-big frames are tx_too_big', () => {
+  const r = sharedRig({ ring: 64, upFrames: 128, toFrames: 64 });
+  r.breathe();
+  // Someone else holds all but 3 free frames.
+  const hog = FramePool.txSide(r.pool.join(0));
+  const held: number[] = [];
+  while (r.pool.available > 3) held.push(r.pool.take(hog, 0));
+  const frames = [packet(10, 100), packet(11, 100), packet(12, 4000), packet(13, 100), packet(14, 100), packet(15, 100)];
+  const { port, link } = foreign(r, frames);
+  assert.equal(r.toPort.tx(link), 3);
+  port.release();
+  const c = r.counters()['port:to']!;
+  assert.equal(c.tx_frames, 3);
+  assert.equal(c.tx_copies, 3);
+  assert.equal(c.tx_too_big, 1, 'larger than a chunk less its headroom');
+  assert.equal(c.tx_dropped, 2, 'the two copies that found no frame');
+  assert.equal(c.pool_empty, 1, 'one shortfall per batch');
+  r.toPort.flush();
+  r.to.transmit();
+  assert.deepEqual(r.to.sent, [packet(10, 100), packet(11, 100), packet(13, 100)]);
+  for (const a of held) r.pool.put(a);
+  r.to.complete();
+  r.breathe();
+  assert.equal(r.pool.invalid, 0);
+  assert.equal(r.accounted(), r.pool.frames);
+});
+
+test('shared UMEM: a closed port’s frames in user space are free at once; those in its rings only after the grace period; none leaks', () => {
+  const r = sharedRig({ ring: 64, upFrames: 128, toFrames: 64 });
+  for (let i = 0; i < 20; i++) assert.ok(r.up.deliver(packet(i, 64 + i)));
+  r.breathe(); // 20 frames go to the TX ring by descriptor
+  r.to.transmit(); // and the device takes them: in flight, not completed
+  for (let i = 20; i < 25; i++) assert.ok(r.up.deliver(packet(i, 64)));
+  const link = new Link('test', 8);
+  assert.equal(r.upPort.rx(link, -1), 5, 'five frames held in user space (received, not released)');
+  for (let i = 25; i < 28; i++) assert.ok(r.up.deliver(packet(i, 64))); // three left on the RX ring
+  const upSide = FramePool.rxSide(r.upPort.member);
+  const inRings = r.pool.held(upSide) - 5;
+  assert.equal(inRings, r.up.fillLevel + 3);
+  const free0 = r.pool.available;
+  r.clock.now = 5000;
+  r.upPort.close();
+  assert.equal(r.pool.available, free0 + 5, 'the frames held in user space are free at once');
+  assert.equal(r.pool.quarantined, inRings, 'fill and RX ring frames quarantined');
+  r.clock.now = 5500;
+  r.toPort.close();
+  assert.equal(r.pool.quarantined, inRings + 20, 'TX frames not completed quarantined too');
+  assert.equal(r.pool.held(QUARANTINED), r.pool.quarantined);
+  assert.equal(r.pool.available + r.pool.quarantined, r.pool.frames, 'every frame is free or quarantined');
+  // Nothing quarantined is handed out before its grace period: drain the free stack.
+  const who = FramePool.txSide(r.pool.join(0));
+  const taken: number[] = [];
+  for (let f = r.pool.take(who, 0); f >= 0; f = r.pool.take(who, 0)) taken.push(f);
+  assert.equal(taken.length, free0 + 5);
+  r.clock.now = 5999;
+  assert.equal(r.pool.take(who, 0), -1, 'the up port’s frames still wait (999 ms)');
+  assert.equal(r.pool.expire(), 0);
+  // Freed by the next take once old enough, oldest close first.
+  r.clock.now = 6000;
+  const f = r.pool.take(who, 0);
+  assert.ok(f >= 0);
+  assert.equal(r.pool.quarantined, 20, 'the up port’s frames are free; the to port’s still wait');
+  taken.push(f);
+  for (let g = r.pool.take(who, 0); g >= 0; g = r.pool.take(who, 0)) taken.push(g);
+  assert.equal(taken.length, free0 + 5 + inRings);
+  // And by the periodic refresh (a port of the pool that is still open calls expire()).
+  r.clock.now = 6500;
+  assert.equal(r.pool.expire(), 20);
+  for (let g = r.pool.take(who, 0); g >= 0; g = r.pool.take(who, 0)) taken.push(g);
+  assert.equal(taken.length, r.pool.frames, 'no leak: every frame came back');
+  assert.equal(new Set(taken).size, taken.length, 'none twice');
+  assert.equal(r.pool.invalid, 0);
 });

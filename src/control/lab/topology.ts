@@ -370,6 +370,22 @@ function addAddrs(ns: string, dev: string, addr4: string, len4: number, addr6: s
   ipIn(ns, '-6', 'addr', 'add', `${addr6}/${len6}`, 'dev', dev, 'nodad');
 }
 
+/**
+ * Workload `w`'s veth pair, host side in `n`'s namespace and pod side in the pod's, addressed
+ * and up: as the lab builds it, and again after a test deleted it (a kernel node's bridge is
+ * not joined here).
+ */
+export function addWorkloadVeth(plan: LabPlan, n: LabNode, w: LabWorkload): void {
+  // GRO on the host side of a pinhole node's workload veth hands an AF_PACKET socket merged
+  // super-frames, which its offload port splits again (dataplane/ports/afpacket.ts).
+  addVeth(n.ns, w.iface, w.ifaceMac, w.podNs, w.podIface, w.podMac, { queues: plan.workloadQueues, mtu: w.mtu, gro: plan.gro });
+  // The host side is layer 2 only (a bridge port or pinhole's cross-connect): no IPv6 of its own,
+  // so the kernel sends no router solicitations or MLD reports into the pod.
+  nsExec(n.ns, 'sysctl', ['-qw', `net.ipv6.conf.${w.iface}.disable_ipv6=1`]);
+  addAddrs(w.podNs, w.podIface, w.podAddr4, 24, w.podAddr6, 64);
+  if (!plan.podChecksumOffload) nsExec(w.podNs, 'ethtool', ['-K', w.podIface, 'tx', 'off']);
+}
+
 function addNode(plan: LabPlan, n: LabNode, peer: LabNode): void {
   const ns = n.ns;
   addAddrs(ns, n.uplink, n.underlay4, 24, n.underlay6, 64);
@@ -379,14 +395,7 @@ function addNode(plan: LabPlan, n: LabNode, peer: LabNode): void {
     ipIn(ns, '-6', 'route', 'add', 'default', 'via', n.gateway6, 'dev', n.uplink);
   }
   for (const w of n.workloads) {
-    // GRO on the host side of a pinhole node's workload veth hands an AF_PACKET socket merged
-    // super-frames, which its offload port splits again (dataplane/ports/afpacket.ts).
-    addVeth(ns, w.iface, w.ifaceMac, w.podNs, w.podIface, w.podMac, { queues: plan.workloadQueues, mtu: w.mtu, gro: plan.gro });
-    // The host side is layer 2 only (a bridge port or pinhole's cross-connect): no IPv6 of its own,
-    // so the kernel sends no router solicitations or MLD reports into the pod.
-    nsExec(ns, 'sysctl', ['-qw', `net.ipv6.conf.${w.iface}.disable_ipv6=1`]);
-    addAddrs(w.podNs, w.podIface, w.podAddr4, 24, w.podAddr6, 64);
-    if (!plan.podChecksumOffload) nsExec(w.podNs, 'ethtool', ['-K', w.podIface, 'tx', 'off']);
+    addWorkloadVeth(plan, n, w);
     if (n.role === 'kernel' && w.vxlan && w.bridge) {
       const remote = peer.tunnelAddr;
       ipIn(

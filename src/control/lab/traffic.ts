@@ -262,6 +262,8 @@ export interface IperfOptions {
   bitrate?: string;
   /** Datagram / write length in bytes (iperf3: -l). */
   length?: number;
+  /** The server sends, the client receives (iperf3: -R). */
+  reverse?: boolean;
 }
 
 export interface IperfResult {
@@ -346,6 +348,7 @@ function iperfArgs(o: IperfOptions): string[] {
     String(o.seconds),
     '-J',
     ...(o.udp ? ['-u'] : []),
+    ...(o.reverse ? ['-R'] : []),
     ...(o.bitrate ? ['-b', o.bitrate] : []),
     ...(o.length ? ['-l', String(o.length)] : []),
   ];

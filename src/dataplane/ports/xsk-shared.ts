@@ -19,10 +19,15 @@
  * widened descriptor still lies inside the chunk, as the kernel requires of a TX descriptor
  * (checked per frame; a descriptor that would cross its chunk is copied instead).
  *
- * When the shared bind is refused — kernels before 5.10 (EINVAL for another device or queue), or
- * a zero-copy owner and a device without zero-copy (EOPNOTSUPP: the UMEM's mode is the owner's)
- * — the port opens with its own UMEM in its slice of the area (ports/xsk.ts, one copy per
- * forwarded frame) and says why in its `detail`.
+ * When the kernel refuses to share — before Linux 5.10 a socket without a UMEM of its own may not
+ * size a fill ring (setsockopt EINVAL, before the bind) and a shared bind to another device or
+ * queue fails with EINVAL; a zero-copy owner and a device without zero-copy fail the bind with
+ * EOPNOTSUPP (the UMEM's mode is the owner's) — the port opens with its own UMEM in its slice of
+ * the area (ports/xsk.ts, one copy per forwarded frame) and says why in its `detail`.
+ *
+ * Closing a port puts the frames it held in user space back in the pool at once; those still in
+ * its rings are quarantined for a grace period first (frame-pool.ts): the kernel may not be done
+ * with them when close() returns.
  */
 import { errnoCodeOf, type Mapping } from '../../sys/index.ts';
 import { XDP_PACKET_HEADROOM } from '../../uplink/xsk/abi.ts';
@@ -32,12 +37,13 @@ import { FramePool } from '../frame-pool.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
 import { PC, type Port, type PortOptions } from '../port.ts';
+import { XskCore } from './xsk-core.ts';
 import { registerXsk, XSK_FRAME_SIZE, XskPort, type XskPortOptions } from './xsk.ts';
 
 /** The AF_XDP ports a worker opens together: one UMEM (the whole area), one frame pool. */
 export class XskGroup {
   readonly pool: FramePool;
-  /** The socket that registered the UMEM; set when the first port opens. */
+  /** The socket that registered the UMEM; set once the first port opened. */
   owner: XskSocket | undefined;
   constructor(readonly area: Mapping) {
     this.pool = new FramePool(area.length, XSK_FRAME_SIZE);
@@ -45,19 +51,30 @@ export class XskGroup {
 }
 
 /** Errnos of a shared bind the kernel refuses for good (not EBUSY): fall back to an own UMEM. */
-const REFUSED = new Set(['EINVAL', 'EOPNOTSUPP', 'ENOTSUP', 'EPROTONOSUPPORT', 'ENOPROTOOPT']);
+const BIND_REFUSED = new Set(['EINVAL', 'EOPNOTSUPP', 'ENOTSUP', 'EPROTONOSUPPORT', 'ENOPROTOOPT']);
+/** Errnos of a ring-size setsockopt on a socket with no UMEM of its own: the kernel cannot share (< 5.10). */
+const RINGS_REFUSED = new Set(['EINVAL', 'ENOPROTOOPT', 'EOPNOTSUPP', 'ENOTSUP']);
 
-/** Whether a failed shared-UMEM open means "this kernel or device cannot share", not a fault. */
-export function sharedBindRefused(err: unknown): string | undefined {
-  const e = err as { code?: string; details?: { errno?: string } };
-  if (e?.code !== 'ERR_XSK_BIND') return undefined;
-  const errno = e.details?.errno ?? errnoCodeOf(err);
-  return errno !== undefined && REFUSED.has(errno) ? errno : undefined;
+/**
+ * Whether a failed shared-UMEM open means "this kernel or device cannot share", not a fault; if
+ * so, why (for the fallback port's `detail`). Two places refuse: before Linux 5.10 setting the
+ * ring sizes of a socket without a registered UMEM (ERR_XSK_SETUP, step 'ring sizes'), and the
+ * bind (ERR_XSK_BIND).
+ */
+export function sharedUmemRefused(err: unknown): string | undefined {
+  const e = err as { code?: string; details?: { errno?: string; step?: string } };
+  const errno = e?.details?.errno ?? errnoCodeOf(err);
+  if (errno === undefined) return undefined;
+  if (e?.code === 'ERR_XSK_BIND' && BIND_REFUSED.has(errno)) return `the shared bind was refused (${errno})`;
+  if (e?.code === 'ERR_XSK_SETUP' && e.details?.step === 'ring sizes' && RINGS_REFUSED.has(errno))
+    return `the kernel refused rings of its own to a socket sharing a UMEM (${errno}; Linux < 5.10)`;
+  return undefined;
 }
 
 /**
  * Opens an AF_XDP port of `group`: the UMEM owner if it is the first, a shared socket otherwise,
- * or — the shared bind refused — an XskPort with its own UMEM in its slice of the area.
+ * or — the kernel refusing to share (sharedUmemRefused) — an XskPort with its own UMEM in its
+ * slice of the area.
  */
 export async function openGroupPort(o: XskPortOptions, group: XskGroup): Promise<Port> {
   if (!group.owner) {
@@ -70,16 +87,18 @@ export async function openGroupPort(o: XskPortOptions, group: XskGroup): Promise
       area: { mapping: group.area, offset: 0 },
       externalFrames: true,
     });
+    // wrap() closes the socket if it fails: only a port that opened becomes the owner.
+    const port = SharedXskPort.wrap(sock, o, group.pool, 'shared UMEM');
     group.owner = sock;
-    return SharedXskPort.wrap(sock, o, group.pool, 'shared UMEM');
+    return port;
   }
   let sock: XskSocket;
   try {
     sock = await openXsk({ iface: o.ifname, queue: o.queue, ...ringOptions(o.rings), sharedUmem: group.owner });
   } catch (err) {
-    const refused = sharedBindRefused(err);
-    if (!refused) throw err;
-    return XskPort.open({ ...o, note: `own UMEM: the shared bind was refused (${refused}), frames to and from it are copied` });
+    const why = sharedUmemRefused(err);
+    if (!why) throw err;
+    return XskPort.open({ ...o, note: `own UMEM: ${why}, frames to and from it are copied` });
   }
   return SharedXskPort.wrap(sock, o, group.pool, 'shared UMEM');
 }
@@ -97,19 +116,12 @@ export class SharedXskPort implements Port {
   readonly pool: FramePool;
   /** This port's member index in the pool, and its owner codes. */
   readonly member: number;
+  /** Receive, kick, statistics and counters (shared with XskPort). */
+  private readonly core: XskCore;
   private readonly rxSide: number;
   private readonly txSide: number;
   private readonly reserve: number;
-  private readonly memId: number;
   private readonly memory: PacketMemory;
-  private readonly rxb: { addr: Uint32Array; len: Uint32Array };
-  private rxN = 0;
-  /** Set when the device refused a TX kick for good: nothing more is sent or received. */
-  dead = false;
-  private c: Float64Array;
-  private b: number;
-  private readonly kdBase: number;
-  private readonly batch: number;
   /** Largest frame a copy fits in (a chunk less the headroom in front). */
   private readonly maxCopy: number;
   /** Receives frames (a transmit-only port keeps no frames in its fill ring). */
@@ -123,22 +135,18 @@ export class SharedXskPort implements Port {
     this.detail = `${sock.mode} mode, rx ring ${sock.rxRing.size}, tx ring ${sock.txRing.size}, ${note}`;
     this.pool = pool;
     this.memory = o.memory;
-    this.batch = o.batchSize;
-    this.rxb = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
-    this.c = o.counters;
-    this.b = o.base;
-    this.kdBase = o.counters[o.base + PC.kernelDrops]!;
     this.maxCopy = pool.frameSize - XDP_PACKET_HEADROOM;
     this.receives = o.rx !== false;
     // A few batches of copies per member, however full the receive rings are.
     this.reserve = Math.min(sock.txRing.size, 4 * o.batchSize);
-    this.memId = o.memory.register(sock.umem.buffer);
+    const memId = o.memory.register(sock.umem.buffer);
     try {
       this.member = pool.join(this.reserve);
     } catch (err) {
-      o.memory.release(this.memId);
+      o.memory.release(memId);
       throw err;
     }
+    this.core = new XskCore(sock, memId, o);
     this.rxSide = FramePool.rxSide(this.member);
     this.txSide = FramePool.txSide(this.member);
   }
@@ -164,29 +172,13 @@ export class SharedXskPort implements Port {
   }
 
   rx(out: Link, tag: number): number {
-    // One receive per breathe: the frames stay ours until release().
-    if (this.rxN > 0 || this.dead) return 0;
-    let max = out.capacity - out.n;
-    if (max > this.batch) max = this.batch;
-    if (max <= 0) return 0;
-    const n = this.sock.rx(this.rxb, max);
-    const addr = this.rxb.addr;
-    const len = this.rxb.len;
-    const id = this.memId;
-    let bytes = 0;
-    for (let i = 0; i < n; i++) {
-      const l = len[i]!;
-      bytes += l;
-      out.push(id, addr[i]!, l, tag);
-    }
-    this.rxN = n;
-    this.c[this.b + PC.rxFrames] += n;
-    this.c[this.b + PC.rxBytes] += bytes;
-    return n;
+    // Descriptor address = UMEM address: the UMEM is the whole area.
+    return this.core.rx(out, tag, 0);
   }
 
   release(): void {
-    const n = this.rxN;
+    const core = this.core;
+    const n = core.rxN;
     const pool = this.pool;
     const fill = this.sock.fillRing;
     const room = fill.free(fill.size);
@@ -197,14 +189,14 @@ export class SharedXskPort implements Port {
       const shift = pool.shift;
       const mask = pool.mask;
       const me = this.rxSide;
-      const addr = this.rxb.addr;
+      const addr = core.rxb.addr;
       for (let i = 0; i < n; i++) {
         const a = addr[i]!;
         if (owner[a >>> shift] !== me) continue;
         if (k < room) fill.setAddr(k++, (a & mask) >>> 0);
         else pool.put(a);
       }
-      this.rxN = 0;
+      core.rxN = 0;
     }
     // Top up from the pool, leaving its reserve for transmit copies.
     const floor = pool.reserve;
@@ -215,9 +207,9 @@ export class SharedXskPort implements Port {
         if (f < 0) break;
         fill.setAddr(k++, f);
       }
-      if (fill.size - room + k < this.batch) {
+      if (fill.size - room + k < core.batch) {
         // Less than a batch left to receive into and the pool at its floor: drops are near.
-        this.c[this.b + PC.poolEmpty]++;
+        core.c[core.b + PC.poolEmpty]++;
         pool.shortfalls++;
       }
     }
@@ -227,8 +219,11 @@ export class SharedXskPort implements Port {
   tx(input: Link): number {
     const n = input.n;
     if (n === 0) return 0;
-    if (this.dead) {
-      this.c[this.b + PC.txDropped] += n;
+    const core = this.core;
+    const c = core.c;
+    const b = core.b;
+    if (core.dead) {
+      c[b + PC.txDropped] += n;
       return 0;
     }
     const ring = this.sock.txRing;
@@ -237,7 +232,7 @@ export class SharedXskPort implements Port {
     const shift = pool.shift;
     const inFrame = pool.frameSize - 1;
     const fs = pool.frameSize;
-    const id = this.memId;
+    const id = core.memId;
     const me = this.txSide;
     const mem = this.memory;
     const maxCopy = this.maxCopy;
@@ -286,8 +281,6 @@ export class SharedXskPort implements Port {
     }
     // One producer update for the batch.
     if (k > 0) ring.submit(k);
-    const c = this.c;
-    const b = this.b;
     c[b + PC.txFrames] += k;
     c[b + PC.txBytes] += bytes;
     c[b + PC.txCopies] += copies;
@@ -302,22 +295,9 @@ export class SharedXskPort implements Port {
   }
 
   flush(): void {
-    const s = this.sock;
-    // As ports/xsk.ts: copy mode sends at most a budget of frames per kick; kick until drained.
-    let pending = s.txRing.pending();
-    for (let i = 0; i < 8 && pending > 0; i++) {
-      if (!s.kick(i > 0)) break;
-      const left = s.txRing.pending();
-      if (left >= pending) break;
-      pending = left;
-    }
-    if (s.kickErrno !== 0) {
-      this.c[this.b + PC.errors]++;
-      s.kickErrno = 0;
-      this.dead = true;
-    }
+    this.core.kick();
     // Sent frames go back to the pool; the completion ring's consumer moves once.
-    const cr = s.compRing;
+    const cr = this.sock.compRing;
     const n = cr.available(cr.size);
     if (n > 0) {
       const pool = this.pool;
@@ -327,34 +307,41 @@ export class SharedXskPort implements Port {
   }
 
   readable(): boolean {
-    return this.sock.rxRing.available(1) > 0;
+    return this.core.readable();
   }
 
   pollError(): void {
-    this.c[this.b + PC.errors]++;
+    this.core.pollError();
   }
 
   refreshStats(): void {
-    const st = this.sock.stats();
-    this.c[this.b + PC.kernelDrops] = this.kdBase + Number(st.rxDropped + st.rxRingFull);
-    const s = this.sock;
-    this.c[this.b + PC.rxRingUsed] = s.rxRing.available(s.rxRing.size);
-    this.c[this.b + PC.rxRingSize] = s.rxRing.size;
-    this.c[this.b + PC.txRingUsed] = s.txRing.pending();
-    this.c[this.b + PC.txRingSize] = s.txRing.size;
+    // Once a second: frames quarantined by a port that closed are free again after their grace period.
+    if (this.pool.quarantined > 0) this.pool.expire();
+    this.core.refreshStats();
   }
 
   setCounters(c: Float64Array, base: number): void {
-    this.c = c;
-    this.b = base;
+    this.core.setCounters(c, base);
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    // The kernel lets go of every frame in this socket's rings when it closes: they are free again.
-    this.sock.close();
-    this.pool.leave(this.member, this.reserve);
-    this.memory.release(this.memId);
+    const core = this.core;
+    try {
+      this.sock.close();
+    } finally {
+      try {
+        // Frames of the last rx() no TX took are in user space: free at once. Everything else the
+        // member holds is in its rings, and quarantined until the kernel is surely done with it.
+        const pool = this.pool;
+        const addr = core.rxb.addr;
+        for (let i = 0; i < core.rxN; i++) if (pool.owner[addr[i]! >>> pool.shift] === this.rxSide) pool.put(addr[i]!);
+        core.rxN = 0;
+        pool.leave(this.member, this.reserve);
+      } finally {
+        this.memory.release(core.memId);
+      }
+    }
   }
 }

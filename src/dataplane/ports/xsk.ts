@@ -17,6 +17,7 @@ import { BpfMap } from '../../kernel/map.ts';
 import { alloc, type Mapping } from '../../sys/index.ts';
 import type { XskRings } from '../../uplink/xsk/sizing.ts';
 import { openXsk, type XskSocket } from '../../uplink/xsk/socket.ts';
+import { XskCore } from './xsk-core.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
 import { PC, type Port, type PortOptions } from '../port.ts';
@@ -55,19 +56,12 @@ export class XskPort implements Port {
   readonly detail: string;
   readonly fd: number;
   readonly sock: XskSocket;
-  private readonly memId: number;
+  /** Receive, kick, statistics and counters (shared with SharedXskPort). */
+  private readonly core: XskCore;
   private readonly off: number;
-  private readonly rxb: { addr: Uint32Array; len: Uint32Array };
   private readonly txb: { addr: Uint32Array; len: Uint32Array };
   private readonly spare: { addr: Uint32Array; len: Uint32Array };
-  private rxN = 0;
-  /** Set when the device refused a TX kick for good: nothing more is sent or received. */
-  dead = false;
-  private c: Float64Array;
-  private b: number;
   private readonly maxFrame: number;
-  private readonly kdBase: number;
-  private readonly batch: number;
   private readonly memory: PacketMemory;
 
   private constructor(sock: XskSocket, o: XskPortOptions) {
@@ -76,16 +70,10 @@ export class XskPort implements Port {
     this.fd = sock.fd;
     this.detail = `${sock.mode} mode, rx ring ${sock.rxRing.size}, tx ring ${sock.txRing.size}${o.note ? `, ${o.note}` : ''}`;
     this.memory = o.memory;
-    this.memId = o.memory.register(o.area.buffer);
+    this.core = new XskCore(sock, o.memory.register(o.area.buffer), o);
     this.off = o.areaOffset;
-    this.batch = o.batchSize;
-    this.rxb = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
     this.txb = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
     this.spare = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
-    this.c = o.counters;
-    this.b = o.base;
-    // A port reopened under the same name continues the counter it inherits (never backwards).
-    this.kdBase = o.counters[o.base + PC.kernelDrops]!;
     this.maxFrame = XSK_FRAME_SIZE - sock.txOffset;
   }
 
@@ -109,32 +97,14 @@ export class XskPort implements Port {
   }
 
   rx(out: Link, tag: number): number {
-    // One receive per breathe: the frames stay ours until release().
-    if (this.rxN > 0 || this.dead) return 0;
-    let max = out.capacity - out.n;
-    if (max > this.batch) max = this.batch;
-    if (max <= 0) return 0;
-    const n = this.sock.rx(this.rxb, max);
-    const addr = this.rxb.addr;
-    const len = this.rxb.len;
-    const id = this.memId;
-    const off = this.off;
-    let bytes = 0;
-    for (let i = 0; i < n; i++) {
-      const l = len[i]!;
-      bytes += l;
-      out.push(id, off + addr[i]!, l, tag);
-    }
-    this.rxN = n;
-    this.c[this.b + PC.rxFrames] += n;
-    this.c[this.b + PC.rxBytes] += bytes;
-    return n;
+    return this.core.rx(out, tag, this.off);
   }
 
   release(): void {
-    if (this.rxN > 0) {
-      this.sock.releaseRx(this.rxb, this.rxN);
-      this.rxN = 0;
+    const core = this.core;
+    if (core.rxN > 0) {
+      this.sock.releaseRx(core.rxb, core.rxN);
+      core.rxN = 0;
     }
     // The kernel publishes fill-ring progress lazily: keep parked frames flowing back.
     if (this.sock.freeFrames > 0) this.sock.fill();
@@ -143,23 +113,27 @@ export class XskPort implements Port {
   tx(input: Link): number {
     const n = input.n;
     if (n === 0) return 0;
-    if (this.dead) {
-      this.c[this.b + PC.txDropped] += n;
+    const core = this.core;
+    const c = core.c;
+    const b = core.b;
+    if (core.dead) {
+      c[b + PC.txDropped] += n;
       return 0;
     }
     const s = this.sock;
     const tb = this.txb;
     const spare = this.spare;
     const mem = this.memory;
-    const id = this.memId;
+    const id = core.memId;
     const off = this.off;
     const max = this.maxFrame;
+    const batch = core.batch;
     let done = 0;
     let queuedTotal = 0;
     let bytes = 0;
     let tooBig = 0;
     while (done < n) {
-      const want = n - done < this.batch ? n - done : this.batch;
+      const want = n - done < batch ? n - done : batch;
       const got = s.allocTx(tb, want);
       if (got === 0) break;
       let k = 0;
@@ -193,65 +167,40 @@ export class XskPort implements Port {
       done += got;
       if (queued < k) break;
     }
-    this.c[this.b + PC.txFrames] += queuedTotal;
-    this.c[this.b + PC.txBytes] += bytes;
-    this.c[this.b + PC.txCopies] += queuedTotal;
-    this.c[this.b + PC.txDropped] += n - queuedTotal - tooBig;
-    this.c[this.b + PC.txTooBig] += tooBig;
+    c[b + PC.txFrames] += queuedTotal;
+    c[b + PC.txBytes] += bytes;
+    c[b + PC.txCopies] += queuedTotal;
+    c[b + PC.txDropped] += n - queuedTotal - tooBig;
+    c[b + PC.txTooBig] += tooBig;
     return queuedTotal;
   }
 
   flush(): void {
-    const s = this.sock;
-    // Copy mode sends at most 32 frames per kick (net/xdp/xsk.c, then EAGAIN): kick until the
-    // ring is drained, so a batch never waits for the next one. Bounded; a kick that makes no
-    // progress (device busy) ends the loop and the next flush carries on.
-    let pending = s.txRing.pending();
-    for (let i = 0; i < 8 && pending > 0; i++) {
-      if (!s.kick(i > 0)) break;
-      const left = s.txRing.pending();
-      if (left >= pending) break;
-      pending = left;
-    }
-    if (s.kickErrno !== 0) {
-      // The device refused the kick for good (e.g. ENXIO: deleted). Count it and stop using the
-      // port; the main thread sees the link go and takes the port out of the plan.
-      this.c[this.b + PC.errors]++;
-      s.kickErrno = 0;
-      this.dead = true;
-    }
-    s.completions();
+    this.core.kick();
+    this.sock.completions();
   }
 
   readable(): boolean {
-    return this.sock.rxRing.available(1) > 0;
+    return this.core.readable();
   }
 
   pollError(): void {
-    this.c[this.b + PC.errors]++;
+    this.core.pollError();
   }
 
   refreshStats(): void {
-    const st = this.sock.stats();
-    // One count per dropped frame: rx_dropped (no fill buffer, frame too big) + rx_ring_full.
-    // rx_fill_ring_empty_descs is not added: the kernel raises it together with rx_dropped for
-    // the same empty-fill-ring drop (net/xdp/xsk.c), and a zero-copy driver raises it per failed
-    // refill, not per frame (see XskStats).
-    this.c[this.b + PC.kernelDrops] = this.kdBase + Number(st.rxDropped + st.rxRingFull);
-    const s = this.sock;
-    this.c[this.b + PC.rxRingUsed] = s.rxRing.available(s.rxRing.size);
-    this.c[this.b + PC.rxRingSize] = s.rxRing.size;
-    this.c[this.b + PC.txRingUsed] = s.txRing.pending();
-    this.c[this.b + PC.txRingSize] = s.txRing.size;
+    this.core.refreshStats();
   }
 
   setCounters(c: Float64Array, base: number): void {
-    this.c = c;
-    this.b = base;
+    this.core.setCounters(c, base);
   }
 
   close(): void {
-    this.sock.close();
-    this.memory.release(this.memId);
+    try {
+      this.sock.close();
+    } finally {
+      this.memory.release(this.core.memId);
+    }
   }
 }

@@ -110,7 +110,8 @@ export interface XskOptions {
    * Share the UMEM of this bound socket instead of registering one (bind with XDP_SHARED_UMEM and
    * its fd): a frame received on either socket may be sent by the other by its address, without
    * a copy. The new socket must be on another (interface, queue) than the owner: it gets fill and
-   * completion rings of its own (kernel ≥ 5.10; older kernels refuse the bind with EINVAL). Frame
+   * completion rings of its own (kernel ≥ 5.10; older kernels refuse the fill ring's size on a
+   * socket without a UMEM — ERR_XSK_SETUP, step 'ring sizes', EINVAL — or the bind). Frame
    * size and count, headroom and mode (zero-copy or copy) are the owner's; `mode`, `frameSize`,
    * `frameCount`, `headroom` and `area` are ignored. Implies `externalFrames`.
    */
@@ -137,6 +138,11 @@ export interface XskStats {
   rxRingFull: bigint;
   rxFillRingEmptyDescs: bigint;
   txRingEmptyDescs: bigint;
+}
+
+/** A socket's kernel drop count: rxDropped + rxRingFull, each dropped frame once (see XskStats). */
+export function kernelDropsOf(s: XskStats): bigint {
+  return s.rxDropped + s.rxRingFull;
 }
 
 /**
