@@ -6,10 +6,10 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { errnoCodeOf, getSys } from '../sys/index.ts';
 import { BPF_LINK_CREATE, BPF_XDP, LinkCreateAttr } from './bpf-attr.ts';
+import { XDP_PASS_INSNS } from './pass-program.ts';
 import { loadProgram } from './program.ts';
 
 const CLONE_NEWNET = 0x40000000;
-const XDP_PASS_INSNS = new Uint8Array([0xb7, 0, 0, 0, 2, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0]);
 
 function probeBpfLinkXdp(): void {
   const sys = getSys();

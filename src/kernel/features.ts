@@ -8,10 +8,9 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
-import { alu64, assemble, exit, R0 } from '../bpf/asm/index.ts';
 import { AF_XDP, alloc, errnoCodeOf, getSys, SOCK_RAW } from '../sys/index.ts';
 import { SOL_XDP, XDP_UMEM_REG } from '../uplink/xsk/abi.ts';
-import { XDP_PASS } from './bpf-attr.ts';
+import { XDP_PASS_INSNS } from './pass-program.ts';
 import { findBpffs } from './bpffs.ts';
 import { createMap } from './map.ts';
 import { loadProgram } from './program.ts';
@@ -71,9 +70,6 @@ export function featureProbe(name: string, minKernel: string, fn: () => Promise<
 export function resetFeatureProbes(): void {
   cache.clear();
 }
-
-/** The smallest XDP program: pass everything. */
-const XDP_PASS_INSNS = assemble([alu64.mov.imm(R0, XDP_PASS), exit()]);
 
 export function probeBpf(): Promise<FeatureResult> {
   return featureProbe('bpf', '4.8', () => {

@@ -203,11 +203,6 @@ export class XskSocket {
   private readonly empty = alloc(0);
   private readonly statsBuf = alloc(XdpStatistics.size);
   private closed = false;
-  /**
-   * Kicks answered EAGAIN/EBUSY/ENOBUFS/ENETDOWN. Not an error: copy mode sends 32 descriptors
-   * per sendto and answers EAGAIN when more are queued; the next kick continues.
-   */
-  kickBusy = 0;
   /** sendto kicks issued. */
   kicks = 0;
   /** The last kick's errno when it was not a "busy" answer (e.g. ENXIO: the device is gone), else 0. */
@@ -373,8 +368,7 @@ export class XskSocket {
     const r = this.sys.trySendto(this.fd, this.empty, 0, MSG_DONTWAIT);
     if (r < 0) {
       const e = -r;
-      if (e === EAGAIN || e === EBUSY || e === ENOBUFS || e === ENETDOWN) this.kickBusy++;
-      else this.kickErrno = e;
+      if (e !== EAGAIN && e !== EBUSY && e !== ENOBUFS && e !== ENETDOWN) this.kickErrno = e;
     }
     return true;
   }
