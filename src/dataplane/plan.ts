@@ -102,9 +102,11 @@ export interface WorkerPlan {
 }
 
 /**
- * Per port. The last four are gauges sampled about once a second: entries in use in the receive
- * ring (AF_XDP: descriptors waiting for us; AF_PACKET: blocks held by user space) and the
- * transmit ring (queued, not yet sent), and the rings' sizes. Keep in step with port.ts `PC`.
+ * Per port; keep in step with port.ts `PC`. All are counters except the four `*_ring_*` gauges,
+ * sampled about once a second: entries in use in the receive ring (AF_XDP: descriptors waiting
+ * for us; AF_PACKET: blocks or slots held by user space) and the transmit ring (queued, not yet
+ * sent), and the rings' sizes. `rx_gso_frames`/`rx_offload_drops`: offload (AF_PACKET workload)
+ * ports; `tx_copies`/`pool_empty`: AF_XDP ports (pool_empty: shared UMEM only).
  */
 export const PORT_COUNTERS = [
   'rx_frames',

@@ -203,8 +203,6 @@ export class XskSocket {
   private readonly empty = alloc(0);
   private readonly statsBuf = alloc(XdpStatistics.size);
   private closed = false;
-  /** sendto kicks issued. */
-  kicks = 0;
   /** The last kick's errno when it was not a "busy" answer (e.g. ENXIO: the device is gone), else 0. */
   kickErrno = 0;
 
@@ -360,7 +358,6 @@ export class XskSocket {
    */
   kick(force = false): boolean {
     if ((!force && !this.txNeedsWakeup()) || this.txRing.pending() === 0) return false;
-    this.kicks++;
     // One call per batch (not per packet). EAGAIN/EBUSY/ENOBUFS/ENETDOWN mean "busy, try again"
     // (libbpf treats them so); they are results here, not exceptions: a thrown error on every
     // second copy-mode kick cost ~11% of a forwarder's CPU (design.md). Anything else (ENXIO:
