@@ -30,7 +30,7 @@ import { buildGraph, type GraphShared } from './graph.ts';
 import { PacketMemory } from './memory.ts';
 import { CTRL_RECONF, CTRL_STOP, planCounters, type ConfigureMessage, type PortPlan, type WorkerMessage, type WorkerPlan } from './plan.ts';
 import type { Port } from './port.ts';
-import { AfPacketPort } from './ports/afpacket.ts';
+import { AfPacketPort, offloadMemoryBytes } from './ports/afpacket.ts';
 import { XSK_FRAME_SIZE, XskPort, type XskPortOptions } from './ports/xsk.ts';
 import { openGroupPort, XskGroup } from './ports/xsk-shared.ts';
 import { umemFrames } from '../uplink/xsk/sizing.ts';
@@ -116,6 +116,7 @@ const slotOf = (p: { ifname: string; queue: number }): string => `${p.ifname}/${
  */
 const sharedUmemWanted = (): boolean => process.env.PINHOLE_XSK_UMEM !== 'own';
 const MAX_SHARED_UMEM = 0x80000000;
+const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;
 
 /**
  * Opens `plans` (all or nothing); AF_XDP ones share one new area, which is one shared UMEM when
@@ -138,6 +139,15 @@ async function openPorts(
     bytes += framesOf(p) * XSK_FRAME_SIZE;
     xsks++;
   }
+  // Offload AF_PACKET ports put their segment slots in the same area, after the UMEMs: segments
+  // sent on to an AF_XDP port are then copied within one buffer (AfPacketPortOptions.segmentArea).
+  // Frames of the area outside every port's slice are never a pool's (NOT_POOLED), so a shared
+  // UMEM copies them like any foreign frame.
+  const xskBytes = bytes;
+  if (xsks > 0) {
+    for (const p of plans) if (p.driver === 'afpacket' && p.offload) bytes += roundUp(offloadMemoryBytes(batchSize), XSK_FRAME_SIZE);
+  }
+  let segAt = xskBytes;
   const area: Area | undefined =
     bytes > 0 ? { mapping: getSys().mmap(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), users: 0 } : undefined;
   const share = sharedUmemWanted();
@@ -179,10 +189,12 @@ async function openPorts(
         opened.set(p.name, { port, key: keyOf(p), slot: slotOf(p), area });
         areaOffset += frameCount * XSK_FRAME_SIZE;
       } else {
+        const segmentArea = area && p.offload ? { buffer: area.mapping.buffer, offset: segAt } : undefined;
         const port = new AfPacketPort({
           name: p.name,
           ifname: p.ifname,
           memory,
+          ...(segmentArea ? { segmentArea } : {}),
           filter: p.rx ? (p.filter ?? 'all') : 'none',
           ...(p.fanoutGroup !== undefined && p.rx ? { fanoutGroup: p.fanoutGroup } : {}),
           ...(p.offload ? { offload: true } : {}),
@@ -191,7 +203,11 @@ async function openPorts(
           counters: c,
           base,
         });
-        opened.set(p.name, { port, key: keyOf(p), slot: slotOf(p), area: undefined });
+        if (segmentArea) {
+          area!.users++;
+          segAt += roundUp(offloadMemoryBytes(batchSize), XSK_FRAME_SIZE);
+        }
+        opened.set(p.name, { port, key: keyOf(p), slot: slotOf(p), area: segmentArea ? area : undefined });
       }
     }
   } catch (err) {

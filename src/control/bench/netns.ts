@@ -75,6 +75,17 @@ export function linkAttr(ns: string, dev: string, file: string): string {
   return nsExec(ns, 'cat', [`/sys/class/net/${dev}/${file}`]).trim();
 }
 
+/**
+ * Receive Packet Steering: every RX queue of `dev` in `ns` hands its frames to `cpu`'s backlog
+ * (/sys/class/net/DEV/queues/rx-N/rps_cpus), so their receive processing runs there instead of
+ * on the CPU that delivered them. On veth that is the transmitting CPU (see vxlan.ts).
+ */
+export function steerReceive(ns: string, dev: string, cpu: number): void {
+  // A hex CPU mask, in comma-separated groups of 32 bits (the kernel's cpumask format).
+  const mask = (1n << BigInt(cpu)).toString(16).replace(/\B(?=(?:[0-9a-f]{8})+$)/g, ',');
+  nsExec(ns, 'sh', ['-c', `for q in /sys/class/net/${dev}/queues/rx-*; do echo ${mask} > $q/rps_cpus; done`]);
+}
+
 /** The kernel's UDP NoPorts counter in `ns` (datagrams that reached UDP with no socket). */
 export function udpNoPorts(ns: string): number {
   const lines = nsExec(ns, 'cat', ['/proc/net/snmp'])
