@@ -86,8 +86,8 @@ export interface RunProc extends PinholeProc {
 }
 
 /** `pinhole run --config FILE --stats-interval 100` in `node`'s namespace. */
-export function startRun(node: LabNode, file: string): RunProc {
-  const p = startPinhole(node.ns, ['--config', file, '--stats-interval', '100'], 20_000, 'run');
+export function startRun(node: LabNode, file: string, wrap: readonly string[] = []): RunProc {
+  const p = startPinhole(node.ns, ['--config', file, '--stats-interval', '100'], 20_000, 'run', wrap);
   const seen: RunLine[] = [];
   const waiters = new Set<() => void>();
   let buf = '';

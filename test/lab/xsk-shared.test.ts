@@ -1,8 +1,10 @@
 /**
- * The shared UMEM for real: `pinhole uplink --mode afxdp --to out0` binds the worker's two AF_XDP
- * sockets (up0 and out0, two devices) to one UMEM with XDP_SHARED_UMEM, so every frame leaves by
- * descriptor — `txCopies` 0 — and arrives byte for byte; PINHOLE_XSK_UMEM=own gives each socket
- * its own UMEM, and the same frames arrive through one copy each. Frames of every size from 60
+ * The shared UMEM for real: with PINHOLE_XSK_UMEM=shared, `pinhole uplink --mode afxdp --to out0`
+ * binds the worker's two AF_XDP sockets (up0 and out0, two devices) to one UMEM with
+ * XDP_SHARED_UMEM, so every frame leaves by descriptor — `txCopies` 0 — and arrives byte for byte.
+ * By default a worker shares only in zero-copy mode (veth is copy mode: the second socket takes a
+ * UMEM of its own, ports/xsk-shared.ts says why); PINHOLE_XSK_UMEM=own gives each socket its own
+ * UMEM from the start. Both copy each frame once. Frames of every size from 60
  * to 1514 bytes, so the descriptors' lengths and offsets inside their chunks vary.
  *
  *   [gen] g0 ──veth── up0 [mid: pinhole uplink --to out0] out0 ──veth── s0 [sink]
@@ -40,17 +42,27 @@ function frameOf(i: number): Uint8Array {
   });
 }
 
-for (const umem of ['shared', 'own'] as const) {
-  test(`--to over ${umem === 'shared' ? 'one shared UMEM: frames leave by descriptor (no copy)' : 'a UMEM per socket (PINHOLE_XSK_UMEM=own): one copy per frame'}, byte for byte`, async () => {
-    const nodes = threeNodes(`xsh-${umem}`);
+const TITLES = {
+  shared: 'one shared UMEM (PINHOLE_XSK_UMEM=shared, as in zero-copy mode): frames leave by descriptor (no copy)',
+  default: 'the default in copy mode (veth): the first socket keeps the area, the other takes a UMEM of its own; one copy per frame',
+  own: 'a UMEM per socket (PINHOLE_XSK_UMEM=own): one copy per frame',
+} as const;
+const DETAILS = {
+  shared: /, shared UMEM/,
+  default: /UMEM not shared: copy mode/,
+  own: /own UMEM \(PINHOLE_XSK_UMEM=own\)/,
+} as const;
+
+for (const umem of ['shared', 'default', 'own'] as const) {
+  test(`--to over ${TITLES[umem]}, byte for byte`, async () => {
+    const nodes = threeNodes(`xsh-${umem.slice(0, 3)}`);
     const { gen, mid, sink } = nodes;
     try {
-      const wrap = umem === 'own' ? ['env', 'PINHOLE_XSK_UMEM=own'] : [];
+      const wrap = umem === 'default' ? [] : ['env', `PINHOLE_XSK_UMEM=${umem}`];
       const p = startPinhole(mid.name, ['--iface', 'up0', '--port', '4789', '--mode', 'afxdp', '--to', 'out0'], 20_000, 'uplink', wrap);
       const ready = await p.ready;
       assert.equal(ready.mode, 'afxdp');
-      if (umem === 'shared') assert.match(String(ready.detail), /, shared UMEM/);
-      else assert.match(String(ready.detail), /own UMEM \(PINHOLE_XSK_UMEM=own\)/);
+      assert.match(String(ready.detail), DETAILS[umem]);
       const cap = await inNetns(sink, () => new PacketSocket('s0'));
       const inj = await inNetns(gen, () => new PacketSocket('g0'));
       try {
@@ -78,10 +90,10 @@ for (const umem of ['shared', 'own'] as const) {
   });
 }
 
-test('VXLAN, local.mode afxdp: uplink and workload sockets share a UMEM; ping and TCP pass with no copy towards the pod', async () => {
+test('VXLAN, local.mode afxdp, PINHOLE_XSK_UMEM=shared: uplink and workload sockets share a UMEM; ping and TCP pass with no copy towards the pod', async () => {
   await withLab('xshv', { underlay: 4, sides: { a: 'pinhole', b: 'kernel' }, workloadQueues: 2 }, async (lab) => {
     const { a, b } = lab;
-    const p = startRun(a, configFor(a, b, 'afxdp', [4], '', 'afxdp'));
+    const p = startRun(a, configFor(a, b, 'afxdp', [4], '', 'afxdp'), ['env', 'PINHOLE_XSK_UMEM=shared']);
     const ready = (await p.ready) as unknown as RunLine;
     assert.equal(ready.workloads[0]!.driver, 'afxdp');
     assert.match((await statusOf(a)).uplink!.detail, /shared UMEM/);

@@ -177,11 +177,48 @@ function assertWorks(k: FakeKernel, w: Worker, port: Port, slot: number): void {
   other.close();
 }
 
+/** Runs `fn` with PINHOLE_XSK_UMEM set (the fake kernel binds in copy mode, which shares only when asked). */
+async function withUmemEnv(value: string | undefined, fn: () => Promise<void>): Promise<void> {
+  const before = process.env.PINHOLE_XSK_UMEM;
+  if (value === undefined) delete process.env.PINHOLE_XSK_UMEM;
+  else process.env.PINHOLE_XSK_UMEM = value;
+  try {
+    await fn();
+  } finally {
+    if (before === undefined) delete process.env.PINHOLE_XSK_UMEM;
+    else process.env.PINHOLE_XSK_UMEM = before;
+  }
+}
+
+test('openGroupPort in copy mode: the first socket keeps the area, the next takes a UMEM of its own without trying to share, and says why', async () => {
+  const k = fakeKernel({ refuse: 'bind' });
+  const restore = useSys(k.sys);
+  const w = worker(2);
+  try {
+    await withUmemEnv(undefined, async () => {
+      const up = await openGroupPort(w.opts('uplink', 'up0', 0), w.group);
+      assert.ok(up instanceof SharedXskPort);
+      assert.match(up.detail, /UMEM not shared: copy mode/);
+      const pod = await openGroupPort(w.opts('pod', 'w0', 1), w.group);
+      assert.ok(pod instanceof XskPort, 'a UMEM of its own');
+      assert.match(pod.detail, /own UMEM: copy mode/);
+      assert.equal(k.binds.filter((b) => b.flags === XDP_SHARED_UMEM).length, 0, 'no shared bind');
+      assertWorks(k, w, pod, 1);
+      pod.close();
+      up.close();
+    });
+  } finally {
+    restore();
+  }
+});
+
 for (const refuse of ['setup', 'bind'] as const) {
   test(`openGroupPort: the kernel refuses to share at ${refuse} (EINVAL, Linux < 5.10) → the port opens with its own UMEM and says why`, async () => {
     const k = fakeKernel({ refuse });
     const restore = useSys(k.sys);
     const w = worker(2);
+    const env = process.env.PINHOLE_XSK_UMEM;
+    process.env.PINHOLE_XSK_UMEM = 'shared';
     try {
       const up = await openGroupPort(w.opts('uplink', 'up0', 0), w.group);
       assert.ok(up instanceof SharedXskPort, 'the first port registers the UMEM');
@@ -206,6 +243,8 @@ for (const refuse of ['setup', 'bind'] as const) {
       pod.close();
       up.close();
     } finally {
+      if (env === undefined) delete process.env.PINHOLE_XSK_UMEM;
+      else process.env.PINHOLE_XSK_UMEM = env;
       restore();
     }
   });

@@ -88,9 +88,17 @@ export async function openGroupPort(o: XskPortOptions, group: XskGroup): Promise
       externalFrames: true,
     });
     // wrap() closes the socket if it fails: only a port that opened becomes the owner.
-    const port = SharedXskPort.wrap(sock, o, group.pool, 'shared UMEM');
+    const port = SharedXskPort.wrap(
+      sock,
+      o,
+      group.pool,
+      sock.mode === 'copy' && !sharedInCopyMode() ? OWNER_COPY_MODE_NOTE : 'shared UMEM',
+    );
     group.owner = sock;
     return port;
+  }
+  if (group.owner.mode === 'copy' && !sharedInCopyMode()) {
+    return XskPort.open({ ...o, note: COPY_MODE_NOTE });
   }
   let sock: XskSocket;
   try {
@@ -102,6 +110,22 @@ export async function openGroupPort(o: XskPortOptions, group: XskGroup): Promise
   }
   return SharedXskPort.wrap(sock, o, group.pool, 'shared UMEM');
 }
+
+/**
+ * In copy mode the kernel copies every frame into an skb anyway, and measured on veth
+ * (bench/xsk-umem.ts, 5 runs alternated) a frame sent by descriptor costs more there than our
+ * own copy does: the kernel reads a frame last written on the CPU that received it, one of the
+ * thousands cycling through the fill ring, while a copy reads it once and hands the kernel a
+ * frame just written on this CPU from the top of a free stack. 64-byte cross-connect: shared ÷
+ * own 0.94× steady, 0.96× bursty; 1500 bytes 1.03×. So when the group's first socket comes up in
+ * copy mode the others take a UMEM of their own (in their slice of the same area, so the copy is
+ * the runtime's memmove); sharing stays for zero-copy sockets, where it removes the only copy.
+ * PINHOLE_XSK_UMEM=shared keeps sharing in copy mode too (to compare).
+ */
+const sharedInCopyMode = (): boolean => process.env.PINHOLE_XSK_UMEM === 'shared';
+const COPY_MODE_NOTE = 'own UMEM: copy mode, where a copy in the same area costs less than the kernel sending a shared frame';
+const OWNER_COPY_MODE_NOTE =
+  "UMEM not shared: copy mode, the worker's other AF_XDP ports take their own (frames to and from them are copied)";
 
 function ringOptions(r: XskRings | undefined): { rxSize?: number; txSize?: number; fillSize?: number; compSize?: number } {
   return r ? { rxSize: r.rx, txSize: r.tx, fillSize: r.fill, compSize: r.comp } : {};
