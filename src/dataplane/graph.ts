@@ -86,6 +86,8 @@ export function buildGraph(
     for (const k of conns) {
       const p = ports.get(k.workloadPort);
       if (!p) throw new Error(`worker plan has no port ${k.workloadPort}`);
+      // Segments go out through the uplink, which has the kernel checksum them (or completes them).
+      p.pendingChecksums = true;
       rx.push({ port: p, out: fromWorkloads, tag: k.index });
     }
     steps.push({ run: () => decap.push(fromUplink) });
@@ -111,6 +113,7 @@ export function buildGraph(
       for (const k of wg) {
         const p = ports.get(k.workloadPort);
         if (!p) throw new Error(`worker plan has no port ${k.workloadPort}`);
+        p.pendingChecksums = false; // sealed by WireGuard: checksummed before
         rx.push({ port: p, out: fromWgWorkloads, tag: k.index });
       }
       steps.push({ run: (now) => stage.push(fromWg, fromWgWorkloads, now), dispose: () => stage.dispose() });

@@ -8,7 +8,13 @@
  *                     i = 0 .. n-1  (n ≤ capacity)
  *
  * Frames are only descriptors (memory id, byte offset, length) into PacketMemory; `aux` is a
- * per-frame tag the producer sets (the connection index on tunnel paths). A link is filled and
+ * per-frame tag the producer sets (the connection index on tunnel paths). `csum` marks a frame
+ * whose L4 checksum is still to be computed (CHECKSUM_PARTIAL, as the kernel says it): 0 for a
+ * complete frame, else csumStart << 16 | csumOffset (bytes from the frame's first byte to where
+ * summing starts; from there to the 16-bit field), the field holding the pseudo-header sum. Only
+ * an offload workload port produces such frames (a segment the kernel or our completion will
+ * checksum, ports/afpacket.ts); a stage that moves the frame's start adjusts csumStart (encap), and
+ * every consumer that sends or seals a frame completes it first unless the kernel does it for it. A link is filled and
  * drained within one breathe of the engine, so it needs no ring indexes: the consumer reads every
  * entry and clears it. Pushing into a full link drops the frame and counts it (`dropped`), as a
  * full Snabb link does. Its counters are plain numbers for tests and debugging; what an operator
@@ -21,6 +27,7 @@ export class Link {
   readonly addr: Uint32Array;
   readonly len: Uint32Array;
   readonly aux: Int32Array;
+  readonly csum: Uint32Array;
   n = 0;
   /** Frames pushed (accepted). */
   frames = 0;
@@ -35,6 +42,7 @@ export class Link {
     this.addr = new Uint32Array(capacity);
     this.len = new Uint32Array(capacity);
     this.aux = new Int32Array(capacity);
+    this.csum = new Uint32Array(capacity);
   }
 
   /** Appends a frame; false (and counted as dropped) when the link is full. */
@@ -48,9 +56,17 @@ export class Link {
     this.addr[i] = addr;
     this.len[i] = len;
     this.aux[i] = aux;
+    this.csum[i] = 0;
     this.n = i + 1;
     this.frames++;
     this.bytes += len;
+    return true;
+  }
+
+  /** Appends a frame whose checksum is pending (`csum`, see the file comment); false when full. */
+  pushPartial(mem: number, addr: number, len: number, aux: number, csum: number): boolean {
+    if (!this.push(mem, addr, len, aux)) return false;
+    this.csum[this.n - 1] = csum;
     return true;
   }
 

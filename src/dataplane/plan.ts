@@ -106,7 +106,8 @@ export interface WorkerPlan {
  * sampled about once a second: entries in use in the receive ring (AF_XDP: descriptors waiting
  * for us; AF_PACKET: blocks or slots held by user space) and the transmit ring (queued, not yet
  * sent), and the rings' sizes. `rx_gso_frames`/`rx_offload_drops`: offload (AF_PACKET workload)
- * ports; `tx_copies`/`pool_empty`: AF_XDP ports (pool_empty: shared UMEM only).
+ * ports; `tx_copies`/`pool_empty`: AF_XDP ports (pool_empty: shared UMEM only);
+ * `tx_csum_offload`: frames sent with their L4 checksum left to the kernel (AF_XDP TX metadata).
  */
 export const PORT_COUNTERS = [
   'rx_frames',
@@ -125,6 +126,7 @@ export const PORT_COUNTERS = [
   'rx_offload_drops',
   'tx_copies',
   'pool_empty',
+  'tx_csum_offload',
 ] as const;
 export const ENGINE_COUNTERS = ['breaths', 'idle_waits', 'frames'] as const;
 export const DECAP_REASONS = [

@@ -37,6 +37,13 @@ export interface Port {
   /** Moves the port's counters to another block (the worker's plan changed: new layout). */
   setCounters(c: Float64Array, base: number): void;
   close(): void;
+  /**
+   * Ports that split GSO super-frames (offload AF_PACKET ports) leave the segments' L4 checksums
+   * pending (Link.csum) while this is true: the graph sets it for a port that feeds the VXLAN
+   * encapsulation, whose uplink has the kernel compute them, and clears it for one that feeds
+   * WireGuard. Other ports ignore it.
+   */
+  pendingChecksums?: boolean;
 }
 
 /** What every port is opened with, whatever its driver. */
@@ -79,4 +86,6 @@ export const PC = {
   txCopies: 14,
   /** AF_XDP, shared UMEM: times the worker's frame pool could not refill the fill ring or give a frame to copy into. */
   poolEmpty: 15,
+  /** AF_XDP: frames whose pending L4 checksum (Link.csum) the kernel computed from TX metadata. */
+  txCsumOffload: 16,
 } as const;

@@ -307,8 +307,16 @@ export class VxlanEncapTemplate {
   /**
    * Writes the outer headers at mem[off .. off+headerBytes) for an inner frame already at
    * mem[off+headerBytes .. +innerLen). Returns the outer frame length. No allocation.
+   *
+   * `innerCsum` ≠ 0: the inner frame's L4 checksum is still pending (Link.csum: csumStart << 16 |
+   * csumOffset, from the inner frame's start; the field holds the pseudo-header sum). An IPv6
+   * outer UDP checksum, which covers the inner frame, is then computed the way the kernel's local
+   * checksum offload does (lco_csum): once the inner checksum is filled in, its L4 region sums to
+   * the complement of the pseudo-header sum in the field, so only the bytes in front of it are
+   * read. csumStart must be even (Ethernet, VLAN and IP headers are; the caller completes the
+   * checksum of any other frame first).
    */
-  write(mem: Uint8Array, off: number, innerLen: number, srcPort: number): number {
+  write(mem: Uint8Array, off: number, innerLen: number, srcPort: number, innerCsum = 0): number {
     const h = this.hdr;
     mem.set(h, off);
     const ip = off + ETH_HLEN;
@@ -332,7 +340,16 @@ export class VxlanEncapTemplate {
     put16(mem, udp, sport);
     put16(mem, udp + 4, udpLen);
     // The length appears twice: in the pseudo-header and in the UDP header.
-    const sum = sumWords(mem, off + OUTER_V6_BYTES, innerLen, this.udpSum + udpLen + udpLen + sport);
+    const acc = this.udpSum + udpLen + udpLen + sport;
+    const inner = off + OUTER_V6_BYTES;
+    let sum: number;
+    if (innerCsum === 0) {
+      sum = sumWords(mem, inner, innerLen, acc);
+    } else {
+      const start = innerCsum >>> 16;
+      const field = inner + start + (innerCsum & 0xffff);
+      sum = sumWords(mem, inner, start, acc) + (~((mem[field]! << 8) | mem[field + 1]!) & 0xffff);
+    }
     const ck = ~foldSum(sum) & 0xffff;
     put16(mem, udp + 6, ck === 0 ? 0xffff : ck);
     return OUTER_V6_BYTES + innerLen;

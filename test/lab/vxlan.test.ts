@@ -29,6 +29,8 @@ import {
   type RunLine,
 } from '../helpers/vxlan-lab.ts';
 
+import type { Lab } from '../../src/control/lab/topology.ts';
+
 requireRoot();
 
 // Pods here have TX checksum offload off (the lab's default), as local.mode afxdp needs.
@@ -122,6 +124,55 @@ for (const peer of ['kernel', 'pinhole'] as const) {
         assert.deepEqual(finB.drops, {}, 'no drops on node B');
       }
     });
+  });
+}
+
+/** A counter of the kernel's TCP MIB in `ns` (nstat -az: absolute, zeroes included). */
+function tcpMib(lab: Lab, ns: string, name: string): number {
+  const line = lab
+    .exec(ns, 'nstat', ['-az', name])
+    .split('\n')
+    .find((l) => l.startsWith(name));
+  assert.ok(line, `nstat shows ${name}`);
+  return Number(line.trim().split(/\s+/)[1]);
+}
+
+for (const [uplink, underlay] of [
+  ['afxdp', 4],
+  ['afxdp', 6],
+  ['afpacket', 4],
+] as const) {
+  test(`pods with TSO → ${uplink} uplink, IPv${underlay} underlay: the segments' TCP checksums, left pending by the split, are ${uplink === 'afxdp' ? 'computed by the kernel from AF_XDP TX metadata' : 'completed by pinhole'}; the kernel peer's pod counts no checksum error`, async () => {
+    await withLab(
+      `csum${uplink.slice(2, 4)}${underlay}`,
+      { underlay, sides: { a: 'pinhole', b: 'kernel' }, podChecksumOffload: true },
+      async (lab) => {
+        const { a, b } = lab;
+        const p = startRun(a, configFor(a, b, uplink, [underlay], '', 'afpacket'));
+        const ready = (await p.ready) as unknown as RunLine;
+        assert.equal(ready.mode, uplink);
+        const src = a.workloads[0]!;
+        const dst = b.workloads[0]!;
+        const before = tcpMib(lab, dst.podNs, 'TcpInCsumErrors');
+        const tcp = await iperf(src.podNs, dst.podNs, dst.podAddr4);
+        assert.ok(tcp.bps > 10e6, `TCP pod A → pod B: ${tcp.bps} bit/s`);
+        assert.equal(tcpMib(lab, dst.podNs, 'TcpInCsumErrors') - before, 0, 'no TCP checksum errors at pod B');
+        const fin = (await p.stop()) as unknown as RunLine;
+        const wl = fin.ports['wl:c0']!;
+        const up = fin.ports.uplink!;
+        assert.ok(wl.rx_gso_frames! > 0, `super-frames split: ${wl.rx_gso_frames}`);
+        if (uplink === 'afxdp') {
+          // Every segment of a split super-frame went out with a checksum request.
+          assert.ok(
+            up.tx_csum_offload! >= wl.rx_gso_frames! * 2,
+            `kernel-computed checksums ${up.tx_csum_offload}, super-frames ${wl.rx_gso_frames}`,
+          );
+        } else {
+          assert.equal(up.tx_csum_offload ?? 0, 0);
+        }
+        assert.deepEqual(fin.drops, {}, 'no drops');
+      },
+    );
   });
 }
 

@@ -40,7 +40,9 @@ import {
   vnetHdrLen,
   writeVnetHeader,
 } from '../../src/packet/offload.ts';
-import { copySumWords, foldSum, sumWords, sumWordsFast } from '../../src/packet/checksum.ts';
+import { copySumWords, foldSum, pseudoHeaderSumV6, sumWords, sumWordsFast } from '../../src/packet/checksum.ts';
+import { VxlanEncapTemplate } from '../../src/packet/vxlan.ts';
+import { parseMac } from '../../src/packet/mac.ts';
 
 // ---------- independent helpers ----------
 
@@ -670,4 +672,89 @@ describe('Segmenter (software GSO)', () => {
     }
     assert.ok(accepted > 50, `some mutated frames are accepted (${accepted})`);
   });
+});
+
+// ---------- pending checksums: writePartial, then completion or the outer IPv6 checksum (LCO) ----------
+
+describe('Segmenter.writePartial (checksum left pending)', () => {
+  const cases: { name: string; spec: SuperSpec; gso: number; mss: number }[] = [
+    {
+      name: 'TCP/IPv4 with options',
+      spec: { payload: payloadOf(5000, 3), tcpOptions: TCP_OPTS_TS, ipOptions: [1, 1, 1, 0] },
+      gso: VNET_GSO_TCPV4,
+      mss: 1448,
+    },
+    { name: 'TCP/IPv6 behind a VLAN tag', spec: { tpid: 0x8100, v6: true, payload: payloadOf(4001, 5) }, gso: VNET_GSO_TCPV6, mss: 1000 },
+    { name: 'UDP/IPv4 (USO)', spec: { udp: true, payload: payloadOf(3000, 7) }, gso: VNET_GSO_UDP_L4, mss: 1472 },
+    { name: 'UDP/IPv6 (USO)', spec: { udp: true, v6: true, payload: payloadOf(2905, 11) }, gso: VNET_GSO_UDP_L4, mss: 1452 },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: pseudo-header sum in the field, and completing it gives write()'s bytes (copy from the same view and from another)`, () => {
+      const b = buildSuper(c.spec);
+      for (const same of [true, false]) {
+        // The super-frame at the start of a big buffer; segments written further on in it (same
+        // view: copyWithin) or into another buffer (byte copy).
+        const big = new Uint8Array(b.frame.length + 80000);
+        big.set(b.frame, 0);
+        const full = new Segmenter();
+        const part = new Segmenter();
+        const n = full.begin(big, 0, b.frame.length, c.gso, c.mss);
+        assert.equal(part.begin(big, 0, b.frame.length, c.gso, c.mss), n);
+        assert.ok(n > 1);
+        const csum = part.partialCsum;
+        assert.equal(csum >>> 16, b.l4, 'csumStart: the L4 header');
+        assert.equal(csum & 0xffff, b.csumOffset, 'csumOffset: the checksum field');
+        const out = same ? big : new Uint8Array(80000);
+        for (let i = 0; i < n; i++) {
+          const want = new Uint8Array(2048);
+          const wl = full.write(i, want, 0);
+          const at = (same ? b.frame.length + 64 : 64) + i * 2048;
+          const pl = part.writePartial(i, out, at);
+          assert.equal(pl, wl, `segment ${i} length`);
+          const seg = out.slice(at, at + pl);
+          // The field holds the folded pseudo-header sum for this segment's L4 length.
+          const l3 = b.l3;
+          assert.equal(u16(seg, b.l4 + b.csumOffset), foldSum(pseudoOf(seg, l3, pl - b.l4)), `segment ${i} pseudo-header sum`);
+          assert.equal(completeChecksum(seg, 0, pl, csum >>> 16, csum & 0xffff), 0);
+          assert.deepEqual(seg, want.subarray(0, wl), `segment ${i} completed = write()`);
+        }
+      }
+    });
+  }
+});
+
+describe('VXLAN over IPv6 with the inner checksum pending (local checksum offload)', () => {
+  for (const udp of [false, true]) {
+    it(`${udp ? 'UDP' : 'TCP'} inner segments: once the inner checksum is filled in, the outer UDP checksum verifies`, () => {
+      const tpl = new VxlanEncapTemplate({
+        srcMac: parseMac('02:00:00:00:00:0a'),
+        dstMac: parseMac('02:00:00:00:00:0b'),
+        src: '2001:db8::1',
+        dst: '2001:db8::2',
+        dstPort: 4789,
+        vni: 77,
+      });
+      const b = buildSuper(udp ? { udp: true, payload: payloadOf(4000, 13) } : { payload: payloadOf(4000, 13), tcpOptions: TCP_OPTS_TS });
+      const seg = new Segmenter();
+      const n = seg.begin(b.frame, 0, b.frame.length, udp ? VNET_GSO_UDP_L4 : VNET_GSO_TCPV4, udp ? 1472 : 1448);
+      const csum = seg.partialCsum;
+      for (let i = 0; i < n; i++) {
+        const mem = new Uint8Array(2048);
+        const inner = 128;
+        const len = seg.writePartial(i, mem, inner);
+        const total = tpl.write(mem, inner - 70, len, 40000 + i, csum);
+        assert.equal(completeChecksum(mem, inner, len, csum >>> 16, csum & 0xffff), 0);
+        const f = mem.subarray(inner - 70, inner - 70 + total);
+        // Outer UDP checksum over the IPv6 pseudo-header and the whole datagram.
+        const udpOff = 14 + 40;
+        const pseudo = pseudoHeaderSumV6(f.subarray(22, 38), f.subarray(38, 54), 17, total - udpOff);
+        assert.equal(onesSum(f, udpOff, total, pseudo), 0xffff, `segment ${i}: outer UDP checksum verifies`);
+        assert.notEqual(u16(f, udpOff + 6), 0);
+        // And the same as computing it over the completed frame.
+        const again = new Uint8Array(mem);
+        tpl.write(again, inner - 70, len, 40000 + i);
+        assert.equal(u16(f, udpOff + 6), u16(again, inner - 70 + udpOff + 6), 'same as without LCO');
+      }
+    });
+  }
 });

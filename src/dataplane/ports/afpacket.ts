@@ -132,6 +132,13 @@ export class AfPacketPort implements Port {
   /** Offload: where the copy slots start in the segment memory; a preallocated recv view per slot. */
   private readonly copyAt: number = 0;
   private readonly copyViews: Uint8Array[] = [];
+  /**
+   * Offload: segments leave with their L4 checksum pending (Link.csum) instead of computed here.
+   * Set by the graph for a port whose frames go to the VXLAN encapsulation, where the uplink has
+   * the kernel checksum them (AF_XDP TX metadata) or completes them; frames for WireGuard are
+   * sealed, so they are checksummed here.
+   */
+  pendingChecksums = false;
   /** rxOffload's running totals for the breath (fields, so take() adds to them without objects). */
   private room = 0;
   private slot = 0;
@@ -307,12 +314,23 @@ export class AfPacketPort implements Port {
     if (n < 0 || seg.segmentLength(0) > SEG_SLOT - SEG_HEADROOM) return TAKE_DROPPED;
     if (n > this.room) return n > this.segSlots ? TAKE_DROPPED : TAKE_LATER;
     const segMem = this.segMem!;
-    for (let i = 0; i < n; i++) {
-      const at = this.segAt + this.slot * SEG_SLOT + SEG_HEADROOM;
-      const l = seg.write(i, segMem, at);
-      this.slot++;
-      out.push(this.segId, at, l, tag);
-      this.bytes += l;
+    if (this.pendingChecksums) {
+      const csum = seg.partialCsum;
+      for (let i = 0; i < n; i++) {
+        const at = this.segAt + this.slot * SEG_SLOT + SEG_HEADROOM;
+        const l = seg.writePartial(i, segMem, at);
+        this.slot++;
+        out.pushPartial(this.segId, at, l, tag, csum);
+        this.bytes += l;
+      }
+    } else {
+      for (let i = 0; i < n; i++) {
+        const at = this.segAt + this.slot * SEG_SLOT + SEG_HEADROOM;
+        const l = seg.write(i, segMem, at);
+        this.slot++;
+        out.push(this.segId, at, l, tag);
+        this.bytes += l;
+      }
     }
     this.room -= n;
     this.frames += n;
@@ -345,6 +363,8 @@ export class AfPacketPort implements Port {
       const at = this.txOff[slot]!;
       if (head !== 0) ring.fill(0, at, at + head); // virtio_net_hdr: no GSO, checksum complete
       mem.copy(input.mem[i]!, input.addr[i]!, id, at + head, l);
+      const cs = input.csum[i]!;
+      if (cs !== 0) completeChecksum(ring, at + head, l, cs >>> 16, cs & 0xffff);
       sock.txCommit(slot, l + head);
       bytes += l;
       queued++;

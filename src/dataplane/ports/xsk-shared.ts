@@ -29,6 +29,7 @@
  * its rings are quarantined for a grace period first (frame-pool.ts): the kernel may not be done
  * with them when close() returns.
  */
+import { completeChecksum } from '../../packet/offload.ts';
 import { errnoCodeOf, type Mapping } from '../../sys/index.ts';
 import { XDP_PACKET_HEADROOM } from '../../uplink/xsk/abi.ts';
 import type { XskRings } from '../../uplink/xsk/sizing.ts';
@@ -298,6 +299,10 @@ export class SharedXskPort implements Port {
         }
         d = at + sh;
         mem.copy(m, a, id, d, l);
+        // A pending checksum (Link.csum; only frames of offload AF_PACKET ports have one, so
+        // never one that came by descriptor) is completed here.
+        const cs = input.csum[j]!;
+        if (cs !== 0) completeChecksum(mem.u8[id]!, d, l, cs >>> 16, cs & 0xffff);
         copies++;
       }
       ring.setDesc(k++, d, l);

@@ -16,7 +16,8 @@
 import { BpfMap } from '../../kernel/map.ts';
 import { alloc, type Mapping } from '../../sys/index.ts';
 import type { XskRings } from '../../uplink/xsk/sizing.ts';
-import { openXsk, type XskSocket } from '../../uplink/xsk/socket.ts';
+import { completeChecksum } from '../../packet/offload.ts';
+import { openXsk, XDP_TX_METADATA, type XskSocket } from '../../uplink/xsk/socket.ts';
 import { XskCore } from './xsk-core.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
@@ -61,6 +62,8 @@ export class XskPort implements Port {
   private readonly off: number;
   private readonly txb: { addr: Uint32Array; len: Uint32Array };
   private readonly spare: { addr: Uint32Array; len: Uint32Array };
+  /** Descriptor options per TX batch entry (XDP_TX_METADATA for a checksum the kernel computes). */
+  private readonly txo: Uint32Array;
   private readonly maxFrame: number;
   private readonly memory: PacketMemory;
 
@@ -74,6 +77,7 @@ export class XskPort implements Port {
     this.off = o.areaOffset;
     this.txb = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
     this.spare = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
+    this.txo = new Uint32Array(o.batchSize);
     this.maxFrame = XSK_FRAME_SIZE - sock.txOffset;
   }
 
@@ -85,6 +89,7 @@ export class XskPort implements Port {
       frameCount: o.frameCount,
       ...(o.rings ? { rxSize: o.rings.rx, txSize: o.rings.tx, fillSize: o.rings.fill, compSize: o.rings.comp } : {}),
       area: { mapping: o.area, offset: o.areaOffset },
+      txChecksum: true,
     });
     try {
       if (o.xsksMapFd !== undefined) registerXsk(o.xsksMapFd, o.queue, sock.fd);
@@ -132,12 +137,17 @@ export class XskPort implements Port {
     let queuedTotal = 0;
     let bytes = 0;
     let tooBig = 0;
+    let offloaded = 0;
+    const txo = this.txo;
+    const sumInKernel = s.txChecksum;
+    const icsum = input.csum;
     while (done < n) {
       const want = n - done < batch ? n - done : batch;
       const got = s.allocTx(tb, want);
       if (got === 0) break;
       let k = 0;
       let spareN = 0;
+      let withMeta = 0;
       for (let i = 0; i < got; i++) {
         const j = done + i;
         const l = input.len[j]!;
@@ -154,12 +164,25 @@ export class XskPort implements Port {
           continue;
         }
         mem.copy(input.mem[j]!, src, id, off + dst, l);
+        // A pending checksum (Link.csum): the kernel computes it from the TX metadata, or we do.
+        const cs = icsum[j]!;
+        txo[k] = 0;
+        if (cs !== 0) {
+          if (sumInKernel) {
+            s.setTxChecksum(dst, cs >>> 16, cs & 0xffff);
+            txo[k] = XDP_TX_METADATA;
+            withMeta++;
+          } else {
+            completeChecksum(mem.u8[id]!, off + dst, l, cs >>> 16, cs & 0xffff);
+          }
+        }
         tb.addr[k] = dst;
         tb.len[k] = l;
         k++;
       }
-      const queued = s.tx(tb, k);
+      const queued = withMeta === 0 ? s.tx(tb, k) : s.tx(tb, k, txo);
       for (let i = 0; i < queued; i++) bytes += tb.len[i]!;
+      if (withMeta !== 0) for (let i = 0; i < queued; i++) if (txo[i] !== 0) offloaded++;
       // TX ring full: unqueued buffers go back with the skipped ones; their frames are drops.
       for (let i = queued; i < k; i++) spare.addr[spareN++] = tb.addr[i]!;
       if (spareN > 0) s.releaseRx(spare, spareN);
@@ -170,6 +193,7 @@ export class XskPort implements Port {
     c[b + PC.txFrames] += queuedTotal;
     c[b + PC.txBytes] += bytes;
     c[b + PC.txCopies] += queuedTotal;
+    c[b + PC.txCsumOffload] += offloaded;
     c[b + PC.txDropped] += n - queuedTotal - tooBig;
     c[b + PC.txTooBig] += tooBig;
     return queuedTotal;

@@ -12,6 +12,7 @@
  * The destination MAC is left for the nexthop stage (the template's is a placeholder).
  */
 import { parseMac } from '../../packet/mac.ts';
+import { completeChecksum } from '../../packet/offload.ts';
 import { flowHash, sourcePortOf, VxlanEncapTemplate } from '../../packet/vxlan.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
@@ -66,8 +67,15 @@ export class EncapStage {
       }
       const m = input.mem[i]!;
       const u8 = this.memory.u8[m]!;
-      const total = t.write(u8, addr - h, len, sourcePortOf(flowHash(u8, addr, len)));
-      if (!out.push(m, addr - h, total, k)) {
+      let cs = input.csum[i]!;
+      if (cs !== 0 && ((cs >>> 16) & 1) !== 0) {
+        // An odd checksum start (no real header stack has one): complete it here.
+        completeChecksum(u8, addr, len, cs >>> 16, cs & 0xffff);
+        cs = 0;
+      }
+      const total = t.write(u8, addr - h, len, sourcePortOf(flowHash(u8, addr, len)), cs);
+      // A pending inner checksum moves with the frame's start (outer headers in front).
+      if (!(cs === 0 ? out.push(m, addr - h, total, k) : out.pushPartial(m, addr - h, total, k, cs + (h << 16)))) {
         c[base + E_LINK_FULL]++;
         continue;
       }

@@ -19,6 +19,7 @@
  * while a connection sends through a STALE entry — this is how a next hop whose MAC changed
  * is noticed.
  */
+import { completeChecksum } from '../../packet/offload.ts';
 import { NeighbourTableReader } from '../../netlink/neigh-table.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
@@ -208,7 +209,7 @@ export class NexthopStage {
       const len = input.len[i]!;
       if (this.ok[k] === 0) {
         c[base + N_MISSES]++;
-        this.hold(k, m, addr, len, now);
+        this.hold(k, m, addr, len, input.csum[i]!, now);
         continue;
       }
       const u8 = this.memory.u8[m]!;
@@ -220,7 +221,8 @@ export class NexthopStage {
       u8[addr + 3] = macs[mo + 3]!;
       u8[addr + 4] = macs[mo + 4]!;
       u8[addr + 5] = macs[mo + 5]!;
-      if (!out.push(m, addr, len, k)) {
+      const cs = input.csum[i]!;
+      if (!(cs === 0 ? out.push(m, addr, len, k) : out.pushPartial(m, addr, len, k, cs))) {
         c[base + N_LINK_FULL]++;
         continue;
       }
@@ -229,7 +231,8 @@ export class NexthopStage {
     input.clear();
   }
 
-  private hold(k: number, m: number, addr: number, len: number, now: number): void {
+  /** Keeps a copy of the frame until its next hop resolves; a pending checksum is completed in the copy. */
+  private hold(k: number, m: number, addr: number, len: number, csum: number, now: number): void {
     const c = this.c;
     const q = this.waitN[k]!;
     if (q >= this.frames || len > this.slotBytes) {
@@ -240,6 +243,7 @@ export class NexthopStage {
     if (q === 0) this.waitSince[k] = now;
     const s = k * this.frames + q;
     this.memory.copy(m, addr, this.waitMem, s * this.slotBytes, len);
+    if (csum !== 0) completeChecksum(this.waitU8, s * this.slotBytes, len, csum >>> 16, csum & 0xffff);
     this.waitLen[s] = len;
     this.waitN[k] = q + 1;
     this.waiting++;

@@ -98,12 +98,12 @@ export class ProducerRing extends Ring {
   }
 
   /** Writes a descriptor entry (tx ring) `i` slots after the current producer index. */
-  setDesc(i: number, addr: number, len: number): void {
+  setDesc(i: number, addr: number, len: number, options = 0): void {
     const w = ((this.cachedProd + i) & this.mask) * 4;
     this.words[w] = addr;
     this.words[w + 1] = 0;
     this.words[w + 2] = len;
-    this.words[w + 3] = 0;
+    this.words[w + 3] = options;
   }
 
   /** Publishes `n` written entries to the kernel. */

@@ -25,6 +25,18 @@
  * this object. Ownership: free stack → fill ring → (kernel) → rx → caller → releaseRx/tx →
  * fill ring or tx ring → (kernel) → completion ring → free stack.
  *
+ * TX checksum (`txChecksum`, Documentation/networking/xsk-tx-metadata.rst, Linux ≥ 6.11): the
+ * UMEM is registered with XDP_UMEM_TX_METADATA_LEN and room for a struct xsk_tx_metadata in front
+ * of every transmitted packet, and with XDP_UMEM_TX_SW_CSUM: a descriptor with the XDP_TX_METADATA
+ * option and XDP_TXMD_FLAGS_CHECKSUM in that metadata has the kernel compute the L4 checksum from
+ * csum_start into csum_start + csum_offset while it builds the skb, in copy mode (what a
+ * CHECKSUM_PARTIAL skb would get from skb_checksum_help). A kernel without it refuses the flags
+ * (EINVAL) and the UMEM is registered without them (`txChecksum` false). In zero-copy mode the
+ * request would go to the driver, which may not honour it: `txChecksum` is true only in copy mode.
+ *
+ *   chunk: │ … │ xsk_tx_metadata (24) │ packet ────────── │      descriptor addr = packet start
+ *                 flags (u64) = XDP_TXMD_FLAGS_CHECKSUM, csum_start (u16), csum_offset (u16)
+ *
  * Hot path (rx, releaseRx, fill, tx, completions, kick): no allocation, no closures, one native
  * call at most per batch (and only when the kernel says it needs one).
  */
@@ -103,6 +115,8 @@ export interface XskOptions {
   area?: { mapping: Mapping; offset: number };
   /** Copy mode: frames per TX kick (XDP_MAX_TX_SKB_BUDGET, kernel ≥ 6.17); default XSK_TX_BUDGET. */
   txBudget?: number;
+  /** Ask for TX checksum metadata (file comment); the socket's `txChecksum` says if it got it. */
+  txChecksum?: boolean;
   /** EBUSY retries before ERR_XSK_BUSY (default 5) and the first delay (default 10 ms, doubling). */
   busyRetries?: number;
   busyDelayMs?: number;
@@ -205,6 +219,8 @@ export class XskSocket {
   private closed = false;
   /** The last kick's errno when it was not a "busy" answer (e.g. ENXIO: the device is gone), else 0. */
   kickErrno = 0;
+  /** Descriptors may carry XDP_TX_METADATA with a checksum request the kernel computes (file comment). */
+  txChecksum = false;
 
   /** @internal use openXsk */
   constructor(init: {
@@ -319,14 +335,32 @@ export class XskSocket {
    * Queues `n` frames for transmission (`batch.addr[i]`, `batch.len[i]`); returns how many fit
    * in the TX ring. Frames not queued stay the caller's. Call `kick()` after a batch.
    */
-  tx(batch: FrameBatch, n: number): number {
+  tx(batch: FrameBatch, n: number, options?: Uint32Array): number {
     const room = this.txRing.free(n);
     if (n > room) n = room;
     const addr = batch.addr;
     const len = batch.len;
-    for (let i = 0; i < n; i++) this.txRing.setDesc(i, addr[i]!, len[i]!);
+    if (options === undefined) for (let i = 0; i < n; i++) this.txRing.setDesc(i, addr[i]!, len[i]!);
+    else for (let i = 0; i < n; i++) this.txRing.setDesc(i, addr[i]!, len[i]!, options[i]!);
     if (n > 0) this.txRing.submit(n);
     return n;
+  }
+
+  /**
+   * Writes the TX metadata of a packet that starts at UMEM address `addr`: the kernel computes its
+   * L4 checksum (csumStart: bytes from the packet's start to where summing starts; csumOffset: from
+   * there to the 16-bit field, which holds the pseudo-header sum). Its descriptor then needs the
+   * XDP_TX_METADATA option. Only when `txChecksum`.
+   */
+  setTxChecksum(addr: number, csumStart: number, csumOffset: number): void {
+    const u = this.umem;
+    const m = addr - XSK_TX_METADATA_LEN;
+    u[m] = XDP_TXMD_FLAGS_CHECKSUM;
+    for (let i = 1; i < 8; i++) u[m + i] = 0;
+    u[m + 8] = csumStart & 0xff;
+    u[m + 9] = csumStart >>> 8;
+    u[m + 10] = csumOffset & 0xff;
+    u[m + 11] = csumOffset >>> 8;
   }
 
   /** Reaps the completion ring: sent frames go back to the free stack. Returns how many. */
@@ -449,6 +483,7 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
   }
 
   let fd = -1;
+  let csumReg = false;
   let area: Mapping | undefined;
   let umemAddr = 0n;
   let umem: Uint8Array | undefined;
@@ -479,22 +514,29 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
       step = 'XDP_UMEM_REG';
       // The UMEM address is in `reg`; `area` stays reachable (we keep it) for the socket's life.
       // A socket sharing another's UMEM registers none (bind names the owner).
-      if (!owner)
-        sys.setsockopt(
-          fd,
-          SOL_XDP,
-          XDP_UMEM_REG,
-          XdpUmemReg.encode(
-            {
-              addr: umemAddr,
-              len: BigInt(frameSize * frameCount),
-              chunk_size: frameSize,
-              headroom,
-              flags: 0,
-            },
+      if (!owner) {
+        const reg = (flags: number): void => {
+          const b = XdpUmemReg.encode(
+            { addr: umemAddr, len: BigInt(frameSize * frameCount), chunk_size: frameSize, headroom, flags },
             alloc(XdpUmemReg.size),
-          ),
-        );
+          );
+          // tx_metadata_len: the u32 after flags, in what older headers call padding.
+          if (flags !== 0) new DataView(b.buffer).setUint32(XDP_UMEM_REG_TX_METADATA_LEN_OFFSET, XSK_TX_METADATA_LEN, true);
+          sys.setsockopt(fd, SOL_XDP, XDP_UMEM_REG, b);
+        };
+        if (opts.txChecksum) {
+          try {
+            reg(XDP_UMEM_TX_SW_CSUM | XDP_UMEM_TX_METADATA_LEN);
+            csumReg = true;
+          } catch (err) {
+            // Before 6.11 the flags are unknown: EINVAL. Anything else is a real failure.
+            if (errnoCodeOf(err) !== 'EINVAL') throw err;
+            reg(0);
+          }
+        } else {
+          reg(0);
+        }
+      }
       step = 'ring sizes';
       sys.setsockopt(fd, SOL_XDP, XDP_UMEM_FILL_RING, u32buf(fillSize));
       sys.setsockopt(fd, SOL_XDP, XDP_UMEM_COMPLETION_RING, u32buf(compSize));
@@ -546,6 +588,8 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
       freeStack,
       freeTop: freeStack.length,
     });
+    // A socket sharing a UMEM has the owner's registration (and its flags).
+    sock.txChecksum = mode === 'copy' && (owner ? owner.txChecksum : csumReg);
     // Half the frames wait in the fill ring for traffic; the rest are for TX.
     if (!external) sock.fill(Math.min(fillSize, frameCount >>> 1));
     return sock;
@@ -581,6 +625,17 @@ function setupError(err: unknown, step: string, where: string, umemBytes: number
   }
   return new PinholeError('ERR_XSK_SETUP', `set up xsk for ${where}: ${step} failed${errno ? ` (${errno})` : ''}`, { cause: err, details });
 }
+
+/** UMEM flags and layout of TX metadata (include/uapi/linux/if_xdp.h, Linux ≥ 6.8; the _LEN flag ≥ 6.11). */
+const XDP_UMEM_TX_SW_CSUM = 1 << 1;
+const XDP_UMEM_TX_METADATA_LEN = 1 << 2;
+/** struct xdp_umem_reg: tx_metadata_len follows flags (u32 at 28; the struct is 32 bytes either way). */
+const XDP_UMEM_REG_TX_METADATA_LEN_OFFSET = 28;
+/** sizeof(struct xsk_tx_metadata): flags (u64) and a 16-byte union (csum_start, csum_offset, launch_time). */
+export const XSK_TX_METADATA_LEN = 24;
+/** xdp_desc.options: the packet's metadata is valid. */
+export const XDP_TX_METADATA = 1 << 1;
+const XDP_TXMD_FLAGS_CHECKSUM = 1 << 1;
 
 /** Frames copy-mode TX may send per sendto kick (XDP_MAX_TX_SKB_BUDGET); the kernel's default is 32. */
 export const XSK_TX_BUDGET = 256;
