@@ -1,9 +1,11 @@
 /**
  * Shared UMEM against one UMEM per socket, on the uplink bench's cross-connect (netns.ts
  * buildCrossConnect: [gen] g0 → up0 [mid] out0 → s0 [sink], veth, 2 queues, copy-mode AF_XDP):
- * `pinhole uplink --mode afxdp --to out0` with the worker's two sockets on one UMEM (frames go
- * out by descriptor) and with PINHOLE_XSK_UMEM=own (one copy per frame), alternated within each
- * run so that a noisy neighbour hits both alike. Root.
+ * `pinhole uplink --mode afxdp --to out0` with the worker's two sockets on one UMEM
+ * (PINHOLE_XSK_UMEM=shared: frames go out by descriptor; without it a copy-mode worker no longer
+ * shares, see src/dataplane/ports/xsk-shared.ts, which this bench decided) and with
+ * PINHOLE_XSK_UMEM=own (one copy per frame), alternated within each run so that a noisy
+ * neighbour hits both alike. Root.
  *
  *   node --import tsx bench/xsk-umem.ts [--runs 5] [--seconds 1.5]
  *

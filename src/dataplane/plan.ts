@@ -107,7 +107,8 @@ export interface WorkerPlan {
  * for us; AF_PACKET: blocks or slots held by user space) and the transmit ring (queued, not yet
  * sent), and the rings' sizes. `rx_gso_frames`/`rx_offload_drops`: offload (AF_PACKET workload)
  * ports; `tx_copies`/`pool_empty`: AF_XDP ports (pool_empty: shared UMEM only);
- * `tx_csum_offload`: frames sent with their L4 checksum left to the kernel (AF_XDP TX metadata).
+ * `tx_csum_offload`: frames sent with their L4 checksum left to the kernel (AF_XDP TX metadata);
+ * `rx_sparse_first`: frames an offload port took ahead of super-frames waiting in its ring.
  */
 export const PORT_COUNTERS = [
   'rx_frames',
@@ -127,6 +128,7 @@ export const PORT_COUNTERS = [
   'tx_copies',
   'pool_empty',
   'tx_csum_offload',
+  'rx_sparse_first',
 ] as const;
 export const ENGINE_COUNTERS = ['breaths', 'idle_waits', 'frames'] as const;
 export const DECAP_REASONS = [

@@ -88,4 +88,6 @@ export const PC = {
   poolEmpty: 15,
   /** AF_XDP: frames whose pending L4 checksum (Link.csum) the kernel computed from TX metadata. */
   txCsumOffload: 16,
+  /** Offload AF_PACKET ports: frames taken ahead of super-frames waiting in the ring (flow queueing). */
+  rxSparseFirst: 17,
 } as const;

@@ -54,6 +54,7 @@ import {
   vnetGsoSize,
   vnetGsoType,
 } from '../../packet/offload.ts';
+import { flowHash } from '../../packet/vxlan.ts';
 import { alloc, PinholeError } from '../../sys/index.ts';
 import { AfPacketSocket, RxBatch } from '../../uplink/afpacket/socket.ts';
 import type { Link } from '../link.ts';
@@ -97,6 +98,8 @@ const COPY_RCVBUF = 8 << 20;
  * steady rates alike. 4,096 is the middle: memory is per workload interface and worker.
  */
 const WL_RING_SLOTS = 4096;
+/** Slots past the head sparseFirst() looks at. */
+const SPARSE_SCAN = 256;
 const TAKE_SENT = 0;
 const TAKE_SPLIT = 1;
 const TAKE_DROPPED = 2;
@@ -139,6 +142,8 @@ export class AfPacketPort implements Port {
    * sealed, so they are checksummed here.
    */
   pendingChecksums = false;
+  /** sparseFirst(): hashes of the flows with a frame waiting in place, this breath. */
+  private readonly waitingFlows = new Int32Array(64);
   /** rxOffload's running totals for the breath (fields, so take() adds to them without objects). */
   private room = 0;
   private slot = 0;
@@ -245,6 +250,13 @@ export class AfPacketPort implements Port {
     let taken = 0;
     let gso = 0;
     let drops = 0;
+    // A super-frame at the head: first take the frames behind it whose flows have nothing waiting.
+    if (
+      sock.peek(rxb, 0) &&
+      (rxb.copied[0] !== 0 || (vnetGsoType(ring, rxb.offset[0]! - VNET_HDR_LEN) & ~VNET_GSO_ECN) !== VNET_GSO_NONE)
+    ) {
+      taken = this.sparseFirst(out, tag);
+    }
     while (taken < rxb.capacity && this.room > 0 && sock.peek(rxb, 0)) {
       const len = rxb.length[0]!;
       const v = rxb.offset[0]! - VNET_HDR_LEN;
@@ -289,6 +301,62 @@ export class AfPacketPort implements Port {
     this.c[this.b + PC.rxGsoFrames] += gso;
     this.c[this.b + PC.rxOffloadDrops] += drops;
     return this.frames;
+  }
+
+  /**
+   * Flow queueing, the part that keeps latency low under a bulk transfer: a pod's TCP stream keeps
+   * tens of super-frames waiting in the ring (measured: about 30, ~10 ms of work), and a ping, a
+   * DNS query or another connection's ACK behind them would wait for all of them. So before the
+   * ring is read in order, the slots behind the head are scanned (up to SPARSE_SCAN, stopping at
+   * the first empty one) and every ordinary frame whose flow (flowHash: addresses, protocol,
+   * ports) has no frame waiting before it in the ring is taken at once, out of order — what
+   * fq_codel's new-flow queue does for sparse flows. Order within a flow is kept: a frame of a flow
+   * with a super-frame (or any frame left in place) before it stays in place. Super-frames,
+   * frames cut short and GSO frames are never taken ahead. Returns the slots taken.
+   */
+  private sparseFirst(out: Link, tag: number): number {
+    const sock = this.sock;
+    const rxb = this.rxb;
+    const ring = this.ring;
+    const waiting = this.waitingFlows;
+    let nWaiting = 0;
+    let taken = 0;
+    let gso = 0;
+    let drops = 0;
+    for (let k = 0; k < SPARSE_SCAN && this.room > 0 && taken < rxb.capacity; k++) {
+      if (sock.takenAhead(k)) continue;
+      if (!sock.peekAhead(rxb, 0, k)) break;
+      const off = rxb.offset[0]!;
+      const len = rxb.length[0]!;
+      const v = off - VNET_HDR_LEN;
+      const type = vnetGsoType(ring, v) & ~VNET_GSO_ECN;
+      const h = flowHash(ring, off, len) | 0;
+      let seen = false;
+      for (let j = 0; j < nWaiting; j++) {
+        if (waiting[j] === h) {
+          seen = true;
+          break;
+        }
+      }
+      if (rxb.copied[0] !== 0 || len !== rxb.wireLength[0]! || type !== VNET_GSO_NONE || seen || k === 0) {
+        // Stays in place, and so does everything of its flow behind it.
+        if (!seen) {
+          if (nWaiting === waiting.length) break;
+          waiting[nWaiting++] = h;
+        }
+        continue;
+      }
+      const r = this.take(ring, this.memId, v, len, type, out, tag);
+      if (r === TAKE_LATER) break;
+      sock.takeAhead(k);
+      taken++;
+      if (r === TAKE_DROPPED) drops++;
+      else if (r === TAKE_SPLIT) gso++;
+    }
+    this.c[this.b + PC.rxGsoFrames] += gso;
+    this.c[this.b + PC.rxOffloadDrops] += drops;
+    this.c[this.b + PC.rxSparseFirst] += taken;
+    return taken;
   }
 
   /**

@@ -324,6 +324,8 @@ export class AfPacketSocket {
   private readonly slotSize: number;
   private readonly slots: number;
   private slot = 0;
+  /** TPACKET_V2: slots taken out of order (takeAhead), passed over when the head reaches them. */
+  private readonly taken: Uint8Array;
   /** Header field offsets in a TX slot (per version), and where its frame data starts. */
   private readonly txStatusAt: number;
   private readonly txLenAt: number;
@@ -352,6 +354,7 @@ export class AfPacketSocket {
     this.version = version;
     this.slotSize = version === 2 ? blockSize / V2_SLOTS_PER_BLOCK : 0;
     this.slots = version === 2 ? blockCount * V2_SLOTS_PER_BLOCK : 0;
+    this.taken = new Uint8Array(this.slots);
     this.txStatusAt = version === 2 ? V2_STATUS : PKT_STATUS;
     this.txLenAt = version === 2 ? V2_LEN : PKT_LEN;
     this.txSnapAt = version === 2 ? V2_SNAPLEN : PKT_SNAPLEN;
@@ -508,16 +511,14 @@ export class AfPacketSocket {
   peek(batch: RxBatch, i: number): boolean {
     const u32 = this.u32;
     if (this.version === 2) {
-      const h = this.slot * this.slotSize;
-      const status = Atomics.load(u32, (h + V2_STATUS) >>> 2);
-      if ((status & TP_STATUS_USER) === 0) return false;
-      batch.offset[i] = h + this.u16[(h + V2_MAC) >>> 1]!;
-      batch.length[i] = u32[(h + V2_SNAPLEN) >>> 2]!;
-      batch.wireLength[i] = u32[(h + V2_LEN) >>> 2]!;
-      batch.vlanTci[i] = (status & TP_STATUS_VLAN_VALID) !== 0 ? this.u16[(h + V2_VLAN_TCI) >>> 1]! : -1;
-      batch.vlanTpid[i] = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? this.u16[(h + V2_VLAN_TPID) >>> 1]! : ETH_P_8021Q;
-      batch.copied[i] = (status & TP_STATUS_COPY) !== 0 ? 1 : 0;
-      return true;
+      // Slots already taken ahead of the head: pass over them (they go back in ring order).
+      while (this.taken[this.slot] === 1) {
+        this.taken[this.slot] = 0;
+        if (this.releaseCount === 0) this.releaseFrom = this.slot;
+        this.releaseCount++;
+        this.slot = this.slot + 1 === this.slots ? 0 : this.slot + 1;
+      }
+      return this.describeSlot(batch, i, this.slot);
     }
     while (true) {
       if (!this.inBlock) {
@@ -539,6 +540,49 @@ export class AfPacketSocket {
     batch.vlanTci[i] = (status & TP_STATUS_VLAN_VALID) !== 0 ? u32[(h + PKT_VLAN_TCI) >>> 2]! & 0xffff : -1;
     batch.vlanTpid[i] = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? this.u16[(h + PKT_VLAN_TPID) >>> 1]! : ETH_P_8021Q;
     batch.copied[i] = 0;
+    return true;
+  }
+
+  /**
+   * TPACKET_V2: describes the frame `k` slots past the head in `batch` slot `i`, like peek():
+   * true when that slot holds a frame (see takenAhead). takeAhead(k) takes it out of order; the
+   * head passes over it later, and it goes back to the kernel in ring order with its neighbours.
+   * Safe because the kernel fills slots strictly in order and stops at the first one user space
+   * holds: it cannot reach a slot past the head before the head has passed it.
+   */
+  peekAhead(batch: RxBatch, i: number, k: number): boolean {
+    let s = this.slot + k;
+    if (s >= this.slots) s -= this.slots;
+    if (this.version !== 2 || k >= this.slots) return false;
+    return this.describeSlot(batch, i, s);
+  }
+
+  /** Whether the slot `k` past the head was taken ahead already (its frame is described still). */
+  takenAhead(k: number): boolean {
+    let s = this.slot + k;
+    if (s >= this.slots) s -= this.slots;
+    return this.version === 2 && k < this.slots && this.taken[s] === 1;
+  }
+
+  /** Takes the frame peekAhead(…, k) described (TPACKET_V2). */
+  takeAhead(k: number): void {
+    let s = this.slot + k;
+    if (s >= this.slots) s -= this.slots;
+    this.taken[s] = 1;
+    this.counters.rxFrames++;
+  }
+
+  private describeSlot(batch: RxBatch, i: number, slot: number): boolean {
+    const u32 = this.u32;
+    const h = slot * this.slotSize;
+    const status = Atomics.load(u32, (h + V2_STATUS) >>> 2);
+    if ((status & TP_STATUS_USER) === 0) return false;
+    batch.offset[i] = h + this.u16[(h + V2_MAC) >>> 1]!;
+    batch.length[i] = u32[(h + V2_SNAPLEN) >>> 2]!;
+    batch.wireLength[i] = u32[(h + V2_LEN) >>> 2]!;
+    batch.vlanTci[i] = (status & TP_STATUS_VLAN_VALID) !== 0 ? this.u16[(h + V2_VLAN_TCI) >>> 1]! : -1;
+    batch.vlanTpid[i] = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? this.u16[(h + V2_VLAN_TPID) >>> 1]! : ETH_P_8021Q;
+    batch.copied[i] = (status & TP_STATUS_COPY) !== 0 ? 1 : 0;
     return true;
   }
 

@@ -1,0 +1,386 @@
+/**
+ * Flow queueing ("sparse first") of the offload AF_PACKET port, against the real kernel: a fresh
+ * pair of namespaces joined by a veth (up0 ↔ peer0), an AfPacketPort with `offload: true` on up0
+ * (TPACKET_V2 ring, PACKET_VNET_HDR), and frames sent from peer0 through a packet socket that
+ * has PACKET_VNET_HDR too, so a TCP super-frame crosses the veth whole (GSO kept, checksum
+ * partial), as a pod's stack would send it.
+ *
+ *   peer0 ──► ring: │ super F1 │ F1 │ F2 │ F2 │ F3 │        rx():  F2 F2 F3 │ F1 seg×4 │ F1
+ *                     (COPY)     stays  ── taken ahead ──           ahead    head, in order
+ *
+ * Frames are put in the ring before the port reads (the sends complete in softirq before sendto
+ * returns; the test then waits until the last expected slot is filled, peeking without taking)
+ * and every frame, each segment of a super-frame included, carries a marker at its payload's end,
+ * so one rx() shows the order the port chose. IPv6 is off in both namespaces and no addresses are
+ * configured, so the kernel sends nothing of its own onto the veth: the ring holds exactly what
+ * the test sent (checked before each rx()).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { requireRoot } from '../helpers/require.ts';
+import { addVeth, withNetns, type Netns } from '../helpers/netns.ts';
+import { alloc, getSys } from '../../src/sys/index.ts';
+import { buildFrame } from '../../src/packet/build.ts';
+import { foldSum, pseudoHeaderSumV4, verifyChecksum } from '../../src/packet/checksum.ts';
+import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, vnetGsoType, writeVnetHeader } from '../../src/packet/offload.ts';
+import { flowHash } from '../../src/packet/vxlan.ts';
+import { AfPacketPort } from '../../src/dataplane/ports/afpacket.ts';
+import { Link } from '../../src/dataplane/link.ts';
+import { PacketMemory } from '../../src/dataplane/memory.ts';
+import { MAX_GSO_SEGMENTS, PC } from '../../src/dataplane/port.ts';
+import { RxBatch } from '../../src/uplink/afpacket/index.ts';
+import { AF_PACKET, ETH_P_ALL_BE, PACKET_VNET_HDR, SOL_PACKET } from '../../src/uplink/afpacket/abi.ts';
+import { inNetns, macOf, marker, markerOf } from './afpacket-lab.ts';
+
+requireRoot();
+
+const SOCK_RAW = 3;
+const UP4 = '198.18.0.1';
+const PEER4 = '198.18.0.2';
+const BATCH = 64;
+const TAG = 7;
+const MSS = 1400;
+const TCP_ACK = 0x10;
+/** Flows: F1 the bulk TCP connection, F2 and F3 sparse UDP flows (same addresses, other ports). */
+const F1 = { sport: 40001, dport: 5201 };
+const F2 = { sport: 40002, dport: 53 };
+const F3 = { sport: 40003, dport: 123 };
+const ETH = 14;
+const IP = 20;
+const TCP = 20;
+
+/** A packet socket on the sending side with PACKET_VNET_HDR: each frame goes with a virtio_net_hdr. */
+class VnetSender {
+  readonly fd: number;
+  private readonly sll = alloc(20);
+  private readonly buf = alloc(VNET_HDR_LEN + 65536);
+
+  /** Created in the calling thread's namespace (inNetns). Unbound: it only sends, to `ifname`. */
+  constructor(ifname: string) {
+    const sys = getSys();
+    this.fd = sys.socket(AF_PACKET, SOCK_RAW, 0);
+    const one = alloc(4);
+    new DataView(one.buffer).setInt32(0, 1, true);
+    sys.setsockopt(this.fd, SOL_PACKET, PACKET_VNET_HDR, one);
+    const dv = new DataView(this.sll.buffer);
+    dv.setUint16(0, AF_PACKET, true);
+    dv.setUint16(2, ETH_P_ALL_BE, true);
+    dv.setInt32(4, sys.ifNameToIndex(ifname), true);
+  }
+
+  /** An ordinary frame: all-zero header (no GSO, checksum complete). */
+  send(frame: Uint8Array): void {
+    this.buf.fill(0, 0, VNET_HDR_LEN);
+    this.put(frame);
+  }
+
+  /** A TCPv4 super-frame (built by superFrame()): GSO TCPV4 with `mss`, checksum partial. */
+  sendTcpSuper(frame: Uint8Array, mss: number): void {
+    const l4 = ETH + IP;
+    writeVnetHeader(this.buf, 0, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, l4 + TCP, mss, l4, 16);
+    this.put(frame);
+  }
+
+  private put(frame: Uint8Array): void {
+    this.buf.set(frame, VNET_HDR_LEN);
+    getSys().sendto(this.fd, this.buf, VNET_HDR_LEN + frame.length, 0, this.sll);
+  }
+
+  close(): void {
+    getSys().close(this.fd);
+  }
+}
+
+interface Lab {
+  port: AfPacketPort;
+  tx: VnetSender;
+  memory: PacketMemory;
+  counters: Float64Array;
+  upMac: string;
+  peerMac: string;
+}
+
+async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
+  await withNetns(['afs-up', 'afs-peer'], async (up: Netns, peer: Netns) => {
+    // Before the veth exists, so neither end ever sends DAD, router or MLD frames into the ring.
+    for (const ns of [up, peer]) {
+      ns.exec('sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+    }
+    addVeth(up, 'up0', peer, 'peer0', { mtu: 9000 });
+    const upMac = macOf(up, 'up0');
+    const peerMac = macOf(peer, 'peer0');
+    const memory = new PacketMemory();
+    const counters = new Float64Array(32);
+    const port = inNetns(
+      up,
+      () => new AfPacketPort({ name: 'wl0', ifname: 'up0', offload: true, filter: 'all', batchSize: BATCH, memory, counters, base: 0 }),
+    );
+    let tx: VnetSender | undefined;
+    try {
+      port.pendingChecksums = false; // segments leave with complete checksums (checked below)
+      tx = inNetns(peer, () => new VnetSender('peer0'));
+      await fn({ port, tx, memory, counters, upMac, peerMac });
+    } finally {
+      tx?.close();
+      port.close();
+    }
+  });
+}
+
+/** `n` payload bytes: zeros with marker(id) in the last 8 (markerOf finds it from the end). */
+function markedPayload(n: number, id: number): Uint8Array {
+  const p = new Uint8Array(n);
+  p.set(marker(id), n - 8);
+  return p;
+}
+
+/** A small UDP frame of flow `f` carrying marker(id). */
+function udpFrame(lab: Lab, f: { sport: number; dport: number }, id: number, size = 64): Uint8Array {
+  return buildFrame({
+    eth: { src: lab.peerMac, dst: lab.upMac },
+    ipv4: { src: PEER4, dst: UP4, dontFragment: true },
+    udp: f,
+    payload: markedPayload(size, id),
+  });
+}
+
+/** A small (no GSO) TCP frame of F1 at `seq`, checksum complete. */
+function tcpFrame(lab: Lab, seq: number, id: number): Uint8Array {
+  return buildFrame({
+    eth: { src: lab.peerMac, dst: lab.upMac },
+    ipv4: { src: PEER4, dst: UP4, dontFragment: true },
+    tcp: { ...F1, seq, ack: 1, flags: TCP_ACK },
+    payload: markedPayload(100, id),
+  });
+}
+
+/**
+ * A TCP super-frame of F1 at `seq`: `ids.length` chunks of `mss` bytes, chunk i ending in
+ * marker(ids[i]) so each segment names itself; the TCP checksum field holds the folded
+ * pseudo-header sum (CHECKSUM_PARTIAL, as a stack with checksum offload leaves it).
+ */
+function superFrame(lab: Lab, seq: number, ids: readonly number[], mss = MSS): Uint8Array {
+  const payload = new Uint8Array(ids.length * mss);
+  ids.forEach((id, i) => payload.set(marker(id), (i + 1) * mss - 8));
+  const l4Len = TCP + payload.length;
+  const pseudo = foldSum(pseudoHeaderSumV4(ip4(PEER4), ip4(UP4), 6, l4Len));
+  return buildFrame({
+    eth: { src: lab.peerMac, dst: lab.upMac },
+    ipv4: { src: PEER4, dst: UP4, dontFragment: true },
+    tcp: { ...F1, seq, ack: 1, flags: TCP_ACK, checksum: pseudo },
+    payload,
+  });
+}
+
+function ip4(s: string): Uint8Array {
+  return Uint8Array.from(s.split('.').map(Number));
+}
+
+/**
+ * Waits until the ring holds `n` frames from the head on (peekAhead: looks, takes nothing), and
+ * checks there is no frame after them. Sends finish in softirq before sendto returns, so this is
+ * normally true at once; a poll-and-yield loop with a deadline covers a deferred softirq.
+ */
+async function waitInRing(port: AfPacketPort, n: number): Promise<RxBatch> {
+  const probe = new RxBatch(1);
+  const deadline = Date.now() + 3000;
+  while (!port.sock.peekAhead(probe, 0, n - 1)) {
+    if (Date.now() > deadline) assert.fail(`the ring did not fill to ${n} frames within 3 s`);
+    if (!port.sock.peekAhead(probe, 0, 0)) await port.sock.pollAsync(100);
+    else await new Promise<void>((r) => setImmediate(r));
+  }
+  assert.equal(port.sock.peekAhead(probe, 0, n), false, `exactly ${n} frames in the ring (nothing of the kernel's own)`);
+  return probe;
+}
+
+/**
+ * The marker ids of the frames in `out`, in order; checks each frame's IPv4 header checksum and L4
+ * checksum (segments and frames alike leave complete), and the tag.
+ */
+function idsOf(lab: Lab, out: Link): number[] {
+  const ids: number[] = [];
+  for (let i = 0; i < out.n; i++) {
+    const b = lab.memory.u8[out.mem[i]!]!;
+    const off = out.addr[i]!;
+    const len = out.len[i]!;
+    assert.equal(out.aux[i], TAG);
+    assert.equal(out.csum[i], 0, 'checksum complete');
+    const l3 = off + ETH;
+    const totLen = (b[l3 + 2]! << 8) | b[l3 + 3]!;
+    assert.equal(totLen, len - ETH, `frame ${i}: IPv4 total length`);
+    assert.ok(verifyChecksum(b, l3, IP), `frame ${i}: IPv4 header checksum`);
+    const proto = b[l3 + 9]!;
+    const l4Len = totLen - IP;
+    const pseudo = pseudoHeaderSumV4(b.subarray(l3 + 12, l3 + 16), b.subarray(l3 + 16, l3 + 20), proto, l4Len);
+    assert.ok(verifyChecksum(b, l3 + IP, l4Len, pseudo), `frame ${i}: L4 checksum`);
+    ids.push(markerOf(b, off, len));
+  }
+  return ids;
+}
+
+/** One rx() into a fresh link with room for a batch and a full split; returns the ids, releases. */
+function rxOnce(lab: Lab): number[] {
+  const out = new Link('rx', BATCH + MAX_GSO_SEGMENTS);
+  const n = lab.port.rx(out, TAG);
+  assert.equal(n, out.n);
+  const ids = idsOf(lab, out);
+  lab.port.release();
+  return ids;
+}
+
+function counter(lab: Lab, c: number): number {
+  return lab.counters[c]!;
+}
+
+test('a super-frame at the head: other flows behind it are taken ahead, its own flow keeps its place; the ring keeps its order after', async () => {
+  await withLab(async (lab) => {
+    const { port, tx } = lab;
+    // (a) super-frame of F1 (segments 1..4), (b) a small F1 frame behind it, (c), (d) two frames
+    // of F2, (e) a sentinel of F3. Expected from one rx(): c d e (taken ahead), a's segments, b.
+    let seq = 1000;
+    tx.sendTcpSuper(superFrame(lab, seq, [1, 2, 3, 4]), MSS);
+    seq += 4 * MSS;
+    tx.send(tcpFrame(lab, seq, 10));
+    seq += 100;
+    tx.send(udpFrame(lab, F2, 20));
+    tx.send(udpFrame(lab, F2, 21));
+    tx.send(udpFrame(lab, F3, 30));
+    const probe = await waitInRing(port, 5);
+    // The veth delivered the super-frame whole: one slot, larger than a ring slot (TP_STATUS_COPY).
+    assert.ok(port.sock.peekAhead(probe, 0, 0));
+    assert.equal(probe.copied[0], 1, 'the head is a TP_STATUS_COPY slot');
+    assert.equal(probe.wireLength[0], ETH + IP + TCP + 4 * MSS);
+    // Flow hashes as the port sees them: the F1 frame shares the super-frame's flow, F2 differs.
+    const ring = port.sock.memory;
+    assert.ok(port.sock.peekAhead(probe, 0, 1));
+    const hB = flowHash(ring, probe.offset[0]!, probe.length[0]!);
+    assert.equal(hB, flowHash(tcpFrame(lab, 0, 0), 0, ETH + IP + TCP + 100));
+    assert.ok(port.sock.peekAhead(probe, 0, 2));
+    assert.notEqual(flowHash(ring, probe.offset[0]!, probe.length[0]!), hB);
+
+    assert.deepEqual(rxOnce(lab), [20, 21, 30, 1, 2, 3, 4, 10]);
+    assert.equal(counter(lab, PC.rxSparseFirst), 3, 'rx_sparse_first: the F2 and F3 frames');
+    assert.equal(counter(lab, PC.rxGsoFrames), 1, 'rx_gso_frames: the kernel handed over one super-frame');
+    assert.equal(counter(lab, PC.rxOffloadDrops), 0);
+    assert.equal(counter(lab, PC.rxFrames), 8);
+    assert.equal(port.sock.ringUsage().rxUsed, 0, 'every slot, taken ahead or not, went back to the kernel');
+
+    // Then rounds of mixed flows until the ring has wrapped (taken-ahead slots across its end
+    // included): each round's frames arrive exactly once, in the order flow queueing gives.
+    const slots = port.sock.ringUsage().rxSize;
+    let used = 5;
+    let id = 100;
+    let sparse = 3;
+    let gso = 1;
+    let frames = 8;
+    // Rounds take 5 and 4 slots in turn: first a few single frames, so that one super-frame round
+    // starts 2 slots before the ring's end and its frames taken ahead lie past the wrap.
+    const shift = (slots - 2 - used) % 9;
+    for (let i = 0; i < shift; i++) tx.send(udpFrame(lab, F3, 50 + i));
+    if (shift > 0) {
+      await waitInRing(port, shift);
+      assert.deepEqual(
+        rxOnce(lab),
+        Array.from({ length: shift }, (_, i) => 50 + i),
+      );
+      used += shift;
+      frames += shift;
+    }
+    let straddled = 0;
+    for (let round = 0; used < slots + 64; round++) {
+      const want: number[] = [];
+      let n: number;
+      if (round % 2 === 0) {
+        // Super-frame at the head: F2, F3, F2 go ahead; F1's small frame waits for the segments.
+        const segs = [id, id + 1, id + 2];
+        tx.sendTcpSuper(superFrame(lab, seq, segs), MSS);
+        seq += 3 * MSS;
+        tx.send(tcpFrame(lab, seq, id + 3));
+        seq += 100;
+        tx.send(udpFrame(lab, F2, id + 4));
+        tx.send(udpFrame(lab, F3, id + 5));
+        tx.send(udpFrame(lab, F2, id + 6));
+        want.push(id + 4, id + 5, id + 6, ...segs, id + 3);
+        n = 5;
+        if ((used % slots) + n > slots) straddled++;
+        sparse += 3;
+        gso++;
+        frames += 7;
+      } else {
+        // An ordinary frame at the head: ring order, segments where the super-frame was.
+        tx.send(udpFrame(lab, F2, id));
+        tx.send(tcpFrame(lab, seq, id + 1));
+        seq += 100;
+        const segs = [id + 2, id + 3];
+        tx.sendTcpSuper(superFrame(lab, seq, segs), MSS);
+        seq += 2 * MSS;
+        tx.send(udpFrame(lab, F3, id + 4));
+        want.push(id, id + 1, ...segs, id + 4);
+        n = 4;
+        gso++;
+        frames += 5;
+      }
+      await waitInRing(port, n);
+      assert.deepEqual(rxOnce(lab), want, `round ${round}`);
+      used += n;
+      id += 10;
+    }
+    assert.equal(straddled, 1, 'one super-frame round had its frames taken ahead across the ring end');
+    assert.equal(counter(lab, PC.rxSparseFirst), sparse);
+    assert.equal(counter(lab, PC.rxGsoFrames), gso);
+    assert.equal(counter(lab, PC.rxFrames), frames);
+    assert.equal(counter(lab, PC.rxOffloadDrops), 0);
+    port.refreshStats();
+    assert.equal(counter(lab, PC.kernelDrops), 0);
+    assert.equal(port.sock.ringUsage().rxUsed, 0);
+  });
+});
+
+test('no super-frame at the head: nothing is taken ahead, frames come in ring order', async () => {
+  await withLab(async (lab) => {
+    const { port, tx } = lab;
+    let seq = 1000;
+    tx.send(udpFrame(lab, F2, 1));
+    tx.send(tcpFrame(lab, seq, 2));
+    seq += 100;
+    tx.sendTcpSuper(superFrame(lab, seq, [3, 4, 5, 6]), MSS);
+    tx.send(udpFrame(lab, F2, 7));
+    tx.send(udpFrame(lab, F3, 8));
+    await waitInRing(port, 5);
+    assert.deepEqual(rxOnce(lab), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.equal(counter(lab, PC.rxSparseFirst), 0);
+    assert.equal(counter(lab, PC.rxGsoFrames), 1);
+    assert.equal(counter(lab, PC.rxOffloadDrops), 0);
+    assert.equal(counter(lab, PC.rxFrames), 8);
+    assert.equal(port.sock.ringUsage().rxUsed, 0);
+  });
+});
+
+test('a GSO frame inside a ring slot at the head also lets sparse flows ahead; a frame left in place holds back its flow', async () => {
+  await withLab(async (lab) => {
+    const { port, tx } = lab;
+    // (a) a small super-frame of F1 (2 × 600: fits a 2 KiB slot, GSO in the slot header), (b) a
+    // 3000-byte UDP frame of F3 (no GSO, larger than a slot: TP_STATUS_COPY, so it stays in
+    // place), (c) a small F3 frame — its flow has a frame waiting, so it stays too, (d) F2 —
+    // taken ahead, (e) F1 small — behind its super-frame.
+    const seq = 1000;
+    tx.sendTcpSuper(superFrame(lab, seq, [1, 2], 600), 600);
+    tx.send(udpFrame(lab, F3, 3, 3000));
+    tx.send(udpFrame(lab, F3, 4));
+    tx.send(udpFrame(lab, F2, 5));
+    tx.send(tcpFrame(lab, seq + 1200, 6));
+    const probe = await waitInRing(port, 5);
+    assert.ok(port.sock.peekAhead(probe, 0, 0));
+    assert.equal(probe.copied[0], 0, 'the super-frame is in its ring slot');
+    assert.equal(vnetGsoType(port.sock.memory, probe.offset[0]! - VNET_HDR_LEN), VNET_GSO_TCPV4);
+    assert.ok(port.sock.peekAhead(probe, 0, 1));
+    assert.equal(probe.copied[0], 1, 'the jumbo frame is a TP_STATUS_COPY slot');
+
+    assert.deepEqual(rxOnce(lab), [5, 1, 2, 3, 4, 6]);
+    assert.equal(counter(lab, PC.rxSparseFirst), 1, 'only the F2 frame');
+    assert.equal(counter(lab, PC.rxGsoFrames), 1);
+    assert.equal(counter(lab, PC.rxOffloadDrops), 0);
+    assert.equal(counter(lab, PC.rxFrames), 6);
+    assert.equal(port.sock.ringUsage().rxUsed, 0);
+  });
+});
