@@ -46,6 +46,8 @@ export function buildGraph(
   const rx: RxRoute[] = [];
   const tx: TxRoute[] = [];
   const steps: Step[] = [];
+  /** Ports' pendingChecksums, applied once the graph is built. */
+  const pending: [Port, boolean][] = [];
   const uplink = ports.get('uplink');
   if (!uplink) throw new Error('worker plan has no uplink port');
   if (plan.graph === 'cross-connect') {
@@ -87,7 +89,7 @@ export function buildGraph(
       const p = ports.get(k.workloadPort);
       if (!p) throw new Error(`worker plan has no port ${k.workloadPort}`);
       // Segments go out through the uplink, which has the kernel checksum them (or completes them).
-      p.pendingChecksums = true;
+      pending.push([p, true]);
       rx.push({ port: p, out: fromWorkloads, tag: k.index });
     }
     steps.push({ run: () => decap.push(fromUplink) });
@@ -113,7 +115,7 @@ export function buildGraph(
       for (const k of wg) {
         const p = ports.get(k.workloadPort);
         if (!p) throw new Error(`worker plan has no port ${k.workloadPort}`);
-        p.pendingChecksums = false; // sealed by WireGuard: checksummed before
+        pending.push([p, false]); // sealed by WireGuard: checksummed before
         rx.push({ port: p, out: fromWgWorkloads, tag: k.index });
       }
       steps.push({ run: (now) => stage.push(fromWg, fromWgWorkloads, now), dispose: () => stage.dispose() });
@@ -129,5 +131,9 @@ export function buildGraph(
     for (let i = 0; i < conns.length; i++) tx.push({ input: toWorkload[i]!, port: ports.get(conns[i]!.workloadPort)! });
     tx.push({ input: toUplink, port: uplink });
   }
-  return new Engine(rx, steps, tx, c, counterBase(layout, 'engine'));
+  const engine = new Engine(rx, steps, tx, c, counterBase(layout, 'engine'));
+  // Only a graph that was built changes its ports: a failed build leaves the running graph's
+  // ports as they were (the caller keeps running it).
+  for (const [p, on] of pending) p.pendingChecksums = on;
+  return engine;
 }

@@ -11,6 +11,7 @@
  * refused socket must be closed, and a failure that is not a refusal must not fall back. Also:
  * a group whose first port failed has no owner; a port whose close() throws still leaves the pool.
  */
+import { txMetadataHonoured } from '../../src/uplink/xsk/socket.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Link } from '../../src/dataplane/link.ts';
@@ -307,4 +308,10 @@ test('SharedXskPort.close: a close() that throws still gives the frames back to 
   } finally {
     restore();
   }
+});
+
+test('txMetadataHonoured: the kernel computes AF_XDP TX checksums on every device only from Linux 6.18 on', () => {
+  for (const r of ['6.18.0', '6.18.44-fc-v657', '6.19.1', '7.0.0-rc1', '10.2.3']) assert.equal(txMetadataHonoured(r), true, r);
+  for (const r of ['6.17.9', '6.11.0-generic', '6.8.0', '5.15.0-91-generic', '4.19.0', 'garbage', ''])
+    assert.equal(txMetadataHonoured(r), false, r);
 });

@@ -37,6 +37,7 @@
  * The Devices outlive the graph: a WgRegistry (one per worker) keeps them across re-plans, so a
  * connection whose settings did not change keeps its sessions when another one is added.
  */
+import { completeChecksum } from '../../packet/offload.ts';
 import { createHash } from 'node:crypto';
 import { parseIP } from '../../packet/ip.ts';
 import { parseMac } from '../../packet/mac.ts';
@@ -431,6 +432,10 @@ export class WireguardStage {
         c[base + D_BAD_HEADER]++;
         continue;
       }
+      // Sealed frames must be complete: a checksum left pending (Link.csum; the graph tells
+      // workload ports feeding WireGuard not to, this is the guard) is computed before encryption.
+      const cs = input.csum[i]!;
+      if (cs !== 0) completeChecksum(u8, a, len, cs >>> 16, cs & 0xffff);
       // Learn the pod's MAC from what it sends (a unicast source only).
       if ((u8[a + 6]! & 1) === 0) {
         const pm = k.podMac;

@@ -32,7 +32,8 @@
  * csum_start into csum_start + csum_offset while it builds the skb, in copy mode (what a
  * CHECKSUM_PARTIAL skb would get from skb_checksum_help). A kernel without it refuses the flags
  * (EINVAL) and the UMEM is registered without them (`txChecksum` false). In zero-copy mode the
- * request would go to the driver, which may not honour it: `txChecksum` is true only in copy mode.
+ * request would go to the driver, which may not honour it: `txChecksum` is true only in copy mode,
+ * and only from Linux 6.18 on (txMetadataHonoured: before it, some devices ignored the request).
  *
  *   chunk: │ … │ xsk_tx_metadata (24) │ packet ────────── │      descriptor addr = packet start
  *                 flags (u64) = XDP_TXMD_FLAGS_CHECKSUM, csum_start (u16), csum_offset (u16)
@@ -40,6 +41,7 @@
  * Hot path (rx, releaseRx, fill, tx, completions, kick): no allocation, no closures, one native
  * call at most per batch (and only when the kernel says it needs one).
  */
+import { release } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { lockedMemoryBudget, umemFailureMessage } from '../../kernel/features.ts';
 import { alloc, errnoCodeOf, getSys, PinholeError, type Mapping, type Sys } from '../../sys/index.ts';
@@ -589,7 +591,7 @@ export async function openXsk(opts: XskOptions): Promise<XskSocket> {
       freeTop: freeStack.length,
     });
     // A socket sharing a UMEM has the owner's registration (and its flags).
-    sock.txChecksum = mode === 'copy' && (owner ? owner.txChecksum : csumReg);
+    sock.txChecksum = mode === 'copy' && (owner ? owner.txChecksum : csumReg) && txMetadataHonoured(release());
     // Half the frames wait in the fill ring for traffic; the rest are for TX.
     if (!external) sock.fill(Math.min(fillSize, frameCount >>> 1));
     return sock;
@@ -624,6 +626,22 @@ function setupError(err: unknown, step: string, where: string, umemBytes: number
     });
   }
   return new PinholeError('ERR_XSK_SETUP', `set up xsk for ${where}: ${step} failed${errno ? ` (${errno})` : ''}`, { cause: err, details });
+}
+
+/**
+ * Whether copy-mode TX honours TX metadata on every device in this kernel release. Before 6.18
+ * (commit "xsk: wrap generic metadata handling onto separate function") the metadata was read only
+ * on the path that copies a frame into a linear skb: a device that takes frames as page fragments
+ * (IFF_TX_SKB_NO_LINEAR: virtio_net) silently sent them without the checksum — a wrong checksum on
+ * the wire, which the kernel does not report. So before 6.18 the checksum is completed in user
+ * space instead (correct everywhere; the register flags alone do not tell).
+ */
+export function txMetadataHonoured(kernelRelease: string): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(kernelRelease);
+  if (!m) return false;
+  const major = Number(m[1]);
+  const minor = Number(m[2]);
+  return major > 6 || (major === 6 && minor >= 18);
 }
 
 /** UMEM flags and layout of TX metadata (include/uapi/linux/if_xdp.h, Linux ≥ 6.8; the _LEN flag ≥ 6.11). */
