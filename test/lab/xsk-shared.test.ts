@@ -2,9 +2,9 @@
  * The shared UMEM for real: with PINHOLE_XSK_UMEM=shared, `pinhole uplink --mode afxdp --to out0`
  * binds the worker's two AF_XDP sockets (up0 and out0, two devices) to one UMEM with
  * XDP_SHARED_UMEM, so every frame leaves by descriptor — `txCopies` 0 — and arrives byte for byte.
- * By default a worker shares only in zero-copy mode (veth is copy mode: the second socket takes a
- * UMEM of its own, ports/xsk-shared.ts says why); PINHOLE_XSK_UMEM=own gives each socket its own
- * UMEM from the start. Both copy each frame once. Frames of every size from 60
+ * By default a worker sends by descriptor only in zero-copy mode (veth is copy mode: the sockets
+ * still share one UMEM but frames are copied between them, ports/xsk-shared.ts says why);
+ * PINHOLE_XSK_UMEM=own gives each socket its own UMEM. Both copy each frame once. Frames of every size from 60
  * to 1514 bytes, so the descriptors' lengths and offsets inside their chunks vary.
  *
  *   [gen] g0 ──veth── up0 [mid: pinhole uplink --to out0] out0 ──veth── s0 [sink]
@@ -44,12 +44,12 @@ function frameOf(i: number): Uint8Array {
 
 const TITLES = {
   shared: 'one shared UMEM (PINHOLE_XSK_UMEM=shared, as in zero-copy mode): frames leave by descriptor (no copy)',
-  default: 'the default in copy mode (veth): the first socket keeps the area, the other takes a UMEM of its own; one copy per frame',
+  default: 'the default in copy mode (veth): one shared UMEM, frames copied between the sockets; one copy per frame',
   own: 'a UMEM per socket (PINHOLE_XSK_UMEM=own): one copy per frame',
 } as const;
 const DETAILS = {
-  shared: /, shared UMEM/,
-  default: /UMEM not shared: copy mode/,
+  shared: /, shared UMEM(?!, copy mode)/,
+  default: /shared UMEM, copy mode: frames between ports are copied/,
   own: /own UMEM \(PINHOLE_XSK_UMEM=own\)/,
 } as const;
 

@@ -28,6 +28,10 @@ import { ConsumerRing, ProducerRing, type RingOffsets } from '../../src/uplink/x
 import { XskSocket } from '../../src/uplink/xsk/socket.ts';
 import { MemoryPort } from '../support/memory-port.ts';
 
+// The fake sockets here are in copy mode, where a worker copies frames between its sockets unless
+// asked to send them by descriptor (ports/xsk-shared.ts): these tests are about the descriptor path.
+process.env.PINHOLE_XSK_UMEM = 'shared';
+
 const FS = XSK_FRAME_SIZE;
 const HEADROOM = 256;
 
@@ -316,65 +320,82 @@ function sharedRig(o: { ring: number; upFrames: number; toFrames: number; batch?
   };
 }
 
-test('shared UMEM cross-connect: 200,000 frames go out by descriptor, byte for byte, in order; no frame is lost or doubled', () => {
-  const r = sharedRig({ ring: 64, upFrames: 128, toFrames: 128 });
-  assert.equal(r.accounted(), r.pool.frames, 'after open');
-  assert.equal(r.up.fillLevel, 64, 'the receiving port filled its fill ring');
-  assert.equal(r.to.fillLevel, 0, 'the transmit-only port keeps none');
-  let seq = 0;
-  let next = 0;
-  let rnd = 12345;
-  const rand = (n: number): number => {
-    rnd = (rnd * 1103515245 + 12345) >>> 0;
-    return rnd % n;
-  };
-  const sentSeqs: number[] = [];
-  while (seq < 200_000) {
-    // The kernel receives a burst (some dropped when the fill ring runs low), the worker breathes,
-    // the kernel takes what was queued and completes some of it, in a random rhythm.
-    const burst = 1 + rand(48);
-    for (let i = 0; i < burst; i++, seq++) {
-      const len = 60 + rand(1455);
-      if (r.up.deliver(packet(seq, len))) sentSeqs.push(seq);
+for (const umem of ['shared', 'default'] as const) {
+  test(`shared UMEM cross-connect (${umem === 'shared' ? 'PINHOLE_XSK_UMEM=shared: by descriptor' : 'copy mode by default: copied into pool frames'}): 200,000 frames byte for byte, in order; no frame is lost or doubled`, () => {
+    if (umem === 'default') delete process.env.PINHOLE_XSK_UMEM;
+    try {
+      // A copy holds a second frame while it is in flight: the copy variant gets more pool frames.
+      const r = sharedRig({ ring: 64, upFrames: 128, toFrames: umem === 'shared' ? 128 : 256 });
+      assert.equal(r.accounted(), r.pool.frames, 'after open');
+      assert.equal(r.up.fillLevel, 64, 'the receiving port filled its fill ring');
+      assert.equal(r.to.fillLevel, 0, 'the transmit-only port keeps none');
+      let seq = 0;
+      let next = 0;
+      let last = -1;
+      let rnd = 12345;
+      const rand = (n: number): number => {
+        rnd = (rnd * 1103515245 + 12345) >>> 0;
+        return rnd % n;
+      };
+      const sentSeqs: number[] = [];
+      while (seq < 200_000) {
+        // The kernel receives a burst (some dropped when the fill ring runs low), the worker breathes,
+        // the kernel takes what was queued and completes some of it, in a random rhythm.
+        const burst = 1 + rand(48);
+        for (let i = 0; i < burst; i++, seq++) {
+          const len = 60 + rand(1455);
+          if (r.up.deliver(packet(seq, len))) sentSeqs.push(seq);
+        }
+        r.breathe();
+        r.to.transmit();
+        r.to.complete(rand(3) === 0 ? 0 : 1 + rand(64));
+        for (const f of r.to.sent.splice(0)) {
+          const s = new DataView(f.buffer, f.byteOffset).getUint32(0);
+          if (umem === 'shared') assert.equal(s, sentSeqs[next], 'in order');
+          else assert.ok(s > last, `in order (${s} after ${last})`);
+          last = s;
+          assert.deepEqual(f, packet(s, f.length), `frame ${s} unchanged`);
+          next++;
+        }
+        if ((seq & 0x3fff) < 48) assert.equal(r.accounted(), r.pool.frames, `accounting at ${seq}`);
+      }
+      // Drain: everything queued goes out and completes; the worker reaps.
+      for (let i = 0; i < 8; i++) {
+        r.breathe();
+        r.to.transmit();
+        r.to.complete();
+      }
+      r.breathe();
+      const c = r.counters();
+      // Copy mode returns received frames to the fill ring at once, so when this rig holds
+      // completions back the drops move from the receive side (uncounted here: the frame never
+      // entered) to the TX ring (counted: tx_dropped); none is lost silently.
+      const dropped = umem === 'shared' ? 0 : c['port:to']!.tx_dropped!;
+      assert.equal(c['port:to']!.tx_frames! + dropped, sentSeqs.length, 'every received frame was transmitted or counted');
+      if (umem === 'shared') assert.equal(next, sentSeqs.length, 'every received frame was seen on the wire');
+      assert.equal(c['port:uplink']!.rx_frames, sentSeqs.length);
+      assert.equal(c['port:to']!.tx_frames, sentSeqs.length - dropped);
+      if (umem === 'shared') assert.equal(c['port:to']!.tx_copies, 0, 'no copies: every frame went by descriptor');
+      else assert.equal(c['port:to']!.tx_copies, c['port:to']!.tx_frames, 'copy mode: every frame sent was copied into a pool frame');
+      if (umem === 'shared') assert.equal(c['port:to']!.tx_dropped, 0);
+      assert.equal(r.pool.invalid, 0);
+      assert.equal(r.up.inFlight.length + r.to.inFlight.length, 0);
+      assert.equal(r.accounted(), r.pool.frames, 'no frame leaked');
+      assert.equal(r.pool.held(FramePool.rxSide(r.upPort.member)), r.up.fillLevel, 'the uplink holds its fill ring, nothing else');
+      assert.equal(r.pool.held(FramePool.txSide(r.toPort.member)), 0, 'nothing left on a transmit side');
+      // Closing gives every frame back: the fill ring's after the grace period.
+      r.toPort.close();
+      r.upPort.close();
+      assert.equal(r.pool.available + r.pool.quarantined, r.pool.frames);
+      assert.equal(r.pool.quarantined, r.up.fillLevel);
+      r.clock.now = 1000;
+      r.pool.expire();
+      assert.equal(r.pool.available, r.pool.frames);
+    } finally {
+      process.env.PINHOLE_XSK_UMEM = 'shared';
     }
-    r.breathe();
-    r.to.transmit();
-    r.to.complete(rand(3) === 0 ? 0 : 1 + rand(64));
-    for (const f of r.to.sent.splice(0)) {
-      const s = new DataView(f.buffer, f.byteOffset).getUint32(0);
-      assert.equal(s, sentSeqs[next], 'in order');
-      assert.deepEqual(f, packet(s, f.length), `frame ${s} unchanged`);
-      next++;
-    }
-    if ((seq & 0x3fff) < 48) assert.equal(r.accounted(), r.pool.frames, `accounting at ${seq}`);
-  }
-  // Drain: everything queued goes out and completes; the worker reaps.
-  for (let i = 0; i < 8; i++) {
-    r.breathe();
-    r.to.transmit();
-    r.to.complete();
-  }
-  r.breathe();
-  const c = r.counters();
-  assert.equal(next, sentSeqs.length, 'every received frame was transmitted');
-  assert.equal(c['port:uplink']!.rx_frames, sentSeqs.length);
-  assert.equal(c['port:to']!.tx_frames, sentSeqs.length);
-  assert.equal(c['port:to']!.tx_copies, 0, 'no copies: every frame went by descriptor');
-  assert.equal(c['port:to']!.tx_dropped, 0);
-  assert.equal(r.pool.invalid, 0);
-  assert.equal(r.up.inFlight.length + r.to.inFlight.length, 0);
-  assert.equal(r.accounted(), r.pool.frames, 'no frame leaked');
-  assert.equal(r.pool.held(FramePool.rxSide(r.upPort.member)), r.up.fillLevel, 'the uplink holds its fill ring, nothing else');
-  assert.equal(r.pool.held(FramePool.txSide(r.toPort.member)), 0, 'nothing left on a transmit side');
-  // Closing gives every frame back: the fill ring's after the grace period.
-  r.toPort.close();
-  r.upPort.close();
-  assert.equal(r.pool.available + r.pool.quarantined, r.pool.frames);
-  assert.equal(r.pool.quarantined, r.up.fillLevel);
-  r.clock.now = 1000;
-  r.pool.expire();
-  assert.equal(r.pool.available, r.pool.frames);
-});
+  });
+}
 
 test('shared UMEM: a frame queued twice is sent once by descriptor and once by copy; frames from other memory are copied', () => {
   const r = sharedRig({ ring: 64, upFrames: 128, toFrames: 128 });

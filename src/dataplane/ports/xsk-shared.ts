@@ -33,7 +33,7 @@ import { completeChecksum } from '../../packet/offload.ts';
 import { errnoCodeOf, type Mapping } from '../../sys/index.ts';
 import { XDP_PACKET_HEADROOM } from '../../uplink/xsk/abi.ts';
 import type { XskRings } from '../../uplink/xsk/sizing.ts';
-import { openXsk, type XskSocket } from '../../uplink/xsk/socket.ts';
+import { openXsk, XDP_TX_METADATA, type XskSocket } from '../../uplink/xsk/socket.ts';
 import { FramePool } from '../frame-pool.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
@@ -87,19 +87,12 @@ export async function openGroupPort(o: XskPortOptions, group: XskGroup): Promise
       ...ringOptions(o.rings),
       area: { mapping: group.area, offset: 0 },
       externalFrames: true,
+      txChecksum: true,
     });
     // wrap() closes the socket if it fails: only a port that opened becomes the owner.
-    const port = SharedXskPort.wrap(
-      sock,
-      o,
-      group.pool,
-      sock.mode === 'copy' && !sharedInCopyMode() ? OWNER_COPY_MODE_NOTE : 'shared UMEM',
-    );
+    const port = SharedXskPort.wrap(sock, o, group.pool, noteOf(sock));
     group.owner = sock;
     return port;
-  }
-  if (group.owner.mode === 'copy' && !sharedInCopyMode()) {
-    return XskPort.open({ ...o, note: COPY_MODE_NOTE });
   }
   let sock: XskSocket;
   try {
@@ -109,8 +102,12 @@ export async function openGroupPort(o: XskPortOptions, group: XskGroup): Promise
     if (!why) throw err;
     return XskPort.open({ ...o, note: `own UMEM: ${why}, frames to and from it are copied` });
   }
-  return SharedXskPort.wrap(sock, o, group.pool, 'shared UMEM');
+  return SharedXskPort.wrap(sock, o, group.pool, noteOf(sock));
 }
+
+const noteOf = (sock: XskSocket): string => (copiesFrames(sock) ? COPY_MODE_NOTE : 'shared UMEM');
+/** Whether the ports of this socket's group copy frames between them (copy mode; see below). */
+const copiesFrames = (sock: XskSocket): boolean => sock.mode === 'copy' && !sharedInCopyMode();
 
 /**
  * In copy mode the kernel copies every frame into an skb anyway, and measured on veth
@@ -118,15 +115,14 @@ export async function openGroupPort(o: XskPortOptions, group: XskGroup): Promise
  * own copy does: the kernel reads a frame last written on the CPU that received it, one of the
  * thousands cycling through the fill ring, while a copy reads it once and hands the kernel a
  * frame just written on this CPU from the top of a free stack. 64-byte cross-connect: shared ÷
- * own 0.94× steady, 0.96× bursty; 1500 bytes 1.03×. So when the group's first socket comes up in
- * copy mode the others take a UMEM of their own (in their slice of the same area, so the copy is
- * the runtime's memmove); sharing stays for zero-copy sockets, where it removes the only copy.
- * PINHOLE_XSK_UMEM=shared keeps sharing in copy mode too (to compare).
+ * own 0.94× steady, 0.96× bursty; 1500 bytes 1.03×. So in copy mode the sockets still share one
+ * UMEM (one registration: the pages are pinned and charged to RLIMIT_MEMLOCK once) but every frame
+ * is copied into a pool frame (the runtime's memmove) instead of sent by descriptor; sending by
+ * descriptor stays for zero-copy sockets, where it removes the only copy.
+ * PINHOLE_XSK_UMEM=shared sends by descriptor in copy mode too (to compare).
  */
 const sharedInCopyMode = (): boolean => process.env.PINHOLE_XSK_UMEM === 'shared';
-const COPY_MODE_NOTE = 'own UMEM: copy mode, where a copy in the same area costs less than the kernel sending a shared frame';
-const OWNER_COPY_MODE_NOTE =
-  "UMEM not shared: copy mode, the worker's other AF_XDP ports take their own (frames to and from them are copied)";
+const COPY_MODE_NOTE = 'shared UMEM, copy mode: frames between ports are copied (a copy costs less than the kernel sending a shared frame)';
 
 function ringOptions(r: XskRings | undefined): { rxSize?: number; txSize?: number; fillSize?: number; compSize?: number } {
   return r ? { rxSize: r.rx, txSize: r.tx, fillSize: r.fill, compSize: r.comp } : {};
@@ -151,6 +147,8 @@ export class SharedXskPort implements Port {
   private readonly maxCopy: number;
   /** Receives frames (a transmit-only port keeps no frames in its fill ring). */
   private readonly receives: boolean;
+  /** Frames of the pool go out by descriptor; in copy mode they are copied (copiesFrames). */
+  private readonly byDescriptor: boolean;
   private closed = false;
 
   private constructor(sock: XskSocket, o: PortOptions & { rx?: boolean }, pool: FramePool, note: string) {
@@ -162,6 +160,7 @@ export class SharedXskPort implements Port {
     this.memory = o.memory;
     this.maxCopy = pool.frameSize - XDP_PACKET_HEADROOM;
     this.receives = o.rx !== false;
+    this.byDescriptor = !copiesFrames(sock);
     // A few batches of copies per member, however full the receive rings are.
     this.reserve = Math.min(sock.txRing.size, 4 * o.batchSize);
     const memId = o.memory.register(sock.umem.buffer);
@@ -270,12 +269,16 @@ export class SharedXskPort implements Port {
     let copies = 0;
     let tooBig = 0;
     let empty = 0;
+    let offloaded = 0;
+    const byDescriptor = this.byDescriptor;
+    const sumInKernel = this.sock.txChecksum;
     for (let j = 0; j < n && k < room; j++) {
       const a = iaddr[j]!;
       const l = ilen[j]!;
       const m = imem[j]!;
       let d: number;
-      if (m === id && (owner[a >>> shift]! & 1) === 1 && (a & inFrame) + l <= fs) {
+      let opt = 0;
+      if (byDescriptor && m === id && (owner[a >>> shift]! & 1) === 1 && (a & inFrame) + l <= fs) {
         // Ours and on a receive side: queued as it is; the receiving port will not refill it.
         owner[a >>> shift] = me;
         d = a;
@@ -289,9 +292,11 @@ export class SharedXskPort implements Port {
           empty++;
           continue;
         }
-        // Start 0..3 bytes in so that source and destination share their alignment (xsk.ts).
+        // Start 0..3 bytes in so that source and destination share their alignment (xsk.ts);
+        // a frame with TX metadata starts 8-aligned, as the metadata in front of it must be.
+        const cs = input.csum[j]!;
         const at = base + XDP_PACKET_HEADROOM;
-        const sh = (a - at) & 3;
+        const sh = cs !== 0 && sumInKernel ? 0 : (a - at) & 3;
         if (l > maxCopy - sh) {
           pool.put(base);
           tooBig++;
@@ -300,12 +305,19 @@ export class SharedXskPort implements Port {
         d = at + sh;
         mem.copy(m, a, id, d, l);
         // A pending checksum (Link.csum; only frames of offload AF_PACKET ports have one, so
-        // never one that came by descriptor) is completed here.
-        const cs = input.csum[j]!;
-        if (cs !== 0) completeChecksum(mem.u8[id]!, d, l, cs >>> 16, cs & 0xffff);
+        // never one that came by descriptor): the kernel computes it, or we do.
+        if (cs !== 0) {
+          if (sumInKernel) {
+            this.sock.setTxChecksum(d, cs >>> 16, cs & 0xffff);
+            opt = XDP_TX_METADATA;
+            offloaded++;
+          } else {
+            completeChecksum(mem.u8[id]!, d, l, cs >>> 16, cs & 0xffff);
+          }
+        }
         copies++;
       }
-      ring.setDesc(k++, d, l);
+      ring.setDesc(k++, d, l, opt);
       bytes += l;
     }
     // One producer update for the batch.
@@ -313,6 +325,7 @@ export class SharedXskPort implements Port {
     c[b + PC.txFrames] += k;
     c[b + PC.txBytes] += bytes;
     c[b + PC.txCopies] += copies;
+    c[b + PC.txCsumOffload] += offloaded;
     c[b + PC.txTooBig] += tooBig;
     // Frames past the ring's room, and copies without a pool frame: drops.
     c[b + PC.txDropped] += n - k - tooBig;

@@ -155,7 +155,9 @@ export class XskPort implements Port {
         // Start the copy 0..3 bytes into the frame so that source and destination share their
         // alignment and PacketMemory.copy moves words: an encapsulated frame starts 50 or 70
         // bytes before a 4-byte-aligned payload, i.e. 2 bytes off. The kernel takes any start.
-        const shift = (src - off - tb.addr[i]!) & 3;
+        // A frame with TX metadata starts 8-aligned, as the metadata in front of it must be.
+        const cs = icsum[j]!;
+        const shift = cs !== 0 && sumInKernel ? 0 : (src - off - tb.addr[i]!) & 3;
         const dst = tb.addr[i]! + shift;
         if (l > max - shift) {
           // Never sent truncated: a counted drop, its buffer goes back.
@@ -165,7 +167,6 @@ export class XskPort implements Port {
         }
         mem.copy(input.mem[j]!, src, id, off + dst, l);
         // A pending checksum (Link.csum): the kernel computes it from the TX metadata, or we do.
-        const cs = icsum[j]!;
         txo[k] = 0;
         if (cs !== 0) {
           if (sumInKernel) {
