@@ -127,7 +127,7 @@ for (const peer of ['kernel', 'pinhole'] as const) {
   });
 }
 
-/** A counter of the kernel's TCP MIB in `ns` (nstat -az: absolute, zeroes included). */
+/** A counter of the kernel's SNMP MIBs in `ns` (nstat -az: absolute, zeroes included). */
 function tcpMib(lab: Lab, ns: string, name: string): number {
   const line = lab
     .exec(ns, 'nstat', ['-az', name])
@@ -154,9 +154,12 @@ for (const [uplink, underlay] of [
         const src = a.workloads[0]!;
         const dst = b.workloads[0]!;
         const before = tcpMib(lab, dst.podNs, 'TcpInCsumErrors');
+        const udpMib = underlay === 6 ? 'Udp6InCsumErrors' : 'UdpInCsumErrors';
+        const outerBefore = tcpMib(lab, b.ns, udpMib);
         const tcp = await iperf(src.podNs, dst.podNs, dst.podAddr4);
         assert.ok(tcp.bps > 10e6, `TCP pod A → pod B: ${tcp.bps} bit/s`);
         assert.equal(tcpMib(lab, dst.podNs, 'TcpInCsumErrors') - before, 0, 'no TCP checksum errors at pod B');
+        assert.equal(tcpMib(lab, b.ns, udpMib) - outerBefore, 0, `no outer UDP checksum errors at node B (${udpMib})`);
         const fin = (await p.stop()) as unknown as RunLine;
         const wl = fin.ports['wl:c0']!;
         const up = fin.ports.uplink!;

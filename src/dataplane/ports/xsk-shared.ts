@@ -149,6 +149,8 @@ export class SharedXskPort implements Port {
   private readonly receives: boolean;
   /** Frames of the pool go out by descriptor; in copy mode they are copied (copiesFrames). */
   private readonly byDescriptor: boolean;
+  /** Port.pendingChecksums: only offload AF_PACKET ports act on it; declared so every port has one shape. */
+  pendingChecksums = false;
   private closed = false;
 
   private constructor(sock: XskSocket, o: PortOptions & { rx?: boolean }, pool: FramePool, note: string) {

@@ -64,6 +64,8 @@ export class XskPort implements Port {
   private readonly spare: { addr: Uint32Array; len: Uint32Array };
   /** Descriptor options per TX batch entry (XDP_TX_METADATA for a checksum the kernel computes). */
   private readonly txo: Uint32Array;
+  /** Port.pendingChecksums: only offload AF_PACKET ports act on it; declared so every port has one shape. */
+  pendingChecksums = false;
   private readonly maxFrame: number;
   private readonly memory: PacketMemory;
 
