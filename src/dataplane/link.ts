@@ -45,8 +45,8 @@ export class Link {
     this.csum = new Uint32Array(capacity);
   }
 
-  /** Appends a frame; false (and counted as dropped) when the link is full. */
-  push(mem: number, addr: number, len: number, aux: number): boolean {
+  /** Appends a frame (`csum`: its pending checksum, 0 for none); false (and counted as dropped) when the link is full. */
+  push(mem: number, addr: number, len: number, aux: number, csum = 0): boolean {
     const i = this.n;
     if (i === this.capacity) {
       this.dropped++;
@@ -56,17 +56,10 @@ export class Link {
     this.addr[i] = addr;
     this.len[i] = len;
     this.aux[i] = aux;
-    this.csum[i] = 0;
+    this.csum[i] = csum;
     this.n = i + 1;
     this.frames++;
     this.bytes += len;
-    return true;
-  }
-
-  /** Appends a frame whose checksum is pending (`csum`, see the file comment); false when full. */
-  pushPartial(mem: number, addr: number, len: number, aux: number, csum: number): boolean {
-    if (!this.push(mem, addr, len, aux)) return false;
-    this.csum[this.n - 1] = csum;
     return true;
   }
 

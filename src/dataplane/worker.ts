@@ -113,8 +113,9 @@ const slotOf = (p: { ifname: string; queue: number }): string => `${p.ifname}/${
 /**
  * PINHOLE_XSK_UMEM=own gives every AF_XDP port a UMEM of its own (the one-copy path), e.g. to
  * compare the two (README, performance); otherwise the ports opened together form a group whose
- * first socket registers the whole area, and the others share it in zero-copy mode (or always,
- * with PINHOLE_XSK_UMEM=shared; ports/xsk-shared.ts says why copy mode does not share).
+ * first socket registers the whole area and the others share it: by descriptor in zero-copy mode
+ * (or always, with PINHOLE_XSK_UMEM=shared), by copying into pool frames in copy mode
+ * (ports/xsk-shared.ts says why).
  */
 const sharedUmemWanted = (): boolean => process.env.PINHOLE_XSK_UMEM !== 'own';
 const MAX_SHARED_UMEM = 0x80000000;

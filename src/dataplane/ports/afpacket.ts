@@ -15,9 +15,15 @@
  * Offload (workload ports, `offload: true`): the socket has PACKET_VNET_HDR, so a pod keeps its
  * TCP segmentation and checksum offload. The kernel then hands over what the pod's stack built:
  * GSO super-frames of up to 64 KiB and frames whose L4 checksum is only the pseudo-header sum.
- * rx() completes such checksums in place and splits super-frames into MTU-sized frames with
- * complete checksums (packet/offload.ts: what the kernel's software GSO would send) written into
- * the port's own segment memory, so the rest of the graph only ever sees ordinary frames.
+ * rx() completes such checksums in place and splits super-frames into MTU-sized frames
+ * (packet/offload.ts: what the kernel's software GSO would send) written into its segment memory
+ * — the worker's AF_XDP area when it has one (segmentArea), so a segment reaches the uplink's
+ * UMEM by memmove. A segment's L4 checksum is computed here, or, when the graph sets
+ * `pendingChecksums` (VXLAN connections), left pending on the link (Link.csum: the uplink has the
+ * kernel compute it, or completes it), so the rest of the graph sees ordinary frames either way.
+ *
+ * Flow queueing (sparseFirst): with a super-frame at the head of the ring, ordinary frames of
+ * flows with nothing waiting before them are taken ahead of it (counter rx_sparse_first).
  *
  * Its ring is TPACKET_V2, not V3: a V2 slot is handed over as soon as it is filled, where a V3
  * block waits until it is full or its retire timer fires, which a pod pinging or opening a
@@ -35,7 +41,7 @@
  * otherwise it waits for the next breath, which starts with room for at least
  * MAX_GSO_SEGMENTS (the graph sizes the link for it). One super-frame costs the kernel and the
  * pod one frame's work instead of one per segment; splitting it costs pinhole a header copy and
- * a checksum per segment. Frames sent to the pod carry an all-zero header (no offload). Stages
+ * a payload copy per segment (and a checksum, unless it is left pending). Frames sent to the pod carry an all-zero header (no offload). Stages
  * may write up to 76 bytes in front of a frame in a ring slot (the header was read first).
  */
 import { cbpf } from '../../bpf/cbpf/asm.ts';
@@ -251,12 +257,7 @@ export class AfPacketPort implements Port {
     let gso = 0;
     let drops = 0;
     // A super-frame at the head: first take the frames behind it whose flows have nothing waiting.
-    if (
-      sock.peek(rxb, 0) &&
-      (rxb.copied[0] !== 0 || (vnetGsoType(ring, rxb.offset[0]! - VNET_HDR_LEN) & ~VNET_GSO_ECN) !== VNET_GSO_NONE)
-    ) {
-      taken = this.sparseFirst(out, tag);
-    }
+    if (sock.peek(rxb, 0) && !this.ordinary(0)) taken = this.sparseFirst(out, tag);
     while (taken < rxb.capacity && this.room > 0 && sock.peek(rxb, 0)) {
       const len = rxb.length[0]!;
       const v = rxb.offset[0]! - VNET_HDR_LEN;
@@ -319,26 +320,18 @@ export class AfPacketPort implements Port {
     const rxb = this.rxb;
     const ring = this.ring;
     const waiting = this.waitingFlows;
-    let nWaiting = 0;
+    // The head (described in rxb by the caller's peek) waits in place: so does its flow.
+    waiting[0] = flowHash(ring, rxb.offset[0]!, rxb.length[0]!) | 0;
+    let nWaiting = 1;
     let taken = 0;
-    let gso = 0;
     let drops = 0;
-    for (let k = 0; k < SPARSE_SCAN && this.room > 0 && taken < rxb.capacity; k++) {
+    for (let k = 1; k < SPARSE_SCAN && this.room > 0 && taken < rxb.capacity; k++) {
       if (sock.takenAhead(k)) continue;
       if (!sock.peekAhead(rxb, 0, k)) break;
-      const off = rxb.offset[0]!;
-      const len = rxb.length[0]!;
-      const v = off - VNET_HDR_LEN;
-      const type = vnetGsoType(ring, v) & ~VNET_GSO_ECN;
-      const h = flowHash(ring, off, len) | 0;
+      const h = flowHash(ring, rxb.offset[0]!, rxb.length[0]!) | 0;
       let seen = false;
-      for (let j = 0; j < nWaiting; j++) {
-        if (waiting[j] === h) {
-          seen = true;
-          break;
-        }
-      }
-      if (rxb.copied[0] !== 0 || len !== rxb.wireLength[0]! || type !== VNET_GSO_NONE || seen || k === 0) {
+      for (let j = 0; j < nWaiting && !seen; j++) seen = waiting[j] === h;
+      if (seen || !this.ordinary(0)) {
         // Stays in place, and so does everything of its flow behind it.
         if (!seen) {
           if (nWaiting === waiting.length) break;
@@ -346,17 +339,29 @@ export class AfPacketPort implements Port {
         }
         continue;
       }
-      const r = this.take(ring, this.memId, v, len, type, out, tag);
+      const v = rxb.offset[0]! - VNET_HDR_LEN;
+      const r = this.take(ring, this.memId, v, rxb.length[0]!, VNET_GSO_NONE, out, tag);
       if (r === TAKE_LATER) break;
       sock.takeAhead(k);
       taken++;
       if (r === TAKE_DROPPED) drops++;
-      else if (r === TAKE_SPLIT) gso++;
     }
-    this.c[this.b + PC.rxGsoFrames] += gso;
     this.c[this.b + PC.rxOffloadDrops] += drops;
     this.c[this.b + PC.rxSparseFirst] += taken;
     return taken;
+  }
+
+  /**
+   * Whether the frame described in rxb[i] is an ordinary one: whole in its ring slot (not a
+   * TP_STATUS_COPY slot, not cut short) and not a GSO super-frame.
+   */
+  private ordinary(i: number): boolean {
+    const rxb = this.rxb;
+    return (
+      rxb.copied[i] === 0 &&
+      rxb.length[i] === rxb.wireLength[i] &&
+      (vnetGsoType(this.ring, rxb.offset[i]! - VNET_HDR_LEN) & ~VNET_GSO_ECN) === VNET_GSO_NONE
+    );
   }
 
   /**
@@ -382,23 +387,15 @@ export class AfPacketPort implements Port {
     if (n < 0 || seg.segmentLength(0) > SEG_SLOT - SEG_HEADROOM) return TAKE_DROPPED;
     if (n > this.room) return n > this.segSlots ? TAKE_DROPPED : TAKE_LATER;
     const segMem = this.segMem!;
-    if (this.pendingChecksums) {
-      const csum = seg.partialCsum;
-      for (let i = 0; i < n; i++) {
-        const at = this.segAt + this.slot * SEG_SLOT + SEG_HEADROOM;
-        const l = seg.writePartial(i, segMem, at);
-        this.slot++;
-        out.pushPartial(this.segId, at, l, tag, csum);
-        this.bytes += l;
-      }
-    } else {
-      for (let i = 0; i < n; i++) {
-        const at = this.segAt + this.slot * SEG_SLOT + SEG_HEADROOM;
-        const l = seg.write(i, segMem, at);
-        this.slot++;
-        out.push(this.segId, at, l, tag);
-        this.bytes += l;
-      }
+    // Pending checksums (Link.csum): the segment gets the pseudo-header sum and the mark.
+    const partial = this.pendingChecksums;
+    const csum = partial ? seg.partialCsum : 0;
+    for (let i = 0; i < n; i++) {
+      const at = this.segAt + this.slot * SEG_SLOT + SEG_HEADROOM;
+      const l = partial ? seg.writePartial(i, segMem, at) : seg.write(i, segMem, at);
+      this.slot++;
+      out.push(this.segId, at, l, tag, csum);
+      this.bytes += l;
     }
     this.room -= n;
     this.frames += n;

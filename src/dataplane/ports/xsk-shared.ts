@@ -1,6 +1,7 @@
 /**
- * AF_XDP ports of one worker over one shared UMEM (XDP_SHARED_UMEM): a frame received on any of
- * them is sent on any other by its descriptor (address, length) — no copy in user space. The
+ * AF_XDP ports of one worker over one shared UMEM (XDP_SHARED_UMEM): in zero-copy mode a frame
+ * received on any of them is sent on any other by its descriptor (address, length) — no copy in
+ * user space; in copy mode it is copied into a pool frame (copiesFrames, below, says why). The
  * UMEM is the worker's whole AF_XDP area, registered by the group's first socket (the owner);
  * every other socket binds with XDP_SHARED_UMEM and the owner's fd, and since each sits on
  * another (interface, queue), it has its own fill and completion rings (Linux ≥ 5.10,
@@ -8,8 +9,10 @@
  *
  *   rx        the RX ring's descriptors go into the link as they are (area offset = UMEM address)
  *   tx        a frame of this UMEM still on a receive side is queued by its descriptor and
- *             changes owner; anything else (AF_PACKET memory, the next-hop wait queue, a
- *             WireGuard slab, a frame already queued) is copied into a pool frame (`tx_copies`)
+ *             changes owner (zero-copy mode); anything else (copy mode, AF_PACKET memory, the
+ *             next-hop wait queue, a WireGuard slab, a frame already queued) is copied into a
+ *             pool frame (`tx_copies`), with a TX metadata checksum request for a frame whose
+ *             checksum is pending when the socket has them (`tx_csum_offload`)
  *   release   received frames no TX took go back to the fill ring; the ring is topped up from the
  *             pool (above the pool's reserve); a pool that cannot is counted (`pool_empty`)
  *   flush     kicks the TX ring, then completions go back to the pool

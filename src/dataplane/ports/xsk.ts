@@ -2,9 +2,12 @@
  * AF_XDP port with a UMEM of its own: one XskSocket whose UMEM lives inside the worker's AF_XDP
  * area (one anonymous mapping holding every UMEM of the worker), so a frame received on one AF_XDP
  * port and sent on another moves with one copyWithin, no allocation (`tx_copies` counts them).
- * Ports a worker opens together share one UMEM instead and send each other's frames without a
- * copy (ports/xsk-shared.ts); this port is what a worker opens alone, with the shared UMEM
- * switched off, or when the kernel refuses the shared bind (`note` says why, in `detail`).
+ * Ports a worker opens together share one UMEM instead, and in zero-copy mode send each other's
+ * frames without a copy (ports/xsk-shared.ts); this port is what a worker opens alone, with the
+ * shared UMEM switched off, or when the kernel refuses the shared bind (`note` says why, in
+ * `detail`). A frame whose L4 checksum is pending (Link.csum) goes out with a TX metadata request
+ * when the socket has them (XskSocket.txChecksum: copy mode, Linux ≥ 6.18; it then starts
+ * 8-aligned, as the metadata in front of it must be), else its checksum is completed in the copy.
  * Descriptors carry area offsets:
  *
  *   area:  [ UMEM of port 0 | UMEM of port 1 | ... ]      descriptor addr = umemOffset + UMEM addr

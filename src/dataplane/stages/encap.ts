@@ -75,7 +75,7 @@ export class EncapStage {
       }
       const total = t.write(u8, addr - h, len, sourcePortOf(flowHash(u8, addr, len)), cs);
       // A pending inner checksum moves with the frame's start (outer headers in front).
-      if (!(cs === 0 ? out.push(m, addr - h, total, k) : out.pushPartial(m, addr - h, total, k, cs + (h << 16)))) {
+      if (!out.push(m, addr - h, total, k, cs === 0 ? 0 : cs + (h << 16))) {
         c[base + E_LINK_FULL]++;
         continue;
       }

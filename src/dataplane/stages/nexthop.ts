@@ -221,8 +221,7 @@ export class NexthopStage {
       u8[addr + 3] = macs[mo + 3]!;
       u8[addr + 4] = macs[mo + 4]!;
       u8[addr + 5] = macs[mo + 5]!;
-      const cs = input.csum[i]!;
-      if (!(cs === 0 ? out.push(m, addr, len, k) : out.pushPartial(m, addr, len, k, cs))) {
+      if (!out.push(m, addr, len, k, input.csum[i]!)) {
         c[base + N_LINK_FULL]++;
         continue;
       }

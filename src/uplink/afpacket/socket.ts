@@ -551,24 +551,24 @@ export class AfPacketSocket {
    * holds: it cannot reach a slot past the head before the head has passed it.
    */
   peekAhead(batch: RxBatch, i: number, k: number): boolean {
-    let s = this.slot + k;
-    if (s >= this.slots) s -= this.slots;
     if (this.version !== 2 || k >= this.slots) return false;
-    return this.describeSlot(batch, i, s);
+    return this.describeSlot(batch, i, this.aheadSlot(k));
   }
 
   /** Whether the slot `k` past the head was taken ahead already (its frame is described still). */
   takenAhead(k: number): boolean {
-    let s = this.slot + k;
-    if (s >= this.slots) s -= this.slots;
-    return this.version === 2 && k < this.slots && this.taken[s] === 1;
+    return this.version === 2 && k < this.slots && this.taken[this.aheadSlot(k)] === 1;
+  }
+
+  /** The slot `k` (< slots) past the head. */
+  private aheadSlot(k: number): number {
+    const s = this.slot + k;
+    return s >= this.slots ? s - this.slots : s;
   }
 
   /** Takes the frame peekAhead(…, k) described (TPACKET_V2). */
   takeAhead(k: number): void {
-    let s = this.slot + k;
-    if (s >= this.slots) s -= this.slots;
-    this.taken[s] = 1;
+    this.taken[this.aheadSlot(k)] = 1;
     this.counters.rxFrames++;
   }
 
