@@ -947,6 +947,8 @@ function vxlanPlans(
           : {}),
         ...(host.fanoutGroup !== undefined ? { fanoutGroup: host.fanoutGroup } : {}),
         ...upRings,
+        // VXLAN connections send pods' super-frames as GSO trains (dataplane/ports/train.ts).
+        trains: true,
       },
     ];
     workloads.forEach((wl, i) => {

@@ -46,8 +46,8 @@ export function buildGraph(
   const rx: RxRoute[] = [];
   const tx: TxRoute[] = [];
   const steps: Step[] = [];
-  /** Ports' pendingChecksums, applied once the graph is built. */
-  const pending: [Port, boolean][] = [];
+  /** Ports' pendingChecksums and trains, applied once the graph is built. */
+  const pending: [Port, boolean, boolean][] = [];
   const uplink = ports.get('uplink');
   if (!uplink) throw new Error('worker plan has no uplink port');
   if (plan.graph === 'cross-connect') {
@@ -88,8 +88,9 @@ export function buildGraph(
     for (const k of conns) {
       const p = ports.get(k.workloadPort);
       if (!p) throw new Error(`worker plan has no port ${k.workloadPort}`);
-      // Segments go out through the uplink, which has the kernel checksum them (or completes them).
-      pending.push([p, true]);
+      // Segments go out through the uplink, which has the kernel checksum them (or completes
+      // them); as GSO trains when the uplink sends those.
+      pending.push([p, true, uplink.sendsTrains === true]);
       rx.push({ port: p, out: fromWorkloads, tag: k.index });
     }
     steps.push({ run: () => decap.push(fromUplink) });
@@ -115,7 +116,7 @@ export function buildGraph(
       for (const k of wg) {
         const p = ports.get(k.workloadPort);
         if (!p) throw new Error(`worker plan has no port ${k.workloadPort}`);
-        pending.push([p, false]); // sealed by WireGuard: checksummed before
+        pending.push([p, false, false]); // sealed by WireGuard: checksummed before, one packet each
         rx.push({ port: p, out: fromWgWorkloads, tag: k.index });
       }
       steps.push({ run: (now) => stage.push(fromWg, fromWgWorkloads, now), dispose: () => stage.dispose() });
@@ -134,6 +135,9 @@ export function buildGraph(
   const engine = new Engine(rx, steps, tx, c, counterBase(layout, 'engine'));
   // Only a graph that was built changes its ports: a failed build leaves the running graph's
   // ports as they were (the caller keeps running it).
-  for (const [p, on] of pending) p.pendingChecksums = on;
+  for (const [p, on, trains] of pending) {
+    p.pendingChecksums = on;
+    p.trains = trains;
+  }
   return engine;
 }

@@ -14,7 +14,10 @@
  * summing starts; from there to the 16-bit field), the field holding the pseudo-header sum. Only
  * an offload workload port produces such frames (a segment the kernel or our completion will
  * checksum, ports/afpacket.ts); a stage that moves the frame's start adjusts csumStart (encap), and
- * every consumer that sends or seals a frame completes it first unless the kernel does it for it. A link is filled and
+ * every consumer that sends or seals a frame completes it first unless the kernel does it for it.
+ * `gso` ≠ 0 marks a GSO train (a run of same-flow segments laid out to be cut every `gso` bytes,
+ * see EncapStage and ports/train.ts): only a port whose graph asked for trains produces them,
+ * and only the VXLAN path (encap, nexthop, an uplink that sends trains) carries them. A link is filled and
  * drained within one breathe of the engine, so it needs no ring indexes: the consumer reads every
  * entry and clears it. Pushing into a full link drops the frame and counts it (`dropped`), as a
  * full Snabb link does. Its counters are plain numbers for tests and debugging; what an operator
@@ -28,6 +31,7 @@ export class Link {
   readonly len: Uint32Array;
   readonly aux: Int32Array;
   readonly csum: Uint32Array;
+  readonly gso: Uint16Array;
   n = 0;
   /** Frames pushed (accepted). */
   frames = 0;
@@ -43,10 +47,14 @@ export class Link {
     this.len = new Uint32Array(capacity);
     this.aux = new Int32Array(capacity);
     this.csum = new Uint32Array(capacity);
+    this.gso = new Uint16Array(capacity);
   }
 
-  /** Appends a frame (`csum`: its pending checksum, 0 for none); false (and counted as dropped) when the link is full. */
-  push(mem: number, addr: number, len: number, aux: number, csum = 0): boolean {
+  /**
+   * Appends a frame (`csum`: its pending checksum, 0 for none; `gso`: a train's chunk size, 0 for
+   * an ordinary frame); false (and counted as dropped) when the link is full.
+   */
+  push(mem: number, addr: number, len: number, aux: number, csum = 0, gso = 0): boolean {
     const i = this.n;
     if (i === this.capacity) {
       this.dropped++;
@@ -57,6 +65,7 @@ export class Link {
     this.len[i] = len;
     this.aux[i] = aux;
     this.csum[i] = csum;
+    this.gso[i] = gso;
     this.n = i + 1;
     this.frames++;
     this.bytes += len;

@@ -43,6 +43,11 @@ export interface PortPlan {
   offload?: boolean;
   /** AF_PACKET TPACKET_V3 rings: the block retire timeout in ms (default 2). */
   retireMs?: number;
+  /**
+   * The uplink of a VXLAN graph: also open a GSO train socket on the interface
+   * (dataplane/ports/train.ts), so workload ports send super-frames as trains.
+   */
+  trains?: boolean;
 }
 
 export interface VxlanConnectionPlan {
@@ -129,6 +134,8 @@ export const PORT_COUNTERS = [
   'pool_empty',
   'tx_csum_offload',
   'rx_sparse_first',
+  'rx_gso_trains',
+  'tx_gso_trains',
 ] as const;
 export const ENGINE_COUNTERS = ['breaths', 'idle_waits', 'frames'] as const;
 export const DECAP_REASONS = [

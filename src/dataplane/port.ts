@@ -44,6 +44,14 @@ export interface Port {
    * WireGuard. Other ports ignore it.
    */
   pendingChecksums?: boolean;
+  /**
+   * Offload AF_PACKET ports build GSO trains from super-frames (Link.gso) while this is true: the
+   * graph sets it for a port that feeds the VXLAN encapsulation through an uplink that sends
+   * trains (`sendsTrains`, ports/train.ts). Other ports ignore it.
+   */
+  trains?: boolean;
+  /** An uplink that sends GSO trains (ports/train.ts). */
+  readonly sendsTrains?: boolean;
 }
 
 /** What every port is opened with, whatever its driver. */
@@ -90,4 +98,8 @@ export const PC = {
   txCsumOffload: 16,
   /** Offload AF_PACKET ports: frames taken ahead of super-frames waiting in the ring (flow queueing). */
   rxSparseFirst: 17,
+  /** Offload AF_PACKET ports: GSO trains built from super-frames (each one skb for the kernel). */
+  rxGsoTrains: 18,
+  /** Uplinks: GSO trains sent (their packets are in tx_frames). */
+  txGsoTrains: 19,
 } as const;

@@ -33,6 +33,9 @@ import type { Port } from './port.ts';
 import { AfPacketPort, offloadMemoryBytes } from './ports/afpacket.ts';
 import { XSK_FRAME_SIZE, XskPort, type XskPortOptions } from './ports/xsk.ts';
 import { openGroupPort, XskGroup } from './ports/xsk-shared.ts';
+import { TrainPort } from './ports/train.ts';
+import { TrainSocket, trainsSupported } from '../uplink/afpacket/train-socket.ts';
+import { release } from 'node:os';
 import { umemFrames } from '../uplink/xsk/sizing.ts';
 import { WgRegistry } from './stages/wireguard.ts';
 import { SodiumAead } from '../sys/sodium.ts';
@@ -105,6 +108,7 @@ const keyOf = (p: PortPlan): string =>
     p.retireMs ?? null,
     p.frameCount ?? null,
     p.rings ? [p.rings.rx, p.rings.tx, p.rings.fill, p.rings.comp] : null,
+    p.trains ?? false,
   ]);
 /** UMEM frames of an AF_XDP port: the plan's, else enough for its rings (uplink/xsk/sizing.ts), else 4096. */
 const framesOf = (p: PortPlan): number => p.frameCount ?? (p.rings ? umemFrames(p.rings) : 4096);
@@ -118,6 +122,27 @@ const slotOf = (p: { ifname: string; queue: number }): string => `${p.ifname}/${
  * (ports/xsk-shared.ts says why).
  */
 const sharedUmemWanted = (): boolean => process.env.PINHOLE_XSK_UMEM !== 'own';
+
+/**
+ * An uplink whose plan asks for GSO trains (VXLAN graphs) gets a train socket beside it
+ * (ports/train.ts), unless the kernel cannot take them, PINHOLE_GSO_TRAINS=off says no (to
+ * compare, README performance), or the socket does not open: then the port says why in its
+ * detail and workload ports send separate packets, as before.
+ */
+function withTrains(port: Port, p: PortPlan, memory: PacketMemory, c: Float64Array, base: number): Port {
+  if (!p.trains) return port;
+  let sock: TrainSocket | string;
+  if (process.env.PINHOLE_GSO_TRAINS === 'off') sock = 'off (PINHOLE_GSO_TRAINS=off)';
+  else if (!trainsSupported(release())) sock = `Linux ${release()} has no UDP_L4 GSO for AF_PACKET (6.2 or later)`;
+  else {
+    try {
+      sock = TrainSocket.open(p.ifname);
+    } catch (err) {
+      sock = (err as Error).message;
+    }
+  }
+  return new TrainPort(port, sock, memory, c, base);
+}
 const MAX_SHARED_UMEM = 0x80000000;
 const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;
 
@@ -187,13 +212,14 @@ async function openPorts(
           counters: c,
           base,
         };
-        const port = group ? await openGroupPort(xo, group) : await XskPort.open(note ? { ...xo, note } : xo);
+        const opened1 = group ? await openGroupPort(xo, group) : await XskPort.open(note ? { ...xo, note } : xo);
+        const port = withTrains(opened1, p, memory, c, base);
         area!.users++;
         opened.set(p.name, { port, key: keyOf(p), slot: slotOf(p), area });
         areaOffset += frameCount * XSK_FRAME_SIZE;
       } else {
         const segmentArea = area && p.offload ? { buffer: area.mapping.buffer, offset: segAt } : undefined;
-        const port = new AfPacketPort({
+        const afp = new AfPacketPort({
           name: p.name,
           ifname: p.ifname,
           memory,
@@ -206,6 +232,7 @@ async function openPorts(
           counters: c,
           base,
         });
+        const port = withTrains(afp, p, memory, c, base);
         if (segmentArea) {
           area!.users++;
           segAt += roundUp(offloadMemoryBytes(batchSize), XSK_FRAME_SIZE);

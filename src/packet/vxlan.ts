@@ -44,7 +44,7 @@
  * objects and typed arrays; fields are read byte by byte from the caller's Uint8Array (no DataView,
  * no subarray). Errors are reported as numbers, never thrown; only the template constructor throws.
  */
-import { foldSum, pseudoHeaderSumV6, sumWords, verifyChecksum } from './checksum.ts';
+import { foldSum, pseudoHeaderSumV4, pseudoHeaderSumV6, sumWords, verifyChecksum } from './checksum.ts';
 import { parseIP } from './ip.ts';
 import type { ParsedIP } from './ip.ts';
 import { PinholeError } from '../sys/errors.ts';
@@ -252,6 +252,8 @@ export class VxlanEncapTemplate {
   private readonly ipSum: number;
   /** IPv6: sum of the UDP checksum's constant inputs. */
   private readonly udpSum: number;
+  /** The UDP pseudo-header sum without its length (trains: the partial checksum). */
+  private readonly pseudoSum: number;
   private id = 0;
 
   constructor(o: VxlanEncapOptions) {
@@ -302,6 +304,36 @@ export class VxlanEncapTemplate {
     }
     this.ipSum = ipSum;
     this.udpSum = udpSum;
+    this.pseudoSum =
+      src.family === 4 ? pseudoHeaderSumV4(src.bytes, dst.bytes, IPPROTO_UDP, 0) : pseudoHeaderSumV6(src.bytes, dst.bytes, IPPROTO_UDP, 0);
+  }
+
+  /**
+   * Writes the outer headers of a GSO train (UDP segmentation offload, gso_type UDP_L4) at
+   * mem[off .. off+headerBytes) for inner frames already laid out behind them:
+   *
+   *   off       +headerBytes
+   *   │ outer eth│ip│udp│vxlan │ inner 0 │ vxlan │ inner 1 │ vxlan │ … │ inner k (≤ the others) │
+   *                       └──────── chunk ──────┘└──── chunk ────┘
+   *
+   * `trainLen` bytes from off+headerBytes; every inner frame but the last is `chunk - 8` bytes.
+   * The kernel (or the NIC) cuts the UDP payload every `chunk` bytes and gives each piece a copy
+   * of the outer eth/IP/UDP headers, so each piece is one VXLAN packet: this writes the VXLAN
+   * header in front of every inner frame, the lengths of the whole train, and the UDP checksum
+   * field as CHECKSUM_PARTIAL wants it (the pseudo-header sum, completed per segment by the
+   * kernel). Returns the train's outer length (headerBytes + trainLen). No allocation.
+   */
+  writeTrain(mem: Uint8Array, off: number, trainLen: number, chunk: number, srcPort: number): number {
+    const total = this.write(mem, off, trainLen, srcPort, 0, false);
+    const h = this.hdr;
+    const vx = this.headerBytes - 8;
+    // The first inner frame's VXLAN header came with the outer headers; the others get a copy.
+    for (let at = off + vx + chunk; at < off + total; at += chunk) {
+      for (let b = 0; b < 8; b++) mem[at + b] = h[vx + b]!;
+    }
+    const udp = off + vx - 8;
+    put16(mem, udp + 6, foldSum(this.pseudoSum + trainLen + UDP_VXLAN_BYTES) & 0xffff);
+    return total;
   }
 
   /**
@@ -316,7 +348,7 @@ export class VxlanEncapTemplate {
    * read. csumStart must be even (Ethernet, VLAN and IP headers are; the caller completes the
    * checksum of any other frame first).
    */
-  write(mem: Uint8Array, off: number, innerLen: number, srcPort: number, innerCsum = 0): number {
+  write(mem: Uint8Array, off: number, innerLen: number, srcPort: number, innerCsum = 0, udpCsum = true): number {
     const h = this.hdr;
     mem.set(h, off);
     const ip = off + ETH_HLEN;
@@ -339,6 +371,7 @@ export class VxlanEncapTemplate {
     const udp = ip + 40;
     put16(mem, udp, sport);
     put16(mem, udp + 4, udpLen);
+    if (!udpCsum) return OUTER_V6_BYTES + innerLen; // a train's (writeTrain)
     // The length appears twice: in the pseudo-header and in the UDP header.
     const acc = this.udpSum + udpLen + udpLen + sport;
     const inner = off + OUTER_V6_BYTES;

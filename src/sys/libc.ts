@@ -47,6 +47,7 @@ export function loadLibc(): Sys {
   const munmap = libc.func('int munmap(void *addr, size_t len)');
   const poll = libc.func('int poll(void *fds, unsigned long nfds, int timeout)');
   const sendto = libc.func('long sendto(int fd, void *buf, size_t len, int flags, void *addr, unsigned int alen)');
+  const sendtoAddr = libc.func('long sendto(int fd, uintptr_t buf, size_t len, int flags, void *addr, unsigned int alen)');
   const recvfrom = libc.func('long recvfrom(int fd, void *buf, size_t len, int flags, void *addr, _Inout_ unsigned int *alen)');
   const recv = libc.func('long recv(int fd, void *buf, size_t len, int flags)');
   const close = libc.func('int close(int fd)');
@@ -144,6 +145,10 @@ export function loadLibc(): Sys {
     },
     trySendto(fd, buf, length, flags) {
       const r = Number(sendto(fd, buf, length, flags, null, 0));
+      return r < 0 ? -koffi.errno() : r;
+    },
+    trySendtoAddr(fd, address, length, flags) {
+      const r = Number(sendtoAddr(fd, address, length, flags, null, 0));
       return r < 0 ? -koffi.errno() : r;
     },
     tryRecv(fd, buf, flags) {

@@ -54,6 +54,11 @@ export interface Sys {
    * -errno. Never throws for an errno (a thrown SysError costs microseconds; see design.md).
    */
   trySendto(fd: number, buf: Uint8Array, length: number, flags: number): number;
+  /**
+   * As `trySendto`, from memory given by address (`addressOf` of a buffer V8 never moves, plus an
+   * offset): sends part of a large buffer without creating a view per call (GSO trains).
+   */
+  trySendtoAddr(fd: number, address: number, length: number, flags: number): number;
   recvfrom(fd: number, buf: Uint8Array, flags: number, addr: Uint8Array | null): number;
   /** recv(2) into all of `buf` for hot paths, as `trySendto`: the length (MSG_TRUNC: the real one), or -errno. */
   tryRecv(fd: number, buf: Uint8Array, flags: number): number;

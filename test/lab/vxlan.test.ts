@@ -116,6 +116,15 @@ for (const peer of ['kernel', 'pinhole'] as const) {
       const finB = pb ? ((await pb.stop()) as unknown as RunLine) : undefined;
       const port = fin.ports['wl:c0']!;
       assert.ok(port.rx_gso_frames! > 0, `super-frames split: ${port.rx_gso_frames}`);
+      // As GSO trains (ports/train.ts): towards a pinhole peer (XDP on its uplink turns GSO off
+      // on our side of the veth) the kernel cuts them in software before they leave.
+      assert.ok(fin.ports.uplink!.tx_gso_trains! > 0, `trains sent: ${fin.ports.uplink!.tx_gso_trains}`);
+      assert.equal(fin.ports.uplink!.tx_gso_trains, port.rx_gso_trains, 'every train built was sent');
+      if (peer === 'pinhole') {
+        // Pinhole B hands pod B plain frames (no checksum offload): pod B checks every segment's
+        // TCP checksum, which pinhole A computed.
+        assert.equal(tcpMib(lab, dst.podNs, 'TcpInCsumErrors'), 0, 'pod B found no TCP checksum error');
+      }
       assert.equal(port.rx_offload_drops, 0, 'no offload drops');
       assert.equal(fin.ports.uplink!.tx_frames, fin.connections.c0!.encap_frames, 'encapsulated frames all left through the uplink');
       assert.deepEqual(fin.drops, {}, 'no drops');
@@ -142,13 +151,14 @@ for (const [uplink, underlay] of [
   ['afxdp', 6],
   ['afpacket', 4],
 ] as const) {
-  test(`pods with TSO → ${uplink} uplink, IPv${underlay} underlay: the segments' TCP checksums, left pending by the split, are ${uplink === 'afxdp' ? 'computed by the kernel from AF_XDP TX metadata' : 'completed by pinhole'}; the kernel peer's pod counts no checksum error`, async () => {
+  test(`pods with TSO → ${uplink} uplink, IPv${underlay} underlay, GSO trains off: the segments' TCP checksums, left pending by the split, are ${uplink === 'afxdp' ? 'computed by the kernel from AF_XDP TX metadata' : 'completed by pinhole'}; the kernel peer's pod counts no checksum error`, async () => {
     await withLab(
       `csum${uplink.slice(2, 4)}${underlay}`,
       { underlay, sides: { a: 'pinhole', b: 'kernel' }, podChecksumOffload: true },
       async (lab) => {
         const { a, b } = lab;
-        const p = startRun(a, configFor(a, b, uplink, [underlay], '', 'afpacket'));
+        // Trains off: super-frames leave as separate packets, whose checksums this test is about.
+        const p = startRun(a, configFor(a, b, uplink, [underlay], '', 'afpacket'), ['env', 'PINHOLE_GSO_TRAINS=off']);
         const ready = (await p.ready) as unknown as RunLine;
         assert.equal(ready.mode, uplink);
         const src = a.workloads[0]!;
@@ -173,6 +183,45 @@ for (const [uplink, underlay] of [
         } else {
           assert.equal(up.tx_csum_offload ?? 0, 0);
         }
+        assert.deepEqual(fin.drops, {}, 'no drops');
+      },
+    );
+  });
+}
+
+for (const [uplink, underlay] of [
+  ['afxdp', 4],
+  ['afxdp', 6],
+  ['afpacket', 4],
+] as const) {
+  test(`pods with TSO → ${uplink} uplink, IPv${underlay} underlay: super-frames leave as GSO trains, each one skb that node B's stack cuts into VXLAN packets; every byte arrives, no checksum error at node B or pod B`, async () => {
+    await withLab(
+      `trn${uplink.slice(2, 4)}${underlay}`,
+      { underlay, sides: { a: 'pinhole', b: 'kernel' }, podChecksumOffload: true },
+      async (lab) => {
+        const { a, b } = lab;
+        const p = startRun(a, configFor(a, b, uplink, [underlay], '', 'afpacket'));
+        const ready = (await p.ready) as unknown as RunLine;
+        assert.equal(ready.mode, uplink);
+        const src = a.workloads[0]!;
+        const dst = b.workloads[0]!;
+        const udpMib = underlay === 6 ? 'Udp6InCsumErrors' : 'UdpInCsumErrors';
+        const before = { pod: tcpMib(lab, dst.podNs, 'TcpInCsumErrors'), outer: tcpMib(lab, b.ns, udpMib), up: ifStats(lab, b.ns, [b.uplink])[b.uplink]! };
+        const tcp = await iperf(src.podNs, dst.podNs, dst.podAddr4);
+        assert.ok(tcp.bps > 10e6, `TCP pod A → pod B: ${tcp.bps} bit/s`);
+        const rxSkbs = ifStats(lab, b.ns, [b.uplink])[b.uplink]!.rx - before.up.rx;
+        assert.equal(tcpMib(lab, dst.podNs, 'TcpInCsumErrors') - before.pod, 0, 'no TCP checksum errors at pod B');
+        assert.equal(tcpMib(lab, b.ns, udpMib) - before.outer, 0, `no outer UDP checksum errors at node B (${udpMib})`);
+        const fin = (await p.stop()) as unknown as RunLine;
+        const wl = fin.ports['wl:c0']!;
+        const up = fin.ports.uplink!;
+        assert.ok(wl.rx_gso_trains! > 0, `trains built: ${wl.rx_gso_trains}`);
+        assert.equal(up.tx_gso_trains, wl.rx_gso_trains, 'every train built was sent');
+        assert.equal(up.tx_frames, fin.connections.c0!.encap_frames, 'the uplink sent every encapsulated packet (a train counts its packets)');
+        // The veth between the nodes takes a train whole (NETIF_F_GSO_UDP_L4): node B's uplink
+        // received far fewer skbs than the packets pinhole encapsulated.
+        assert.ok(rxSkbs * 2 < fin.connections.c0!.encap_frames!, `node B received ${rxSkbs} skbs for ${fin.connections.c0!.encap_frames} packets`);
+        assert.equal(up.tx_dropped ?? 0, 0);
         assert.deepEqual(fin.drops, {}, 'no drops');
       },
     );

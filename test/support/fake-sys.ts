@@ -83,6 +83,9 @@ export class FakeSys implements Sys {
   trySendto(fd: number, buf: Uint8Array, length: number, flags: number): number {
     return this.call('trySendto', [fd, buf, length, flags]);
   }
+  trySendtoAddr(fd: number, address: number, length: number, flags: number): number {
+    return this.call('trySendtoAddr', [fd, address, length, flags]);
+  }
   recvfrom(fd: number, buf: Uint8Array, flags: number, addr: Uint8Array | null): number {
     return this.call('recvfrom', [fd, buf, flags, addr]);
   }

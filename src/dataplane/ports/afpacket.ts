@@ -104,6 +104,15 @@ const COPY_RCVBUF = 8 << 20;
  * steady rates alike. 4,096 is the middle: memory is per workload interface and worker.
  */
 const WL_RING_SLOTS = 4096;
+/** GSO trains: the gap in front of each segment after the first (the VXLAN header). */
+const TRAIN_GAP = 8;
+/**
+ * Most bytes of a train after its outer headers (first segment to last): the outer IPv4 total
+ * length, 20 + 8 + 8 + TRAIN_BYTES, must fit 16 bits (IPv6: 8 + 8 + TRAIN_BYTES).
+ */
+const TRAIN_BYTES = 65535 - 36;
+/** Slots a super-frame's trains may take beyond one per segment (≤ 3 trains, one headroom each). */
+const TRAIN_SLACK = 3;
 /** Slots past the head sparseFirst() looks at. */
 const SPARSE_SCAN = 256;
 const TAKE_SENT = 0;
@@ -148,6 +157,12 @@ export class AfPacketPort implements Port {
    * sealed, so they are checksummed here.
    */
   pendingChecksums = false;
+  /**
+   * Offload: a super-frame becomes GSO trains (Link.gso) instead of separate segments. Set by the
+   * graph for a port whose frames go to the VXLAN encapsulation through an uplink that sends
+   * trains (ports/train.ts); see trainUp().
+   */
+  trains = false;
   /** sparseFirst(): hashes of the flows with a frame waiting in place, this breath. */
   private readonly waitingFlows = new Int32Array(64);
   /** rxOffload's running totals for the breath (fields, so take() adds to them without objects). */
@@ -282,7 +297,9 @@ export class AfPacketPort implements Port {
       // for a breath with room for every segment it may become (segments ≤ length / MSS).
       const gs = vnetGsoSize(ring, v);
       const bound = type !== VNET_GSO_NONE && gs > 0 ? Math.ceil(rxb.wireLength[0]! / gs) : 1;
-      if ((bound > this.room && bound <= this.segSlots) || copies === COPY_SLOTS) break;
+      // (Trains take a slot or two more than their segments: headroom, rounding.)
+      const later = bound > this.room || this.slot + bound + TRAIN_SLACK > this.segSlots;
+      if ((later && bound <= this.segSlots) || copies === COPY_SLOTS) break;
       const got = sock.receiveCopy(this.copyViews[copies]!);
       sock.skip();
       taken++;
@@ -385,7 +402,8 @@ export class AfPacketPort implements Port {
     const seg = this.seg!;
     const n = seg.begin(b, off, len, vnetGsoType(b, v), vnetGsoSize(b, v), needsCsum ? vnetCsumStart(b, v) : -1);
     if (n < 0 || seg.segmentLength(0) > SEG_SLOT - SEG_HEADROOM) return TAKE_DROPPED;
-    if (n > this.room) return n > this.segSlots ? TAKE_DROPPED : TAKE_LATER;
+    if (this.trains && n > 1) return this.trainUp(n, out, tag);
+    if (n > this.room || this.slot + n > this.segSlots) return n > this.segSlots ? TAKE_DROPPED : TAKE_LATER;
     const segMem = this.segMem!;
     // Pending checksums (Link.csum): the segment gets the pseudo-header sum and the mark.
     const partial = this.pendingChecksums;
@@ -399,6 +417,47 @@ export class AfPacketPort implements Port {
     }
     this.room -= n;
     this.frames += n;
+    return TAKE_SPLIT;
+  }
+
+  /**
+   * The segments of the super-frame the segmenter holds, as GSO trains: each segment written
+   * whole (checksums complete) at a stride of `chunk` = segment + 8 bytes, the gap left for the
+   * VXLAN header the encapsulation writes there, in consecutive segment slots:
+   *
+   *   slots:  │ headroom 128 │ seg 0 │ 8 │ seg 1 │ 8 │ … │ seg k │  (a train spans whole slots)
+   *
+   * A train is one link entry (gso = chunk); at most TRAIN_BYTES long, so the outer IPv4 total
+   * length (and the IPv6 payload length) still fits 16 bits: a 64 KiB super-frame becomes one or
+   * two trains. Why: ports/train.ts. The segments' checksums are computed here, not left pending:
+   * the kernel offloads only the outer UDP checksum of a train.
+   */
+  private trainUp(n: number, out: Link, tag: number): number {
+    const seg = this.seg!;
+    const chunk = seg.segmentLength(0) + TRAIN_GAP;
+    const per = Math.floor((TRAIN_BYTES + TRAIN_GAP) / chunk);
+    const trains = Math.ceil(n / per);
+    // Slots: full trains, then the last one (its last segment may be shorter).
+    const lastCount = n - (trains - 1) * per;
+    const lastLen = (lastCount - 1) * chunk + seg.segmentLength(n - 1);
+    const slots = (trains - 1) * Math.ceil((SEG_HEADROOM + per * chunk - TRAIN_GAP) / SEG_SLOT) + Math.ceil((SEG_HEADROOM + lastLen) / SEG_SLOT);
+    if (trains > this.room || this.slot + slots > this.segSlots) return slots > this.segSlots ? TAKE_DROPPED : TAKE_LATER;
+    const segMem = this.segMem!;
+    for (let t = 0; t < trains; t++) {
+      const first = t * per;
+      const count = n - first < per ? n - first : per;
+      const at = this.segAt + this.slot * SEG_SLOT + SEG_HEADROOM;
+      let bytes = 0;
+      for (let i = 0; i < count; i++) bytes += seg.write(first + i, segMem, at + i * chunk);
+      const trainLen = bytes + (count - 1) * TRAIN_GAP;
+      // A lone segment is an ordinary frame.
+      out.push(this.segId, at, trainLen, tag, 0, count > 1 ? chunk : 0);
+      this.slot += Math.ceil((SEG_HEADROOM + trainLen) / SEG_SLOT);
+      this.bytes += bytes;
+    }
+    this.room -= trains;
+    this.frames += n;
+    this.c[this.b + PC.rxGsoTrains] += lastCount > 1 ? trains : trains - 1;
     return TAKE_SPLIT;
   }
 

@@ -209,6 +209,14 @@ export class NexthopStage {
       const len = input.len[i]!;
       if (this.ok[k] === 0) {
         c[base + N_MISSES]++;
+        if (input.gso[i] !== 0) {
+          // A GSO train is not held (a wait slot takes one packet): it is dropped, counted, and
+          // its flow retransmits once the next hop resolves. Trains only follow a flow's first
+          // packets, which found the next hop resolved or waited here.
+          c[base + N_QUEUE_FULL]++;
+          c[this.connBase[k]! + CC_DROP_NEXTHOP]++;
+          continue;
+        }
         this.hold(k, m, addr, len, input.csum[i]!, now);
         continue;
       }
@@ -221,7 +229,7 @@ export class NexthopStage {
       u8[addr + 3] = macs[mo + 3]!;
       u8[addr + 4] = macs[mo + 4]!;
       u8[addr + 5] = macs[mo + 5]!;
-      if (!out.push(m, addr, len, k, input.csum[i]!)) {
+      if (!out.push(m, addr, len, k, input.csum[i]!, input.gso[i]!)) {
         c[base + N_LINK_FULL]++;
         continue;
       }
