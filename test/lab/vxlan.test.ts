@@ -206,7 +206,11 @@ for (const [uplink, underlay] of [
         const src = a.workloads[0]!;
         const dst = b.workloads[0]!;
         const udpMib = underlay === 6 ? 'Udp6InCsumErrors' : 'UdpInCsumErrors';
-        const before = { pod: tcpMib(lab, dst.podNs, 'TcpInCsumErrors'), outer: tcpMib(lab, b.ns, udpMib), up: ifStats(lab, b.ns, [b.uplink])[b.uplink]! };
+        const before = {
+          pod: tcpMib(lab, dst.podNs, 'TcpInCsumErrors'),
+          outer: tcpMib(lab, b.ns, udpMib),
+          up: ifStats(lab, b.ns, [b.uplink])[b.uplink]!,
+        };
         const tcp = await iperf(src.podNs, dst.podNs, dst.podAddr4);
         assert.ok(tcp.bps > 10e6, `TCP pod A → pod B: ${tcp.bps} bit/s`);
         const rxSkbs = ifStats(lab, b.ns, [b.uplink])[b.uplink]!.rx - before.up.rx;
@@ -217,10 +221,17 @@ for (const [uplink, underlay] of [
         const up = fin.ports.uplink!;
         assert.ok(wl.rx_gso_trains! > 0, `trains built: ${wl.rx_gso_trains}`);
         assert.equal(up.tx_gso_trains, wl.rx_gso_trains, 'every train built was sent');
-        assert.equal(up.tx_frames, fin.connections.c0!.encap_frames, 'the uplink sent every encapsulated packet (a train counts its packets)');
+        assert.equal(
+          up.tx_frames,
+          fin.connections.c0!.encap_frames,
+          'the uplink sent every encapsulated packet (a train counts its packets)',
+        );
         // The veth between the nodes takes a train whole (NETIF_F_GSO_UDP_L4): node B's uplink
         // received far fewer skbs than the packets pinhole encapsulated.
-        assert.ok(rxSkbs * 2 < fin.connections.c0!.encap_frames!, `node B received ${rxSkbs} skbs for ${fin.connections.c0!.encap_frames} packets`);
+        assert.ok(
+          rxSkbs * 2 < fin.connections.c0!.encap_frames!,
+          `node B received ${rxSkbs} skbs for ${fin.connections.c0!.encap_frames} packets`,
+        );
         assert.equal(up.tx_dropped ?? 0, 0);
         assert.deepEqual(fin.drops, {}, 'no drops');
       },

@@ -758,3 +758,116 @@ describe('VXLAN over IPv6 with the inner checksum pending (local checksum offloa
     });
   }
 });
+
+describe('GSO trains (UDP segmentation offload of VXLAN packets)', () => {
+  /**
+   * What the kernel does with a train (__udp_gso_segment + inet_gso_segment / ipv6_gso_segment),
+   * written from the UDP and IP RFCs, not from pinhole's code: the UDP payload is cut every
+   * `gso` bytes, each piece gets a copy of the outer Ethernet, IP and UDP headers with its own
+   * lengths, IPv4 ID (incremented per piece) and header checksum, and a complete UDP checksum. It
+   * also checks the train's UDP checksum field holds what CHECKSUM_PARTIAL requires.
+   */
+  function kernelSplit(f: Uint8Array, gso: number): Uint8Array[] {
+    const v4 = u16(f, 12) === 0x0800;
+    const l4 = 14 + (v4 ? 20 : 40);
+    const total = f.length - l4;
+    assert.equal(u16(f, l4 + 4), total, 'the train UDP length covers the whole train');
+    assert.equal(u16(f, l4 + 6), foldSum(pseudoOf(f, 14, total)), 'UDP checksum field: the pseudo-header sum (CHECKSUM_PARTIAL)');
+    const out: Uint8Array[] = [];
+    const id0 = v4 ? u16(f, 18) : 0;
+    for (let off = l4 + 8, i = 0; off < f.length; off += gso, i++) {
+      const piece = f.subarray(off, Math.min(off + gso, f.length));
+      const p = new Uint8Array(l4 + 8 + piece.length);
+      p.set(f.subarray(0, l4 + 8));
+      p.set(piece, l4 + 8);
+      const ulen = 8 + piece.length;
+      put16(p, l4 + 4, ulen);
+      if (v4) {
+        put16(p, 16, p.length - 14);
+        put16(p, 18, (id0 + i) & 0xffff);
+        put16(p, 24, 0);
+        put16(p, 24, ~onesSum(p, 14, 34) & 0xffff);
+      } else {
+        put16(p, 18, ulen);
+      }
+      put16(p, l4 + 6, 0);
+      const c = ~onesSum(p, l4, p.length, pseudoOf(p, 14, ulen)) & 0xffff;
+      put16(p, l4 + 6, c === 0 ? 0xffff : c);
+      out.push(p);
+    }
+    return out;
+  }
+
+  const cases: { name: string; outer: 4 | 6; spec: SuperSpec; gso: number; mss: number }[] = [
+    {
+      name: 'TCP/IPv4 64 KB over IPv4 (two trains)',
+      outer: 4,
+      spec: { payload: payloadOf(64000, 21), tcpOptions: TCP_OPTS_TS },
+      gso: VNET_GSO_TCPV4,
+      mss: 1448,
+    },
+    { name: 'TCP/IPv6 over IPv6', outer: 6, spec: { v6: true, payload: payloadOf(20000, 22) }, gso: VNET_GSO_TCPV6, mss: 1428 },
+    {
+      name: 'UDP/IPv4 (USO) over IPv6, odd last segment',
+      outer: 6,
+      spec: { udp: true, payload: payloadOf(9001, 23) },
+      gso: VNET_GSO_UDP_L4,
+      mss: 1400,
+    },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: cut as the kernel cuts it, a train gives the packets pinhole sends one by one (IPv4 IDs and UDP checksums aside)`, () => {
+      const tpl = () =>
+        new VxlanEncapTemplate({
+          srcMac: parseMac('02:00:00:00:00:0a'),
+          dstMac: parseMac('02:00:00:00:00:0b'),
+          src: c.outer === 4 ? '198.18.0.1' : '2001:db8::1',
+          dst: c.outer === 4 ? '198.18.0.2' : '2001:db8::2',
+          dstPort: 4789,
+          vni: 4242,
+        });
+      const b = buildSuper(c.spec);
+      const seg = new Segmenter();
+      const n = seg.begin(b.frame, 0, b.frame.length, c.gso, c.mss);
+      assert.ok(n > 1);
+      // The layout the workload port builds (ports/afpacket.ts trainUp): segments `chunk` apart,
+      // at most 65499 bytes per train, each train behind 128 bytes of headroom.
+      const chunk = seg.segmentLength(0) + 8;
+      const per = Math.floor((65499 + 8) / chunk);
+      const trains = tpl();
+      const single = tpl();
+      const h = trains.headerBytes;
+      let i0 = 0;
+      let nTrains = 0;
+      while (i0 < n) {
+        const count = Math.min(per, n - i0);
+        const mem = new Uint8Array(128 + count * chunk);
+        let bytes = 0;
+        for (let i = 0; i < count; i++) bytes += seg.write(i0 + i, mem, 128 + i * chunk);
+        const trainLen = bytes + (count - 1) * 8;
+        assert.ok(h + 8 + trainLen - 14 <= 65535 + (c.outer === 6 ? 40 : 0), 'outer length fits 16 bits');
+        const total = trains.writeTrain(mem, 128 - h, trainLen, chunk, 40000);
+        assert.equal(total, h + trainLen);
+        const pieces = kernelSplit(mem.subarray(128 - h, 128 - h + total), chunk);
+        assert.equal(pieces.length, count, 'one VXLAN packet per segment');
+        for (let i = 0; i < count; i++) {
+          const one = new Uint8Array(2048);
+          const l = seg.write(i0 + i, one, 128);
+          const tl = single.write(one, 128 - h, l, 40000);
+          const want = one.slice(128 - h, 128 - h + tl);
+          const got = pieces[i]!;
+          assert.equal(got.length, want.length, `packet ${i0 + i} length`);
+          if (c.outer === 4) {
+            // IPv4 ID and header checksum are per packet; a lone packet's UDP checksum is 0 (allowed over IPv4).
+            for (const at of [18, 19, 24, 25, 40, 41]) want[at] = got[at]!;
+            assert.ok(onesSum(got, 14, 34) === 0xffff, `packet ${i0 + i} IPv4 header checksum`);
+          }
+          assert.deepEqual(got, want, `packet ${i0 + i}`);
+        }
+        i0 += count;
+        nTrains++;
+      }
+      if (c.name.includes('two trains')) assert.equal(nTrains, 2);
+    });
+  }
+});

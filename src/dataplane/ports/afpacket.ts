@@ -440,7 +440,8 @@ export class AfPacketPort implements Port {
     // Slots: full trains, then the last one (its last segment may be shorter).
     const lastCount = n - (trains - 1) * per;
     const lastLen = (lastCount - 1) * chunk + seg.segmentLength(n - 1);
-    const slots = (trains - 1) * Math.ceil((SEG_HEADROOM + per * chunk - TRAIN_GAP) / SEG_SLOT) + Math.ceil((SEG_HEADROOM + lastLen) / SEG_SLOT);
+    const slots =
+      (trains - 1) * Math.ceil((SEG_HEADROOM + per * chunk - TRAIN_GAP) / SEG_SLOT) + Math.ceil((SEG_HEADROOM + lastLen) / SEG_SLOT);
     if (trains > this.room || this.slot + slots > this.segSlots) return slots > this.segSlots ? TAKE_DROPPED : TAKE_LATER;
     const segMem = this.segMem!;
     for (let t = 0; t < trains; t++) {

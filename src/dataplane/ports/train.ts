@@ -18,7 +18,7 @@
  */
 import { VNET_F_NEEDS_CSUM, VNET_GSO_UDP_L4, VNET_HDR_LEN, writeVnetHeader } from '../../packet/offload.ts';
 import { getSys } from '../../sys/index.ts';
-import type { TrainSocket } from '../../uplink/afpacket/train-socket.ts';
+import type { TrainSender } from '../../uplink/afpacket/train-socket.ts';
 import { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
 import { PC, type Port } from '../port.ts';
@@ -48,7 +48,7 @@ export class TrainPort implements Port {
    */
   constructor(
     readonly inner: Port,
-    private readonly sock: TrainSocket | string,
+    private readonly sock: TrainSender | string,
     private readonly memory: PacketMemory,
     counters: Float64Array,
     base: number,
@@ -123,7 +123,7 @@ export class TrainPort implements Port {
       this.base[m] = at;
       this.baseOf[m] = u8;
     }
-    const r = (this.sock as TrainSocket).send(at + v, len + VNET_HDR_LEN);
+    const r = (this.sock as TrainSender).send(at + v, len + VNET_HDR_LEN);
     if (r < 0) {
       c[b + PC.txDropped] += packets;
       if (r !== -EAGAIN && r !== -ENOBUFS) c[b + PC.errors]++;

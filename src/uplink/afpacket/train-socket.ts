@@ -28,7 +28,18 @@
  * include/linux/virtio_net.h, net/packet/af_packet.c (packet_snd).
  */
 import { alloc, getSys, PinholeError, SysError } from '../../sys/index.ts';
-import { AF_PACKET, MSG_DONTWAIT, PACKET_VNET_HDR, SOCK_CLOEXEC, SOCK_RAW, SO_SNDBUF, SO_SNDBUFFORCE, SOL_PACKET, SOL_SOCKET, sockaddrLlLayout } from './abi.ts';
+import {
+  AF_PACKET,
+  MSG_DONTWAIT,
+  PACKET_VNET_HDR,
+  SOCK_CLOEXEC,
+  SOCK_RAW,
+  SO_SNDBUF,
+  SO_SNDBUFFORCE,
+  SOL_PACKET,
+  SOL_SOCKET,
+  sockaddrLlLayout,
+} from './abi.ts';
 import { int32 } from './filter.ts';
 
 const SNDBUF = 4 << 20;
@@ -41,7 +52,14 @@ export function trainsSupported(kernelRelease: string): boolean {
   return major > 6 || (major === 6 && Number(m[2]) >= 2);
 }
 
-export class TrainSocket {
+/** What sends a train: the socket, or a recorder in tests. */
+export interface TrainSender {
+  /** Sends `length` bytes at native `address`; the bytes sent or -errno. Never throws. */
+  send(address: number, length: number): number;
+  close(): void;
+}
+
+export class TrainSocket implements TrainSender {
   private closed = false;
   private constructor(
     readonly fd: number,
