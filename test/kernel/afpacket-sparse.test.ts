@@ -14,6 +14,10 @@
  * so one rx() shows the order the port chose. IPv6 is off in both namespaces and no addresses are
  * configured, so the kernel sends nothing of its own onto the veth: the ring holds exactly what
  * the test sent (checked before each rx()).
+ *
+ * The last tests turn on GSO trains (port.trains, as the graph does for a VXLAN connection whose
+ * uplink sends them): a super-frame becomes one link entry per train, its segments laid out
+ * `gso` bytes apart (ports/afpacket.ts trainUp); how a breath's room bounds them.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -200,11 +204,24 @@ async function waitInRing(port: AfPacketPort, n: number): Promise<RxBatch> {
 function idsOf(lab: Lab, out: Link): number[] {
   const ids: number[] = [];
   for (let i = 0; i < out.n; i++) {
-    const b = lab.memory.u8[out.mem[i]!]!;
-    const off = out.addr[i]!;
-    const len = out.len[i]!;
     assert.equal(out.aux[i], TAG);
     assert.equal(out.csum[i], 0, 'checksum complete');
+    const g = out.gso[i]!;
+    const b = lab.memory.u8[out.mem[i]!]!;
+    if (g === 0) {
+      ids.push(checkFrame(b, out.addr[i]!, out.len[i]!, i));
+      continue;
+    }
+    // A GSO train: whole segments `g` bytes apart, an 8-byte gap (for a VXLAN header) between.
+    const end = out.addr[i]! + out.len[i]!;
+    for (let at = out.addr[i]!; at < end; at += g) ids.push(checkFrame(b, at, Math.min(g - 8, end - at), i));
+  }
+  return ids;
+}
+
+/** Checks one frame's IPv4 header and L4 checksums; returns its marker id. */
+function checkFrame(b: Uint8Array, off: number, len: number, i: number): number {
+  {
     const l3 = off + ETH;
     const totLen = (b[l3 + 2]! << 8) | b[l3 + 3]!;
     assert.equal(totLen, len - ETH, `frame ${i}: IPv4 total length`);
@@ -213,17 +230,16 @@ function idsOf(lab: Lab, out: Link): number[] {
     const l4Len = totLen - IP;
     const pseudo = pseudoHeaderSumV4(b.subarray(l3 + 12, l3 + 16), b.subarray(l3 + 16, l3 + 20), proto, l4Len);
     assert.ok(verifyChecksum(b, l3 + IP, l4Len, pseudo), `frame ${i}: L4 checksum`);
-    ids.push(markerOf(b, off, len));
+    return markerOf(b, off, len);
   }
-  return ids;
 }
 
 /** One rx() into a fresh link with room for a batch and a full split; returns the ids, releases. */
 function rxOnce(lab: Lab): number[] {
   const out = new Link('rx', BATCH + MAX_GSO_SEGMENTS);
   const n = lab.port.rx(out, TAG);
-  assert.equal(n, out.n);
   const ids = idsOf(lab, out);
+  assert.equal(n, ids.length, 'rx() returns the frames it received (a train counts its segments)');
   lab.port.release();
   return ids;
 }
@@ -382,5 +398,62 @@ test('a GSO frame inside a ring slot at the head also lets sparse flows ahead; a
     assert.equal(counter(lab, PC.rxOffloadDrops), 0);
     assert.equal(counter(lab, PC.rxFrames), 6);
     assert.equal(port.sock.ringUsage().rxUsed, 0);
+  });
+});
+
+/** A super-frame of F1 at `seq` carrying segments ids[0..]; returns the next seq. */
+function sendSuper(lab: Lab, seq: number, ids: readonly number[]): number {
+  lab.tx.sendTcpSuper(superFrame(lab, seq, ids), MSS);
+  return seq + ids.length * MSS;
+}
+
+const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
+
+test('GSO trains: a 45-segment super-frame becomes a train of 44 segments and a lone one, both in order before the frame behind them', async () => {
+  await withLab(async (lab) => {
+    const { port, tx } = lab;
+    port.trains = true;
+    // chunk = 54 + 1400 + 8 = 1462 bytes; 65,507 / 1462 → 44 segments per train.
+    const seq = sendSuper(lab, 1000, range(1, 45));
+    tx.send(tcpFrame(lab, seq, 99));
+    await waitInRing(port, 2);
+    const out = new Link('rx', BATCH + MAX_GSO_SEGMENTS);
+    port.rx(out, TAG);
+    assert.equal(out.n, 3, 'a train, the lone last segment, the frame behind');
+    assert.equal(out.gso[0], 1462, 'the train: segments 1462 bytes apart');
+    assert.equal(out.len[0], 43 * 1462 + 1454);
+    assert.equal(out.gso[1], 0, 'a lone segment is an ordinary frame');
+    assert.equal(out.gso[2], 0);
+    assert.deepEqual(idsOf(lab, out), [...range(1, 45), 99]);
+    port.release();
+    assert.equal(counter(lab, PC.rxGsoTrains), 1);
+    assert.equal(counter(lab, PC.rxGsoFrames), 1);
+    assert.equal(counter(lab, PC.rxFrames), 46, 'rx_frames counts segments');
+    assert.equal(counter(lab, PC.rxOffloadDrops), 0);
+  });
+});
+
+test('GSO trains: super-frames beyond what one breath holds wait for the next, none lost, order kept', async () => {
+  await withLab(async (lab) => {
+    const { port } = lab;
+    port.trains = true;
+    let seq = 1000;
+    const want: number[] = [];
+    for (let k = 0; k < 12; k++) {
+      const ids = range(1000 * (k + 1), 40);
+      seq = sendSuper(lab, seq, ids);
+      want.push(...ids);
+    }
+    await waitInRing(port, 12);
+    const got: number[] = [];
+    let breaths = 0;
+    while (got.length < want.length && breaths < 10) {
+      got.push(...rxOnce(lab));
+      breaths++;
+    }
+    assert.deepEqual(got, want);
+    assert.ok(breaths >= 2, `took ${breaths} breaths`);
+    assert.equal(counter(lab, PC.rxGsoTrains), 12);
+    assert.equal(counter(lab, PC.rxOffloadDrops), 0, 'nothing dropped');
   });
 });
