@@ -262,6 +262,16 @@ export function createMetrics(source: MetricsSource): Metrics {
     (s, emit) => eachPort(s, (queue, port, c) => emit({ queue, port }, c['rx_gso_frames'])),
   );
   counter(
+    'pinhole_queue_gso_trains_total',
+    'GSO trains: built from super-frames by a workload port (rx), sent whole by the uplink (tx), each one skb that is cut into VXLAN packets.',
+    ['queue', 'port', 'direction'],
+    (s, emit) =>
+      eachPort(s, (queue, port, c) => {
+        emit({ queue, port, direction: 'rx' }, c['rx_gso_trains']);
+        emit({ queue, port, direction: 'tx' }, c['tx_gso_trains']);
+      }),
+  );
+  counter(
     'pinhole_queue_offload_drops_total',
     'Frames a workload port dropped because their checksum or segmentation offload could not be completed.',
     ['queue', 'port'],

@@ -164,6 +164,7 @@ const EXPECTED_TYPES: Record<string, 'counter' | 'gauge'> = {
   pinhole_queue_kernel_drops_total: 'counter',
   pinhole_queue_errors_total: 'counter',
   pinhole_queue_gso_frames_total: 'counter',
+  pinhole_queue_gso_trains_total: 'counter',
   pinhole_queue_offload_drops_total: 'counter',
   pinhole_engine_breaths_total: 'counter',
   pinhole_engine_idle_waits_total: 'counter',
