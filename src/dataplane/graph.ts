@@ -60,8 +60,9 @@ export function buildGraph(
     const conns = plan.connections;
     const wg = plan.wireguard ?? [];
     const connBase = Int32Array.from(conns.map((k) => counterBase(layout, `conn:${k.name}`)));
-    const fromUplink = new Link('uplink>decap', cap);
-    const toWorkload = conns.map((k) => new Link(`decap>${k.workloadPort}`, cap));
+    // Room for a batch and one split GSO frame (an AF_PACKET uplink receiving trains, ports/afpacket.ts rxVnet).
+    const fromUplink = new Link('uplink>decap', cap + MAX_GSO_SEGMENTS);
+    const toWorkload = conns.map((k) => new Link(`decap>${k.workloadPort}`, fromUplink.capacity));
     // A workload port with offload may push a batch plus one split super-frame per breathe
     // (ports/afpacket.ts): room for every port's share, so none waits on another.
     const perPort = cap + MAX_GSO_SEGMENTS;

@@ -228,6 +228,8 @@ async function openPorts(
           ...(p.fanoutGroup !== undefined && p.rx ? { fanoutGroup: p.fanoutGroup } : {}),
           ...(p.offload ? { offload: true } : {}),
           ...(p.retireMs !== undefined ? { retireMs: p.retireMs } : {}),
+          // An uplink that sends GSO trains receives them too (from another pinhole over a veth).
+          ...(p.trains && !p.offload ? { gsoReceive: true } : {}),
           batchSize,
           counters: c,
           base,

@@ -22,6 +22,11 @@
  * `pendingChecksums` (VXLAN connections), left pending on the link (Link.csum: the uplink has the
  * kernel compute it, or completes it), so the rest of the graph sees ordinary frames either way.
  *
+ * GSO trains (`trains`, set by the graph when the uplink sends them): a super-frame for VXLAN
+ * is laid out as one or two trains instead — its segments, checksums complete, `segment + 8`
+ * bytes apart in consecutive segment slots, one link entry each (Link.gso; trainUp(), and why in
+ * ports/train.ts).
+ *
  * Flow queueing (sparseFirst): with a super-frame at the head of the ring, ordinary frames of
  * flows with nothing waiting before them are taken ahead of it (counter rx_sparse_first).
  *
@@ -83,6 +88,14 @@ export interface AfPacketPortOptions extends PortOptions {
    * (measured: the cross-buffer copy was 19% of a worker forwarding iperf3 TCP to the uplink).
    */
   segmentArea?: { buffer: ArrayBufferLike; offset: number };
+  /**
+   * Ports without offload (the uplink): PACKET_VNET_HDR on the TPACKET_V3 ring too, so a frame
+   * the sender left to be segmented or checksummed arrives with its virtio_net_hdr and is
+   * finished here (rxVnet): a GSO train from another pinhole, which a veth delivers whole (as it
+   * does any GSO skb when the receiver runs no XDP), is split into its VXLAN packets; a partial
+   * checksum is completed.
+   */
+  gsoReceive?: boolean;
 }
 
 const SEG_SLOT = 2048;
@@ -137,6 +150,8 @@ export class AfPacketPort implements Port {
   private readonly kdBase: number;
   /** Offload: the segmenter, its memory (id, bytes, slot count) and frames per breath. */
   private readonly offload: boolean;
+  /** gsoReceive: a V3 ring with virtio_net_hdr; GSO frames split by rxVnet. */
+  private readonly vnet: boolean;
   private readonly seg: Segmenter | undefined;
   private readonly segId: number = -1;
   /** A view of the whole buffer the slots are in; positions below are offsets in it. */
@@ -180,9 +195,12 @@ export class AfPacketPort implements Port {
           ? cbpf().ret.k(0).assemble()
           : compilePinholeFilter(o.filter);
     this.offload = o.offload === true;
+    this.vnet = !this.offload && o.gsoReceive === true;
     this.detail = this.offload
       ? `TPACKET_V2 ring, GSO and checksum offload (PACKET_VNET_HDR), segments ${o.segmentArea ? "in the AF_XDP ports' area" : 'in memory of their own'}`
-      : 'TPACKET_V3 ring';
+      : this.vnet
+        ? 'TPACKET_V3 ring, GSO frames split (PACKET_VNET_HDR)'
+        : 'TPACKET_V3 ring';
     // Offload: TPACKET_V2, so a frame is handed over at once (a V3 block waits for its retire
     // timer when traffic is light: milliseconds of latency for a pod); frames above a slot come
     // whole through the receive queue.
@@ -192,6 +210,7 @@ export class AfPacketPort implements Port {
       txFrames: 512,
       ...(o.retireMs !== undefined ? { retireMs: o.retireMs } : {}),
       ...(this.offload ? { vnetHdr: true, version: 2 as const, frameCount: WL_RING_SLOTS, copyLarge: true, rcvbuf: COPY_RCVBUF } : {}),
+      ...(this.vnet ? { vnetHdr: true } : {}),
     };
     this.sock = AfPacketSocket.open(o.fanoutGroup === undefined ? open : { ...open, fanoutGroup: o.fanoutGroup });
     this.fd = this.sock.fd;
@@ -200,6 +219,13 @@ export class AfPacketPort implements Port {
     this.memId = -1;
     try {
       this.memId = o.memory.register(this.sock.memory.buffer);
+      if (this.vnet) {
+        // Segment slots of its own for the frames rxVnet splits (no copy slots: a V3 block holds any frame).
+        this.segSlots = o.batchSize + MAX_GSO_SEGMENTS;
+        this.segMem = alloc(this.segSlots * SEG_SLOT);
+        this.seg = new Segmenter(MAX_GSO_SEGMENTS);
+        this.segId = o.memory.register(this.segMem.buffer);
+      }
       if (this.offload) {
         // Room for one breath: a batch of ordinary frames plus the largest super-frame.
         // One buffer (one packet-memory id) for the segment slots, then the copy slots.
@@ -224,7 +250,7 @@ export class AfPacketPort implements Port {
       this.sock.close();
       throw err;
     }
-    this.txHead = this.offload ? VNET_HDR_LEN : 0;
+    this.txHead = this.offload || this.vnet ? VNET_HDR_LEN : 0;
     this.rxb = new RxBatch(o.batchSize);
     // Absolute offsets of each TX slot's data area, read once (no view per frame).
     this.txOff = new Uint32Array(this.sock.txFrames);
@@ -238,6 +264,7 @@ export class AfPacketPort implements Port {
 
   rx(out: Link, tag: number): number {
     if (this.offload) return this.rxOffload(out, tag);
+    if (this.vnet) return this.rxVnet(out, tag);
     const room = out.capacity - out.n;
     if (room < this.rxb.capacity) return 0; // never split a ring batch across breathes
     const n = this.sock.receive(this.rxb);
@@ -253,6 +280,81 @@ export class AfPacketPort implements Port {
     this.c[this.b + PC.rxFrames] += n;
     this.c[this.b + PC.rxBytes] += bytes;
     return n;
+  }
+
+  /**
+   * rx() of a TPACKET_V3 port with PACKET_VNET_HDR (gsoReceive): frames in ring order, up to a
+   * batch; a GSO frame is split into segment slots (complete checksums) and taken only when all
+   * its segments fit this breath (the graph gives the link room for one split beyond a batch), a
+   * frame with a partial checksum is completed in place. What cannot be split is a counted drop.
+   */
+  private rxVnet(out: Link, tag: number): number {
+    const sock = this.sock;
+    const rxb = this.rxb;
+    const ring = this.ring;
+    const seg = this.seg!;
+    const segMem = this.segMem!;
+    sock.release();
+    let room = out.capacity - out.n;
+    let slot = 0;
+    let taken = 0;
+    let frames = 0;
+    let bytes = 0;
+    let gso = 0;
+    let drops = 0;
+    while (taken < rxb.capacity && room > 0 && sock.peek(rxb, 0)) {
+      const off = rxb.offset[0]!;
+      const len = rxb.length[0]!;
+      const v = off - VNET_HDR_LEN;
+      const type = vnetGsoType(ring, v);
+      const needsCsum = (vnetFlags(ring, v) & VNET_F_NEEDS_CSUM) !== 0;
+      if ((type & ~VNET_GSO_ECN) === VNET_GSO_NONE) {
+        if (needsCsum && completeChecksum(ring, off, len, vnetCsumStart(ring, v), vnetCsumOffset(ring, v)) < 0) drops++;
+        else {
+          out.push(this.memId, off, len, tag);
+          room--;
+          frames++;
+          bytes += len;
+        }
+        sock.skip();
+        taken++;
+        continue;
+      }
+      const n =
+        len === rxb.wireLength[0] ? seg.begin(ring, off, len, type, vnetGsoSize(ring, v), needsCsum ? vnetCsumStart(ring, v) : -1) : -1;
+      if (n < 0 || seg.segmentLength(0) > SEG_SLOT - SEG_HEADROOM) {
+        drops++;
+        sock.skip();
+        taken++;
+        continue;
+      }
+      if (n > room || slot + n > this.segSlots) {
+        if (n > this.segSlots) {
+          drops++;
+          sock.skip();
+          taken++;
+          continue;
+        }
+        break; // the next breath starts with room for it
+      }
+      for (let i = 0; i < n; i++) {
+        const at = slot * SEG_SLOT + SEG_HEADROOM;
+        const l = seg.write(i, segMem, at);
+        out.push(this.segId, at, l, tag);
+        slot++;
+        bytes += l;
+      }
+      room -= n;
+      frames += n;
+      gso++;
+      sock.skip();
+      taken++;
+    }
+    this.c[this.b + PC.rxFrames] += frames;
+    this.c[this.b + PC.rxBytes] += bytes;
+    this.c[this.b + PC.rxGsoFrames] += gso;
+    this.c[this.b + PC.rxOffloadDrops] += drops;
+    return frames;
   }
 
   /**
