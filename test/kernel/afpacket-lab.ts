@@ -4,6 +4,11 @@
  */
 import { PacketSocket } from '../helpers/packet-socket.ts';
 import type { Netns } from '../helpers/netns.ts';
+import { alloc, getSys } from '../../src/sys/index.ts';
+import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, writeVnetHeader } from '../../src/packet/offload.ts';
+import { AF_PACKET, ETH_P_ALL_BE, PACKET_VNET_HDR, SOL_PACKET } from '../../src/uplink/afpacket/abi.ts';
+
+const SOCK_RAW = 3;
 
 /** The shared helpers, under the names these tests use. */
 export { inNetnsSync as inNetns } from '../helpers/packet-socket.ts';
@@ -36,4 +41,51 @@ export function markerOf(frame: Uint8Array, off = 0, len = frame.length): number
 export function macOf(ns: Netns, ifname: string): string {
   const info = JSON.parse(ns.ip('-j', 'link', 'show', ifname)) as { address: string }[];
   return info[0]!.address;
+}
+
+/** A packet socket on the sending side with PACKET_VNET_HDR: each frame goes with a virtio_net_hdr. */
+export class VnetSender {
+  readonly fd: number;
+  private readonly sll = alloc(20);
+  private readonly buf = alloc(VNET_HDR_LEN + 65536);
+
+  /** Created in the calling thread's namespace (inNetns). Unbound: it only sends, to `ifname`. */
+  constructor(ifname: string) {
+    const sys = getSys();
+    this.fd = sys.socket(AF_PACKET, SOCK_RAW, 0);
+    const one = alloc(4);
+    new DataView(one.buffer).setInt32(0, 1, true);
+    sys.setsockopt(this.fd, SOL_PACKET, PACKET_VNET_HDR, one);
+    const dv = new DataView(this.sll.buffer);
+    dv.setUint16(0, AF_PACKET, true);
+    dv.setUint16(2, ETH_P_ALL_BE, true);
+    dv.setInt32(4, sys.ifNameToIndex(ifname), true);
+  }
+
+  /** An ordinary frame: all-zero header (no GSO, checksum complete). */
+  send(frame: Uint8Array): void {
+    this.buf.fill(0, 0, VNET_HDR_LEN);
+    this.put(frame);
+  }
+
+  /** A TCPv4 super-frame (built by superFrame()): GSO TCPV4 with `mss`, checksum partial. */
+  sendTcpSuper(frame: Uint8Array, mss: number): void {
+    const l4 = 14 + 20;
+    this.sendGso(frame, VNET_GSO_TCPV4, l4 + 20, mss, l4, 16);
+  }
+
+  /** A frame marked for GSO (`gsoType`, `gsoSize`) with its L4 checksum partial at csumStart + csumOffset. */
+  sendGso(frame: Uint8Array, gsoType: number, hdrLen: number, gsoSize: number, csumStart: number, csumOffset: number): void {
+    writeVnetHeader(this.buf, 0, VNET_F_NEEDS_CSUM, gsoType, hdrLen, gsoSize, csumStart, csumOffset);
+    this.put(frame);
+  }
+
+  private put(frame: Uint8Array): void {
+    this.buf.set(frame, VNET_HDR_LEN);
+    getSys().sendto(this.fd, this.buf, VNET_HDR_LEN + frame.length, 0, this.sll);
+  }
+
+  close(): void {
+    getSys().close(this.fd);
+  }
 }

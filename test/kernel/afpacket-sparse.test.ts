@@ -23,22 +23,19 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireRoot } from '../helpers/require.ts';
 import { addVeth, withNetns, type Netns } from '../helpers/netns.ts';
-import { alloc, getSys } from '../../src/sys/index.ts';
 import { buildFrame } from '../../src/packet/build.ts';
 import { foldSum, pseudoHeaderSumV4, verifyChecksum } from '../../src/packet/checksum.ts';
-import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, vnetGsoType, writeVnetHeader } from '../../src/packet/offload.ts';
+import { VNET_GSO_TCPV4, VNET_HDR_LEN, vnetGsoType } from '../../src/packet/offload.ts';
 import { flowHash } from '../../src/packet/vxlan.ts';
 import { AfPacketPort } from '../../src/dataplane/ports/afpacket.ts';
 import { Link } from '../../src/dataplane/link.ts';
 import { PacketMemory } from '../../src/dataplane/memory.ts';
 import { MAX_GSO_SEGMENTS, PC } from '../../src/dataplane/port.ts';
 import { RxBatch } from '../../src/uplink/afpacket/index.ts';
-import { AF_PACKET, ETH_P_ALL_BE, PACKET_VNET_HDR, SOL_PACKET } from '../../src/uplink/afpacket/abi.ts';
-import { inNetns, macOf, marker, markerOf } from './afpacket-lab.ts';
+import { inNetns, macOf, marker, markerOf, VnetSender } from './afpacket-lab.ts';
 
 requireRoot();
 
-const SOCK_RAW = 3;
 const UP4 = '198.18.0.1';
 const PEER4 = '198.18.0.2';
 const BATCH = 64;
@@ -52,48 +49,6 @@ const F3 = { sport: 40003, dport: 123 };
 const ETH = 14;
 const IP = 20;
 const TCP = 20;
-
-/** A packet socket on the sending side with PACKET_VNET_HDR: each frame goes with a virtio_net_hdr. */
-class VnetSender {
-  readonly fd: number;
-  private readonly sll = alloc(20);
-  private readonly buf = alloc(VNET_HDR_LEN + 65536);
-
-  /** Created in the calling thread's namespace (inNetns). Unbound: it only sends, to `ifname`. */
-  constructor(ifname: string) {
-    const sys = getSys();
-    this.fd = sys.socket(AF_PACKET, SOCK_RAW, 0);
-    const one = alloc(4);
-    new DataView(one.buffer).setInt32(0, 1, true);
-    sys.setsockopt(this.fd, SOL_PACKET, PACKET_VNET_HDR, one);
-    const dv = new DataView(this.sll.buffer);
-    dv.setUint16(0, AF_PACKET, true);
-    dv.setUint16(2, ETH_P_ALL_BE, true);
-    dv.setInt32(4, sys.ifNameToIndex(ifname), true);
-  }
-
-  /** An ordinary frame: all-zero header (no GSO, checksum complete). */
-  send(frame: Uint8Array): void {
-    this.buf.fill(0, 0, VNET_HDR_LEN);
-    this.put(frame);
-  }
-
-  /** A TCPv4 super-frame (built by superFrame()): GSO TCPV4 with `mss`, checksum partial. */
-  sendTcpSuper(frame: Uint8Array, mss: number): void {
-    const l4 = ETH + IP;
-    writeVnetHeader(this.buf, 0, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, l4 + TCP, mss, l4, 16);
-    this.put(frame);
-  }
-
-  private put(frame: Uint8Array): void {
-    this.buf.set(frame, VNET_HDR_LEN);
-    getSys().sendto(this.fd, this.buf, VNET_HDR_LEN + frame.length, 0, this.sll);
-  }
-
-  close(): void {
-    getSys().close(this.fd);
-  }
-}
 
 interface Lab {
   port: AfPacketPort;

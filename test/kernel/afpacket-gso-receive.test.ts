@@ -1,0 +1,123 @@
+/**
+ * An AF_PACKET uplink that receives GSO trains (AfPacketPort `gsoReceive`: PACKET_VNET_HDR on its
+ * TPACKET_V3 ring), against the real kernel. A veth hands a GSO skb whole to a peer that runs no
+ * XDP, so a train another pinhole sends (three VXLAN packets as one UDP_L4 GSO frame) reaches the
+ * port as one frame with its virtio_net_hdr; the port must hand the graph the three packets, each
+ * with its own lengths and complete checksums, in order. A frame with only a partial checksum
+ * (CHECKSUM_PARTIAL, as a local sender leaves it) is completed.
+ *
+ *   peer0 ──► │ eth │ IPv4 │ UDP │ vx │ inner 1 │ vx │ inner 2 │ vx │ inner 3 │  (gso_size 608)
+ *             up0: rx() → │ eth IPv4 UDP vx inner 1 │ … inner 2 │ … inner 3 │
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { requireRoot } from '../helpers/require.ts';
+import { addVeth, withNetns, type Netns } from '../helpers/netns.ts';
+import { buildFrame } from '../../src/packet/build.ts';
+import { foldSum, pseudoHeaderSumV4, verifyChecksum } from '../../src/packet/checksum.ts';
+import { VNET_GSO_NONE, VNET_GSO_UDP_L4 } from '../../src/packet/offload.ts';
+import { AfPacketPort } from '../../src/dataplane/ports/afpacket.ts';
+import { Link } from '../../src/dataplane/link.ts';
+import { PacketMemory } from '../../src/dataplane/memory.ts';
+import { MAX_GSO_SEGMENTS, PC } from '../../src/dataplane/port.ts';
+import { inNetns, macOf, marker, markerOf, VnetSender } from './afpacket-lab.ts';
+
+requireRoot();
+
+const UP4 = '198.18.0.1';
+const PEER4 = '198.18.0.2';
+const ip4 = (s: string): Uint8Array => Uint8Array.from(s.split('.').map(Number));
+const put16 = (b: Uint8Array, at: number, v: number): void => {
+  b[at] = v >>> 8;
+  b[at + 1] = v & 0xff;
+};
+
+test('a GSO train arriving whole is split into its VXLAN packets, in order, checksums complete; a partial checksum is completed', async () => {
+  await withNetns(['gsr-up', 'gsr-peer'], async (up: Netns, peer: Netns) => {
+    for (const ns of [up, peer])
+      ns.exec('sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+    addVeth(up, 'up0', peer, 'peer0');
+    const upMac = macOf(up, 'up0');
+    const peerMac = macOf(peer, 'peer0');
+    const memory = new PacketMemory();
+    const counters = new Float64Array(32);
+    const port = inNetns(
+      up,
+      () => new AfPacketPort({ name: 'uplink', ifname: 'up0', filter: 'all', gsoReceive: true, batchSize: 64, memory, counters, base: 0 }),
+    );
+    const tx = inNetns(peer, () => new VnetSender('peer0'));
+    try {
+      assert.match(port.detail, /GSO frames split/);
+      // Three inner frames (the last shorter), each behind a VXLAN header: the train's UDP payload.
+      const inner = [1, 2, 3].map((id) =>
+        buildFrame({
+          eth: { src: '02:00:00:00:00:a1', dst: '02:00:00:00:00:b1' },
+          ipv4: { src: '198.19.0.1', dst: '198.19.0.2' },
+          udp: { sport: 1000, dport: 2000 },
+          payload: (() => {
+            const p = new Uint8Array(id === 3 ? 358 : 558);
+            p.set(marker(id), p.length - 8);
+            return p;
+          })(),
+        }),
+      );
+      const chunk = 8 + inner[0]!.length;
+      const payload = new Uint8Array(8 * 3 + inner.reduce((n, f) => n + f.length, 0));
+      let at = 0;
+      for (const f of inner) {
+        payload.set([0x08, 0, 0, 0, 0, 0, 0x64, 0], at); // VNI 100
+        payload.set(f, at + 8);
+        at += 8 + f.length;
+      }
+      const train = buildFrame({
+        eth: { src: peerMac, dst: upMac },
+        ipv4: { src: PEER4, dst: UP4, dontFragment: true },
+        udp: { sport: 40000, dport: 4789, checksum: 'none' },
+        payload,
+      });
+      // CHECKSUM_PARTIAL: the UDP checksum field holds the pseudo-header sum.
+      put16(train, 34 + 6, foldSum(pseudoHeaderSumV4(ip4(PEER4), ip4(UP4), 17, 8 + payload.length)));
+      tx.sendGso(train, VNET_GSO_UDP_L4, 42, chunk, 34, 6);
+      // An ordinary frame with a partial checksum.
+      const partial = buildFrame({
+        eth: { src: peerMac, dst: upMac },
+        ipv4: { src: PEER4, dst: UP4 },
+        udp: { sport: 40001, dport: 4789, checksum: 'none' },
+        payload: marker(4),
+      });
+      put16(partial, 34 + 6, foldSum(pseudoHeaderSumV4(ip4(PEER4), ip4(UP4), 17, 16)));
+      tx.sendGso(partial, VNET_GSO_NONE, 0, 0, 34, 6);
+
+      const out = new Link('rx', 64 + MAX_GSO_SEGMENTS);
+      let n = 0;
+      const deadline = Date.now() + 3000;
+      while (out.n < 4 && Date.now() < deadline) {
+        n += port.rx(out, 7);
+        if (out.n < 4) await port.sock.pollAsync(100);
+      }
+      assert.equal(out.n, 4, 'three packets from the train, then the ordinary frame');
+      assert.equal(n, 4);
+      const ids: number[] = [];
+      for (let i = 0; i < out.n; i++) {
+        const b = memory.u8[out.mem[i]!]!;
+        const off = out.addr[i]!;
+        const len = out.len[i]!;
+        assert.equal((b[off + 16]! << 8) | b[off + 17]!, len - 14, `packet ${i}: IPv4 total length`);
+        assert.ok(verifyChecksum(b, off + 14, 20), `packet ${i}: IPv4 header checksum`);
+        assert.equal((b[off + 38]! << 8) | b[off + 39]!, len - 34, `packet ${i}: UDP length`);
+        const pseudo = pseudoHeaderSumV4(ip4(PEER4), ip4(UP4), 17, len - 34);
+        assert.ok(verifyChecksum(b, off + 34, len - 34, pseudo), `packet ${i}: UDP checksum complete`);
+        if (i < 3) assert.deepEqual(b.subarray(off + 50, off + len), inner[i], `packet ${i}: the inner frame`);
+        ids.push(markerOf(b, off, len));
+      }
+      assert.deepEqual(ids, [1, 2, 3, 4]);
+      port.release();
+      assert.equal(counters[PC.rxGsoFrames], 1);
+      assert.equal(counters[PC.rxFrames], 4);
+      assert.equal(counters[PC.rxOffloadDrops], 0);
+    } finally {
+      tx.close();
+      port.close();
+    }
+  });
+});
