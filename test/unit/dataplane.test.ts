@@ -603,4 +603,18 @@ test('PacketMemory.copy: every source and destination alignment and length moves
   b.fill(0);
   mem.copy(so, 2, sb, 0, 16);
   assert.deepEqual([...b.subarray(0, 16)], [...odd.subarray(2, 18)]);
+  // Within one buffer: the same bytes as copyWithin, for every alignment, length and overlap.
+  const one = new Uint8Array(1024);
+  const so1 = mem.register(one.buffer);
+  for (let from = 0; from < 8; from++) {
+    for (const to of [from + 300, from + 301, from + 302, from + 303, from + 4, from + 1, Math.max(0, from - 4)]) {
+      for (const len of [0, 1, 15, 16, 17, 63, 64, 95, 96, 200]) {
+        for (let i = 0; i < one.length; i++) one[i] = (i * 97 + 3) & 0xff;
+        const want = new Uint8Array(one);
+        want.copyWithin(to, from, from + len);
+        mem.copy(so1, from, so1, to, len);
+        assert.deepEqual(one, want, `one buffer: from ${from} to ${to} len ${len}`);
+      }
+    }
+  }
 });
