@@ -244,6 +244,19 @@ export interface VxlanEncapOptions {
  * The caller guarantees room: mem[off .. off + headerBytes + innerLen) lies inside mem, and
  * innerLen keeps the IP length fields within 16 bits (always true for an MTU-sized frame).
  */
+/**
+ * Where the outer UDP header of an encapsulated frame at mem[off] starts: after Ethernet and
+ * IPv4 without options (ours) or IPv6 (VxlanEncapTemplate writes both).
+ */
+export function outerUdpOffset(mem: Uint8Array, off: number): number {
+  return ETH_HLEN + (((mem[off + 12]! << 8) | mem[off + 13]!) === ETH_P_IP ? 20 : 40);
+}
+
+/** The packets a GSO train of `len` bytes at mem[off] (writeTrain, pieces of `gso` bytes) is cut into. */
+export function trainPackets(mem: Uint8Array, off: number, len: number, gso: number): number {
+  return Math.ceil((len - outerUdpOffset(mem, off) - 8) / gso);
+}
+
 export class VxlanEncapTemplate {
   readonly family: 4 | 6;
   readonly headerBytes: 50 | 70;

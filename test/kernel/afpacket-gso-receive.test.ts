@@ -32,6 +32,48 @@ const put16 = (b: Uint8Array, at: number, v: number): void => {
   b[at + 1] = v & 0xff;
 };
 
+/**
+ * A train from `peerMac` to `upMac`: one inner UDP frame per id (payload `len` bytes ending in
+ * its marker; the last `lastLen`), each behind a VXLAN header; returns the frame and its chunk.
+ */
+function buildTrain(
+  peerMac: string,
+  upMac: string,
+  ids: readonly number[],
+  len: number,
+  lastLen = len,
+): { train: Uint8Array; chunk: number; inner: Uint8Array[] } {
+  const inner = ids.map((id, i) =>
+    buildFrame({
+      eth: { src: '02:00:00:00:00:a1', dst: '02:00:00:00:00:b1' },
+      ipv4: { src: '198.19.0.1', dst: '198.19.0.2' },
+      udp: { sport: 1000, dport: 2000 },
+      payload: (() => {
+        const p = new Uint8Array(i === ids.length - 1 ? lastLen : len);
+        p.set(marker(id), p.length - 8);
+        return p;
+      })(),
+    }),
+  );
+  const chunk = 8 + inner[0]!.length;
+  const payload = new Uint8Array(8 * inner.length + inner.reduce((n, f) => n + f.length, 0));
+  let at = 0;
+  for (const f of inner) {
+    payload.set([0x08, 0, 0, 0, 0, 0, 0x64, 0], at); // VNI 100
+    payload.set(f, at + 8);
+    at += 8 + f.length;
+  }
+  const train = buildFrame({
+    eth: { src: peerMac, dst: upMac },
+    ipv4: { src: PEER4, dst: UP4, dontFragment: true },
+    udp: { sport: 40000, dport: 4789, checksum: 'none' },
+    payload,
+  });
+  // CHECKSUM_PARTIAL: the UDP checksum field holds the pseudo-header sum.
+  put16(train, 34 + 6, foldSum(pseudoHeaderSumV4(ip4(PEER4), ip4(UP4), 17, 8 + payload.length)));
+  return { train, chunk, inner };
+}
+
 test('a GSO train arriving whole is split into its VXLAN packets, in order, checksums complete; a partial checksum is completed', async () => {
   await withNetns(['gsr-up', 'gsr-peer'], async (up: Netns, peer: Netns) => {
     for (const ns of [up, peer])
@@ -49,34 +91,7 @@ test('a GSO train arriving whole is split into its VXLAN packets, in order, chec
     try {
       assert.match(port.detail, /GSO frames split/);
       // Three inner frames (the last shorter), each behind a VXLAN header: the train's UDP payload.
-      const inner = [1, 2, 3].map((id) =>
-        buildFrame({
-          eth: { src: '02:00:00:00:00:a1', dst: '02:00:00:00:00:b1' },
-          ipv4: { src: '198.19.0.1', dst: '198.19.0.2' },
-          udp: { sport: 1000, dport: 2000 },
-          payload: (() => {
-            const p = new Uint8Array(id === 3 ? 358 : 558);
-            p.set(marker(id), p.length - 8);
-            return p;
-          })(),
-        }),
-      );
-      const chunk = 8 + inner[0]!.length;
-      const payload = new Uint8Array(8 * 3 + inner.reduce((n, f) => n + f.length, 0));
-      let at = 0;
-      for (const f of inner) {
-        payload.set([0x08, 0, 0, 0, 0, 0, 0x64, 0], at); // VNI 100
-        payload.set(f, at + 8);
-        at += 8 + f.length;
-      }
-      const train = buildFrame({
-        eth: { src: peerMac, dst: upMac },
-        ipv4: { src: PEER4, dst: UP4, dontFragment: true },
-        udp: { sport: 40000, dport: 4789, checksum: 'none' },
-        payload,
-      });
-      // CHECKSUM_PARTIAL: the UDP checksum field holds the pseudo-header sum.
-      put16(train, 34 + 6, foldSum(pseudoHeaderSumV4(ip4(PEER4), ip4(UP4), 17, 8 + payload.length)));
+      const { train, chunk, inner } = buildTrain(peerMac, upMac, [1, 2, 3], 558, 358);
       tx.sendGso(train, VNET_GSO_UDP_L4, 42, chunk, 34, 6);
       // An ordinary frame with a partial checksum.
       const partial = buildFrame({
@@ -114,6 +129,51 @@ test('a GSO train arriving whole is split into its VXLAN packets, in order, chec
       port.release();
       assert.equal(counters[PC.rxGsoFrames], 1);
       assert.equal(counters[PC.rxFrames], 4);
+      assert.equal(counters[PC.rxOffloadDrops], 0);
+    } finally {
+      tx.close();
+      port.close();
+    }
+  });
+});
+
+test('trains that do not fit one breath wait for the next: none lost, order kept', async () => {
+  await withNetns(['gsr2-up', 'gsr2-peer'], async (up: Netns, peer: Netns) => {
+    for (const ns of [up, peer])
+      ns.exec('sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+    addVeth(up, 'up0', peer, 'peer0');
+    const upMac = macOf(up, 'up0');
+    const peerMac = macOf(peer, 'peer0');
+    const memory = new PacketMemory();
+    const counters = new Float64Array(32);
+    const port = inNetns(
+      up,
+      () => new AfPacketPort({ name: 'uplink', ifname: 'up0', filter: 'all', gsoReceive: true, batchSize: 64, memory, counters, base: 0 }),
+    );
+    const tx = inNetns(peer, () => new VnetSender('peer0'));
+    try {
+      // Four trains of 100 small packets: a breath's link holds 64 + 256 frames, so three at most.
+      const want: number[] = [];
+      for (let t = 0; t < 4; t++) {
+        const ids = Array.from({ length: 100 }, (_, i) => 1000 * (t + 1) + i);
+        const { train, chunk } = buildTrain(peerMac, upMac, ids, 60);
+        tx.sendGso(train, VNET_GSO_UDP_L4, 42, chunk, 34, 6);
+        want.push(...ids);
+      }
+      const got: number[] = [];
+      let breaths = 0;
+      const deadline = Date.now() + 5000;
+      while (got.length < want.length && Date.now() < deadline) {
+        const out = new Link('rx', 64 + MAX_GSO_SEGMENTS);
+        port.rx(out, 7);
+        for (let i = 0; i < out.n; i++) got.push(markerOf(memory.u8[out.mem[i]!]!, out.addr[i]!, out.len[i]!));
+        port.release();
+        if (out.n > 0) breaths++;
+        else await port.sock.pollAsync(100);
+      }
+      assert.deepEqual(got, want);
+      assert.ok(breaths >= 2, `in ${breaths} breaths`);
+      assert.equal(counters[PC.rxGsoFrames], 4);
       assert.equal(counters[PC.rxOffloadDrops], 0);
     } finally {
       tx.close();

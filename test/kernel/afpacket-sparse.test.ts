@@ -167,7 +167,9 @@ function idsOf(lab: Lab, out: Link): number[] {
       ids.push(checkFrame(b, out.addr[i]!, out.len[i]!, i));
       continue;
     }
-    // A GSO train: whole segments `g` bytes apart, an 8-byte gap (for a VXLAN header) between.
+    // A GSO train: whole segments `g` bytes apart, an 8-byte gap (for a VXLAN header) between,
+    // short enough that the outer IPv4 total length (20 + 8 + 8 + train) fits 16 bits.
+    assert.ok(out.len[i]! + 36 <= 65535, `train of ${out.len[i]} bytes: too long for one IPv4 packet`);
     const end = out.addr[i]! + out.len[i]!;
     for (let at = out.addr[i]!; at < end; at += g) ids.push(checkFrame(b, at, Math.min(g - 8, end - at), i));
   }
@@ -364,7 +366,7 @@ function sendSuper(lab: Lab, seq: number, ids: readonly number[]): number {
 
 const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
 
-test('GSO trains: a 45-segment super-frame becomes a train of 44 segments and a lone one, both in order before the frame behind them', async () => {
+test('GSO trains: a 45-segment super-frame becomes a train of 44 segments and a train of one, in order before the frame behind them', async () => {
   await withLab(async (lab) => {
     const { port, tx } = lab;
     port.trains = true;
@@ -374,17 +376,36 @@ test('GSO trains: a 45-segment super-frame becomes a train of 44 segments and a 
     await waitInRing(port, 2);
     const out = new Link('rx', BATCH + MAX_GSO_SEGMENTS);
     port.rx(out, TAG);
-    assert.equal(out.n, 3, 'a train, the lone last segment, the frame behind');
+    assert.equal(out.n, 3, 'a train, the last segment, the frame behind');
     assert.equal(out.gso[0], 1462, 'the train: segments 1462 bytes apart');
     assert.equal(out.len[0], 43 * 1462 + 1454);
-    assert.equal(out.gso[1], 0, 'a lone segment is an ordinary frame');
+    assert.equal(out.gso[1], 1462, 'the last segment is a train of one: it leaves by the same socket as the first');
+    assert.equal(out.len[1], 1454);
     assert.equal(out.gso[2], 0);
     assert.deepEqual(idsOf(lab, out), [...range(1, 45), 99]);
     port.release();
-    assert.equal(counter(lab, PC.rxGsoTrains), 1);
+    assert.equal(counter(lab, PC.rxGsoTrains), 2);
     assert.equal(counter(lab, PC.rxGsoFrames), 1);
     assert.equal(counter(lab, PC.rxFrames), 46, 'rx_frames counts segments');
     assert.equal(counter(lab, PC.rxOffloadDrops), 0);
+  });
+});
+
+test('GSO trains: the outer length bounds a train — 1489-byte chunks, 43 to a train (44 would make a 65,544-byte IPv4 packet)', async () => {
+  await withLab(async (lab) => {
+    const { port } = lab;
+    port.trains = true;
+    // MSS 1427: segment 54 + 1427 = 1481 bytes, chunk 1489; 44 × 1489 − 8 = 65,508 > 65,499.
+    lab.tx.sendTcpSuper(superFrame(lab, 1000, range(1, 44), 1427), 1427);
+    await waitInRing(port, 1);
+    const out = new Link('rx', BATCH + MAX_GSO_SEGMENTS);
+    port.rx(out, TAG);
+    assert.equal(out.n, 2);
+    assert.deepEqual([out.gso[0], out.gso[1]], [1489, 1489]);
+    assert.equal(out.len[0], 42 * 1489 + 1481, '43 segments');
+    assert.equal(out.len[1], 1481, 'then one');
+    assert.deepEqual(idsOf(lab, out), range(1, 44));
+    port.release();
   });
 });
 

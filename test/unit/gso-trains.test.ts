@@ -222,19 +222,23 @@ test('next hop: a train passes through with its chunk size; on a miss it is drop
     (k) => asks.push(k),
   );
   const link = new Link('in', 8);
+  // A train over IPv4: 42 bytes of outer headers, then 2,958 bytes cut every 1,000: 3 packets.
+  outer(buf, 4096, 3000);
   link.push(id, 4096, 3000, 0, 0, 1000);
   link.push(id, 8192, 100, 0);
   nh.push(link, 0);
   assert.equal(out.n, 0);
   assert.equal(nh.held, 1, 'the ordinary frame waits');
-  assert.equal(c[NEXTHOP_COUNTERS.indexOf('drop:queue-full')], 1, 'the train is a counted drop');
-  assert.equal(c[NEXTHOP_COUNTERS.length + CONNECTION_COUNTERS.indexOf('drop_nexthop')], 1);
+  assert.equal(c[NEXTHOP_COUNTERS.indexOf('misses')], 3 + 1, 'misses count packets');
+  assert.equal(c[NEXTHOP_COUNTERS.indexOf('drop:queue-full')], 3, "the train's three packets are counted drops");
+  assert.equal(c[NEXTHOP_COUNTERS.length + CONNECTION_COUNTERS.indexOf('drop_nexthop')], 3);
   assert.deepEqual(asks, [0], 'the kernel is asked to resolve');
   neigh.upsert({ family: 4, ifindex: 2, addr: Uint8Array.of(198, 18, 0, 2), mac: Uint8Array.of(2, 0, 0, 0, 0, 0xb), state: 0x02 });
   link.push(id, 4096, 3000, 0, 0, 1000);
   nh.push(link, 1);
   assert.equal(out.n, 2, 'the held frame, then the train');
   assert.equal(out.gso[1], 1000);
+  assert.equal(c[NEXTHOP_COUNTERS.indexOf('frames')], 3, "the train's packets passed");
   assert.deepEqual([...buf.subarray(4096, 4102)], [2, 0, 0, 0, 0, 0xb], 'the train got the next hop MAC');
   nh.dispose();
 });

@@ -124,8 +124,11 @@ const TRAIN_GAP = 8;
  * length, 20 + 8 + 8 + TRAIN_BYTES, must fit 16 bits (IPv6: 8 + 8 + TRAIN_BYTES).
  */
 const TRAIN_BYTES = 65535 - 36;
-/** Slots a super-frame's trains may take beyond one per segment (≤ 3 trains, one headroom each). */
-const TRAIN_SLACK = 3;
+/**
+ * Most segments in one train: the kernel refuses UDP_L4 GSO of more than UDP_MAX_SEGMENTS
+ * gso_size pieces (virtio_net_hdr_to_skb; 128 on Linux 6.18, 64 on older kernels).
+ */
+const TRAIN_MAX_SEGMENTS = 64;
 /** Slots past the head sparseFirst() looks at. */
 const SPARSE_SCAN = 256;
 const TAKE_SENT = 0;
@@ -399,8 +402,9 @@ export class AfPacketPort implements Port {
       // for a breath with room for every segment it may become (segments ≤ length / MSS).
       const gs = vnetGsoSize(ring, v);
       const bound = type !== VNET_GSO_NONE && gs > 0 ? Math.ceil(rxb.wireLength[0]! / gs) : 1;
-      // (Trains take a slot or two more than their segments: headroom, rounding.)
-      const later = bound > this.room || this.slot + bound + TRAIN_SLACK > this.segSlots;
+      // (A train never takes more slots than it has segments: a segment and its gap are under a
+      // slot by at least the headroom's 120 bytes.)
+      const later = bound > this.room || this.slot + bound > this.segSlots;
       if ((later && bound <= this.segSlots) || copies === COPY_SLOTS) break;
       const got = sock.receiveCopy(this.copyViews[copies]!);
       sock.skip();
@@ -530,14 +534,14 @@ export class AfPacketPort implements Port {
    *   slots:  │ headroom 128 │ seg 0 │ 8 │ seg 1 │ 8 │ … │ seg k │  (a train spans whole slots)
    *
    * A train is one link entry (gso = chunk); at most TRAIN_BYTES long, so the outer IPv4 total
-   * length (and the IPv6 payload length) still fits 16 bits: a 64 KiB super-frame becomes one or
-   * two trains. Why: ports/train.ts. The segments' checksums are computed here, not left pending:
+   * length (and the IPv6 payload length) still fits 16 bits, and at most TRAIN_MAX_SEGMENTS
+   * segments: a 64 KiB super-frame becomes one or two trains (the second may hold one segment). Why: ports/train.ts. The segments' checksums are computed here, not left pending:
    * the kernel offloads only the outer UDP checksum of a train.
    */
   private trainUp(n: number, out: Link, tag: number): number {
     const seg = this.seg!;
     const chunk = seg.segmentLength(0) + TRAIN_GAP;
-    const per = Math.floor((TRAIN_BYTES + TRAIN_GAP) / chunk);
+    const per = Math.min(TRAIN_MAX_SEGMENTS, Math.floor((TRAIN_BYTES + TRAIN_GAP) / chunk));
     const trains = Math.ceil(n / per);
     // Slots: full trains, then the last one (its last segment may be shorter).
     const lastCount = n - (trains - 1) * per;
@@ -553,14 +557,15 @@ export class AfPacketPort implements Port {
       let bytes = 0;
       for (let i = 0; i < count; i++) bytes += seg.write(first + i, segMem, at + i * chunk);
       const trainLen = bytes + (count - 1) * TRAIN_GAP;
-      // A lone segment is an ordinary frame.
-      out.push(this.segId, at, trainLen, tag, 0, count > 1 ? chunk : 0);
+      // A lone last segment is a train of one (the kernel sends it as a plain packet): it leaves
+      // through the same socket as the train before it, so it cannot overtake it.
+      out.push(this.segId, at, trainLen, tag, 0, chunk);
       this.slot += Math.ceil((SEG_HEADROOM + trainLen) / SEG_SLOT);
       this.bytes += bytes;
     }
     this.room -= trains;
     this.frames += n;
-    this.c[this.b + PC.rxGsoTrains] += lastCount > 1 ? trains : trains - 1;
+    this.c[this.b + PC.rxGsoTrains] += trains;
     return TAKE_SPLIT;
   }
 

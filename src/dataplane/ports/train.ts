@@ -5,10 +5,13 @@
  * EncapStage and VxlanEncapTemplate.writeTrain) leaves in one sendto as one skb that the kernel
  * or the device cuts into VXLAN packets (uplink/afpacket/train-socket.ts).
  *
- * Order within a flow is kept: when a train follows ordinary frames in the link, those are handed
- * to the wrapped port and flushed first (a copy-mode AF_XDP or AF_PACKET kick transmits them
- * within the call), then the train goes. A zero-copy AF_XDP uplink transmits from its driver's
- * NAPI, so there a train may overtake frames queued just before it (TCP tolerates that rarely).
+ * Order within a flow: when a train follows ordinary frames in the link, those are handed to the
+ * wrapped port and flushed first (a copy-mode AF_XDP or AF_PACKET kick transmits them within the
+ * call), then the train goes; a super-frame's last segment is a train of one, so it follows its
+ * train by the same socket. The two sockets remain two paths (qdisc against AF_XDP or a qdisc
+ * bypass, maybe two device queues): a kick that leaves frames queued (device busy), or a
+ * zero-copy AF_XDP uplink (its driver transmits later), lets a train overtake frames queued just
+ * before it; TCP takes it as reordering.
  *
  * The train's virtio_net_hdr is written into the 10 bytes in front of its outer Ethernet header
  * (the workload port leaves 128 bytes of headroom in front of a train; the outer headers take at
@@ -17,6 +20,7 @@
  * (and `errors` for anything but a full buffer).
  */
 import { VNET_F_NEEDS_CSUM, VNET_GSO_UDP_L4, VNET_HDR_LEN, writeVnetHeader } from '../../packet/offload.ts';
+import { outerUdpOffset, trainPackets } from '../../packet/vxlan.ts';
 import { getSys } from '../../sys/index.ts';
 import type { TrainSender } from '../../uplink/afpacket/train-socket.ts';
 import { Link } from '../link.ts';
@@ -25,7 +29,6 @@ import { PC, type Port } from '../port.ts';
 
 const EAGAIN = 11;
 const ENOBUFS = 105;
-const ETH_P_IP = 0x0800;
 
 export class TrainPort implements Port {
   readonly name: string;
@@ -111,9 +114,8 @@ export class TrainPort implements Port {
     const c = this.c;
     const b = this.b;
     // Outer headers: Ethernet, IPv4 (20, no options: ours) or IPv6 (40), UDP.
-    const l4 = 14 + (((u8[addr + 12]! << 8) | u8[addr + 13]!) === ETH_P_IP ? 20 : 40);
-    const payload = len - l4 - 8;
-    const packets = Math.ceil(payload / chunk);
+    const l4 = outerUdpOffset(u8, addr);
+    const packets = trainPackets(u8, addr, len, chunk);
     const v = addr - VNET_HDR_LEN;
     writeVnetHeader(u8, v, VNET_F_NEEDS_CSUM, VNET_GSO_UDP_L4, l4 + 8, chunk, l4, 6);
     let at = this.base[m];

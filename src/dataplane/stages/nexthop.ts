@@ -21,6 +21,7 @@
  */
 import { completeChecksum } from '../../packet/offload.ts';
 import { NeighbourTableReader } from '../../netlink/neigh-table.ts';
+import { trainPackets } from '../../packet/vxlan.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
 import { NH_OK, NH_UNKNOWN, type NextHopTable } from '../nexthop-table.ts';
@@ -199,22 +200,25 @@ export class NexthopStage {
     for (let i = 0; i < n; i++) {
       const k = input.aux[i]!;
       if (this.checked[k] !== this.breath) this.check(k, now);
-      if (this.routeOk[k] === 0) {
-        c[base + N_NO_ROUTE]++;
-        c[this.connBase[k]! + CC_DROP_NEXTHOP]++;
-        continue;
-      }
       const m = input.mem[i]!;
       const addr = input.addr[i]!;
       const len = input.len[i]!;
+      const g = input.gso[i]!;
+      // Counters count packets: a GSO train counts those it will be cut into.
+      const packets = g === 0 ? 1 : trainPackets(this.memory.u8[m]!, addr, len, g);
+      if (this.routeOk[k] === 0) {
+        c[base + N_NO_ROUTE] += packets;
+        c[this.connBase[k]! + CC_DROP_NEXTHOP] += packets;
+        continue;
+      }
       if (this.ok[k] === 0) {
-        c[base + N_MISSES]++;
-        if (input.gso[i] !== 0) {
+        c[base + N_MISSES] += packets;
+        if (g !== 0) {
           // A GSO train is not held (a wait slot takes one packet): it is dropped, counted, and
           // its flow retransmits once the next hop resolves. Trains only follow a flow's first
           // packets, which found the next hop resolved or waited here.
-          c[base + N_QUEUE_FULL]++;
-          c[this.connBase[k]! + CC_DROP_NEXTHOP]++;
+          c[base + N_QUEUE_FULL] += packets;
+          c[this.connBase[k]! + CC_DROP_NEXTHOP] += packets;
           continue;
         }
         this.hold(k, m, addr, len, input.csum[i]!, now);
@@ -229,11 +233,11 @@ export class NexthopStage {
       u8[addr + 3] = macs[mo + 3]!;
       u8[addr + 4] = macs[mo + 4]!;
       u8[addr + 5] = macs[mo + 5]!;
-      if (!out.push(m, addr, len, k, input.csum[i]!, input.gso[i]!)) {
-        c[base + N_LINK_FULL]++;
+      if (!out.push(m, addr, len, k, input.csum[i]!, g)) {
+        c[base + N_LINK_FULL] += packets;
         continue;
       }
-      c[base + N_FRAMES]++;
+      c[base + N_FRAMES] += packets;
     }
     input.clear();
   }
