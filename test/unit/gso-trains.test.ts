@@ -139,10 +139,18 @@ test('a full send buffer drops the train’s packets (counted), anything else is
 test('without a socket the port passes through, says why, and the graph builds no trains for it', () => {
   const memory = new PacketMemory();
   const c = new Float64Array(PORT_COUNTERS.length);
-  const inner = new MemoryPort({ name: 'uplink', memory, counters: c, base: 0 });
+  const inner = new MemoryPort({ name: 'uplink', memory, counters: c, base: 0, maxFrame: 1514 });
   const port = new TrainPort(inner, 'off (PINHOLE_GSO_TRAINS=off)', memory, c, 0);
   assert.equal(port.sendsTrains, false);
   assert.match(port.detail, /no GSO trains: off/);
+  // A train that reached it anyway is the wrapped port's to refuse (too big), never a throw.
+  const buf = new Uint8Array(new ArrayBuffer(1 << 16));
+  const id = memory.register(buf.buffer);
+  outer(buf, 4096, 3000);
+  const link = new Link('in', 4);
+  link.push(id, 4096, 3000, 0, 0, 1000);
+  assert.equal(port.tx(link), 0);
+  assert.equal(c[PC.txTooBig], 1);
 });
 
 // ---- the stages a train passes: encapsulation and next hop ----

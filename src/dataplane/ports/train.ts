@@ -83,7 +83,9 @@ export class TrainPort implements Port {
         break;
       }
     }
-    if (first < 0) return this.inner.tx(input);
+    // No socket: the graph builds no trains for this port; were one to come anyway, the wrapped
+    // port refuses it as too big (counted), it never reaches a socket that is not there.
+    if (first < 0 || !this.sendsTrains) return this.inner.tx(input);
     if (this.ordinary.capacity < input.capacity) this.ordinary = new Link(`${this.name}:ordinary`, input.capacity);
     const o = this.ordinary;
     let queued = 0;
