@@ -12,7 +12,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireRoot } from '../helpers/require.ts';
-import { addVeth, withNetns, type Netns } from '../helpers/netns.ts';
+import { withNetns, type Netns } from '../helpers/netns.ts';
 import { buildFrame } from '../../src/packet/build.ts';
 import { foldSum, pseudoHeaderSumV4, verifyChecksum } from '../../src/packet/checksum.ts';
 import { VNET_GSO_NONE, VNET_GSO_UDP_L4 } from '../../src/packet/offload.ts';
@@ -20,7 +20,7 @@ import { AfPacketPort } from '../../src/dataplane/ports/afpacket.ts';
 import { Link } from '../../src/dataplane/link.ts';
 import { PacketMemory } from '../../src/dataplane/memory.ts';
 import { MAX_GSO_SEGMENTS, PC } from '../../src/dataplane/port.ts';
-import { inNetns, macOf, marker, markerOf, VnetSender } from './afpacket-lab.ts';
+import { inNetns, marker, markerOf, quietVeth, VnetSender } from './afpacket-lab.ts';
 
 requireRoot();
 
@@ -74,110 +74,106 @@ function buildTrain(
   return { train, chunk, inner };
 }
 
-test('a GSO train arriving whole is split into its VXLAN packets, in order, checksums complete; a partial checksum is completed', async () => {
-  await withNetns(['gsr-up', 'gsr-peer'], async (up: Netns, peer: Netns) => {
-    for (const ns of [up, peer])
-      ns.exec('sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
-    addVeth(up, 'up0', peer, 'peer0');
-    const upMac = macOf(up, 'up0');
-    const peerMac = macOf(peer, 'peer0');
+interface UplinkLab {
+  port: AfPacketPort;
+  tx: VnetSender;
+  memory: PacketMemory;
+  counters: Float64Array;
+  upMac: string;
+  peerMac: string;
+}
+
+/** An AF_PACKET uplink port with gsoReceive on up0 and a vnet-header sender on peer0; closed after `fn`. */
+async function withUplink(tag: string, fn: (lab: UplinkLab) => Promise<void>): Promise<void> {
+  await withNetns([`${tag}-up`, `${tag}-peer`], async (up: Netns, peer: Netns) => {
+    const { upMac, peerMac } = quietVeth(up, peer);
     const memory = new PacketMemory();
     const counters = new Float64Array(32);
     const port = inNetns(
       up,
       () => new AfPacketPort({ name: 'uplink', ifname: 'up0', filter: 'all', gsoReceive: true, batchSize: 64, memory, counters, base: 0 }),
     );
-    const tx = inNetns(peer, () => new VnetSender('peer0'));
+    let tx: VnetSender | undefined;
     try {
-      assert.match(port.detail, /GSO frames split/);
-      // Three inner frames (the last shorter), each behind a VXLAN header: the train's UDP payload.
-      const { train, chunk, inner } = buildTrain(peerMac, upMac, [1, 2, 3], 558, 358);
-      tx.sendGso(train, VNET_GSO_UDP_L4, 42, chunk, 34, 6);
-      // An ordinary frame with a partial checksum.
-      const partial = buildFrame({
-        eth: { src: peerMac, dst: upMac },
-        ipv4: { src: PEER4, dst: UP4 },
-        udp: { sport: 40001, dport: 4789, checksum: 'none' },
-        payload: marker(4),
-      });
-      put16(partial, 34 + 6, foldSum(pseudoHeaderSumV4(ip4(PEER4), ip4(UP4), 17, 16)));
-      tx.sendGso(partial, VNET_GSO_NONE, 0, 0, 34, 6);
-
-      const out = new Link('rx', 64 + MAX_GSO_SEGMENTS);
-      let n = 0;
-      const deadline = Date.now() + 3000;
-      while (out.n < 4 && Date.now() < deadline) {
-        n += port.rx(out, 7);
-        if (out.n < 4) await port.sock.pollAsync(100);
-      }
-      assert.equal(out.n, 4, 'three packets from the train, then the ordinary frame');
-      assert.equal(n, 4);
-      const ids: number[] = [];
-      for (let i = 0; i < out.n; i++) {
-        const b = memory.u8[out.mem[i]!]!;
-        const off = out.addr[i]!;
-        const len = out.len[i]!;
-        assert.equal((b[off + 16]! << 8) | b[off + 17]!, len - 14, `packet ${i}: IPv4 total length`);
-        assert.ok(verifyChecksum(b, off + 14, 20), `packet ${i}: IPv4 header checksum`);
-        assert.equal((b[off + 38]! << 8) | b[off + 39]!, len - 34, `packet ${i}: UDP length`);
-        const pseudo = pseudoHeaderSumV4(ip4(PEER4), ip4(UP4), 17, len - 34);
-        assert.ok(verifyChecksum(b, off + 34, len - 34, pseudo), `packet ${i}: UDP checksum complete`);
-        if (i < 3) assert.deepEqual(b.subarray(off + 50, off + len), inner[i], `packet ${i}: the inner frame`);
-        ids.push(markerOf(b, off, len));
-      }
-      assert.deepEqual(ids, [1, 2, 3, 4]);
-      port.release();
-      assert.equal(counters[PC.rxGsoFrames], 1);
-      assert.equal(counters[PC.rxFrames], 4);
-      assert.equal(counters[PC.rxOffloadDrops], 0);
+      tx = inNetns(peer, () => new VnetSender('peer0'));
+      await fn({ port, tx, memory, counters, upMac, peerMac });
     } finally {
-      tx.close();
+      tx?.close();
       port.close();
     }
+  });
+}
+
+test('a GSO train arriving whole is split into its VXLAN packets, in order, checksums complete; a partial checksum is completed', async () => {
+  await withUplink('gsr', async ({ port, tx, memory, counters, upMac, peerMac }) => {
+    assert.match(port.detail, /GSO frames split/);
+    // Three inner frames (the last shorter), each behind a VXLAN header: the train's UDP payload.
+    const { train, chunk, inner } = buildTrain(peerMac, upMac, [1, 2, 3], 558, 358);
+    tx.sendGso(train, VNET_GSO_UDP_L4, 42, chunk, 34, 6);
+    // An ordinary frame with a partial checksum.
+    const partial = buildFrame({
+      eth: { src: peerMac, dst: upMac },
+      ipv4: { src: PEER4, dst: UP4 },
+      udp: { sport: 40001, dport: 4789, checksum: 'none' },
+      payload: marker(4),
+    });
+    put16(partial, 34 + 6, foldSum(pseudoHeaderSumV4(ip4(PEER4), ip4(UP4), 17, 16)));
+    tx.sendGso(partial, VNET_GSO_NONE, 0, 0, 34, 6);
+
+    const out = new Link('rx', 64 + MAX_GSO_SEGMENTS);
+    let n = 0;
+    const deadline = Date.now() + 3000;
+    while (out.n < 4 && Date.now() < deadline) {
+      n += port.rx(out, 7);
+      if (out.n < 4) await port.sock.pollAsync(100);
+    }
+    assert.equal(out.n, 4, 'three packets from the train, then the ordinary frame');
+    assert.equal(n, 4);
+    const ids: number[] = [];
+    for (let i = 0; i < out.n; i++) {
+      const b = memory.u8[out.mem[i]!]!;
+      const off = out.addr[i]!;
+      const len = out.len[i]!;
+      assert.equal((b[off + 16]! << 8) | b[off + 17]!, len - 14, `packet ${i}: IPv4 total length`);
+      assert.ok(verifyChecksum(b, off + 14, 20), `packet ${i}: IPv4 header checksum`);
+      assert.equal((b[off + 38]! << 8) | b[off + 39]!, len - 34, `packet ${i}: UDP length`);
+      const pseudo = pseudoHeaderSumV4(ip4(PEER4), ip4(UP4), 17, len - 34);
+      assert.ok(verifyChecksum(b, off + 34, len - 34, pseudo), `packet ${i}: UDP checksum complete`);
+      if (i < 3) assert.deepEqual(b.subarray(off + 50, off + len), inner[i], `packet ${i}: the inner frame`);
+      ids.push(markerOf(b, off, len));
+    }
+    assert.deepEqual(ids, [1, 2, 3, 4]);
+    port.release();
+    assert.equal(counters[PC.rxGsoFrames], 1);
+    assert.equal(counters[PC.rxFrames], 4);
+    assert.equal(counters[PC.rxOffloadDrops], 0);
   });
 });
 
 test('trains that do not fit one breath wait for the next: none lost, order kept', async () => {
-  await withNetns(['gsr2-up', 'gsr2-peer'], async (up: Netns, peer: Netns) => {
-    for (const ns of [up, peer])
-      ns.exec('sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
-    addVeth(up, 'up0', peer, 'peer0');
-    const upMac = macOf(up, 'up0');
-    const peerMac = macOf(peer, 'peer0');
-    const memory = new PacketMemory();
-    const counters = new Float64Array(32);
-    const port = inNetns(
-      up,
-      () => new AfPacketPort({ name: 'uplink', ifname: 'up0', filter: 'all', gsoReceive: true, batchSize: 64, memory, counters, base: 0 }),
-    );
-    const tx = inNetns(peer, () => new VnetSender('peer0'));
-    try {
-      // Four trains of 100 small packets: a breath's link holds 64 + 256 frames, so three at most.
-      const want: number[] = [];
-      for (let t = 0; t < 4; t++) {
-        const ids = Array.from({ length: 100 }, (_, i) => 1000 * (t + 1) + i);
-        const { train, chunk } = buildTrain(peerMac, upMac, ids, 60);
-        tx.sendGso(train, VNET_GSO_UDP_L4, 42, chunk, 34, 6);
-        want.push(...ids);
-      }
-      const got: number[] = [];
-      let breaths = 0;
-      const deadline = Date.now() + 5000;
-      while (got.length < want.length && Date.now() < deadline) {
-        const out = new Link('rx', 64 + MAX_GSO_SEGMENTS);
-        port.rx(out, 7);
-        for (let i = 0; i < out.n; i++) got.push(markerOf(memory.u8[out.mem[i]!]!, out.addr[i]!, out.len[i]!));
-        port.release();
-        if (out.n > 0) breaths++;
-        else await port.sock.pollAsync(100);
-      }
-      assert.deepEqual(got, want);
-      assert.ok(breaths >= 2, `in ${breaths} breaths`);
-      assert.equal(counters[PC.rxGsoFrames], 4);
-      assert.equal(counters[PC.rxOffloadDrops], 0);
-    } finally {
-      tx.close();
-      port.close();
+  await withUplink('gsr2', async ({ port, tx, memory, counters, upMac, peerMac }) => {
+    // Four trains of 100 small packets: a breath's link holds 64 + 256 frames, so three at most.
+    const want: number[] = [];
+    for (let t = 0; t < 4; t++) {
+      const ids = Array.from({ length: 100 }, (_, i) => 1000 * (t + 1) + i);
+      const { train, chunk } = buildTrain(peerMac, upMac, ids, 60);
+      tx.sendGso(train, VNET_GSO_UDP_L4, 42, chunk, 34, 6);
+      want.push(...ids);
     }
+    const got: number[] = [];
+    let breaths = 0;
+    const deadline = Date.now() + 5000;
+    while (got.length < want.length && Date.now() < deadline) {
+      const out = new Link('rx', 64 + MAX_GSO_SEGMENTS);
+      port.rx(out, 7);
+      for (let i = 0; i < out.n; i++) got.push(markerOf(memory.u8[out.mem[i]!]!, out.addr[i]!, out.len[i]!));
+      port.release();
+      if (out.n > 0) breaths++;
+      else await port.sock.pollAsync(100);
+    }
+    assert.deepEqual(got, want);
+    assert.ok(breaths >= 2, `in ${breaths} breaths`);
+    assert.equal(counters[PC.rxGsoFrames], 4);
+    assert.equal(counters[PC.rxOffloadDrops], 0);
   });
 });

@@ -3,7 +3,7 @@
  * test/helpers/packet-socket.ts), and marked frames.
  */
 import { PacketSocket } from '../helpers/packet-socket.ts';
-import type { Netns } from '../helpers/netns.ts';
+import { addVeth, type Netns } from '../helpers/netns.ts';
 import { alloc, getSys } from '../../src/sys/index.ts';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, writeVnetHeader } from '../../src/packet/offload.ts';
 import { AF_PACKET, ETH_P_ALL_BE, PACKET_VNET_HDR, SOL_PACKET } from '../../src/uplink/afpacket/abi.ts';
@@ -88,4 +88,15 @@ export class VnetSender {
   close(): void {
     getSys().close(this.fd);
   }
+}
+
+/**
+ * A veth up0 (in `up`) ↔ peer0 (in `peer`) between two namespaces that send nothing of their own:
+ * IPv6 is off in both before the veth exists, so neither end ever sends DAD, router or MLD
+ * frames into a ring under test. Returns both MACs.
+ */
+export function quietVeth(up: Netns, peer: Netns, opts: { mtu?: number } = {}): { upMac: string; peerMac: string } {
+  for (const ns of [up, peer]) ns.exec('sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+  addVeth(up, 'up0', peer, 'peer0', opts);
+  return { upMac: macOf(up, 'up0'), peerMac: macOf(peer, 'peer0') };
 }

@@ -22,7 +22,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireRoot } from '../helpers/require.ts';
-import { addVeth, withNetns, type Netns } from '../helpers/netns.ts';
+import { withNetns, type Netns } from '../helpers/netns.ts';
 import { buildFrame } from '../../src/packet/build.ts';
 import { foldSum, pseudoHeaderSumV4, verifyChecksum } from '../../src/packet/checksum.ts';
 import { VNET_GSO_TCPV4, VNET_HDR_LEN, vnetGsoType } from '../../src/packet/offload.ts';
@@ -32,7 +32,7 @@ import { Link } from '../../src/dataplane/link.ts';
 import { PacketMemory } from '../../src/dataplane/memory.ts';
 import { MAX_GSO_SEGMENTS, PC } from '../../src/dataplane/port.ts';
 import { RxBatch } from '../../src/uplink/afpacket/index.ts';
-import { inNetns, macOf, marker, markerOf, VnetSender } from './afpacket-lab.ts';
+import { inNetns, marker, markerOf, quietVeth, VnetSender } from './afpacket-lab.ts';
 
 requireRoot();
 
@@ -61,13 +61,7 @@ interface Lab {
 
 async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
   await withNetns(['afs-up', 'afs-peer'], async (up: Netns, peer: Netns) => {
-    // Before the veth exists, so neither end ever sends DAD, router or MLD frames into the ring.
-    for (const ns of [up, peer]) {
-      ns.exec('sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
-    }
-    addVeth(up, 'up0', peer, 'peer0', { mtu: 9000 });
-    const upMac = macOf(up, 'up0');
-    const peerMac = macOf(peer, 'peer0');
+    const { upMac, peerMac } = quietVeth(up, peer, { mtu: 9000 });
     const memory = new PacketMemory();
     const counters = new Float64Array(32);
     const port = inNetns(

@@ -27,6 +27,10 @@
  * bytes apart in consecutive segment slots, one link entry each (Link.gso; trainUp(), and why in
  * ports/train.ts).
  *
+ * An uplink with `gsoReceive` keeps its TPACKET_V3 ring but reads it with PACKET_VNET_HDR too
+ * (rxVnet): a GSO train from another pinhole, which a veth delivers whole, is split like a pod's
+ * super-frame, through the same take().
+ *
  * Flow queueing (sparseFirst): with a super-frame at the head of the ring, ordinary frames of
  * flows with nothing waiting before them are taken ahead of it (counter rx_sparse_first).
  *
@@ -287,77 +291,46 @@ export class AfPacketPort implements Port {
 
   /**
    * rx() of a TPACKET_V3 port with PACKET_VNET_HDR (gsoReceive): frames in ring order, up to a
-   * batch; a GSO frame is split into segment slots (complete checksums) and taken only when all
-   * its segments fit this breath (the graph gives the link room for one split beyond a batch), a
-   * frame with a partial checksum is completed in place. What cannot be split is a counted drop.
+   * batch, each through take() as in rxOffload (no copy slots: a V3 block holds any frame). A GSO
+   * frame is split into segment slots (checksums complete: neither trains nor pending checksums
+   * are set on such a port) and taken only when all its segments fit this breath (the graph
+   * gives the link room for one split beyond a batch); a partial checksum is completed in place.
+   * What cannot be split is a counted drop.
    */
   private rxVnet(out: Link, tag: number): number {
     const sock = this.sock;
     const rxb = this.rxb;
     const ring = this.ring;
-    const seg = this.seg!;
-    const segMem = this.segMem!;
     sock.release();
-    let room = out.capacity - out.n;
-    let slot = 0;
+    this.room = Math.min(out.capacity - out.n, this.segSlots);
+    this.slot = 0;
+    this.frames = 0;
+    this.bytes = 0;
     let taken = 0;
-    let frames = 0;
-    let bytes = 0;
     let gso = 0;
     let drops = 0;
-    while (taken < rxb.capacity && room > 0 && sock.peek(rxb, 0)) {
-      const off = rxb.offset[0]!;
+    while (taken < rxb.capacity && this.room > 0 && sock.peek(rxb, 0)) {
       const len = rxb.length[0]!;
-      const v = off - VNET_HDR_LEN;
-      const type = vnetGsoType(ring, v);
-      const needsCsum = (vnetFlags(ring, v) & VNET_F_NEEDS_CSUM) !== 0;
-      if ((type & ~VNET_GSO_ECN) === VNET_GSO_NONE) {
-        if (needsCsum && completeChecksum(ring, off, len, vnetCsumStart(ring, v), vnetCsumOffset(ring, v)) < 0) drops++;
-        else {
-          out.push(this.memId, off, len, tag);
-          room--;
-          frames++;
-          bytes += len;
-        }
-        sock.skip();
-        taken++;
-        continue;
-      }
-      const n =
-        len === rxb.wireLength[0] ? seg.begin(ring, off, len, type, vnetGsoSize(ring, v), needsCsum ? vnetCsumStart(ring, v) : -1) : -1;
-      if (n < 0 || seg.segmentLength(0) > SEG_SLOT - SEG_HEADROOM) {
-        drops++;
-        sock.skip();
-        taken++;
-        continue;
-      }
-      if (n > room || slot + n > this.segSlots) {
-        if (n > this.segSlots) {
-          drops++;
-          sock.skip();
-          taken++;
-          continue;
-        }
-        break; // the next breath starts with room for it
-      }
-      for (let i = 0; i < n; i++) {
-        const at = slot * SEG_SLOT + SEG_HEADROOM;
-        const l = seg.write(i, segMem, at);
-        out.push(this.segId, at, l, tag);
-        slot++;
-        bytes += l;
-      }
-      room -= n;
-      frames += n;
-      gso++;
+      const v = rxb.offset[0]! - VNET_HDR_LEN;
+      // A frame cut short (larger than the snap length) cannot be split: a counted drop.
+      const r =
+        len === rxb.wireLength[0] ? this.take(ring, this.memId, v, len, vnetGsoType(ring, v) & ~VNET_GSO_ECN, out, tag) : TAKE_DROPPED;
+      if (r === TAKE_LATER) break; // the next breath starts with room for it
       sock.skip();
       taken++;
+      if (r === TAKE_DROPPED) drops++;
+      else if (r === TAKE_SPLIT) gso++;
     }
-    this.c[this.b + PC.rxFrames] += frames;
-    this.c[this.b + PC.rxBytes] += bytes;
+    return this.countRx(gso, drops);
+  }
+
+  /** Adds a breath's receive totals (rxOffload, rxVnet) to the counters; returns the frames. */
+  private countRx(gso: number, drops: number): number {
+    this.c[this.b + PC.rxFrames] += this.frames;
+    this.c[this.b + PC.rxBytes] += this.bytes;
     this.c[this.b + PC.rxGsoFrames] += gso;
     this.c[this.b + PC.rxOffloadDrops] += drops;
-    return frames;
+    return this.frames;
   }
 
   /**
@@ -420,11 +393,7 @@ export class AfPacketPort implements Port {
       else if (r === TAKE_SPLIT) gso++;
       else copies++; // an ordinary frame stays in its copy slot until the breath ends
     }
-    this.c[this.b + PC.rxFrames] += this.frames;
-    this.c[this.b + PC.rxBytes] += this.bytes;
-    this.c[this.b + PC.rxGsoFrames] += gso;
-    this.c[this.b + PC.rxOffloadDrops] += drops;
-    return this.frames;
+    return this.countRx(gso, drops);
   }
 
   /**
