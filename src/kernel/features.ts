@@ -234,3 +234,15 @@ export async function probeFeatures(): Promise<FeatureSet> {
 export function kernelRelease(): string {
   return release();
 }
+
+/**
+ * Whether a kernel release string (`uname -r`, e.g. "6.18.44-fc") is `major.minor` or later. For
+ * the few behaviours a probe cannot see without side effects (TX metadata honoured on every
+ * device, AF_PACKET taking UDP_L4 GSO); an unparsable release counts as older.
+ */
+export function releaseAtLeast(kernelRelease: string, major: number, minor: number): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(kernelRelease);
+  if (!m) return false;
+  const a = Number(m[1]);
+  return a > major || (a === major && Number(m[2]) >= minor);
+}

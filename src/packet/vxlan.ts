@@ -252,6 +252,9 @@ export function outerUdpOffset(mem: Uint8Array, off: number): number {
   return ETH_HLEN + (((mem[off + 12]! << 8) | mem[off + 13]!) === ETH_P_IP ? 20 : 40);
 }
 
+/** Bytes in front of every inner frame of a GSO train but the first: its VXLAN header (writeTrain). */
+export const TRAIN_GAP = 8;
+
 /** The packets a GSO train of `len` bytes at mem[off] (writeTrain, pieces of `gso` bytes) is cut into. */
 export function trainPackets(mem: Uint8Array, off: number, len: number, gso: number): number {
   return Math.ceil((len - outerUdpOffset(mem, off) - 8) / gso);

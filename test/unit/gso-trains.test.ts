@@ -12,6 +12,7 @@ import { PacketMemory } from '../../src/dataplane/memory.ts';
 import { PORT_COUNTERS } from '../../src/dataplane/plan.ts';
 import { PC } from '../../src/dataplane/port.ts';
 import { TrainPort } from '../../src/dataplane/ports/train.ts';
+import { trainsSupported } from '../../src/uplink/afpacket/train-socket.ts';
 import { getSys } from '../../src/sys/index.ts';
 import { MemoryPort } from '../support/memory-port.ts';
 import {
@@ -249,4 +250,9 @@ test('next hop: a train passes through with its chunk size; on a miss it is drop
   assert.equal(c[NEXTHOP_COUNTERS.indexOf('frames')], 3, "the train's packets passed");
   assert.deepEqual([...buf.subarray(4096, 4102)], [2, 0, 0, 0, 0, 0xb], 'the train got the next hop MAC');
   nh.dispose();
+});
+
+test('trains need Linux 6.2 (AF_PACKET takes UDP_L4 GSO in a vnet header from then on)', () => {
+  for (const r of ['6.2.0', '6.18.44-fc-v657', '7.0.0-rc1', '10.1.1']) assert.equal(trainsSupported(r), true, r);
+  for (const r of ['6.1.99', '5.19.0', '4.18.0-553.el8', 'unknown', '']) assert.equal(trainsSupported(r), false, r);
 });

@@ -69,7 +69,7 @@ import {
   vnetGsoSize,
   vnetGsoType,
 } from '../../packet/offload.ts';
-import { flowHash } from '../../packet/vxlan.ts';
+import { flowHash, TRAIN_GAP } from '../../packet/vxlan.ts';
 import { alloc, PinholeError } from '../../sys/index.ts';
 import { AfPacketSocket, RxBatch } from '../../uplink/afpacket/socket.ts';
 import type { Link } from '../link.ts';
@@ -121,8 +121,6 @@ const COPY_RCVBUF = 8 << 20;
  * steady rates alike. 4,096 is the middle: memory is per workload interface and worker.
  */
 const WL_RING_SLOTS = 4096;
-/** GSO trains: the gap in front of each segment after the first (the VXLAN header). */
-const TRAIN_GAP = 8;
 /**
  * Most bytes of a train after its outer headers (first segment to last): the outer IPv4 total
  * length, 20 + 8 + 8 + TRAIN_BYTES, must fit 16 bits (IPv6: 8 + 8 + TRAIN_BYTES).

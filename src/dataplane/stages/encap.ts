@@ -13,7 +13,7 @@
  */
 import { parseMac } from '../../packet/mac.ts';
 import { completeChecksum } from '../../packet/offload.ts';
-import { flowHash, sourcePortOf, VxlanEncapTemplate } from '../../packet/vxlan.ts';
+import { flowHash, sourcePortOf, TRAIN_GAP, VxlanEncapTemplate } from '../../packet/vxlan.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
 import { CONNECTION_COUNTERS, ENCAP_COUNTERS, type VxlanConnectionPlan } from '../plan.ts';
@@ -103,8 +103,8 @@ export class EncapStage {
     const len = input.len[i]!;
     const addr = input.addr[i]!;
     const g = input.gso[i]!;
-    const packets = Math.ceil((len + VXLAN_GAP) / g);
-    if (g - VXLAN_GAP > this.maxInner[k]!) {
+    const packets = Math.ceil((len + TRAIN_GAP) / g);
+    if (g - TRAIN_GAP > this.maxInner[k]!) {
       c[base + E_TOO_BIG] += packets;
       c[cb + CC_TOO_BIG] += packets;
       return;
@@ -117,16 +117,13 @@ export class EncapStage {
     }
     const m = input.mem[i]!;
     const u8 = this.memory.u8[m]!;
-    const total = t.writeTrain(u8, addr - h, len, g, sourcePortOf(flowHash(u8, addr, g - VXLAN_GAP)));
+    const total = t.writeTrain(u8, addr - h, len, g, sourcePortOf(flowHash(u8, addr, g - TRAIN_GAP)));
     if (!this.output.push(m, addr - h, total, k, 0, g)) {
       c[base + E_LINK_FULL] += packets;
       return;
     }
     c[base + E_FRAMES] += packets;
     c[cb + CC_ENCAP_FRAMES] += packets;
-    c[cb + CC_ENCAP_BYTES] += len - (packets - 1) * VXLAN_GAP;
+    c[cb + CC_ENCAP_BYTES] += len - (packets - 1) * TRAIN_GAP;
   }
 }
-
-/** Bytes between a train's inner frames: the VXLAN header of the next one. */
-const VXLAN_GAP = 8;

@@ -27,6 +27,7 @@
  * networking/segmentation-offloads.rst (UDP fragmentation offload → GSO_UDP_L4),
  * include/linux/virtio_net.h, net/packet/af_packet.c (packet_snd).
  */
+import { releaseAtLeast } from '../../kernel/features.ts';
 import { alloc, getSys, PinholeError, SysError } from '../../sys/index.ts';
 import {
   AF_PACKET,
@@ -46,10 +47,7 @@ const SNDBUF = 4 << 20;
 
 /** Whether this kernel's AF_PACKET takes UDP_L4 GSO in a vnet header (Linux ≥ 6.2). */
 export function trainsSupported(kernelRelease: string): boolean {
-  const m = /^(\d+)\.(\d+)/.exec(kernelRelease);
-  if (!m) return false;
-  const major = Number(m[1]);
-  return major > 6 || (major === 6 && Number(m[2]) >= 2);
+  return releaseAtLeast(kernelRelease, 6, 2);
 }
 
 /** What sends a train: the socket, or a recorder in tests. */

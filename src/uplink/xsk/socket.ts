@@ -43,7 +43,7 @@
  */
 import { release } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { lockedMemoryBudget, umemFailureMessage } from '../../kernel/features.ts';
+import { lockedMemoryBudget, releaseAtLeast, umemFailureMessage } from '../../kernel/features.ts';
 import { alloc, errnoCodeOf, getSys, PinholeError, type Mapping, type Sys } from '../../sys/index.ts';
 import {
   AF_XDP,
@@ -637,11 +637,7 @@ function setupError(err: unknown, step: string, where: string, umemBytes: number
  * space instead (correct everywhere; the register flags alone do not tell).
  */
 export function txMetadataHonoured(kernelRelease: string): boolean {
-  const m = /^(\d+)\.(\d+)/.exec(kernelRelease);
-  if (!m) return false;
-  const major = Number(m[1]);
-  const minor = Number(m[2]);
-  return major > 6 || (major === 6 && minor >= 18);
+  return releaseAtLeast(kernelRelease, 6, 18);
 }
 
 /** UMEM flags and layout of TX metadata (include/uapi/linux/if_xdp.h, Linux ≥ 6.8; the _LEN flag ≥ 6.11). */
