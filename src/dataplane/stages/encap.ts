@@ -10,6 +10,11 @@
  * once encapsulated is a counted drop (we never fragment the outer packet: DF is set).
  *
  * The destination MAC is left for the nexthop stage (the template's is a placeholder).
+ *
+ * A GSO train (Link.gso ≠ 0, built by an offload workload port: inner frames TRAIN_GAP bytes
+ * apart) gets the outer headers once, a VXLAN header in every gap and the outer UDP checksum as
+ * a pseudo-header sum (VxlanEncapTemplate.writeTrain), and stays one entry; its counters count
+ * the packets it becomes (see train()).
  */
 import { parseMac } from '../../packet/mac.ts';
 import { completeChecksum } from '../../packet/offload.ts';
