@@ -10,6 +10,7 @@
  *     tunnelAddress6: 2001:db8::1           # optional, the same for IPv6
  *     queues: 4                             # optional: RX queues to serve (1..64)
  *     rings: { rx: 8192, tx: 2048 }         # optional: AF_XDP ring sizes (powers of two 64..32768)
+ *     cpus: [2, 3]                          # optional: CPUs for the dataplane workers (worker i on cpus[i mod n])
  *   connections:                            # may be empty or absent
  *     - name: pod-a
  *       local: { interface: veth-a }        # host side of the workload's veth; optional
@@ -104,6 +105,12 @@ export interface UplinkConfig {
    * Absent: the measured defaults (uplink/xsk/sizing.ts). AF_PACKET ignores them.
    */
   rings?: { rx?: number; tx?: number };
+  /**
+   * CPUs the dataplane workers run on, worker i (the uplink's queue i) on `cpus[i mod n]`; only
+   * the workers are pinned, the main thread and the runtime's own threads stay where the process
+   * may run. Absent: the workers run wherever the process may.
+   */
+  cpus?: number[];
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -128,6 +135,8 @@ export const WIREGUARD_DEFAULT_PORT = 51820;
 export const WIREGUARD_KEEPALIVE_MAX = 65535;
 export const VNI_MAX = 0xffffff;
 export const QUEUES_MAX = 64;
+/** The highest CPU number `uplink.cpus` takes (glibc's cpu_set_t holds 1024). */
+export const CPU_MAX = 1023;
 
 /** One problem found in a document; `path` is the zod-style path (keys and list indexes). */
 export interface ConfigIssue {
@@ -281,11 +290,18 @@ const uplinkSchema = mapping({
   tunnelAddress6: unicastAddress(6).optional(),
   queues: intIn(1, QUEUES_MAX).optional(),
   rings: mapping({ rx: ringSize.optional(), tx: ringSize.optional() }).optional(),
+  cpus: z
+    .array(intIn(0, CPU_MAX), says('must be a list of CPU numbers'))
+    .min(1, 'must name at least one CPU')
+    .max(QUEUES_MAX, `at most ${QUEUES_MAX} CPUs`)
+    .refine((v) => new Set(v).size === v.length, 'must not name a CPU twice')
+    .optional(),
 }).transform((u): UplinkConfig => {
   const out: UplinkConfig = { interface: u.interface, mode: u.mode };
   if (u.tunnelAddress) out.tunnelAddress = u.tunnelAddress.text;
   if (u.tunnelAddress6) out.tunnelAddress6 = u.tunnelAddress6.text;
   if (u.queues !== undefined) out.queues = u.queues;
+  if (u.cpus) out.cpus = [...u.cpus];
   if (u.rings) {
     out.rings = {};
     if (u.rings.rx !== undefined) out.rings.rx = u.rings.rx;

@@ -56,7 +56,7 @@ import { rtnlRequest } from '../netlink/socket.ts';
 import { requireInterface, type IfaceInfo } from '../kernel/iface.ts';
 import { attachRedirectAll, loadRedirectAll, type LoadedRedirectAll } from '../kernel/workload.ts';
 import type { XdpAttachment } from '../kernel/xdp-attach.ts';
-import { readKeyFile, tunnelPortOf, type ConnectionConfig, type PinholeConfig } from '../config/index.ts';
+import { readKeyFile, tunnelPortOf, type ConnectionConfig, type PinholeConfig, type UplinkConfig } from '../config/index.ts';
 import { openPortGuard, type PortGuard } from '../uplink/afpacket/port-guard.ts';
 import { wgGeneration } from '../dataplane/stages/wireguard.ts';
 import { Endpoint } from '../tunnel/wireguard/messages.ts';
@@ -290,7 +290,7 @@ export class Forwarder {
             ordered.map((k) => locals[config.connections.indexOf(k)]!),
           );
           try {
-            const sup = await Supervisor.start(vxlanPlans(h, h.spec, workloads, connections, wireguard, opts, config.uplink.rings), {
+            const sup = await Supervisor.start(vxlanPlans(h, h.spec, workloads, connections, wireguard, opts, config.uplink), {
               neighbours: mirror.sharedNeighbours,
               nexthops: nhBuffer,
               readyTimeoutMs: opts.readyTimeoutMs ?? 15_000,
@@ -478,7 +478,7 @@ export class Forwarder {
       });
       for (const k of targets) this.publishNextHop(k, nh, nhState);
       await this.supervisor.reconfigure(
-        vxlanPlans(this.host, spec, workloads, connections, wireguard, this.opts, this.config.uplink.rings),
+        vxlanPlans(this.host, spec, workloads, connections, wireguard, this.opts, this.config.uplink),
         { nexthops: nhBuffer },
       );
     } catch (err) {
@@ -926,11 +926,12 @@ function vxlanPlans(
   connections: readonly VxlanConnectionPlan[],
   wireguard: readonly WgConnectionPlan[],
   opts: ForwarderOptions,
-  uplinkRings: { rx?: number; tx?: number } | undefined,
+  uplink: Pick<UplinkConfig, 'rings' | 'cpus'>,
 ): WorkerPlan[] {
   const plans: WorkerPlan[] = [];
   // AF_XDP uplink: the configured (or measured default) rings and a UMEM to match (xsk/sizing.ts).
-  const rings = xskRings(uplinkRings);
+  const rings = xskRings(uplink.rings);
+  const cpus = uplink.cpus;
   const upRings = host.mode === 'afxdp' ? { rings, frameCount: umemFrames(rings) } : {};
   for (let w = 0; w < host.queues; w++) {
     const ports: PortPlan[] = [
@@ -1002,6 +1003,7 @@ function vxlanPlans(
     }
     plans.push({
       worker: w,
+      ...(cpus ? { cpu: cpus[w % cpus.length]! } : {}),
       graph: 'vxlan',
       ports,
       connections: [...connections],

@@ -20,8 +20,12 @@
  * and only the VXLAN path (encap, nexthop, an uplink that sends trains) carries them. A link is filled and
  * drained within one breathe of the engine, so it needs no ring indexes: the consumer reads every
  * entry and clears it. Pushing into a full link drops the frame and counts it (`dropped`), as a
- * full Snabb link does. Its counters are plain numbers for tests and debugging; what an operator
- * sees is counted by the stages (every drop has a reason there, `link-full` included).
+ * full Snabb link does. That count is a plain number for tests and debugging; what an operator
+ * sees is counted by the stages (every drop has a reason there, `link-full` included). A link
+ * keeps no running totals of frames or bytes: a number field that grows past 2^31 (2 GiB of
+ * bytes: seconds at line rate) changes representation in V8, and every optimised function that
+ * touches a link is thrown away and compiled again on the worker's CPU (measured: ~120 ms of
+ * compiler threads, ping p99 spikes of 4–15 ms while they ran).
  */
 export class Link {
   readonly name: string;
@@ -33,9 +37,6 @@ export class Link {
   readonly csum: Uint32Array;
   readonly gso: Uint16Array;
   n = 0;
-  /** Frames pushed (accepted). */
-  frames = 0;
-  bytes = 0;
   /** Frames refused because the link was full. */
   dropped = 0;
 
@@ -67,8 +68,6 @@ export class Link {
     this.csum[i] = csum;
     this.gso[i] = gso;
     this.n = i + 1;
-    this.frames++;
-    this.bytes += len;
     return true;
   }
 

@@ -96,6 +96,8 @@ export interface WgConnectionPlan {
 
 export interface WorkerPlan {
   worker: number;
+  /** The CPU this worker's thread runs on (config uplink.cpus); absent: wherever the process may. */
+  cpu?: number;
   graph: 'cross-connect' | 'vxlan';
   ports: PortPlan[];
   connections: VxlanConnectionPlan[];

@@ -23,7 +23,7 @@
  * stays open through renames and index shifts: its traffic never stops.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { getSys, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, type Mapping } from '../sys/index.ts';
+import { getSys, PinholeError, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, type Mapping } from '../sys/index.ts';
 import { counterBase, type CounterLayout } from './counters.ts';
 import type { Engine } from './engine.ts';
 import { buildGraph, type GraphShared } from './graph.ts';
@@ -360,6 +360,21 @@ class WorkerState {
   }
 }
 
+/**
+ * Moves this worker's thread (only it: sched_setaffinity with pid 0) to `cpu`, so that the
+ * runtime's own threads (compiler, garbage collector) and the main thread never take the
+ * worker's CPU from it mid-breath: each time one did, every frame waited for the scheduler's
+ * next tick (a ping's p99 under TCP: see the README's performance section).
+ */
+function pinThread(cpu: number): void {
+  try {
+    getSys().setThreadAffinity([cpu]);
+  } catch (cause) {
+    const why = (cause as { code?: string }).code === 'EINVAL' ? 'not a CPU this process may run on' : (cause as Error).message;
+    throw new PinholeError('ERR_DATAPLANE_CPU', `pin to CPU ${cpu} (uplink.cpus): ${why}`, { cause, details: { cpu } });
+  }
+}
+
 async function main(): Promise<void> {
   const init = workerData as WorkerInit;
   const plan = init.plan;
@@ -374,6 +389,7 @@ async function main(): Promise<void> {
   };
   let state: WorkerState;
   try {
+    if (plan.cpu !== undefined) pinThread(plan.cpu);
     const layout = planCounters(plan);
     const c = new Float64Array(init.counters);
     const ports = await openPorts(plan.ports, plan.batchSize, layout, c, memory);

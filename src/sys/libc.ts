@@ -13,6 +13,8 @@ import { SysError } from './errors.ts';
 import type { Mapping, Sys } from './sys.ts';
 
 const SYS_bpf = process.arch === 'arm64' ? 280 : 321;
+/** glibc's cpu_set_t: 1024 CPUs. */
+const CPU_SET_BYTES = 128;
 const MAP_FAILED = 0xffffffffffffffffn;
 
 /**
@@ -54,6 +56,8 @@ export function loadLibc(): Sys {
   const mount = libc.func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const char *data)');
   const unshare = libc.func('int unshare(int flags)');
   const setns = libc.func('int setns(int fd, int nstype)');
+  const schedSetaffinity = libc.func('int sched_setaffinity(int pid, size_t size, void *mask)');
+  const schedGetaffinity = libc.func('int sched_getaffinity(int pid, size_t size, _Out_ uint8_t *mask)');
   const ifNameToIndex = libc.func('unsigned int if_nametoindex(const char *name)');
   const ifIndexToName = libc.func('char *if_indextoname(unsigned int index, _Out_ uint8_t *name)');
   const pthreadSigmask = libc.func('int pthread_sigmask(int how, void *set, void *old)');
@@ -169,6 +173,21 @@ export function loadLibc(): Sys {
     },
     unshare(flags) {
       if (unshare(flags) < 0) fail('unshare', `flags 0x${flags.toString(16)}`);
+    },
+    setThreadAffinity(cpus) {
+      const mask = new Uint8Array(CPU_SET_BYTES);
+      for (const c of cpus) {
+        if (!Number.isInteger(c) || c < 0 || c >= CPU_SET_BYTES * 8) throw new SysError('sched_setaffinity', 22, `cpu ${c}`);
+        mask[c >> 3]! |= 1 << (c & 7);
+      }
+      if (schedSetaffinity(0, CPU_SET_BYTES, mask) < 0) fail('sched_setaffinity', `cpus ${cpus.join(',')}`);
+    },
+    threadAffinity() {
+      const mask = new Uint8Array(CPU_SET_BYTES);
+      if (schedGetaffinity(0, CPU_SET_BYTES, mask) < 0) fail('sched_getaffinity');
+      const out: number[] = [];
+      for (let c = 0; c < CPU_SET_BYTES * 8; c++) if ((mask[c >> 3]! & (1 << (c & 7))) !== 0) out.push(c);
+      return out;
     },
     setns(fd, nstype) {
       if (setns(fd, nstype) < 0) fail('setns', `fd ${fd} nstype 0x${nstype.toString(16)}`);

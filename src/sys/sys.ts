@@ -68,6 +68,10 @@ export interface Sys {
   unshare(flags: number): void;
   /** setns(2) for the calling thread: join the namespace `fd` refers to (e.g. /run/netns/NAME). */
   setns(fd: number, nstype: number): void;
+  /** sched_setaffinity(2) for the calling thread only (pid 0): it runs on `cpus` from now on. */
+  setThreadAffinity(cpus: readonly number[]): void;
+  /** sched_getaffinity(2) of the calling thread: the CPUs it may run on, ascending. */
+  threadAffinity(): number[];
   ifNameToIndex(name: string): number;
   ifIndexToName(index: number): string;
   /** Address of a buffer's first byte, for pointer fields in kernel structs. */

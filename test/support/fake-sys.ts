@@ -101,6 +101,12 @@ export class FakeSys implements Sys {
   setns(fd: number, nstype: number): void {
     this.call('setns', [fd, nstype]);
   }
+  setThreadAffinity(cpus: readonly number[]): void {
+    this.call('setThreadAffinity', [cpus]);
+  }
+  threadAffinity(): number[] {
+    return this.call('threadAffinity', []);
+  }
   ifNameToIndex(name: string): number {
     return this.call('ifNameToIndex', [name]);
   }

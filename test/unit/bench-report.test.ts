@@ -244,6 +244,20 @@ test('ping: per-reply times, nearest-rank percentiles', () => {
   assert.ok(Number.isNaN(percentile([], 50)));
 });
 
+test('ping: with -D timestamps, replies before the warm-up ends are left out', () => {
+  const text = [
+    'PING 198.19.0.2 (198.19.0.2) 56(84) bytes of data.',
+    '[1796045820.460446] 64 bytes from 198.19.0.2: icmp_seq=1 ttl=64 time=9.50 ms',
+    '[1796045820.999999] 64 bytes from 198.19.0.2: icmp_seq=2 ttl=64 time=7.25 ms',
+    '[1796045821.000000] 64 bytes from 198.19.0.2: icmp_seq=3 ttl=64 time=0.075 ms',
+    '[1796045821.200000] 64 bytes from 198.19.0.2: icmp_seq=4 ttl=64 time=0.125 ms',
+    '4 packets transmitted, 4 received, 0% packet loss, time 3ms',
+  ].join('\n');
+  assert.deepEqual(parsePingTimes(text), [9.5, 7.25, 0.075, 0.125], 'no cut-off: every reply');
+  assert.deepEqual(parsePingTimes(text, 1796045821), [0.075, 0.125], 'from the cut-off on');
+  assert.deepEqual(parsePingTimes('64 bytes from 198.19.0.2: icmp_seq=1 ttl=64 time=0.05 ms', 1), [], 'no timestamp: not counted');
+});
+
 test('progress: one line per step with the elapsed seconds', () => {
   const lines: string[] = [];
   let now = 1000;

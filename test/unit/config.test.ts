@@ -107,6 +107,7 @@ describe('config: valid documents', () => {
         tunnelAddress6: '2001:db8::1',
         queues: 4,
         rings: { rx: 8192, tx: 1024 },
+        cpus: [2, 3],
       },
       connections: [
         { name: 'pod-a', local: { interface: 'veth-a' }, vxlan: { vni: 0, remote: '198.18.0.2', family: 4, port: 8472, ttl: 255 } },
@@ -177,6 +178,11 @@ const INVALID: Case[] = [
   ['ttl 256', (d) => (d.connections[0].vxlan.ttl = 256), 'connections[0].vxlan.ttl', 'must be an integer 1..255'],
   ['queues 0', (d) => (d.uplink.queues = 0), 'uplink.queues', 'must be an integer 1..64'],
   ['queues 65', (d) => (d.uplink.queues = 65), 'uplink.queues', 'must be an integer 1..64'],
+  ['cpus []', (d) => (d.uplink.cpus = []), 'uplink.cpus', 'must name at least one CPU'],
+  ['cpus [-1]', (d) => (d.uplink.cpus = [-1]), 'uplink.cpus[0]', 'must be an integer 0..1023'],
+  ['cpus [1, 1024]', (d) => (d.uplink.cpus = [1, 1024]), 'uplink.cpus[1]', 'must be an integer 0..1023'],
+  ['cpus [1, 1]', (d) => (d.uplink.cpus = [1, 1]), 'uplink.cpus', 'must not name a CPU twice'],
+  ['cpus 1', (d) => (d.uplink.cpus = 1), 'uplink.cpus', 'must be a list of CPU numbers (got a number)'],
   ['mode fast', (d) => (d.uplink.mode = 'fast'), 'uplink.mode', 'must be one of auto, afxdp, afpacket'],
   ['mode AUTO', (d) => (d.uplink.mode = 'AUTO'), 'uplink.mode', 'must be one of auto, afxdp, afpacket'],
   // unknown keys at every level
@@ -185,7 +191,7 @@ const INVALID: Case[] = [
     'unknown key in uplink',
     (d) => (d.uplink.foo = 1),
     'uplink.foo',
-    "unknown key 'foo' (allowed: interface, mode, tunnelAddress, tunnelAddress6, queues, rings)",
+    "unknown key 'foo' (allowed: interface, mode, tunnelAddress, tunnelAddress6, queues, rings, cpus)",
   ],
   [
     'unknown key in a connection',
@@ -427,7 +433,7 @@ describe('config: invalid documents (ERR_CONFIG_INVALID, field paths)', () => {
     assert.deepEqual(errorsOf(err), [
       {
         field: 'uplink.mdoe',
-        message: "unknown key 'mdoe' (allowed: interface, mode, tunnelAddress, tunnelAddress6, queues, rings)",
+        message: "unknown key 'mdoe' (allowed: interface, mode, tunnelAddress, tunnelAddress6, queues, rings, cpus)",
         line: 3,
         column: 3,
       },

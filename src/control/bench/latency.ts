@@ -14,12 +14,19 @@ export interface LatencySample {
   max: number;
 }
 
-/** `time=` values (ms) of ping's per-reply lines. */
-export function parsePingTimes(text: string): number[] {
+/**
+ * `time=` values (ms) of ping's per-reply lines. With `since` (seconds since the epoch), only
+ * replies whose `-D` timestamp (`[1700000000.123456] 64 bytes from …`) is at or after it; a
+ * line without a timestamp then does not count.
+ */
+export function parsePingTimes(text: string, since?: number): number[] {
   const out: number[] = [];
-  const re = /time[=<]([\d.]+) ?ms/g;
+  const re = /^(?:\[(\d+(?:\.\d+)?)\] )?.*time[=<]([\d.]+) ?ms/gm;
   let m: RegExpExecArray | null;
-  while ((m = re.exec(text))) out.push(Number(m[1]));
+  while ((m = re.exec(text))) {
+    if (since !== undefined && (m[1] === undefined || Number(m[1]) < since)) continue;
+    out.push(Number(m[2]));
+  }
   return out;
 }
 
@@ -31,11 +38,12 @@ export function percentile(values: readonly number[], p: number): number {
   return s[rank - 1]!;
 }
 
-function summarisePing(text: string): LatencySample {
-  const times = parsePingTimes(text);
+function summarisePing(text: string, since?: number): LatencySample {
+  const times = parsePingTimes(text, since);
   const m = /(\d+) packets transmitted/.exec(text);
   return {
-    sent: m ? Number(m[1]) : times.length,
+    // Counted from the summary: with `since`, replies before it are sent but not sampled.
+    sent: m && since === undefined ? Number(m[1]) : times.length,
     received: times.length,
     p50: percentile(times, 50),
     p99: percentile(times, 99),
@@ -44,7 +52,7 @@ function summarisePing(text: string): LatencySample {
 }
 
 function pingArgs(target: string, intervalS: number, count?: number): string[] {
-  return ['-n', '-i', String(intervalS), '-W', '1', ...(count === undefined ? [] : ['-c', String(count)]), target];
+  return ['-n', '-D', '-i', String(intervalS), '-W', '1', ...(count === undefined ? [] : ['-c', String(count)]), target];
 }
 
 /** `count` echo requests from `ns` to `target`, `intervalS` apart. */
@@ -56,15 +64,20 @@ export async function measureLatency(ns: string, target: string, count: number, 
   return s;
 }
 
-/** A ping stream running until `stop()` (SIGINT), for latency under load. */
-export function startLatency(ns: string, target: string, intervalS: number): { stop(): Promise<LatencySample>; kill(): void } {
+/**
+ * A ping stream running until `stop()` (SIGINT), for latency under load. `omitS`: replies in the
+ * first seconds are left out of the sample (the load's warm-up: TCP slow start, the dataplane's
+ * JIT compiling the paths the load takes), as iperf3 -O leaves them out of the throughput.
+ */
+export function startLatency(ns: string, target: string, intervalS: number, omitS = 0): { stop(): Promise<LatencySample>; kill(): void } {
+  const since = Date.now() / 1000 + omitS;
   const p: NsProcess = spawnIn(ns, 'ping', pingArgs(target, intervalS));
   return {
     kill: () => p.kill('SIGKILL'),
     async stop() {
       p.kill('SIGINT');
       const r = await finish(p, `ping ${target} from ${ns}`, { timeoutMs: 5000 });
-      return summarisePing(r.stdout);
+      return summarisePing(r.stdout, omitS > 0 ? since : undefined);
     },
   };
 }

@@ -21,6 +21,11 @@ export interface Profile {
   sendSeconds: number;
   /** iperf3 test length. */
   iperfSeconds: number;
+  /**
+   * Seconds of the TCP test run before it is measured (iperf3 -O) and before ping replies count as
+   * latency under load: TCP slow start and the dataplane's JIT warm-up are not the steady load.
+   */
+  warmupSeconds: number;
   /** Echo requests for an idle latency sample, and the interval between them. */
   pingCount: number;
   pingIntervalS: number;
@@ -31,6 +36,7 @@ export const PROFILES: Record<'full' | 'quick', Profile> = {
     runs: 5,
     sendSeconds: 1.5,
     iperfSeconds: 3,
+    warmupSeconds: 1,
     pingCount: 200,
     pingIntervalS: 0.005,
   },
@@ -38,6 +44,7 @@ export const PROFILES: Record<'full' | 'quick', Profile> = {
     runs: 2,
     sendSeconds: 0.75,
     iperfSeconds: 1,
+    warmupSeconds: 1,
     pingCount: 100,
     pingIntervalS: 0.005,
   },

@@ -28,7 +28,8 @@
  *     live-frame generator on pod a's eth0 (iperf3's own sender tops out near 60 kpps here),
  *     counted as they arrive on pod b's eth0; pinhole's CPU per packet and memory over the
  *     64-byte steady run;
- *   - iperf3 TCP (Gbit/s, retransmits) with ping running alongside (latency under load);
+ *   - iperf3 TCP (Gbit/s, retransmits) with ping running alongside (latency under load), both
+ *     counted after a warm-up second (tcpUnderPing);
  *   - iperf3 UDP, 1400-byte datagrams offered at 20 Gbit/s (far above what one iperf3 sender
  *     can produce, so the offered rate is iperf3's limit): delivered Gbit/s and loss;
  *   - idle round-trip latency (ping, p50/p99/max).
@@ -44,7 +45,7 @@ import { join } from 'node:path';
 import { buildFrame } from '../../packet/build.ts';
 import { PinholeError } from '../../sys/index.ts';
 import { buildLab, type Lab } from '../lab/topology.ts';
-import { iperf, startIperfServer, type IperfServer } from '../lab/traffic.ts';
+import { iperf, startIperfServer, type IperfResult, type IperfServer } from '../lab/traffic.ts';
 import { ForwarderProcess, PINHOLE_BIN } from './forwarder.ts';
 import { measureLatency, startLatency, type LatencySample } from './latency.ts';
 import { checkAborted, measureRate, recordFailure, sleep, type ScenarioContext } from './measure.ts';
@@ -62,7 +63,7 @@ const POD_PORT = 5201;
 const HOST_PORT = 5202;
 
 export const VXLAN_NOTES = [
-  'vxlan: pod A → node A ⇒ node B → pod B (veth); node B is always the kernel’s vxlan, its receive path steered (RPS) to the CPU the forwarder is not pinned to, as another machine’s CPU would run it (veth would otherwise run it inside the forwarder’s transmit on the forwarder’s CPU); node A is the kernel’s vxlan (kernel) or `pinhole run`: afxdp = AF_XDP uplink and workload interface (`local.mode: afxdp`, the pods’ TX checksum offload off, as it needs), auto = the default configuration (AF_XDP uplink, GSO-aware AF_PACKET workload interface), afpacket = AF_PACKET everywhere. Except in afxdp, pods keep TSO and checksum offload on, and node B’s uplink has TX checksum offload off, as a wire would. Frames from the live-frame generator in pod A, counted on pod B’s eth0; iperf3 UDP offers 20 Gbit/s (its sender is the limit); latency = ping RTT, under load = during the TCP test.',
+  'vxlan: pod A → node A ⇒ node B → pod B (veth); node B is always the kernel’s vxlan, its receive path steered (RPS) to the CPU the forwarder is not pinned to, as another machine’s CPU would run it (veth would otherwise run it inside the forwarder’s transmit on the forwarder’s CPU); node A is the kernel’s vxlan (kernel) or `pinhole run`: afxdp = AF_XDP uplink and workload interface (`local.mode: afxdp`, the pods’ TX checksum offload off, as it needs), auto = the default configuration (AF_XDP uplink, GSO-aware AF_PACKET workload interface), afpacket = AF_PACKET everywhere. Except in afxdp, pods keep TSO and checksum offload on, and node B’s uplink has TX checksum offload off, as a wire would. Frames from the live-frame generator in pod A, counted on pod B’s eth0; iperf3 UDP offers 20 Gbit/s (its sender is the limit); latency = ping RTT, under load = during the TCP test after its first second (iperf3 -O 1: TCP counts from then on too).',
   'host: TCP and ping from node B to node A’s own address, outside the tunnel, while node A runs nothing (kernel), pinhole (afxdp: the pinhole XDP program on the uplink; afpacket: a socket filter), or only a bare XDP_PASS program (ceiling: the cost of having any XDP program on a veth, whose peer then loses TSO). Node B’s uplink sends without TSO in every mode (its TX checksum offload is off, except in the afxdp run, where node A’s XDP program turns its TSO off anyway).',
 ];
 
@@ -123,6 +124,30 @@ function addLatency(
   ctx.samples.add(key(`latency max ${when}`, 'µs', 'lower'), s.max * 1000);
 }
 
+/**
+ * iperf3 TCP from `ns` to `server` with ping alongside: the TCP result, and ping's sample as the
+ * latency under TCP. Both leave out the first profile.warmupSeconds (iperf3 -O; ping replies
+ * from before then are not counted).
+ */
+async function tcpUnderPing(
+  ctx: ScenarioContext,
+  key: (metric: string, unit: string, better?: 'higher' | 'lower') => MetricKey,
+  ns: string,
+  server: string,
+  port: number,
+): Promise<IperfResult> {
+  const { profile } = ctx;
+  const ping = startLatency(ns, server, profile.pingIntervalS, profile.warmupSeconds);
+  const stopPing = ctx.cleanup.add(() => ping.kill());
+  try {
+    return await iperf(ns, { server, port, seconds: profile.iperfSeconds, omit: profile.warmupSeconds });
+  } finally {
+    const loaded = await ping.stop().catch(() => undefined);
+    stopPing();
+    if (loaded && loaded.received > 0) addLatency(ctx, key, 'under TCP', loaded);
+  }
+}
+
 /** Host TCP node b → node a with ping alongside, then idle ping: the `host` figures of `mode`. */
 async function hostFigures(ctx: ScenarioContext, lab: Lab, mode: BenchMode, run: number): Promise<void> {
   const key = (metric: string, unit: string, better: 'higher' | 'lower' = 'higher'): MetricKey => ({
@@ -135,16 +160,7 @@ async function hostFigures(ctx: ScenarioContext, lab: Lab, mode: BenchMode, run:
   const { profile } = ctx;
   const idle = await measureLatency(lab.b.ns, lab.a.underlay4, profile.pingCount, profile.pingIntervalS);
   addLatency(ctx, key, 'idle', idle);
-  const ping = startLatency(lab.b.ns, lab.a.underlay4, profile.pingIntervalS);
-  const stopPing = ctx.cleanup.add(() => ping.kill());
-  let tcp;
-  try {
-    tcp = await iperf(lab.b.ns, { server: lab.a.underlay4, port: HOST_PORT, seconds: profile.iperfSeconds });
-  } finally {
-    const loaded = await ping.stop().catch(() => undefined);
-    stopPing();
-    if (loaded && loaded.received > 0) addLatency(ctx, key, 'under TCP', loaded);
-  }
+  const tcp = await tcpUnderPing(ctx, key, lab.b.ns, lab.a.underlay4, HOST_PORT);
   const gbps = (tcp.receivedBps ?? tcp.sentBps) / 1e9;
   ctx.samples.add(key('TCP', 'Gbit/s'), gbps);
   ctx.samples.add(key('TCP retransmits', 'segments', 'lower'), tcp.retransmits ?? 0);
@@ -242,16 +258,7 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
     // Latency idle, TCP with latency under load, UDP.
     const idle = await measureLatency(wa.podNs, wb.podAddr4, profile.pingCount, profile.pingIntervalS);
     addLatency(ctx, key, 'idle', idle);
-    const ping = startLatency(wa.podNs, wb.podAddr4, profile.pingIntervalS);
-    const stopPing = ctx.cleanup.add(() => ping.kill());
-    let tcp;
-    try {
-      tcp = await iperf(wa.podNs, { server: wb.podAddr4, port: POD_PORT, seconds: profile.iperfSeconds });
-    } finally {
-      const loaded = await ping.stop().catch(() => undefined);
-      stopPing();
-      if (loaded && loaded.received > 0) addLatency(ctx, key, 'under TCP', loaded);
-    }
+    const tcp = await tcpUnderPing(ctx, key, wa.podNs, wb.podAddr4, POD_PORT);
     const tcpGbps = (tcp.receivedBps ?? tcp.sentBps) / 1e9;
     samples.add(key('TCP', 'Gbit/s'), tcpGbps);
     samples.add(key('TCP retransmits', 'segments', 'lower'), tcp.retransmits ?? 0);

@@ -264,6 +264,11 @@ export interface IperfOptions {
   length?: number;
   /** The server sends, the client receives (iperf3: -R). */
   reverse?: boolean;
+  /**
+   * Seconds at the start left out of the results (iperf3: -O, past TCP slow start), run on top
+   * of `seconds`.
+   */
+  omit?: number;
 }
 
 export interface IperfResult {
@@ -351,6 +356,7 @@ function iperfArgs(o: IperfOptions): string[] {
     ...(o.reverse ? ['-R'] : []),
     ...(o.bitrate ? ['-b', o.bitrate] : []),
     ...(o.length ? ['-l', String(o.length)] : []),
+    ...(o.omit ? ['-O', String(o.omit)] : []),
   ];
 }
 
@@ -358,7 +364,10 @@ function iperfArgs(o: IperfOptions): string[] {
 export async function iperf(ns: string, o: IperfOptions & Partial<WaitOptions>): Promise<IperfResult> {
   const what = `iperf3 ${o.udp ? 'UDP' : 'TCP'} ${ns} → ${o.server}`;
   const p = spawnIn(ns, 'iperf3', iperfArgs(o));
-  const r = await finish(p, what, { timeoutMs: o.timeoutMs ?? o.seconds * 1000 + 10_000, ...(o.signal ? { signal: o.signal } : {}) });
+  const r = await finish(p, what, {
+    timeoutMs: o.timeoutMs ?? (o.seconds + (o.omit ?? 0)) * 1000 + 10_000,
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
   if (r.code !== 0) throw trafficError(what, r, extractIperfError(r.stdout));
   return parseIperf(r.stdout);
 }

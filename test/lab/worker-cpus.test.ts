@@ -1,0 +1,73 @@
+/**
+ * `uplink.cpus`: each dataplane worker thread pins itself to its CPU (sched_setaffinity on its own
+ * thread), the rest of the process stays where it was started. Checked in the kernel's view of
+ * the process (/proc/PID/task/TID/status: Cpus_allowed_list; stat: the CPU a thread last ran on),
+ * with traffic through the tunnel; and a CPU the process may not use fails the start with
+ * ERR_DATAPLANE_CPU, leaving no program attached.
+ */
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import test from 'node:test';
+import { requireRoot } from '../helpers/require.ts';
+import { configFor, noXdp, ping, startRun, withLab } from '../helpers/vxlan-lab.ts';
+
+requireRoot();
+
+interface ThreadView {
+  tid: number;
+  allowed: string;
+  lastCpu: number;
+}
+
+/** Every thread of `pid`: its allowed CPUs as the kernel prints them, and the CPU it last ran on. */
+function threadsOf(pid: number): ThreadView[] {
+  return readdirSync(`/proc/${pid}/task`).map((t) => {
+    const status = readFileSync(`/proc/${pid}/task/${t}/status`, 'utf8');
+    const allowed = /^Cpus_allowed_list:\s*(\S+)$/m.exec(status)![1]!;
+    // stat: the command name may hold spaces; fields after ')' start at field 3 (state).
+    const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { tid: Number(t), allowed, lastCpu: Number(rest[39 - 3]) };
+  });
+}
+
+test('uplink.cpus: the workers run on their CPU, the main thread and the runtime threads stay where the process started; traffic flows', async (t) => {
+  const cpus = availableParallelism();
+  assert.ok(cpus >= 2, `this test needs two CPUs (have ${cpus})`);
+  const workerCpu = cpus - 1;
+  await withLab('cpus', { sides: { a: 'pinhole', b: 'kernel' }, uplinkQueues: 2 }, async (lab) => {
+    const a = lab.a;
+    const file = configFor(a, lab.b, 'afxdp', [4], '', undefined, `queues: 2, cpus: [${workerCpu}]`);
+    // Started on CPU 0: that is where everything but the workers stays.
+    const p = startRun(a, file, ['taskset', '-c', '0']);
+    await p.ready;
+    const pw = a.workloads[0]!;
+    const r = ping(lab, pw.podNs, lab.b.workloads[0]!.podAddr4, 20);
+    assert.equal(r.received, r.sent, 'ping through the tunnel');
+    const threads = threadsOf(p.child.pid!);
+    const pinned = threads.filter((x) => x.allowed === String(workerCpu));
+    t.diagnostic(`threads: ${threads.map((x) => `${x.tid}:${x.allowed}@${x.lastCpu}`).join(' ')}`);
+    assert.equal(pinned.length, 2, 'one thread per worker (two queues) on the configured CPU');
+    for (const x of pinned) assert.equal(x.lastCpu, workerCpu, `worker thread ${x.tid} ran on CPU ${workerCpu}`);
+    const rest = threads.filter((x) => x.allowed !== String(workerCpu));
+    assert.ok(rest.length >= 2, 'the main thread and the runtime threads');
+    for (const x of rest) assert.equal(x.allowed, '0', `thread ${x.tid} stays where the process started`);
+    const fin = await p.stop();
+    assert.deepEqual(fin.drops, {}, 'no drops');
+  });
+});
+
+test('uplink.cpus naming a CPU the process may not use: ERR_DATAPLANE_CPU, exit 1, nothing left attached', async () => {
+  await withLab('cpubad', { sides: { a: 'pinhole', b: 'kernel' } }, async (lab) => {
+    const a = lab.a;
+    // Two queues, two workers: whichever reports first names itself.
+    const file = configFor(a, lab.b, 'afxdp', [4], '', undefined, 'cpus: [1023]');
+    const p = startRun(a, file);
+    const r = await p.exited;
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^pinhole: ERR_DATAPLANE_CPU: worker [01]: pin to CPU 1023 \(uplink\.cpus\): not a CPU this process may run on/m);
+    noXdp(lab, a.ns, a.uplink);
+    noXdp(lab, a.ns, a.workloads[0]!.iface);
+  });
+});
