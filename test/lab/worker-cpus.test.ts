@@ -10,7 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import test from 'node:test';
 import { requireRoot } from '../helpers/require.ts';
-import { configFor, noXdp, ping, startRun, withLab } from '../helpers/vxlan-lab.ts';
+import { configFor, noXdp, ping, startRun, withLab, type RunLine } from '../helpers/vxlan-lab.ts';
 
 requireRoot();
 
@@ -53,7 +53,7 @@ test('uplink.cpus: the workers run on their CPU, the main thread and the runtime
     const rest = threads.filter((x) => x.allowed !== String(workerCpu));
     assert.ok(rest.length >= 2, 'the main thread and the runtime threads');
     for (const x of rest) assert.equal(x.allowed, '0', `thread ${x.tid} stays where the process started`);
-    const fin = await p.stop();
+    const fin = (await p.stop()) as unknown as RunLine;
     assert.deepEqual(fin.drops, {}, 'no drops');
   });
 });

@@ -55,9 +55,9 @@ function pingArgs(target: string, intervalS: number, count?: number): string[] {
   return ['-n', '-D', '-i', String(intervalS), '-W', '1', ...(count === undefined ? [] : ['-c', String(count)]), target];
 }
 
-/** `count` echo requests from `ns` to `target`, `intervalS` apart. */
-export async function measureLatency(ns: string, target: string, count: number, intervalS: number): Promise<LatencySample> {
-  const p = spawnIn(ns, 'ping', pingArgs(target, intervalS, count));
+/** `count` echo requests from `ns` to `target`, `intervalS` apart (`cpu`: ping runs there only). */
+export async function measureLatency(ns: string, target: string, count: number, intervalS: number, cpu?: number): Promise<LatencySample> {
+  const p = spawnIn(ns, 'ping', pingArgs(target, intervalS, count), cpu);
   const r = await finish(p, `ping ${target} from ${ns}`, { timeoutMs: Math.ceil(count * intervalS * 1000) + 10_000 });
   const s = summarisePing(r.stdout);
   if (s.received === 0) throw new PinholeError('ERR_BENCH_LATENCY', `ping ${target} from ${ns}: no reply (${r.stderr.trim()})`);
@@ -67,11 +67,18 @@ export async function measureLatency(ns: string, target: string, count: number, 
 /**
  * A ping stream running until `stop()` (SIGINT), for latency under load. `omitS`: replies in the
  * first seconds are left out of the sample (the load's warm-up: TCP slow start, the dataplane's
- * JIT compiling the paths the load takes), as iperf3 -O leaves them out of the throughput.
+ * JIT compiling the paths the load takes), as iperf3 -O leaves them out of the throughput;
+ * `cpu`: ping runs there only.
  */
-export function startLatency(ns: string, target: string, intervalS: number, omitS = 0): { stop(): Promise<LatencySample>; kill(): void } {
+export function startLatency(
+  ns: string,
+  target: string,
+  intervalS: number,
+  o: { omitS?: number; cpu?: number } = {},
+): { stop(): Promise<LatencySample>; kill(): void } {
+  const omitS = o.omitS ?? 0;
   const since = Date.now() / 1000 + omitS;
-  const p: NsProcess = spawnIn(ns, 'ping', pingArgs(target, intervalS));
+  const p: NsProcess = spawnIn(ns, 'ping', pingArgs(target, intervalS), o.cpu);
   return {
     kill: () => p.kill('SIGKILL'),
     async stop() {

@@ -20,6 +20,14 @@
  * the CPU the forwarder is not pinned to, in every mode — as node b's own CPUs would do it.
  * Measured (iperf3 TCP, auto mode, one run each): 2.0 Gbit/s with node b's path on pinhole's
  * CPU, 3.6 with it steered; the kernel mode 9.2 and 8.8 (noise).
+ *
+ * Placement with pinhole: its dataplane worker alone on the forwarder's CPU (`uplink.cpus`), its
+ * main thread and the runtime's threads, the pods' iperf3 and ping and the generator on the
+ * other one — the worker's CPU is a dedicated dataplane core, as a deployment that cares about
+ * latency gives it (Kubernetes: exclusive CPUs for the forwarder's pod). Whatever else ran there
+ * took the CPU from the worker mid-breath for a scheduler tick (4 ms here) at a time, and every
+ * frame waited (measured with perf sched: the compiler and GC threads, the main thread, iperf3).
+ * With the kernel's vxlan the pods run anywhere: the kernel forwards in their context.
  * A fresh lab per run and mode (~0.2 s to build); 2 uplink and 2 workload queues; uplink MTU
  * 1570 so the pods have a standard 1500 MTU and 1500-byte frames fit through the tunnel.
  *
@@ -102,7 +110,7 @@ function writeConfig(ctx: ScenarioContext, lab: Lab, mode: Exclude<VxlanMode, 'k
   writeFileSync(
     file,
     [
-      `uplink: { interface: ${lab.a.uplink}, mode: ${mode === 'auto' ? 'afxdp' : mode} }`,
+      `uplink: { interface: ${lab.a.uplink}, mode: ${mode === 'auto' ? 'afxdp' : mode}${ctx.fwdCpu === undefined ? '' : `, cpus: [${ctx.fwdCpu}]`} }`,
       // Its own API socket: a daemon already running on the default one must not stop the bench.
       `api: { socket: ${join(ctx.tmp, `${lab.plan.prefix}.sock`)} }`,
       'connections:',
@@ -127,7 +135,7 @@ function addLatency(
 /**
  * iperf3 TCP from `ns` to `server` with ping alongside: the TCP result, and ping's sample as the
  * latency under TCP. Both leave out the first profile.warmupSeconds (iperf3 -O; ping replies
- * from before then are not counted).
+ * from before then are not counted). `cpu`: where the client and ping run (undefined: anywhere).
  */
 async function tcpUnderPing(
   ctx: ScenarioContext,
@@ -135,12 +143,13 @@ async function tcpUnderPing(
   ns: string,
   server: string,
   port: number,
+  cpu: number | undefined,
 ): Promise<IperfResult> {
   const { profile } = ctx;
-  const ping = startLatency(ns, server, profile.pingIntervalS, profile.warmupSeconds);
+  const ping = startLatency(ns, server, profile.pingIntervalS, { omitS: profile.warmupSeconds, ...(cpu === undefined ? {} : { cpu }) });
   const stopPing = ctx.cleanup.add(() => ping.kill());
   try {
-    return await iperf(ns, { server, port, seconds: profile.iperfSeconds, omit: profile.warmupSeconds });
+    return await iperf(ns, { server, port, seconds: profile.iperfSeconds, omit: profile.warmupSeconds, ...(cpu === undefined ? {} : { cpu }) });
   } finally {
     const loaded = await ping.stop().catch(() => undefined);
     stopPing();
@@ -160,7 +169,7 @@ async function hostFigures(ctx: ScenarioContext, lab: Lab, mode: BenchMode, run:
   const { profile } = ctx;
   const idle = await measureLatency(lab.b.ns, lab.a.underlay4, profile.pingCount, profile.pingIntervalS);
   addLatency(ctx, key, 'idle', idle);
-  const tcp = await tcpUnderPing(ctx, key, lab.b.ns, lab.a.underlay4, HOST_PORT);
+  const tcp = await tcpUnderPing(ctx, key, lab.b.ns, lab.a.underlay4, HOST_PORT, undefined);
   const gbps = (tcp.receivedBps ?? tcp.sentBps) / 1e9;
   ctx.samples.add(key('TCP', 'Gbit/s'), gbps);
   ctx.samples.add(key('TCP retransmits', 'segments', 'lower'), tcp.retransmits ?? 0);
@@ -198,6 +207,10 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
   try {
     const wa = lab.a.workloads[0]!;
     const wb = lab.b.workloads[0]!;
+    // The pods' own processes (iperf3, ping): with pinhole, on the generator's CPU, so that the
+    // worker's CPU is its own, as a dedicated dataplane core is; with the kernel's vxlan, anywhere
+    // (the kernel forwards in their context: there is no forwarder CPU to keep free).
+    const podCpu = mode === 'kernel' ? undefined : ctx.genCpu;
     // Node b stands for another machine: its receive path runs on the CPU the forwarder is not
     // pinned to, in every mode (see the file comment).
     if (ctx.genCpu !== undefined) steerReceive(lab.b.ns, lab.b.uplink, ctx.genCpu);
@@ -206,7 +219,9 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
       const p = ForwarderProcess.start({
         label: `pinhole run ${mode}`,
         ns: lab.a.ns,
-        cpu: ctx.fwdCpu,
+        // The worker runs on fwdCpu (uplink.cpus); the main thread and the runtime's own threads
+        // with the pods, off the worker's CPU (see the file comment).
+        cpu: ctx.fwdCpu === undefined ? undefined : ctx.genCpu,
         nice: ctx.nice,
         argv: [process.execPath, PINHOLE_BIN, 'run', '--config', config],
       });
@@ -220,7 +235,7 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
       }
     }
     await waitReachable(wa.podNs, wb.podAddr4);
-    servers.push(await startIperfServer(wb.podNs, { port: POD_PORT, bind: wb.podAddr4, timeoutMs: 5000 }));
+    servers.push(await startIperfServer(wb.podNs, { port: POD_PORT, bind: wb.podAddr4, timeoutMs: 5000, ...(podCpu === undefined ? {} : { cpu: podCpu }) }));
     servers.push(await startIperfServer(lab.a.ns, { port: HOST_PORT, bind: lab.a.underlay4, timeoutMs: 5000 }));
     const g = GeneratorProcess.start(wa.podNs, ctx.genCpu, ctx.nice);
     stopGen = ctx.cleanup.add(() => g.close());
@@ -256,9 +271,9 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
     }
 
     // Latency idle, TCP with latency under load, UDP.
-    const idle = await measureLatency(wa.podNs, wb.podAddr4, profile.pingCount, profile.pingIntervalS);
+    const idle = await measureLatency(wa.podNs, wb.podAddr4, profile.pingCount, profile.pingIntervalS, podCpu);
     addLatency(ctx, key, 'idle', idle);
-    const tcp = await tcpUnderPing(ctx, key, wa.podNs, wb.podAddr4, POD_PORT);
+    const tcp = await tcpUnderPing(ctx, key, wa.podNs, wb.podAddr4, POD_PORT, podCpu);
     const tcpGbps = (tcp.receivedBps ?? tcp.sentBps) / 1e9;
     samples.add(key('TCP', 'Gbit/s'), tcpGbps);
     samples.add(key('TCP retransmits', 'segments', 'lower'), tcp.retransmits ?? 0);
@@ -269,6 +284,7 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
       udp: true,
       bitrate: '20G',
       length: UDP_LEN,
+      ...(podCpu === undefined ? {} : { cpu: podCpu }),
     });
     const packets = udp.packets ?? 0;
     const lost = udp.lostPackets ?? 0;

@@ -44,9 +44,13 @@ export interface NsProcess {
 /** Every tool process started here and still running: `killAllTools()` ends them (teardown). */
 const running = new Set<NsProcess>();
 
-/** Starts `cmd args` inside namespace `ns`, stdout and stderr collected. */
-export function spawnIn(ns: string, cmd: string, args: readonly string[]): NsProcess {
-  const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Starts `cmd args` inside namespace `ns`, stdout and stderr collected; with `cpu`, on that CPU
+ * only (taskset).
+ */
+export function spawnIn(ns: string, cmd: string, args: readonly string[], cpu?: number): NsProcess {
+  const pin = cpu === undefined ? [] : ['taskset', '-c', String(cpu)];
+  const child = spawn('ip', ['netns', 'exec', ns, ...pin, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   let isDone = false;
@@ -232,9 +236,9 @@ export interface IperfServer {
  * Starts `iperf3 -s` in `ns` (serving test after test until stopped) and resolves once it listens
  * (it prints "Server listening"; --forceflush makes it say so at once on a pipe).
  */
-export async function startIperfServer(ns: string, o: { port?: number; bind?: string } & WaitOptions): Promise<IperfServer> {
+export async function startIperfServer(ns: string, o: { port?: number; bind?: string; cpu?: number } & WaitOptions): Promise<IperfServer> {
   const port = o.port ?? 5201;
-  const p = spawnIn(ns, 'iperf3', ['-s', '-p', String(port), ...(o.bind ? ['-B', o.bind] : []), '--forceflush']);
+  const p = spawnIn(ns, 'iperf3', ['-s', '-p', String(port), ...(o.bind ? ['-B', o.bind] : []), '--forceflush'], o.cpu);
   const what = `iperf3 server in ${ns}`;
   const listening = new Promise<void>((resolve, reject) => {
     const check = (): void => {
@@ -269,6 +273,8 @@ export interface IperfOptions {
    * of `seconds`.
    */
   omit?: number;
+  /** The CPU the client runs on (taskset); absent: any. */
+  cpu?: number;
 }
 
 export interface IperfResult {
@@ -363,7 +369,7 @@ function iperfArgs(o: IperfOptions): string[] {
 /** Runs an iperf3 client in `ns` against a server started with startIperfServer. */
 export async function iperf(ns: string, o: IperfOptions & Partial<WaitOptions>): Promise<IperfResult> {
   const what = `iperf3 ${o.udp ? 'UDP' : 'TCP'} ${ns} → ${o.server}`;
-  const p = spawnIn(ns, 'iperf3', iperfArgs(o));
+  const p = spawnIn(ns, 'iperf3', iperfArgs(o), o.cpu);
   const r = await finish(p, what, {
     timeoutMs: o.timeoutMs ?? (o.seconds + (o.omit ?? 0)) * 1000 + 10_000,
     ...(o.signal ? { signal: o.signal } : {}),
@@ -389,7 +395,7 @@ export interface IperfStream {
 /** An iperf3 client running until stopped (at most `seconds`). */
 export function startIperf(ns: string, o: IperfOptions): IperfStream {
   const what = `iperf3 ${o.udp ? 'UDP' : 'TCP'} ${ns} → ${o.server}`;
-  const p = spawnIn(ns, 'iperf3', iperfArgs(o));
+  const p = spawnIn(ns, 'iperf3', iperfArgs(o), o.cpu);
   return {
     kill: () => p.kill('SIGKILL'),
     async stop(timeoutMs = 5000) {
