@@ -191,7 +191,8 @@ export class NexthopStage {
   }
 
   push(input: Link, now: number): void {
-    this.breath++;
+    // Wraps below 2^30: stays a small integer (util/double-fields.ts) and never meets the -1 of 'never checked'.
+    this.breath = (this.breath + 1) & 0x3fffffff;
     if (this.waiting > 0) this.service(now);
     const n = input.n;
     const c = this.c;

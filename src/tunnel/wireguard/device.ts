@@ -68,6 +68,7 @@ import {
 } from './timers.ts';
 import { x25519Public } from './crypto.ts';
 import { encodeKey } from './keys.ts';
+import { doubleFields } from '../../util/double-fields.ts';
 
 // --- results of consume ---
 
@@ -489,6 +490,7 @@ export class Peer {
     const t = dev.timings;
     this.timers = new Timers(t, (opts.persistentKeepalive ?? 0) * 1000, () => dev.random() * t.jitterMaxMs);
     if (this.timers.persistentIntervalMs > 0) this.timers.persistentAt = -Infinity;
+    doubleFields(this, 'rxPackets', 'rxBytes', 'txPackets', 'txBytes');
   }
 
   /** Packets waiting for a session. */

@@ -138,6 +138,7 @@ import {
   tpacketStatsV3Layout,
 } from './abi.ts';
 import { attachFilter, int32 } from './filter.ts';
+import { doubleFields } from '../../util/double-fields.ts';
 
 const ETH_P_8021Q = 0x8100;
 const POLL_ERRORS = POLLERR | POLLHUP | POLLNVAL;
@@ -287,7 +288,12 @@ export class AfPacketSocket {
   readonly blockCount: number;
   /** The mapped RX ring; RxBatch offsets point into it. */
   readonly memory: Uint8Array;
-  readonly counters: AfPacketCounters = { rxFrames: 0, rxBlocks: 0, txFrames: 0, txErrors: 0, linkErrors: 0 };
+  readonly counters: AfPacketCounters = doubleFields(
+    { rxFrames: 0, rxBlocks: 0, txFrames: 0, txErrors: 0, linkErrors: 0 },
+    'rxFrames',
+    'rxBlocks',
+    'txFrames',
+  );
   /** The last transmit error (a SysError), if any. */
   lastTxError: unknown = undefined;
   /** errno of the last failed TX ring flush (0: none). */
@@ -308,7 +314,7 @@ export class AfPacketSocket {
   private readonly errBuf = alloc(4);
   private readonly ifreq = alloc(IFREQ_SIZE);
   private readonly statsBuf = alloc(tpacketStatsV3Layout.size);
-  private readonly totals: AfPacketStats = { packets: 0, drops: 0, freezes: 0 };
+  private readonly totals: AfPacketStats = doubleFields({ packets: 0, drops: 0, freezes: 0 }, 'packets', 'drops');
   /** Block being read, packets left in it, offset of the next packet header. */
   private block = 0;
   private left = 0;

@@ -1,0 +1,61 @@
+/**
+ * The AF_XDP ring indexes are free-running u32 counters (net/xdp/xsk_queue.h): entries must keep
+ * flowing, in order and counted right, when producer and consumer wrap past 2^31 and 2^32 —
+ * ring.ts keeps them as signed 32-bit numbers, the same bits.
+ */
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import type { Mapping } from '../../src/sys/index.ts';
+import { ConsumerRing, ProducerRing, type RingOffsets } from '../../src/uplink/xsk/ring.ts';
+
+const OFF: RingOffsets = { producer: 0, consumer: 64, flags: 128, desc: 256 };
+const SIZE = 64;
+
+function ringAt(start: number, entryBytes: number): { m: Mapping; idx: Uint32Array } {
+  const buffer = new ArrayBuffer(OFF.desc + SIZE * entryBytes);
+  const idx = new Uint32Array(buffer, 0, 17);
+  idx[0] = start; // producer
+  idx[16] = start; // consumer
+  return { m: { address: 0n, length: buffer.byteLength, buffer }, idx };
+}
+
+for (const start of [0x7fffffc0, 0xffffffc0]) {
+  test(`ring indexes from 0x${start.toString(16)}: entries cross the ${start < 0x80000000 ? '2^31' : '2^32'} boundary in order, counts stay right, the kernel sees u32 indexes`, () => {
+    // One ring as both sides see it: we produce (fill), and read it back as the kernel would.
+    const { m, idx } = ringAt(start, 8);
+    const prod = new ProducerRing(m, OFF, SIZE, 2);
+    const kernelView = new ConsumerRing(m, OFF, SIZE, 2);
+    let next = 0;
+    let expect = 0;
+    for (let round = 0; round < 8; round++) {
+      const n = prod.free(48);
+      assert.equal(n, SIZE, 'empty ring: every slot free');
+      for (let i = 0; i < 48; i++) prod.setAddr(i, 0x1000 + next++ * 8);
+      prod.submit(48);
+      assert.equal(prod.pending(), 48, 'published, not yet consumed');
+      assert.equal(idx[0], (start + (round + 1) * 48) >>> 0, 'producer index the kernel reads (u32)');
+      const avail = kernelView.available(48);
+      assert.equal(avail, 48);
+      for (let i = 0; i < avail; i++) assert.equal(kernelView.addrAt(i), 0x1000 + expect++ * 8, `entry ${expect - 1}`);
+      kernelView.release(avail);
+      assert.equal(idx[16], idx[0], 'consumer caught up (u32)');
+      assert.equal(prod.pending(), 0);
+    }
+  });
+}
+
+test('descriptor ring across 2^32: addresses and lengths read back in order', () => {
+  const { m, idx } = ringAt(0xfffffff0, 16);
+  const tx = new ProducerRing(m, OFF, SIZE, 4);
+  const rx = new ConsumerRing(m, OFF, SIZE, 4);
+  for (let i = 0; i < 40; i++) tx.setDesc(i, 0x2000 + i * 0x800, 60 + i);
+  tx.submit(40);
+  assert.equal(idx[0], 0x18, 'wrapped to 0x18');
+  assert.equal(rx.available(1), 40);
+  for (let i = 0; i < 40; i++) {
+    assert.equal(rx.addrAt(i), 0x2000 + i * 0x800);
+    assert.equal(rx.lenAt(i), 60 + i);
+  }
+  rx.release(40);
+  assert.equal(tx.free(SIZE), SIZE);
+});
