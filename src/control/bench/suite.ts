@@ -73,7 +73,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   process.on('SIGTERM', onSignal);
 
   const notes = [
-    `Placement: ${genCpu === undefined ? 'not pinned (1 CPU)' : `traffic generator on CPU ${genCpu}, forwarder under test on CPU ${fwdCpu} (taskset)`}, both at nice ${BENCH_NICE}. The machine may be shared with other work: compare modes within one run (ratios), not absolute numbers across runs.`,
+    `Placement: ${genCpu === undefined ? 'not pinned (1 CPU)' : `traffic generator on CPU ${genCpu}, forwarder under test on CPU ${fwdCpu} (taskset; in the vxlan scenario pinhole's dataplane worker alone there, uplink.cpus, with its main thread, the runtime's threads and the pods' iperf3 and ping on CPU ${genCpu})`}, both at nice ${BENCH_NICE}. The machine may be shared with other work: compare modes within one run (ratios), not absolute numbers across runs.`,
   ];
   if (bpfStatsEnabled())
     notes.push('kernel.bpf_stats_enabled was on during this run: it costs about a third of a CPU and lowers every XDP figure.');
