@@ -203,7 +203,8 @@ test('a super-frame at the head: other flows behind it are taken ahead, its own 
   await withLab(async (lab) => {
     const { port, tx } = lab;
     // (a) super-frame of F1 (segments 1..4), (b) a small F1 frame behind it, (c), (d) two frames
-    // of F2, (e) a sentinel of F3. Expected from one rx(): c d e (taken ahead), a's segments, b.
+    // of F2, (e) a sentinel of F3. Expected: c d e (taken ahead) in a breath of their own, then
+    // a's segments and b.
     let seq = 1000;
     tx.sendTcpSuper(superFrame(lab, seq, [1, 2, 3, 4]), MSS);
     seq += 4 * MSS;
@@ -225,7 +226,8 @@ test('a super-frame at the head: other flows behind it are taken ahead, its own 
     assert.ok(port.sock.peekAhead(probe, 0, 2));
     assert.notEqual(flowHash(ring, probe.offset[0]!, probe.length[0]!), hB);
 
-    assert.deepEqual(rxOnce(lab), [20, 21, 30, 1, 2, 3, 4, 10]);
+    assert.deepEqual(rxOnce(lab), [20, 21, 30], 'the frames taken ahead leave in a breath of their own');
+    assert.deepEqual(rxOnce(lab), [1, 2, 3, 4, 10], 'the next breath reads the ring in order');
     assert.equal(counter(lab, PC.rxSparseFirst), 3, 'rx_sparse_first: the F2 and F3 frames');
     assert.equal(counter(lab, PC.rxGsoFrames), 1, 'rx_gso_frames: the kernel handed over one super-frame');
     assert.equal(counter(lab, PC.rxOffloadDrops), 0);
@@ -267,7 +269,7 @@ test('a super-frame at the head: other flows behind it are taken ahead, its own 
         tx.send(udpFrame(lab, F2, id + 4));
         tx.send(udpFrame(lab, F3, id + 5));
         tx.send(udpFrame(lab, F2, id + 6));
-        want.push(id + 4, id + 5, id + 6, ...segs, id + 3);
+        want.push(id + 4, id + 5, id + 6, -1, ...segs, id + 3);
         n = 5;
         if ((used % slots) + n > slots) straddled++;
         sparse += 3;
@@ -288,7 +290,9 @@ test('a super-frame at the head: other flows behind it are taken ahead, its own 
         frames += 5;
       }
       await waitInRing(port, n);
-      assert.deepEqual(rxOnce(lab), want, `round ${round}`);
+      // -1: where one breath ends and the next begins (the frames taken ahead leave on their own).
+      const got = want.includes(-1) ? [...rxOnce(lab), -1, ...rxOnce(lab)] : rxOnce(lab);
+      assert.deepEqual(got, want, `round ${round}`);
       used += n;
       id += 10;
     }
@@ -343,11 +347,45 @@ test('a GSO frame inside a ring slot at the head also lets sparse flows ahead; a
     assert.ok(port.sock.peekAhead(probe, 0, 1));
     assert.equal(probe.copied[0], 1, 'the jumbo frame is a TP_STATUS_COPY slot');
 
-    assert.deepEqual(rxOnce(lab), [5, 1, 2, 3, 4, 6]);
+    assert.deepEqual(rxOnce(lab), [5], 'F2, taken ahead, leaves in a breath of its own');
+    assert.deepEqual(rxOnce(lab), [1, 2, 3, 4, 6]);
     assert.equal(counter(lab, PC.rxSparseFirst), 1, 'only the F2 frame');
     assert.equal(counter(lab, PC.rxGsoFrames), 1);
     assert.equal(counter(lab, PC.rxOffloadDrops), 0);
     assert.equal(counter(lab, PC.rxFrames), 6);
+    assert.equal(port.sock.ringUsage().rxUsed, 0);
+  });
+});
+
+test('sparse frames arriving breath after breath cannot hold a super-frame back: every other breath reads the ring in order', async () => {
+  await withLab(async (lab) => {
+    const { port, tx } = lab;
+    tx.sendTcpSuper(superFrame(lab, 1000, [1, 2, 3]), MSS);
+    tx.send(udpFrame(lab, F2, 10));
+    await waitInRing(port, 2);
+    assert.deepEqual(rxOnce(lab), [10], 'breath 1: the sparse frame alone');
+    tx.send(udpFrame(lab, F2, 11));
+    // The super-frame, the slot taken ahead (given back in ring order later) and the new frame.
+    await waitInRing(port, 3);
+    assert.deepEqual(rxOnce(lab), [11, 1, 2, 3], 'breath 2: the new sparse frame first, then the super-frame all the same');
+    assert.equal(counter(lab, PC.rxSparseFirst), 2);
+    assert.equal(port.sock.ringUsage().rxUsed, 0);
+  });
+});
+
+test('a breath splits at most four super-frames; the rest wait for the next, in order', async () => {
+  await withLab(async (lab) => {
+    const { port, tx } = lab;
+    let seq = 1000;
+    for (let k = 0; k < 6; k++) {
+      tx.sendTcpSuper(superFrame(lab, seq, [10 * k + 1, 10 * k + 2]), MSS);
+      seq += 2 * MSS;
+    }
+    tx.send(tcpFrame(lab, seq, 99));
+    await waitInRing(port, 7);
+    assert.deepEqual(rxOnce(lab), [1, 2, 11, 12, 21, 22, 31, 32], 'breath 1: four super-frames');
+    assert.deepEqual(rxOnce(lab), [41, 42, 51, 52, 99], 'breath 2: the other two and the frame behind');
+    assert.equal(counter(lab, PC.rxGsoFrames), 6);
     assert.equal(port.sock.ringUsage().rxUsed, 0);
   });
 });

@@ -28,8 +28,12 @@
  * took the CPU from the worker mid-breath for a scheduler tick (4 ms here) at a time, and every
  * frame waited (measured with perf sched: the compiler and GC threads, the main thread, iperf3).
  * With the kernel's vxlan the pods run anywhere: the kernel forwards in their context.
- * A fresh lab per run and mode (~0.2 s to build); 2 uplink and 2 workload queues; uplink MTU
- * 1570 so the pods have a standard 1500 MTU and 1500-byte frames fit through the tunnel.
+ * One uplink and one workload queue, so one worker (one per queue) for that one CPU, as NIC
+ * queues are matched to dataplane cores: two workers sharing the CPU made a woken worker wait
+ * for the other's time slice (three runs each, ping under TCP with the first second left out:
+ * p99 1.4–1.7 ms with two queues against 0.9–1.0 ms with one; TCP 4.4–4.8 against 5.2–5.4
+ * Gbit/s). A fresh lab per run and mode (~0.2 s to build); uplink MTU 1570 so the pods have a
+ * standard 1500 MTU and 1500-byte frames fit through the tunnel.
  *
  * vxlan (pod a → pod b):
  *   - 64-byte frames steady and bursty (Mpps) and 1500-byte frames (Gbit/s) from the kernel's
@@ -191,8 +195,9 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
     prefix: `${ctx.prefix}-vx${run}${mode.slice(0, 3)}`,
     underlay: 4,
     sides: { a: mode === 'kernel' ? 'kernel' : 'pinhole', b: 'kernel' },
-    uplinkQueues: 2,
-    workloadQueues: 2,
+    // One queue each: one dataplane worker for the one CPU it has (see the file comment).
+    uplinkQueues: 1,
+    workloadQueues: 1,
     uplinkMtu: 1570,
     podChecksumOffload: mode !== 'afxdp',
   });
