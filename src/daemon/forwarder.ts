@@ -477,10 +477,9 @@ export class Forwarder {
         addresses: [...new Set([...oldSpec.addresses, ...spec.addresses])],
       });
       for (const k of targets) this.publishNextHop(k, nh, nhState);
-      await this.supervisor.reconfigure(
-        vxlanPlans(this.host, spec, workloads, connections, wireguard, this.opts, this.config.uplink),
-        { nexthops: nhBuffer },
-      );
+      await this.supervisor.reconfigure(vxlanPlans(this.host, spec, workloads, connections, wireguard, this.opts, this.config.uplink), {
+        nexthops: nhBuffer,
+      });
     } catch (err) {
       try {
         this.host.setSpec(oldSpec);

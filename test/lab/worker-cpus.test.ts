@@ -66,7 +66,10 @@ test('uplink.cpus naming a CPU the process may not use: ERR_DATAPLANE_CPU, exit 
     const p = startRun(a, file);
     const r = await p.exited;
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /^pinhole: ERR_DATAPLANE_CPU: worker [01]: pin to CPU 1023 \(uplink\.cpus\): not a CPU this process may run on/m);
+    assert.match(
+      r.stderr,
+      /^pinhole: ERR_DATAPLANE_CPU: worker [01]: pin to CPU 1023 \(uplink\.cpus\): not a CPU this process may run on/m,
+    );
     noXdp(lab, a.ns, a.uplink);
     noXdp(lab, a.ns, a.workloads[0]!.iface);
   });

@@ -153,7 +153,13 @@ async function tcpUnderPing(
   const ping = startLatency(ns, server, profile.pingIntervalS, { omitS: profile.warmupSeconds, ...(cpu === undefined ? {} : { cpu }) });
   const stopPing = ctx.cleanup.add(() => ping.kill());
   try {
-    return await iperf(ns, { server, port, seconds: profile.iperfSeconds, omit: profile.warmupSeconds, ...(cpu === undefined ? {} : { cpu }) });
+    return await iperf(ns, {
+      server,
+      port,
+      seconds: profile.iperfSeconds,
+      omit: profile.warmupSeconds,
+      ...(cpu === undefined ? {} : { cpu }),
+    });
   } finally {
     const loaded = await ping.stop().catch(() => undefined);
     stopPing();
@@ -240,7 +246,14 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
       }
     }
     await waitReachable(wa.podNs, wb.podAddr4);
-    servers.push(await startIperfServer(wb.podNs, { port: POD_PORT, bind: wb.podAddr4, timeoutMs: 5000, ...(podCpu === undefined ? {} : { cpu: podCpu }) }));
+    servers.push(
+      await startIperfServer(wb.podNs, {
+        port: POD_PORT,
+        bind: wb.podAddr4,
+        timeoutMs: 5000,
+        ...(podCpu === undefined ? {} : { cpu: podCpu }),
+      }),
+    );
     servers.push(await startIperfServer(lab.a.ns, { port: HOST_PORT, bind: lab.a.underlay4, timeoutMs: 5000 }));
     const g = GeneratorProcess.start(wa.podNs, ctx.genCpu, ctx.nice);
     stopGen = ctx.cleanup.add(() => g.close());
