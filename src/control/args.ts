@@ -8,6 +8,7 @@ import type { Family } from '../netlink/rtnl.ts';
 import { parseIP } from '../packet/ip.ts';
 import { PinholeError } from '../sys/index.ts';
 import { isRingSize, XSK_RING_MAX, XSK_RING_MIN } from '../uplink/xsk/sizing.ts';
+import { CPU_MAX, QUEUES_MAX } from '../config/schema.ts';
 
 /** `--port` and `--address` values: the pinhole spec (ports 1..65535, IPv4 or IPv6 addresses). */
 export function specFromArgs(ports: readonly string[], addresses: readonly string[]): PinholeSpec {
@@ -33,6 +34,24 @@ export function parseRingSize(text: string): number {
     throw new PinholeError('ERR_CLI_USAGE', `--ring-size ${text}: a power of two ${XSK_RING_MIN}..${XSK_RING_MAX}`);
   }
   return n;
+}
+
+/**
+ * `--cpus LIST`: CPU numbers for the dataplane workers, comma-separated (`2,3`), each 0..CPU_MAX,
+ * none twice (as the config file's `uplink.cpus`).
+ */
+export function parseCpus(text: string): number[] {
+  const parts = text.split(',');
+  const cpus = parts.map(Number);
+  if (
+    !parts.every((p) => /^\d+$/.test(p)) ||
+    cpus.some((c) => c > CPU_MAX) ||
+    new Set(cpus).size !== cpus.length ||
+    cpus.length > QUEUES_MAX
+  ) {
+    throw new PinholeError('ERR_CLI_USAGE', `--cpus ${text}: CPU numbers 0..${CPU_MAX}, comma-separated, none twice (e.g. 2,3)`);
+  }
+  return cpus;
 }
 
 /** `--family 4|6` (also inet, inet6, ipv4, ipv6), or undefined for both. */

@@ -37,7 +37,7 @@ const COMMANDS: Record<string, Command> = {
     summary: 'open the uplink (AF_XDP, AF_PACKET fallback), count tunnel frames, optionally cross-connect them (--to)',
     usage: [
       'usage: pinhole uplink --iface IF [--mode auto|afxdp|afpacket] [--port N]... [--address IP]... [--to IF2]',
-      '                      [--queues N] [--ring-size N] [--replace-foreign] [--stats-interval MS]',
+      '                      [--queues N] [--ring-size N] [--cpus LIST] [--replace-foreign] [--stats-interval MS]',
     ].join('\n'),
     load: () => import('./commands/uplink.ts'),
   },

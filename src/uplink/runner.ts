@@ -33,6 +33,8 @@ export interface StartUplinkOptions {
    * AF_PACKET has a ring of its own and ignores them.
    */
   rings?: { rx?: number; tx?: number };
+  /** CPUs of the workers, worker i on cpus[i mod n] (WorkerPlan.cpu); absent: anywhere. */
+  cpus?: number[];
   replaceForeign?: boolean;
   log?: (event: Record<string, unknown>) => void;
   /** How long workers may take to open their sockets. */
@@ -90,6 +92,7 @@ function crossConnectPlans(host: UplinkHost, opts: StartUplinkOptions): WorkerPl
     if (opts.to) ports.push({ name: 'to', role: 'to', ifname: opts.to, queue: q, driver: host.mode, rx: false, ...toRings });
     plans.push({
       worker: q,
+      ...(opts.cpus ? { cpu: opts.cpus[q % opts.cpus.length]! } : {}),
       graph: 'cross-connect',
       ports,
       connections: [],

@@ -23,7 +23,9 @@
  * Frames: 64 bytes steady and bursty (Mpps), 1500 bytes steady (Gbit/s). Cross-connect frames
  * are addressed to the sink (198.19.0.2) so the kernel can route them; receive-drop frames to
  * mid's own address, as tunnel traffic to a host is. Forwarders are pinned to another CPU than
- * the generator. Each run starts every forwarder afresh, and the runs go round all modes in turn,
+ * the generator: the C forwarder whole (one thread), pinhole's dataplane workers (`--cpus`) while
+ * its main thread and the runtime's threads run beside the generator, as with a dedicated
+ * dataplane core. Each run starts every forwarder afresh, and the runs go round all modes in turn,
  * so a noisy neighbour on a shared machine spreads over the modes instead of hitting one.
  */
 import { buildFrame } from '../../packet/build.ts';
@@ -85,8 +87,13 @@ async function openMode(
 ): Promise<Handle> {
   const xc = scenario === 'cross-connect';
   const fromStats = (p: ForwarderProcess) => async (): Promise<number> => (await p.freshStats()).rxPackets;
-  const startProc = async (label: string, argv: string[], fds?: number[]): Promise<{ p: ForwarderProcess; done: () => void }> => {
-    const p = ForwarderProcess.start({ label, ns: t.mid, cpu: ctx.fwdCpu, nice: ctx.nice, argv, ...(fds ? { fds } : {}) });
+  const startProc = async (
+    label: string,
+    argv: string[],
+    fds?: number[],
+    cpu = ctx.fwdCpu,
+  ): Promise<{ p: ForwarderProcess; done: () => void }> => {
+    const p = ForwarderProcess.start({ label, ns: t.mid, cpu, nice: ctx.nice, argv, ...(fds ? { fds } : {}) });
     const done = ctx.cleanup.add(() => p.kill());
     try {
       await p.ready;
@@ -102,7 +109,10 @@ async function openMode(
       const argv = [process.execPath, PINHOLE_BIN, 'uplink', '--iface', 'up0', '--mode', mode, '--port', '4789', '--stats-interval', '20'];
       if (xc) argv.push('--to', 'out0');
       if (mode === 'afxdp' && ctx.ringSize !== undefined) argv.push('--ring-size', String(ctx.ringSize));
-      const { p, done } = await startProc(`pinhole uplink ${mode}`, argv);
+      // The workers alone on the forwarder's CPU (--cpus), the main thread (stats every 20 ms) and
+      // the runtime's threads with the generator: the C forwarder is one thread, all of it there.
+      if (ctx.fwdCpu !== undefined) argv.push('--cpus', String(ctx.fwdCpu));
+      const { p, done } = await startProc(`pinhole uplink ${mode}`, argv, undefined, ctx.fwdCpu === undefined ? undefined : ctx.genCpu);
       const ready = await p.ready;
       if (ready.mode !== mode) {
         done();

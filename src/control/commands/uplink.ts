@@ -1,6 +1,6 @@
 /**
  * `pinhole uplink --iface IF [--mode auto|afxdp|afpacket] [--port N]... [--address IP]... [--to IF2]
- *  [--queues N] [--ring-size N] [--replace-foreign] [--stats-interval MS]`
+ *  [--queues N] [--ring-size N] [--cpus LIST] [--replace-foreign] [--stats-interval MS]`
  *
  * A foreground process: opens the uplink, prints one JSON line on stdout when ready, counts the
  * tunnel frames it receives and, with --to, forwards them unchanged out of IF2. With
@@ -12,6 +12,9 @@
  * --ring-size N sizes the AF_XDP receive and fill rings of the uplink (a power of two 64..32768,
  * default XSK_DEFAULT_RX_RING): deeper rings absorb longer bursts and pin more memory (4 KiB per
  * frame, the UMEM holds rx + tx frames rounded up to a power of two). AF_PACKET ignores it.
+ *
+ * --cpus LIST (`2,3`) pins worker i to the i-th CPU (mod the list), as `uplink.cpus` in
+ * `pinhole run`'s config: only the workers' threads.
  *
  * Capabilities: what the chosen mode needs, no more. AF_PACKET opens packet sockets and loads
  * only a classic socket filter: CAP_NET_RAW. AF_XDP also loads and attaches the XDP program:
@@ -25,7 +28,7 @@ import { requireCaps, type CapName } from '../caps.ts';
 import { toJson, type CommandIO } from '../io.ts';
 import { startLagMonitor } from '../lag.ts';
 import { parseMillis, runUntilStopped } from '../lifecycle.ts';
-import { parseRingSize, specFromArgs } from '../args.ts';
+import { parseCpus, parseRingSize, specFromArgs } from '../args.ts';
 
 export async function run(args: string[], io: CommandIO, opts: { signal?: AbortSignal } = {}): Promise<number> {
   const { values } = parseArgs({
@@ -38,6 +41,7 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
       to: { type: 'string' },
       queues: { type: 'string' },
       'ring-size': { type: 'string' },
+      cpus: { type: 'string' },
       'replace-foreign': { type: 'boolean', default: false },
       'stats-interval': { type: 'string' },
     },
@@ -55,6 +59,7 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
     throw new PinholeError('ERR_CLI_USAGE', '--queues: an integer 1..64');
   }
   const ringSize = values['ring-size'] === undefined ? undefined : parseRingSize(values['ring-size']);
+  const cpus = values.cpus === undefined ? undefined : parseCpus(values.cpus);
   requireCaps(`running the uplink (--mode ${mode})`, UPLINK_CAPS[mode]);
   const log = (e: Record<string, unknown>): void => io.err(toJson({ time: new Date().toISOString(), ...e }));
 
@@ -70,6 +75,7 @@ export async function run(args: string[], io: CommandIO, opts: { signal?: AbortS
       ...(values.to ? { to: values.to } : {}),
       ...(queues !== undefined ? { queues } : {}),
       ...(ringSize !== undefined ? { rings: { rx: ringSize } } : {}),
+      ...(cpus !== undefined ? { cpus } : {}),
       replaceForeign: values['replace-foreign'],
       onLost: (code, message) => {
         // The uplink (or --to) is gone or lost its program: nothing useful runs any more. Stop
