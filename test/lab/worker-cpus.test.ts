@@ -10,6 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import test from 'node:test';
 import { requireRoot } from '../helpers/require.ts';
+import { startPinhole } from '../helpers/pinhole-proc.ts';
 import { configFor, noXdp, ping, startRun, withLab, type RunLine } from '../helpers/vxlan-lab.ts';
 
 requireRoot();
@@ -72,5 +73,25 @@ test('uplink.cpus naming a CPU the process may not use: ERR_DATAPLANE_CPU, exit 
     );
     noXdp(lab, a.ns, a.uplink);
     noXdp(lab, a.ns, a.workloads[0]!.iface);
+  });
+});
+
+test('pinhole uplink --cpus: the same for the one-shot command (its workers on the CPU, the rest where it started)', async () => {
+  const workerCpu = availableParallelism() - 1;
+  assert.ok(workerCpu >= 1, 'this test needs two CPUs');
+  await withLab('cpuup', { sides: { a: 'pinhole', b: 'kernel' }, uplinkQueues: 2 }, async (lab) => {
+    const p = startPinhole(lab.a.ns, ['--iface', lab.a.uplink, '--mode', 'afxdp', '--cpus', String(workerCpu)], 20_000, 'uplink', [
+      'taskset',
+      '-c',
+      '0',
+    ]);
+    const ready = await p.ready;
+    assert.equal(ready.queues, 2);
+    const threads = threadsOf(p.child.pid!);
+    const pinned = threads.filter((x) => x.allowed === String(workerCpu));
+    assert.equal(pinned.length, 2, 'one thread per worker on the CPU');
+    for (const x of threads.filter((t) => t.allowed !== String(workerCpu))) assert.equal(x.allowed, '0');
+    await p.stop();
+    noXdp(lab, lab.a.ns, lab.a.uplink);
   });
 });
