@@ -266,6 +266,13 @@ function uplinkOf(st: unknown): Record<string, number> {
   return (st as { ports?: Record<string, Record<string, number>> } | undefined)?.ports?.['uplink'] ?? {};
 }
 
+/** Frames the daemon could not send, as counted: uplink send errors and drops, next-hop drops for want of a route. */
+function failedSends(st: unknown): number {
+  const u = uplinkOf(st);
+  const drops = (st as { drops?: Record<string, number> } | undefined)?.drops ?? {};
+  return (u.errors ?? 0) + (u.tx_dropped ?? 0) + (drops['nexthop:no-route'] ?? 0);
+}
+
 for (const mode of ['auto', 'afpacket'] as const) {
   test(`pinhole run --mode ${mode}: uplink down and up while a pod's TCP stream leaves as GSO trains: sends that fail meanwhile are counted, never thrown; trains flow again after`, async () => {
     // Pods with TSO: their super-frames become GSO trains (README, GSO trains).
@@ -282,12 +289,11 @@ for (const mode of ['auto', 'afpacket'] as const) {
         await p.statsUntil((st) => (uplinkOf(st).tx_gso_trains ?? 0) > 0);
         lab.exec(a.ns, 'ip', ['link', 'set', a.uplink, 'down']);
         await log.until(/"event":"link-down","iface":"up0"/);
-        // The stream keeps coming from the pod while the link is down: sends fail, counted.
-        const before = uplinkOf(p.latestStats());
-        await p.statsUntil((st) => {
-          const u = uplinkOf(st);
-          return (u.errors ?? 0) + (u.tx_dropped ?? 0) > (before.errors ?? 0) + (before.tx_dropped ?? 0);
-        });
+        // The stream keeps coming from the pod while the link is down: what cannot leave is
+        // counted — a send that fails at the uplink, or, once the kernel has taken the route
+        // away with the link (which of the two comes first is a race), a next-hop drop.
+        const before = failedSends(p.latestStats());
+        await p.statsUntil((st) => failedSends(st) > before);
         lab.exec(a.ns, 'ip', ['link', 'set', a.uplink, 'up']);
         await log.until(/"event":"link-up","iface":"up0"/);
         await run;
