@@ -284,6 +284,17 @@ export class Forwarder {
           log,
         },
         async (h) => {
+          const cpus = config.uplink.cpus;
+          if (cpus && cpus.length < h.queues) {
+            // Worker i runs on cpus[i mod n]: some share a CPU, and a woken one waits for the other's time slice.
+            log({
+              level: 'warn',
+              event: 'workers-share-cpus',
+              queues: h.queues,
+              cpus,
+              message: `${h.queues} workers (one per queue) on ${cpus.length} CPU${cpus.length === 1 ? '' : 's'} (uplink.cpus): workers sharing a CPU wait for each other; give each its own, or as many RX queues as CPUs`,
+            });
+          }
           const workloads = setUpWorkloads(
             h,
             ordered,

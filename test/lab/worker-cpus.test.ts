@@ -56,6 +56,8 @@ test('uplink.cpus: the workers run on their CPU, the main thread and the runtime
     for (const x of rest) assert.equal(x.allowed, '0', `thread ${x.tid} stays where the process started`);
     const fin = (await p.stop()) as unknown as RunLine;
     assert.deepEqual(fin.drops, {}, 'no drops');
+    // Two queues on one CPU: the operator is told they share it.
+    assert.match((await p.exited).stderr, /"event":"workers-share-cpus","queues":2,"cpus":\[\d+\]/);
   });
 });
 
