@@ -12,15 +12,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireRoot } from '../helpers/require.ts';
-import { withNetns, type Netns } from '../helpers/netns.ts';
 import { buildFrame } from '../../src/packet/build.ts';
 import { foldSum, pseudoHeaderSumV4, verifyChecksum } from '../../src/packet/checksum.ts';
 import { VNET_GSO_NONE, VNET_GSO_UDP_L4 } from '../../src/packet/offload.ts';
-import { AfPacketPort } from '../../src/dataplane/ports/afpacket.ts';
 import { Link } from '../../src/dataplane/link.ts';
-import { PacketMemory } from '../../src/dataplane/memory.ts';
 import { MAX_GSO_SEGMENTS, PC } from '../../src/dataplane/port.ts';
-import { inNetns, marker, markerOf, quietVeth, VnetSender } from './afpacket-lab.ts';
+import { marker, markerOf, withPortLab, type PortLab } from './afpacket-lab.ts';
 
 requireRoot();
 
@@ -74,34 +71,9 @@ function buildTrain(
   return { train, chunk, inner };
 }
 
-interface UplinkLab {
-  port: AfPacketPort;
-  tx: VnetSender;
-  memory: PacketMemory;
-  counters: Float64Array;
-  upMac: string;
-  peerMac: string;
-}
-
 /** An AF_PACKET uplink port with gsoReceive on up0 and a vnet-header sender on peer0; closed after `fn`. */
-async function withUplink(tag: string, fn: (lab: UplinkLab) => Promise<void>): Promise<void> {
-  await withNetns([`${tag}-up`, `${tag}-peer`], async (up: Netns, peer: Netns) => {
-    const { upMac, peerMac } = quietVeth(up, peer);
-    const memory = new PacketMemory();
-    const counters = new Float64Array(32);
-    const port = inNetns(
-      up,
-      () => new AfPacketPort({ name: 'uplink', ifname: 'up0', filter: 'all', gsoReceive: true, batchSize: 64, memory, counters, base: 0 }),
-    );
-    let tx: VnetSender | undefined;
-    try {
-      tx = inNetns(peer, () => new VnetSender('peer0'));
-      await fn({ port, tx, memory, counters, upMac, peerMac });
-    } finally {
-      tx?.close();
-      port.close();
-    }
-  });
+function withUplink(tag: string, fn: (lab: PortLab) => Promise<void>): Promise<void> {
+  return withPortLab(tag, { port: { name: 'uplink', filter: 'all', gsoReceive: true, batchSize: 64 } }, fn);
 }
 
 test('a GSO train arriving whole is split into its VXLAN packets, in order, checksums complete; a partial checksum is completed', async () => {

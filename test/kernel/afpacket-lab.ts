@@ -2,8 +2,10 @@
  * Helpers for the AF_PACKET kernel tests: namespace entry and raw sockets (shared, from
  * test/helpers/packet-socket.ts), and marked frames.
  */
-import { PacketSocket } from '../helpers/packet-socket.ts';
-import { addVeth, type Netns } from '../helpers/netns.ts';
+import { inNetnsSync, PacketSocket } from '../helpers/packet-socket.ts';
+import { addVeth, withNetns, type Netns } from '../helpers/netns.ts';
+import { AfPacketPort, type AfPacketPortOptions } from '../../src/dataplane/ports/afpacket.ts';
+import { PacketMemory } from '../../src/dataplane/memory.ts';
 import { alloc, getSys } from '../../src/sys/index.ts';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, writeVnetHeader } from '../../src/packet/offload.ts';
 import { AF_PACKET, ETH_P_ALL_BE, PACKET_VNET_HDR, SOL_PACKET } from '../../src/uplink/afpacket/abi.ts';
@@ -99,4 +101,39 @@ export function quietVeth(up: Netns, peer: Netns, opts: { mtu?: number } = {}): 
   for (const ns of [up, peer]) ns.exec('sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
   addVeth(up, 'up0', peer, 'peer0', opts);
   return { upMac: macOf(up, 'up0'), peerMac: macOf(peer, 'peer0') };
+}
+
+/** An AF_PACKET port on up0 and a vnet-header sender on its veth peer (peer0), as withPortLab gives them. */
+export interface PortLab {
+  port: AfPacketPort;
+  tx: VnetSender;
+  memory: PacketMemory;
+  counters: Float64Array;
+  upMac: string;
+  peerMac: string;
+}
+
+/**
+ * Two namespaces joined by a quiet veth (`mtu`), an AfPacketPort on up0 opened with `port`
+ * (its memory and counters provided here) and a VnetSender on peer0; both closed after `fn`.
+ */
+export async function withPortLab(
+  tag: string,
+  o: { port: Omit<AfPacketPortOptions, 'ifname' | 'memory' | 'counters' | 'base'>; mtu?: number },
+  fn: (lab: PortLab) => Promise<void>,
+): Promise<void> {
+  await withNetns([`${tag}-up`, `${tag}-peer`], async (up: Netns, peer: Netns) => {
+    const { upMac, peerMac } = quietVeth(up, peer, o.mtu === undefined ? {} : { mtu: o.mtu });
+    const memory = new PacketMemory();
+    const counters = new Float64Array(32);
+    const port = inNetnsSync(up, () => new AfPacketPort({ ...o.port, ifname: 'up0', memory, counters, base: 0 }));
+    let tx: VnetSender | undefined;
+    try {
+      tx = inNetnsSync(peer, () => new VnetSender('peer0'));
+      await fn({ port, tx, memory, counters, upMac, peerMac });
+    } finally {
+      tx?.close();
+      port.close();
+    }
+  });
 }

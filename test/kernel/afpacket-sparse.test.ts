@@ -22,17 +22,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireRoot } from '../helpers/require.ts';
-import { withNetns, type Netns } from '../helpers/netns.ts';
 import { buildFrame } from '../../src/packet/build.ts';
 import { foldSum, pseudoHeaderSumV4, verifyChecksum } from '../../src/packet/checksum.ts';
 import { VNET_GSO_TCPV4, VNET_HDR_LEN, vnetGsoType } from '../../src/packet/offload.ts';
 import { flowHash } from '../../src/packet/vxlan.ts';
 import { AfPacketPort } from '../../src/dataplane/ports/afpacket.ts';
 import { Link } from '../../src/dataplane/link.ts';
-import { PacketMemory } from '../../src/dataplane/memory.ts';
 import { MAX_GSO_SEGMENTS, PC } from '../../src/dataplane/port.ts';
 import { RxBatch } from '../../src/uplink/afpacket/index.ts';
-import { inNetns, marker, markerOf, quietVeth, VnetSender } from './afpacket-lab.ts';
+import { marker, markerOf, withPortLab, type PortLab } from './afpacket-lab.ts';
 
 requireRoot();
 
@@ -50,33 +48,12 @@ const ETH = 14;
 const IP = 20;
 const TCP = 20;
 
-interface Lab {
-  port: AfPacketPort;
-  tx: VnetSender;
-  memory: PacketMemory;
-  counters: Float64Array;
-  upMac: string;
-  peerMac: string;
-}
+type Lab = PortLab;
 
-async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
-  await withNetns(['afs-up', 'afs-peer'], async (up: Netns, peer: Netns) => {
-    const { upMac, peerMac } = quietVeth(up, peer, { mtu: 9000 });
-    const memory = new PacketMemory();
-    const counters = new Float64Array(32);
-    const port = inNetns(
-      up,
-      () => new AfPacketPort({ name: 'wl0', ifname: 'up0', offload: true, filter: 'all', batchSize: BATCH, memory, counters, base: 0 }),
-    );
-    let tx: VnetSender | undefined;
-    try {
-      port.pendingChecksums = false; // segments leave with complete checksums (checked below)
-      tx = inNetns(peer, () => new VnetSender('peer0'));
-      await fn({ port, tx, memory, counters, upMac, peerMac });
-    } finally {
-      tx?.close();
-      port.close();
-    }
+function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
+  return withPortLab('afs', { port: { name: 'wl0', offload: true, filter: 'all', batchSize: BATCH }, mtu: 9000 }, async (lab) => {
+    lab.port.pendingChecksums = false; // segments leave with complete checksums (checked below)
+    await fn(lab);
   });
 }
 

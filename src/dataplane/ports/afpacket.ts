@@ -32,7 +32,8 @@
  * super-frame, through the same take().
  *
  * Flow queueing (sparseFirst): with a super-frame at the head of the ring, ordinary frames of
- * flows with nothing waiting before them are taken ahead of it (counter rx_sparse_first).
+ * flows with nothing waiting before them are taken ahead of it (counter rx_sparse_first) and
+ * leave in a breath of their own; a breath splits at most SUPER_PER_BREATH super-frames.
  *
  * Its ring is TPACKET_V2, not V3: a V2 slot is handed over as soon as it is filled, where a V3
  * block waits until it is full or its retire timer fires, which a pod pinging or opening a
