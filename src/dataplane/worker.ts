@@ -122,6 +122,11 @@ const slotOf = (p: { ifname: string; queue: number }): string => `${p.ifname}/${
  * (ports/xsk-shared.ts says why).
  */
 const sharedUmemWanted = (): boolean => process.env.PINHOLE_XSK_UMEM !== 'own';
+/**
+ * Flow queueing in the RX rings of AF_XDP workload ports (ports/xsk-core.ts), unless
+ * PINHOLE_XSK_FQ=off (to compare; README, performance).
+ */
+const xskFlowQueueing = (p: PortPlan): boolean => p.role === 'workload' && p.rx && process.env.PINHOLE_XSK_FQ !== 'off';
 
 /**
  * An uplink whose plan asks for GSO trains (VXLAN graphs) gets a train socket beside it
@@ -209,6 +214,7 @@ async function openPorts(
           batchSize,
           ...(p.rx && p.xsksMapFd !== undefined ? { xsksMapFd: p.xsksMapFd } : {}),
           rx: p.rx,
+          ...(xskFlowQueueing(p) ? { flowQueueing: true } : {}),
           counters: c,
           base,
         };

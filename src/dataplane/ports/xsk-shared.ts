@@ -158,7 +158,7 @@ export class SharedXskPort implements Port {
   pendingChecksums = false;
   private closed = false;
 
-  private constructor(sock: XskSocket, o: PortOptions & { rx?: boolean }, pool: FramePool, note: string) {
+  private constructor(sock: XskSocket, o: PortOptions & { rx?: boolean; flowQueueing?: boolean }, pool: FramePool, note: string) {
     this.sock = sock;
     this.name = o.name;
     this.fd = sock.fd;

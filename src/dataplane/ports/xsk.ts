@@ -39,6 +39,8 @@ export interface XskPortOptions extends PortOptions {
   note?: string;
   /** False for a port that only transmits: over a shared UMEM its fill ring stays empty (default true). */
   rx?: boolean;
+  /** Sparse flows' frames are taken ahead of a backlog in the RX ring (workload ports; ports/xsk-core.ts). */
+  flowQueueing?: boolean;
 }
 
 /** Puts socket `sockFd` in the XSKMAP `mapFd` under `queue`, so the XDP program redirects there. */

@@ -148,6 +148,11 @@ export class ConsumerRing extends Ring {
     return n;
   }
 
+  /** The consumer index (as int32: mask it to find an entry's slot). */
+  consumerIndex(): number {
+    return this.cachedCons;
+  }
+
   /** Address (low word) of the entry `i` slots after the current consumer index. */
   addrAt(i: number): number {
     return this.words[((this.cachedCons + i) & this.mask) * this.entryWords]!;
