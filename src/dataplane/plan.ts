@@ -115,7 +115,8 @@ export interface WorkerPlan {
  * sent), and the rings' sizes. `rx_gso_frames`/`rx_offload_drops`: offload (AF_PACKET workload)
  * ports; `tx_copies`/`pool_empty`: AF_XDP ports (pool_empty: shared UMEM only);
  * `tx_csum_offload`: frames sent with their L4 checksum left to the kernel (AF_XDP TX metadata);
- * `rx_sparse_first`: frames an offload port took ahead of super-frames waiting in its ring.
+ * `rx_sparse_first`: frames taken ahead of others waiting in the receive ring (flow queueing: an
+ * offload port ahead of super-frames, an AF_XDP port of a tunnel graph ahead of a backlog).
  */
 export const PORT_COUNTERS = [
   'rx_frames',

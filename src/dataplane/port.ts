@@ -96,7 +96,7 @@ export const PC = {
   poolEmpty: 15,
   /** AF_XDP: frames whose pending L4 checksum (Link.csum) the kernel computed from TX metadata. */
   txCsumOffload: 16,
-  /** Offload AF_PACKET ports: frames taken ahead of super-frames waiting in the ring (flow queueing). */
+  /** Frames taken ahead of others waiting in the receive ring (flow queueing: offload AF_PACKET ports, AF_XDP ports of tunnel graphs). */
   rxSparseFirst: 17,
   /** Offload AF_PACKET ports: GSO trains built from super-frames (each one skb for the kernel). */
   rxGsoTrains: 18,

@@ -123,10 +123,17 @@ const slotOf = (p: { ifname: string; queue: number }): string => `${p.ifname}/${
  */
 const sharedUmemWanted = (): boolean => process.env.PINHOLE_XSK_UMEM !== 'own';
 /**
- * Flow queueing in the RX rings of AF_XDP workload ports (ports/xsk-core.ts), unless
- * PINHOLE_XSK_FQ=off (to compare; README, performance).
+ * Flow queueing in the RX rings of the AF_XDP ports of tunnel graphs, workload interfaces and
+ * uplink alike (ports/xsk-core.ts): a pod's upload or download then does not hold other flows'
+ * frames behind it. Not in a cross-connect, a raw L2 path measured for its packet rate, where
+ * hashing each frame of a backlog cost ~10% at 64 bytes (README, performance).
+ * PINHOLE_XSK_FQ=off turns it off, =on on everywhere (to compare).
  */
-const xskFlowQueueing = (p: PortPlan): boolean => p.role === 'workload' && p.rx && process.env.PINHOLE_XSK_FQ !== 'off';
+function xskFlowQueueing(p: PortPlan, graph: WorkerPlan['graph']): boolean {
+  const env = process.env.PINHOLE_XSK_FQ;
+  if (!p.rx || env === 'off') return false;
+  return env === 'on' || graph !== 'cross-connect';
+}
 
 /**
  * An uplink whose plan asks for GSO trains (VXLAN graphs) gets a train socket beside it
@@ -162,6 +169,7 @@ async function openPorts(
   layout: CounterLayout,
   c: Float64Array,
   memory: PacketMemory,
+  graph: WorkerPlan['graph'],
   afterXsk = false,
 ): Promise<Map<string, Open>> {
   const opened = new Map<string, Open>();
@@ -214,7 +222,7 @@ async function openPorts(
           batchSize,
           ...(p.rx && p.xsksMapFd !== undefined ? { xsksMapFd: p.xsksMapFd } : {}),
           rx: p.rx,
-          ...(xskFlowQueueing(p) ? { flowQueueing: true } : {}),
+          ...(xskFlowQueueing(p, graph) ? { flowQueueing: true } : {}),
           counters: c,
           base,
         };
@@ -330,7 +338,7 @@ class WorkerState {
     }
     // Open first: a failure leaves the running graph untouched (opened ones are closed again).
     const afterXsk = [...keep.values()].some((o) => o.port.driver === 'afxdp');
-    const opened = await openPorts(add, m.plan.batchSize, layout, c, this.memory, afterXsk);
+    const opened = await openPorts(add, m.plan.batchSize, layout, c, this.memory, m.plan.graph, afterXsk);
     let engine: Engine;
     const byName = new Map<string, Port>();
     try {
@@ -398,7 +406,7 @@ async function main(): Promise<void> {
     if (plan.cpu !== undefined) pinThread(plan.cpu);
     const layout = planCounters(plan);
     const c = new Float64Array(init.counters);
-    const ports = await openPorts(plan.ports, plan.batchSize, layout, c, memory);
+    const ports = await openPorts(plan.ports, plan.batchSize, layout, c, memory, plan.graph);
     try {
       state = new WorkerState(plan, layout, c, ports, memory, shared);
     } catch (err) {

@@ -1,5 +1,5 @@
 /**
- * Flow queueing in the RX ring of an AF_XDP workload port (ports/xsk-core.ts), against the real
+ * Flow queueing in the RX ring of an AF_XDP port (ports/xsk-core.ts), against the real
  * kernel: a workload veth wl0 (namespace `host`) ↔ pod0 (namespace `pod`), the redirect-all
  * program on wl0, an AF_XDP port on wl0 queue 0 — an XskPort with a UMEM of its own, and a
  * SharedXskPort owning its group's UMEM, the two kinds a worker opens — and UDP frames sent from
@@ -206,7 +206,7 @@ test('no backlog (a breath takes everything waiting): the ring is read in order,
   });
 });
 
-test('flow queueing off (an uplink, or PINHOLE_XSK_FQ=off): the same backlog comes out in ring order', async () => {
+test('flow queueing off (a cross-connect, or PINHOLE_XSK_FQ=off): the same backlog comes out in ring order', async () => {
   await withLab('shared UMEM', false, async (lab) => {
     for (const [f, id] of BACKLOG) lab.send(f, id);
     await lab.inRing(BACKLOG.length);

@@ -41,7 +41,8 @@
  *     counted as they arrive on pod b's eth0; pinhole's CPU per packet and memory over the
  *     64-byte steady run;
  *   - iperf3 TCP (Gbit/s, retransmits) with ping running alongside (latency under load), both
- *     counted after a warm-up second (tcpUnderPing);
+ *     counted after a warm-up second (tcpUnderPing); the same with pod a downloading from pod b
+ *     (iperf3 -R: the replies to pod a's pings share node a's uplink receive ring with it);
  *   - iperf3 UDP, 1400-byte datagrams offered at 20 Gbit/s (far above what one iperf3 sender
  *     can produce, so the offered rate is iperf3's limit): delivered Gbit/s and loss;
  *   - idle round-trip latency (ping, p50/p99/max).
@@ -75,8 +76,8 @@ const POD_PORT = 5201;
 const HOST_PORT = 5202;
 
 export const VXLAN_NOTES = [
-  'vxlan: pod A → node A ⇒ node B → pod B (veth); node B is always the kernel’s vxlan, its receive path steered (RPS) to the CPU the forwarder is not pinned to, as another machine’s CPU would run it (veth would otherwise run it inside the forwarder’s transmit on the forwarder’s CPU); node A is the kernel’s vxlan (kernel) or `pinhole run`: afxdp = AF_XDP uplink and workload interface (`local.mode: afxdp`, the pods’ TX checksum offload off, as it needs), auto = the default configuration (AF_XDP uplink, GSO-aware AF_PACKET workload interface), afpacket = AF_PACKET everywhere. Except in afxdp, pods keep TSO and checksum offload on, and node B’s uplink has TX checksum offload off, as a wire would. Frames from the live-frame generator in pod A, counted on pod B’s eth0; iperf3 UDP offers 20 Gbit/s (its sender is the limit); latency = ping RTT, under load = during the TCP test after its first second (iperf3 -O 1: TCP counts from then on too).',
-  'host: TCP and ping from node B to node A’s own address, outside the tunnel, while node A runs nothing (kernel), pinhole (afxdp: the pinhole XDP program on the uplink; afpacket: a socket filter), or only a bare XDP_PASS program (ceiling: the cost of having any XDP program on a veth, whose peer then loses TSO). Node B’s uplink sends without TSO in every mode (its TX checksum offload is off, except in the afxdp run, where node A’s XDP program turns its TSO off anyway).',
+  'vxlan: pod A → node A ⇒ node B → pod B (veth); node B is always the kernel’s vxlan, its receive path steered (RPS) to the CPU the forwarder is not pinned to, as another machine’s CPU would run it (veth would otherwise run it inside the forwarder’s transmit on the forwarder’s CPU); node A is the kernel’s vxlan (kernel) or `pinhole run`: afxdp = AF_XDP uplink and workload interface (`local.mode: afxdp`, the pods’ TX checksum offload off, as it needs), auto = the default configuration (AF_XDP uplink, GSO-aware AF_PACKET workload interface), afpacket = AF_PACKET everywhere. Except in afxdp, pods keep TSO and checksum offload on; node B’s uplink has TX checksum offload off, as a wire would. Frames from the live-frame generator in pod A, counted on pod B’s eth0; iperf3 UDP offers 20 Gbit/s (its sender is the limit); latency = ping RTT from pod A: under TCP = during the TCP test after its first second (iperf3 -O 1: TCP counts from then on too), under TCP download = the same while pod A downloads from pod B (iperf3 -R).',
+  'host: TCP and ping from node B to node A’s own address, outside the tunnel, while node A runs nothing (kernel), pinhole (afxdp: the pinhole XDP program on the uplink; afpacket: a socket filter), or only a bare XDP_PASS program (ceiling: the cost of having any XDP program on a veth, whose peer then loses TSO). Node B’s uplink sends without TSO in every mode (its TX checksum offload is off).',
 ];
 
 interface VxlanCase {
@@ -137,9 +138,10 @@ function addLatency(
 }
 
 /**
- * iperf3 TCP from `ns` to `server` with ping alongside: the TCP result, and ping's sample as the
- * latency under TCP. Both leave out the first profile.warmupSeconds (iperf3 -O; ping replies
- * from before then are not counted). `cpu`: where the client and ping run (undefined: anywhere).
+ * iperf3 TCP from `ns` to `server` (`reverse`: from `server` to `ns`, a download) with ping from
+ * `ns` alongside: the TCP result, and ping's sample as the latency `when`. Both leave out the
+ * first profile.warmupSeconds (iperf3 -O; ping replies from before then are not counted). `cpu`:
+ * where the client and ping run (undefined: anywhere).
  */
 async function tcpUnderPing(
   ctx: ScenarioContext,
@@ -148,6 +150,7 @@ async function tcpUnderPing(
   server: string,
   port: number,
   cpu: number | undefined,
+  o: { reverse?: boolean; when?: string } = {},
 ): Promise<IperfResult> {
   const { profile } = ctx;
   const ping = startLatency(ns, server, profile.pingIntervalS, { omitS: profile.warmupSeconds, ...(cpu === undefined ? {} : { cpu }) });
@@ -159,11 +162,12 @@ async function tcpUnderPing(
       seconds: profile.iperfSeconds,
       omit: profile.warmupSeconds,
       ...(cpu === undefined ? {} : { cpu }),
+      ...(o.reverse ? { reverse: true } : {}),
     });
   } finally {
     const loaded = await ping.stop().catch(() => undefined);
     stopPing();
-    if (loaded && loaded.received > 0) addLatency(ctx, key, 'under TCP', loaded);
+    if (loaded && loaded.received > 0) addLatency(ctx, key, o.when ?? 'under TCP', loaded);
   }
 }
 
@@ -295,6 +299,11 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
     const tcpGbps = (tcp.receivedBps ?? tcp.sentBps) / 1e9;
     samples.add(key('TCP', 'Gbit/s'), tcpGbps);
     samples.add(key('TCP retransmits', 'segments', 'lower'), tcp.retransmits ?? 0);
+    // The other direction: pod a downloads from pod b, pinging it meanwhile (the replies share
+    // node a's uplink receive ring with the download).
+    const down = await tcpUnderPing(ctx, key, wa.podNs, wb.podAddr4, POD_PORT, podCpu, { reverse: true, when: 'under TCP download' });
+    samples.add(key('TCP download', 'Gbit/s'), (down.receivedBps ?? down.sentBps) / 1e9);
+    samples.add(key('TCP download retransmits', 'segments', 'lower'), down.retransmits ?? 0);
     const udp = await iperf(wa.podNs, {
       server: wb.podAddr4,
       port: POD_PORT,

@@ -80,9 +80,8 @@ export interface LabOptions {
   gro?: boolean;
   /**
    * Keep TX checksum offload (and with it TSO) on in pods: frames leave with partial checksums,
-   * TCP in 64 KiB super-frames. Default false. A kernel node's uplink then has TX checksum offload
-   * off, as a wire would: through a veth its vxlan would otherwise send frames whose inner
-   * checksum is still partial, which no receiver but a kernel (and no XDP program) can tell.
+   * TCP in 64 KiB super-frames. Default false. (A kernel node's uplink has TX checksum offload off
+   * either way, as a wire would: see addNode.)
    */
   podChecksumOffload?: boolean;
 }
@@ -389,7 +388,12 @@ export function addWorkloadVeth(plan: LabPlan, n: LabNode, w: LabWorkload): void
 function addNode(plan: LabPlan, n: LabNode, peer: LabNode): void {
   const ns = n.ns;
   addAddrs(ns, n.uplink, n.underlay4, 24, n.underlay6, 64);
-  if (plan.podChecksumOffload && n.role === 'kernel') nsExec(ns, 'ethtool', ['-K', n.uplink, 'tx', 'off']);
+  // A kernel node's uplink completes every checksum, as a wire would: with TX checksum offload on,
+  // its vxlan sends through the veth frames whose inner checksum is still partial — a pod's
+  // super-frame, or the pod's segments GRO merged on the node's veths and split again at the
+  // uplink — which no receiver but a kernel (and no XDP program) can tell (measured: a download
+  // to a pod through an AF_XDP uplink arrived with TCP checksums of the pseudo-header only).
+  if (n.role === 'kernel') nsExec(ns, 'ethtool', ['-K', n.uplink, 'tx', 'off']);
   if (n.gateway4 && n.gateway6) {
     ipIn(ns, 'route', 'add', 'default', 'via', n.gateway4, 'dev', n.uplink);
     ipIn(ns, '-6', 'route', 'add', 'default', 'via', n.gateway6, 'dev', n.uplink);

@@ -6,15 +6,17 @@
  * class, so the hot path stays monomorphic). Where frames come from and go back to (the socket's
  * free stack, or the worker's frame pool) stays in the ports.
  *
- * Flow queueing (`flowQueueing`, workload ports): a pod's bulk TCP keeps hundreds of MTU-sized
- * frames waiting in the RX ring (measured under iperf3 through an AF_XDP workload port: 200–1,200
- * entries, a ping behind them waiting 1–5 ms), and the ring is FIFO. But its entries are an array
- * the kernel does not touch between our consumer index and its producer index, so they can be read
- * ahead without being consumed. When more is waiting than one breath takes, rx() first looks at
- * the entries it has not looked at before (each frame's flow hashed once, into one of FQ_BUCKETS
- * buckets) and takes ahead every frame whose flow has nothing left waiting in the ring before it
- * and has not had a frame taken ahead in this breath — fq_codel's new-flow queue — then reads the
- * ring in order, passing over the entries taken ahead:
+ * Flow queueing (`flowQueueing`: the ports of tunnel graphs, worker.ts): a pod's bulk TCP keeps
+ * hundreds of MTU-sized frames waiting in the RX ring of its workload port (measured under iperf3:
+ * 200–1,200 entries, a ping behind them waiting 1–5 ms), a download as many in the uplink's, and
+ * the ring is FIFO. But its entries are an array the kernel does not touch between our consumer
+ * index and its producer index, so they can be read ahead without being consumed. When more is
+ * waiting than one breath takes, rx() first looks at the entries it has not looked at before
+ * (each frame's flow hashed once, into one of FQ_BUCKETS buckets; on the uplink the outer headers,
+ * whose UDP source port a VXLAN sender derives from the inner flow) and takes ahead every frame
+ * whose flow has nothing left waiting in the ring before it and has not had a frame taken ahead
+ * in this breath — fq_codel's new-flow queue — then reads the ring in order, passing over the
+ * entries taken ahead:
  *
  *   RX ring:  cons ─► │ A │ A │ A │ … │ A │ P │ A │ A │ ◄─ prod     A: bulk flow, P: a ping
  *   breath:   P (taken ahead) then A A A … in order; P's entry is consumed, unread, when the
