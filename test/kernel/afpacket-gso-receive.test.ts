@@ -1,10 +1,10 @@
 /**
- * An AF_PACKET uplink that receives GSO trains (AfPacketPort `gsoReceive`: PACKET_VNET_HDR on its
- * TPACKET_V3 ring), against the real kernel. A veth hands a GSO skb whole to a peer that runs no
- * XDP, so a train another pinhole sends (three VXLAN packets as one UDP_L4 GSO frame) reaches the
- * port as one frame with its virtio_net_hdr; the port must hand the graph the three packets, each
- * with its own lengths and complete checksums, in order. A frame with only a partial checksum
- * (CHECKSUM_PARTIAL, as a local sender leaves it) is completed.
+ * An AF_PACKET uplink that receives GSO trains (AfPacketPort `gsoReceive`: a TPACKET_V2 ring with
+ * PACKET_VNET_HDR, as a workload port's), against the real kernel. A veth hands a GSO skb whole to
+ * a peer that runs no XDP, so a train another pinhole sends (three VXLAN packets as one UDP_L4 GSO
+ * frame) reaches the port as one frame with its virtio_net_hdr; the port must hand the graph the
+ * three packets, each with its own lengths and complete checksums, in order. A frame with only a
+ * partial checksum (CHECKSUM_PARTIAL, as a local sender leaves it) is completed.
  *
  *   peer0 ──► │ eth │ IPv4 │ UDP │ vx │ inner 1 │ vx │ inner 2 │ vx │ inner 3 │  (gso_size 608)
  *             up0: rx() → │ eth IPv4 UDP vx inner 1 │ … inner 2 │ … inner 3 │
@@ -76,7 +76,7 @@ function withUplink(tag: string, fn: (lab: PortLab) => Promise<void>): Promise<v
   return withPortLab(tag, { port: { name: 'uplink', filter: 'all', gsoReceive: true, batchSize: 64 } }, fn);
 }
 
-test('a GSO train arriving whole is split into its VXLAN packets, in order, checksums complete; a partial checksum is completed', async () => {
+test('a GSO train arriving whole is split into its VXLAN packets, in order, checksums complete; a partial checksum is completed; a frame of another flow behind the train goes first', async () => {
   await withUplink('gsr', async ({ port, tx, memory, counters, upMac, peerMac }) => {
     assert.match(port.detail, /GSO frames split/);
     // Three inner frames (the last shorter), each behind a VXLAN header: the train's UDP payload.
@@ -99,7 +99,9 @@ test('a GSO train arriving whole is split into its VXLAN packets, in order, chec
       n += port.rx(out, 7);
       if (out.n < 4) await port.sock.pollAsync(100);
     }
-    assert.equal(out.n, 4, 'three packets from the train, then the ordinary frame');
+    // The ordinary frame (another flow) is taken ahead of the train waiting at the head of the
+    // ring (flow queueing, sparseFirst), in a breath of its own.
+    assert.equal(out.n, 4, 'the ordinary frame, then three packets from the train');
     assert.equal(n, 4);
     const ids: number[] = [];
     for (let i = 0; i < out.n; i++) {
@@ -111,11 +113,12 @@ test('a GSO train arriving whole is split into its VXLAN packets, in order, chec
       assert.equal((b[off + 38]! << 8) | b[off + 39]!, len - 34, `packet ${i}: UDP length`);
       const pseudo = pseudoHeaderSumV4(ip4(PEER4), ip4(UP4), 17, len - 34);
       assert.ok(verifyChecksum(b, off + 34, len - 34, pseudo), `packet ${i}: UDP checksum complete`);
-      if (i < 3) assert.deepEqual(b.subarray(off + 50, off + len), inner[i], `packet ${i}: the inner frame`);
+      if (i > 0) assert.deepEqual(b.subarray(off + 50, off + len), inner[i - 1], `packet ${i}: the inner frame`);
       ids.push(markerOf(b, off, len));
     }
-    assert.deepEqual(ids, [1, 2, 3, 4]);
+    assert.deepEqual(ids, [4, 1, 2, 3]);
     port.release();
+    assert.equal(counters[PC.rxSparseFirst], 1);
     assert.equal(counters[PC.rxGsoFrames], 1);
     assert.equal(counters[PC.rxFrames], 4);
     assert.equal(counters[PC.rxOffloadDrops], 0);

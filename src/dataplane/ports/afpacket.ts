@@ -27,9 +27,14 @@
  * bytes apart in consecutive segment slots, one link entry each (Link.gso; trainUp(), and why in
  * ports/train.ts).
  *
- * An uplink with `gsoReceive` keeps its TPACKET_V3 ring but reads it with PACKET_VNET_HDR too
- * (rxVnet): a GSO train from another pinhole, which a veth delivers whole, is split like a pod's
- * super-frame, through the same take().
+ * An uplink with `gsoReceive` (the VXLAN uplink) has the same ring, read the same way: a GSO
+ * train from another pinhole, which a veth delivers whole, is split like a pod's super-frame, a
+ * partial checksum completed. Before, it kept a TPACKET_V3 ring (frames packed into blocks):
+ * measured on the VXLAN bench in afpacket mode (two quick invocations each), V2 gave ping p50
+ * 0.15 ms idle against 1.2 ms (a lone reply waited for its block's retire timer), 0.29 against
+ * 1.2 ms under an upload, TCP upload 5.2–5.3 against 4.2–4.4 Gbit/s, download 3.7 against 3.9–4.1
+ * (its one cost), 64-byte rate and CPU per packet equal. The cross-connect uplink and the
+ * WireGuard port keep TPACKET_V3.
  *
  * Flow queueing (sparseFirst): with a super-frame at the head of the ring, ordinary frames of
  * flows with nothing waiting before them are taken ahead of it (counter rx_sparse_first) and
@@ -94,11 +99,11 @@ export interface AfPacketPortOptions extends PortOptions {
    */
   segmentArea?: { buffer: ArrayBufferLike; offset: number };
   /**
-   * Ports without offload (the uplink): PACKET_VNET_HDR on the TPACKET_V3 ring too, so a frame
-   * the sender left to be segmented or checksummed arrives with its virtio_net_hdr and is
-   * finished here (rxVnet): a GSO train from another pinhole, which a veth delivers whole (as it
-   * does any GSO skb when the receiver runs no XDP), is split into its VXLAN packets; a partial
-   * checksum is completed.
+   * Ports without offload (the VXLAN uplink): the offload port's ring (TPACKET_V2 with
+   * PACKET_VNET_HDR), so a frame the sender left to be segmented or checksummed arrives with its
+   * virtio_net_hdr and is finished here: a GSO train from another pinhole, which a veth delivers
+   * whole (as it does any GSO skb when the receiver runs no XDP), is split into its VXLAN
+   * packets; a partial checksum is completed. Segment memory of its own.
    */
   gsoReceive?: boolean;
 }
@@ -117,11 +122,11 @@ export const offloadMemoryBytes = (batchSize: number): number => (batchSize + MA
 /** Receive queue for copies: room for a burst of super-frames (SO_RCVBUFFORCE; root). */
 const COPY_RCVBUF = 8 << 20;
 /**
- * Ring slots of a workload port (2 KiB each: 8 MiB). Measured on the VXLAN bench (64-byte bursts
+ * Ring slots of a TPACKET_V2 port (2 KiB each: 8 MiB). Measured on the VXLAN bench (64-byte bursts
  * of the live-frame generator): 2,048 slots delivered 0.24 Mpps, 8,192 0.34, a 4 MiB V3 ring 0.37;
  * steady rates alike. 4,096 is the middle: memory is per workload interface and worker.
  */
-const WL_RING_SLOTS = 4096;
+const V2_RING_SLOTS = 4096;
 /**
  * Most bytes of a train after its outer headers (first segment to last): the outer IPv4 total
  * length, 20 + 8 + 8 + TRAIN_BYTES, must fit 16 bits (IPv6: 8 + 8 + TRAIN_BYTES).
@@ -164,10 +169,11 @@ export class AfPacketPort implements Port {
   private b: number;
   private lastErrors = 0;
   private readonly kdBase: number;
-  /** Offload: the segmenter, its memory (id, bytes, slot count) and frames per breath. */
+  /**
+   * Offload or gsoReceive: a TPACKET_V2 ring with virtio_net_hdr, read by rxOffload (GSO frames
+   * split into the segment memory, partial checksums completed).
+   */
   private readonly offload: boolean;
-  /** gsoReceive: a V3 ring with virtio_net_hdr; GSO frames split by rxVnet. */
-  private readonly vnet: boolean;
   private readonly seg: Segmenter | undefined;
   private readonly segId: number = -1;
   /** A view of the whole buffer the slots are in; positions below are offsets in it. */
@@ -212,23 +218,23 @@ export class AfPacketPort implements Port {
         : o.filter === 'none'
           ? cbpf().ret.k(0).assemble()
           : compilePinholeFilter(o.filter);
-    this.offload = o.offload === true;
-    this.vnet = !this.offload && o.gsoReceive === true;
-    this.detail = this.offload
-      ? `TPACKET_V2 ring, GSO and checksum offload (PACKET_VNET_HDR), segments ${o.segmentArea ? "in the AF_XDP ports' area" : 'in memory of their own'}`
-      : this.vnet
-        ? 'TPACKET_V3 ring, GSO frames split (PACKET_VNET_HDR)'
-        : 'TPACKET_V3 ring';
-    // Offload: TPACKET_V2, so a frame is handed over at once (a V3 block waits for its retire
-    // timer when traffic is light: milliseconds of latency for a pod); frames above a slot come
-    // whole through the receive queue.
+    this.offload = o.offload === true || o.gsoReceive === true;
+    const segments = o.segmentArea ? "in the AF_XDP ports' area" : 'in memory of their own';
+    this.detail =
+      o.offload === true
+        ? `TPACKET_V2 ring, GSO and checksum offload (PACKET_VNET_HDR), segments ${segments}`
+        : this.offload
+          ? 'TPACKET_V2 ring, GSO frames split (PACKET_VNET_HDR)'
+          : 'TPACKET_V3 ring';
+    // Offload and gsoReceive: TPACKET_V2, so a frame is handed over at once (a V3 block waits for
+    // its retire timer when traffic is light: a millisecond of latency per frame); frames above a
+    // slot come whole through the receive queue.
     const open = {
       ifname: o.ifname,
       filter,
       txFrames: 512,
       ...(o.retireMs !== undefined ? { retireMs: o.retireMs } : {}),
-      ...(this.offload ? { vnetHdr: true, version: 2 as const, frameCount: WL_RING_SLOTS, copyLarge: true, rcvbuf: COPY_RCVBUF } : {}),
-      ...(this.vnet ? { vnetHdr: true } : {}),
+      ...(this.offload ? { vnetHdr: true, version: 2 as const, frameCount: V2_RING_SLOTS, copyLarge: true, rcvbuf: COPY_RCVBUF } : {}),
     };
     this.sock = AfPacketSocket.open(o.fanoutGroup === undefined ? open : { ...open, fanoutGroup: o.fanoutGroup });
     this.fd = this.sock.fd;
@@ -237,13 +243,6 @@ export class AfPacketPort implements Port {
     this.memId = -1;
     try {
       this.memId = o.memory.register(this.sock.memory.buffer);
-      if (this.vnet) {
-        // Segment slots of its own for the frames rxVnet splits (no copy slots: a V3 block holds any frame).
-        this.segSlots = o.batchSize + MAX_GSO_SEGMENTS;
-        this.segMem = alloc(this.segSlots * SEG_SLOT);
-        this.seg = new Segmenter(MAX_GSO_SEGMENTS);
-        this.segId = o.memory.register(this.segMem.buffer);
-      }
       if (this.offload) {
         // Room for one breath: a batch of ordinary frames plus the largest super-frame.
         // One buffer (one packet-memory id) for the segment slots, then the copy slots.
@@ -268,7 +267,7 @@ export class AfPacketPort implements Port {
       this.sock.close();
       throw err;
     }
-    this.txHead = this.offload || this.vnet ? VNET_HDR_LEN : 0;
+    this.txHead = this.offload ? VNET_HDR_LEN : 0;
     this.rxb = new RxBatch(o.batchSize);
     // Absolute offsets of each TX slot's data area, read once (no view per frame).
     this.txOff = new Uint32Array(this.sock.txFrames);
@@ -282,7 +281,6 @@ export class AfPacketPort implements Port {
 
   rx(out: Link, tag: number): number {
     if (this.offload) return this.rxOffload(out, tag);
-    if (this.vnet) return this.rxVnet(out, tag);
     const room = out.capacity - out.n;
     if (room < this.rxb.capacity) return 0; // never split a ring batch across breathes
     const n = this.sock.receive(this.rxb);
@@ -300,42 +298,7 @@ export class AfPacketPort implements Port {
     return n;
   }
 
-  /**
-   * rx() of a TPACKET_V3 port with PACKET_VNET_HDR (gsoReceive): frames in ring order, up to a
-   * batch, each through take() as in rxOffload (no copy slots: a V3 block holds any frame). A GSO
-   * frame is split into segment slots (checksums complete: neither trains nor pending checksums
-   * are set on such a port) and taken only when all its segments fit this breath (the graph
-   * gives the link room for one split beyond a batch); a partial checksum is completed in place.
-   * What cannot be split is a counted drop.
-   */
-  private rxVnet(out: Link, tag: number): number {
-    const sock = this.sock;
-    const rxb = this.rxb;
-    const ring = this.ring;
-    sock.release();
-    this.room = Math.min(out.capacity - out.n, this.segSlots);
-    this.slot = 0;
-    this.frames = 0;
-    this.bytes = 0;
-    let taken = 0;
-    let gso = 0;
-    let drops = 0;
-    while (taken < rxb.capacity && this.room > 0 && sock.peek(rxb, 0)) {
-      const len = rxb.length[0]!;
-      const v = rxb.offset[0]! - VNET_HDR_LEN;
-      // A frame cut short (larger than the snap length) cannot be split: a counted drop.
-      const r =
-        len === rxb.wireLength[0] ? this.take(ring, this.memId, v, len, vnetGsoType(ring, v) & ~VNET_GSO_ECN, out, tag) : TAKE_DROPPED;
-      if (r === TAKE_LATER) break; // the next breath starts with room for it
-      sock.skip();
-      taken++;
-      if (r === TAKE_DROPPED) drops++;
-      else if (r === TAKE_SPLIT) gso++;
-    }
-    return this.countRx(gso, drops);
-  }
-
-  /** Adds a breath's receive totals (rxOffload, rxVnet) to the counters; returns the frames. */
+  /** Adds a breath's receive totals (rxOffload) to the counters; returns the frames. */
   private countRx(gso: number, drops: number): number {
     this.c[this.b + PC.rxFrames] += this.frames;
     this.c[this.b + PC.rxBytes] += this.bytes;
