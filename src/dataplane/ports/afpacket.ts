@@ -38,7 +38,8 @@
  *
  * Flow queueing (sparseFirst): with a super-frame at the head of the ring, ordinary frames of
  * flows with nothing waiting before them are taken ahead of it (counter rx_sparse_first) and
- * leave in a breath of their own; a breath splits at most SUPER_PER_BREATH super-frames.
+ * leave in a breath of their own; a breath splits at most SUPER_PER_BREATH (one) super-frame
+ * (ordinary frames behind it still come in the same breath).
  *
  * Its ring is TPACKET_V2, not V3: a V2 slot is handed over as soon as it is filled, where a V3
  * block waits until it is full or its retire timer fires, which a pod pinging or opening a
@@ -140,15 +141,16 @@ const TRAIN_MAX_SEGMENTS = 64;
 /** Slots past the head sparseFirst() looks at. */
 const SPARSE_SCAN = 256;
 /**
- * Super-frames one breath splits at most (~256 KiB of a pod's TCP). A breath's work is what a
- * frame that arrives meanwhile waits for, ahead of it in the ring or not. Measured with the
- * sparse-first early return below (ping every 10 ms under iperf3 TCP pod to pod, one worker on a
- * CPU of its own, three alternated runs each, the first second left out): p99 round trip
- * 0.89–0.97 ms against 1.26–1.73 ms reading up to 8 per breath (the copy slots), where tcpdump
- * against the worker's breath log had shown breaths of 1–3 ms in front of the waiting pings;
- * TCP 5.2–5.4 Gbit/s either way.
+ * Super-frames one breath splits at most (up to 64 KiB of a pod's TCP). A breath's work is what
+ * a frame that arrives meanwhile waits for, ahead of it in the ring or not — a ping's reply from
+ * the uplink included. Measured (ping every 10 ms under iperf3 TCP pod to pod, `auto`, one worker
+ * on a CPU of its own, the first second left out, three alternated runs each): 1 per breath p99
+ * 0.49–0.57 ms, p50 0.19–0.20, TCP 4.9–5.1 Gbit/s; 2: 0.60–0.94 ms, 0.28–0.32, 4.8–5.2; 4:
+ * 1.2–1.7 ms, 0.42–0.46, 5.2–5.3. Before that, 4 against 8 (the copy slots) measured p99 0.89–0.97
+ * against 1.26–1.73 ms, where tcpdump against the worker's breath log had shown breaths of 1–3 ms
+ * in front of the waiting pings. A few percent of TCP for half the latency under load.
  */
-const SUPER_PER_BREATH = 4;
+const SUPER_PER_BREATH = 1;
 const TAKE_SENT = 0;
 const TAKE_SPLIT = 1;
 const TAKE_DROPPED = 2;
@@ -332,10 +334,12 @@ export class AfPacketPort implements Port {
       this.sparseOnly = taken > 0 && !this.sparseOnly;
       if (this.sparseOnly) return this.countRx(0, 0);
     } else this.sparseOnly = false;
-    while (taken < rxb.capacity && this.room > 0 && gso < SUPER_PER_BREATH && sock.peek(rxb, 0)) {
+    while (taken < rxb.capacity && this.room > 0 && sock.peek(rxb, 0)) {
       const len = rxb.length[0]!;
       const v = rxb.offset[0]! - VNET_HDR_LEN;
       const type = vnetGsoType(ring, v) & ~VNET_GSO_ECN;
+      // The breath's super-frames are split: the next one waits (ordinary frames still come).
+      if (gso >= SUPER_PER_BREATH && (type !== VNET_GSO_NONE || rxb.copied[0] !== 0)) break;
       if (rxb.copied[0] === 0) {
         if (len !== rxb.wireLength[0]!) {
           // Cut short and not queued whole (the receive queue was full): nothing sensible to send.
