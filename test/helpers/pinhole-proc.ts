@@ -126,3 +126,23 @@ export function startPinhole(
     },
   };
 }
+
+/**
+ * Resolves when the most recent stats line's `state` (pinhole run: running, recovering) satisfies
+ * `pred`, checked on every output chunk. (statsUntil searches every line printed so far, so it
+ * would find a `running` from before a fault.)
+ */
+export function stateUntil(p: PinholeProc, pred: (state: string) => boolean, timeoutMs = 20_000): Promise<true> {
+  const state = (): string | undefined => (p.latestStats() as unknown as { state?: string } | undefined)?.state;
+  return outputUntil(
+    p.child,
+    'stdout',
+    () => {
+      const st = state();
+      return st !== undefined && pred(st) ? true : undefined;
+    },
+    'such a state',
+    () => `latest stats: ${JSON.stringify(p.latestStats())}`,
+    timeoutMs,
+  );
+}

@@ -23,9 +23,9 @@ import { requireRoot } from '../helpers/require.ts';
 import { addVeth, createNetns, type Netns } from '../helpers/netns.ts';
 import { LAB, twoHosts, type TwoHosts } from '../helpers/lab.ts';
 import { runCli } from '../helpers/cli.ts';
-import { killLeftoverPinholes, startPinhole, type PinholeProc } from '../helpers/pinhole-proc.ts';
+import { killLeftoverPinholes, startPinhole, stateUntil, type PinholeProc } from '../helpers/pinhole-proc.ts';
 import { cpuShare, MAX_IDLE_CPU_SHARE } from '../helpers/cpu.ts';
-import { followLog, outputUntil, type LogWatch } from '../helpers/output.ts';
+import { followLog, type LogWatch } from '../helpers/output.ts';
 import { buildLab, type Lab } from '../../src/control/lab/topology.ts';
 import { iperf, startIperfServer } from '../../src/control/lab/traffic.ts';
 import { ApiClient } from '../../src/api/client.ts';
@@ -130,22 +130,6 @@ for (const f of WATCH_FAULTS) {
       sink?.close();
     }
   });
-}
-
-/** Resolves when the most recent stats line's state satisfies `pred` (checked on every output chunk). */
-function stateUntil(p: PinholeProc, pred: (state: string) => boolean): Promise<true> {
-  const state = (): string | undefined => (p.latestStats() as unknown as { state?: string } | undefined)?.state;
-  return outputUntil(
-    p.child,
-    'stdout',
-    () => {
-      const st = state();
-      return st !== undefined && pred(st) ? true : undefined;
-    },
-    'such a state',
-    () => `latest stats: ${JSON.stringify(p.latestStats())}`,
-    20_000,
-  );
 }
 
 /**
