@@ -1,10 +1,11 @@
 /**
- * AF_PACKET port: an AfPacketSocket (TPACKET_V3 RX ring, PACKET_TX_RING) as a dataplane port.
+ * AF_PACKET port: an AfPacketSocket (an RX ring — TPACKET_V2 with offload or gsoReceive, V3
+ * otherwise — and a PACKET_TX_RING) as a dataplane port.
  * Its ring mapping is one PacketMemory; received frames are descriptors into it and stay valid
  * until release(). Transmit copies each frame into a TX ring slot (PacketMemory.copy: word copy
  * across buffers, no allocation) and one sendto per batch sends them.
  *
- * Headroom: TPACKET_V3 places an Ethernet frame 82 bytes after its tpacket3_hdr (tp_mac =
+ * Headroom (V3 ports; V2 ports below): TPACKET_V3 places an Ethernet frame 82 bytes after its tpacket3_hdr (tp_mac =
  * TPACKET_ALIGN(68 + 16) - 14), and the header of a frame already handed to us is not read
  * again, so stages may write up to 82 bytes of encapsulation in front of a received frame.
  *
@@ -89,7 +90,7 @@ export interface AfPacketPortOptions extends PortOptions {
   fanoutGroup?: number;
   /** PACKET_VNET_HDR with GSO splitting and checksum completion (see the file comment). */
   offload?: boolean;
-  /** TPACKET_V3 (ports without offload): block retire timeout in ms (socket default 2). */
+  /** TPACKET_V3 (ports without offload or gsoReceive): block retire timeout in ms (socket default 2). */
   retireMs?: number;
   /**
    * Offload: where the segment and copy slots live (offloadMemoryBytes() bytes at `offset` of

@@ -146,9 +146,10 @@ export class XskCore {
       this.c[this.b + PC.rxSparseFirst] += n;
       this.scanned = avail;
     }
+    const scanned = this.scanned;
     let i = 0;
     for (; i < avail && n < max; i++) {
-      if (i < this.scanned) {
+      if (i < scanned) {
         const f = slotFlow[(cons + i) & mask]!;
         if (f === TAKEN) continue;
         waiting[f]--;
@@ -161,9 +162,9 @@ export class XskCore {
       out.push(id, off + a, l, tag);
     }
     // Entries taken ahead right behind the last one read are consumed with it.
-    while (i < this.scanned && slotFlow[(cons + i) & mask] === TAKEN) i++;
+    while (i < scanned && slotFlow[(cons + i) & mask] === TAKEN) i++;
     ring.release(i);
-    this.scanned = this.scanned > i ? this.scanned - i : 0;
+    this.scanned = scanned > i ? scanned - i : 0;
     this.rxN = n;
     this.c[this.b + PC.rxFrames] += n;
     this.c[this.b + PC.rxBytes] += bytes;

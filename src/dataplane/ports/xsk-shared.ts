@@ -40,7 +40,7 @@ import { openXsk, XDP_TX_METADATA, type XskSocket } from '../../uplink/xsk/socke
 import { FramePool } from '../frame-pool.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
-import { PC, type Port, type PortOptions } from '../port.ts';
+import { PC, type Port } from '../port.ts';
 import { XskCore } from './xsk-core.ts';
 import { registerXsk, XSK_FRAME_SIZE, XskPort, type XskPortOptions } from './xsk.ts';
 
@@ -158,7 +158,7 @@ export class SharedXskPort implements Port {
   pendingChecksums = false;
   private closed = false;
 
-  private constructor(sock: XskSocket, o: PortOptions & { rx?: boolean; flowQueueing?: boolean }, pool: FramePool, note: string) {
+  private constructor(sock: XskSocket, o: XskPortOptions, pool: FramePool, note: string) {
     this.sock = sock;
     this.name = o.name;
     this.fd = sock.fd;

@@ -39,7 +39,7 @@ export interface XskPortOptions extends PortOptions {
   note?: string;
   /** False for a port that only transmits: over a shared UMEM its fill ring stays empty (default true). */
   rx?: boolean;
-  /** Sparse flows' frames are taken ahead of a backlog in the RX ring (workload ports; ports/xsk-core.ts). */
+  /** Sparse flows' frames are taken ahead of a backlog in the RX ring (ports of tunnel graphs: worker.ts, ports/xsk-core.ts). */
   flowQueueing?: boolean;
 }
 
