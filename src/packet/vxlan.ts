@@ -459,7 +459,10 @@ function finishHash(h: number, tag: number): number {
   let x = h ^ tag;
   x = Math.imul(x ^ (x >>> 16), 0x85ebca6b);
   x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35);
-  return (x ^ (x >>> 16)) >>> 0;
+  // Signed: a uint32 above 2^31 - 1 is no small integer to V8, and flowHash (too large to be
+  // inlined) would return it in a heap number allocated per packet — a scavenge a second under
+  // TCP. The same 32 bits as an int32 come back in a register.
+  return x ^ (x >>> 16);
 }
 
 function hasPorts(proto: number): boolean {
@@ -473,7 +476,8 @@ function hasPorts(proto: number): boolean {
  * without ports so all fragments of a datagram take the same path; IPv6 hop-by-hop, routing and
  * destination-options headers are skipped (at most 4) to find the ports. A truncated frame hashes
  * what is there: without ports when the L4 header is cut, as non-IP when the IP header is cut, the
- * bytes present when not even the Ethernet header is complete. Not symmetric. Returns a uint32.
+ * bytes present when not even the Ethernet header is complete. Not symmetric. Returns the 32 bits
+ * as a signed int32 (`>>> 0` for the unsigned value; sourcePortOf takes either).
  */
 export function flowHash(mem: Uint8Array, off: number, len: number): number {
   if (off < 0 || off > mem.length) return finishHash(HASH_SEED, 0);

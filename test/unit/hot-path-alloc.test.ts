@@ -1,0 +1,131 @@
+/**
+ * The per-packet functions of the VXLAN path allocate nothing once optimised: V8's sampling heap
+ * profiler (node:inspector, HeapProfiler.startSampling, keeping objects a GC already collected)
+ * watches a loop of each, and no sampled byte may come from a function in src/packet/.
+ *
+ * Why it matters, and why a test: a value the JIT cannot keep in a register — a uint32 above
+ * 2^31 - 1 returned from a function too large to be inlined, a double passed as an argument — is
+ * boxed in a heap number, 16 bytes per call. flowHash returned a uint32: under a pod's TCP upload
+ * through AF_XDP the dataplane worker allocated ~5 MB/s and scavenged about once a second (0.2-0.7
+ * ms with the whole worker stopped). Nothing in the source looks like an allocation; only a
+ * measurement shows it.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Session } from 'node:inspector';
+import { buildFrame } from '../../src/packet/build.ts';
+import { foldSum, sumWordsFast } from '../../src/packet/checksum.ts';
+import { flowHash, parseVxlan, sourcePortOf, VxlanEncapTemplate, VxlanParse } from '../../src/packet/vxlan.ts';
+
+interface ProfileNode {
+  callFrame: { functionName: string; url: string };
+  selfSize: number;
+  children?: ProfileNode[];
+}
+
+function post<T>(s: Session, method: string, params?: object): Promise<T> {
+  return new Promise((resolve, reject) => s.post(method, params ?? {}, (err, res) => (err ? reject(err) : resolve(res as T))));
+}
+
+/** Bytes the sampling profiler saw allocated by functions of src/packet/ while `work` ran, by function. */
+async function packetAllocations(work: () => void): Promise<Map<string, number>> {
+  const s = new Session();
+  s.connect();
+  try {
+    await post(s, 'HeapProfiler.startSampling', {
+      samplingInterval: 64,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+    work();
+    const { profile } = await post<{ profile: { head: ProfileNode } }>(s, 'HeapProfiler.stopSampling');
+    const out = new Map<string, number>();
+    const walk = (n: ProfileNode): void => {
+      if (n.selfSize > 0 && /\/src\/packet\//.test(n.callFrame.url)) {
+        const k = `${n.callFrame.functionName || '(anonymous)'} (${n.callFrame.url.replace(/^.*\/src\//, 'src/')})`;
+        out.set(k, (out.get(k) ?? 0) + n.selfSize);
+      }
+      for (const c of n.children ?? []) walk(c);
+    };
+    walk(profile.head);
+    return out;
+  } finally {
+    s.disconnect();
+  }
+}
+
+const ROUNDS = 200_000;
+/** Far below one heap number per call (16 bytes × ROUNDS = 3.2 MB): what a deopt or two may leave. */
+const ALLOWED_BYTES = 64 * 1024;
+
+/** Runs `fn` enough times for the JIT to optimise it, then measures ROUNDS more calls. */
+async function assertNoAllocation(name: string, fn: (i: number) => number): Promise<void> {
+  let sink = 0;
+  for (let i = 0; i < ROUNDS; i++) sink ^= fn(i);
+  const seen = await packetAllocations(() => {
+    for (let i = 0; i < ROUNDS; i++) sink ^= fn(i);
+  });
+  const total = [...seen.values()].reduce((a, b) => a + b, 0);
+  assert.ok(
+    total <= ALLOWED_BYTES,
+    `${name}: ${total} bytes sampled in src/packet/ over ${ROUNDS} calls: ${JSON.stringify([...seen])} (sink ${sink})`,
+  );
+}
+
+describe('hot path: per-packet functions allocate nothing', () => {
+  // Many flows: hashes above and below 2^31, so a boxed return value would show.
+  const frames = Array.from({ length: 64 }, (_, i) =>
+    buildFrame({
+      ipv4: { src: `198.18.1.${i + 1}`, dst: '198.18.2.2' },
+      tcp: { sport: 1000 + i * 977, dport: 443 },
+      payload: new Uint8Array(64),
+    }),
+  );
+  const frames6 = Array.from({ length: 64 }, (_, i) =>
+    buildFrame({
+      ipv6: { src: `2001:db8::${i + 1}`, dst: '2001:db8::b' },
+      udp: { sport: 5000 + i, dport: 53 },
+      payload: new Uint8Array(32),
+    }),
+  );
+  const high = frames.filter((f) => flowHash(f, 0, f.length) >>> 0 >= 0x8000_0000).length;
+
+  it('the flows hash both ways (the test can see a boxed uint32)', () => {
+    assert.ok(high > 0 && high < frames.length, `${high} of ${frames.length} hashes have the top bit set`);
+  });
+
+  it('flowHash, IPv4 and IPv6', async () => {
+    await assertNoAllocation('flowHash', (i) => {
+      const f = (i & 1) === 0 ? frames[i & 63]! : frames6[i & 63]!;
+      return flowHash(f, 0, f.length);
+    });
+  });
+
+  it('sourcePortOf(flowHash)', async () => {
+    await assertNoAllocation('sourcePortOf', (i) => sourcePortOf(flowHash(frames[i & 63]!, 0, frames[i & 63]!.length)));
+  });
+
+  it('encapsulation (VxlanEncapTemplate.write) and decapsulation (parseVxlan)', async () => {
+    const t = new VxlanEncapTemplate({
+      srcMac: Uint8Array.of(2, 0, 0, 0, 0, 1),
+      dstMac: Uint8Array.of(2, 0, 0, 0, 0, 2),
+      src: '198.18.0.1',
+      dst: '198.18.0.2',
+      dstPort: 4789,
+      vni: 42,
+    });
+    const inner = frames[0]!;
+    const mem = new Uint8Array(256);
+    const out = new VxlanParse();
+    await assertNoAllocation('encap + decap', (i) => {
+      mem.set(inner, 50);
+      const total = t.write(mem, 0, inner.length, sourcePortOf(flowHash(mem, 50, inner.length)) + (i & 7));
+      return parseVxlan(mem, 0, total, out) + out.vni;
+    });
+  });
+
+  it('checksums over a frame (sumWordsFast, foldSum)', async () => {
+    const big = new Uint8Array(2048).map((_, i) => (i * 131) & 0xff);
+    await assertNoAllocation('sumWordsFast', (i) => foldSum(sumWordsFast(big, i & 3, 1400 + (i & 7))));
+  });
+});
