@@ -11,6 +11,7 @@
  *     queues: 4                             # optional: RX queues to serve (1..64)
  *     rings: { rx: 8192, tx: 2048 }         # optional: AF_XDP ring sizes (powers of two 64..32768)
  *     cpus: [2, 3]                          # optional: CPUs for the dataplane workers (worker i on cpus[i mod n])
+ *     spinUs: 500                           # optional: µs a worker keeps polling after its last frame (0..10,000,000)
  *   connections:                            # may be empty or absent
  *     - name: pod-a
  *       local: { interface: veth-a }        # host side of the workload's veth; optional
@@ -111,6 +112,13 @@ export interface UplinkConfig {
    * may run. Absent: the workers run wherever the process may.
    */
   cpus?: number[];
+  /**
+   * Microseconds a dataplane worker keeps polling its rings after the last frame it moved before
+   * it sleeps in poll(2); a frame arriving meanwhile needs no wake-up (the engine's header in
+   * dataplane/engine.ts). Absent or 0: it sleeps at once. Costs up to that much CPU per gap in
+   * the traffic: with gaps shorter than spinUs the worker's CPU is busy all the time.
+   */
+  spinUs?: number;
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -137,6 +145,8 @@ export const VNI_MAX = 0xffffff;
 export const QUEUES_MAX = 64;
 /** The highest CPU number `uplink.cpus` takes (glibc's cpu_set_t holds 1024). */
 export const CPU_MAX = 1023;
+/** The longest `uplink.spinUs`: 10 s (longer is always busy in practice). */
+export const SPIN_US_MAX = 10_000_000;
 
 /** One problem found in a document; `path` is the zod-style path (keys and list indexes). */
 export interface ConfigIssue {
@@ -296,12 +306,14 @@ const uplinkSchema = mapping({
     .max(QUEUES_MAX, `at most ${QUEUES_MAX} CPUs`)
     .refine((v) => new Set(v).size === v.length, 'must not name a CPU twice')
     .optional(),
+  spinUs: intIn(0, SPIN_US_MAX).optional(),
 }).transform((u): UplinkConfig => {
   const out: UplinkConfig = { interface: u.interface, mode: u.mode };
   if (u.tunnelAddress) out.tunnelAddress = u.tunnelAddress.text;
   if (u.tunnelAddress6) out.tunnelAddress6 = u.tunnelAddress6.text;
   if (u.queues !== undefined) out.queues = u.queues;
   if (u.cpus) out.cpus = [...u.cpus];
+  if (u.spinUs !== undefined) out.spinUs = u.spinUs;
   if (u.rings) {
     out.rings = {};
     if (u.rings.rx !== undefined) out.rings.rx = u.rings.rx;

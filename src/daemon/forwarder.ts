@@ -936,7 +936,7 @@ function vxlanPlans(
   connections: readonly VxlanConnectionPlan[],
   wireguard: readonly WgConnectionPlan[],
   opts: ForwarderOptions,
-  uplink: Pick<UplinkConfig, 'rings' | 'cpus'>,
+  uplink: Pick<UplinkConfig, 'rings' | 'cpus' | 'spinUs'>,
 ): WorkerPlan[] {
   const plans: WorkerPlan[] = [];
   // AF_XDP uplink: the configured (or measured default) rings and a UMEM to match (xsk/sizing.ts).
@@ -1019,6 +1019,7 @@ function vxlanPlans(
       connections: [...connections],
       ...(wg.length > 0 ? { wireguard: [...wg] } : {}),
       batchSize: opts.batchSize ?? 64,
+      ...(uplink.spinUs ? { spinUs: uplink.spinUs } : {}),
       waitQueue: { frames: opts.waitFrames ?? 32, timeoutMs: opts.waitTimeoutMs ?? 3000 },
     });
   }

@@ -13,6 +13,11 @@
  *
  * run(): breathe until the stop flag is raised; when a breathe moved nothing, sleep in one
  * poll(2) over every receiving port's fd (≤ 50 ms, ≤ 5 ms while frames wait for a next hop).
+ * With `spinUs` (config uplink.spinUs) the worker first keeps breathing that long after the last
+ * breath that moved frames, and sleeps only then: a frame that arrives meanwhile is taken without
+ * a wake-up. Waking a sleeping thread on another CPU costs a VM like the development VM about
+ * 60-120 µs per wake (a ping's round trip through pinhole needs two), so spinning trades CPU for
+ * latency; it spins only after traffic (a timeout of the poll does not restart it).
  * Kernel statistics that need a syscall are refreshed about once a second.
  */
 import { getSys, alloc, POLLERR, POLLHUP, POLLIN, POLLNVAL } from '../sys/index.ts';
@@ -49,6 +54,10 @@ export class Engine {
   private readonly pollView: DataView;
   private lastStats = 0;
   private readonly sleeper = new Int32Array(new SharedArrayBuffer(4));
+  /** How long to keep breathing after the last breath that moved frames (ms). */
+  private readonly spinMs: number;
+  /** performance.now() of the last breath that moved frames. */
+  private lastBusy = -Infinity;
 
   constructor(
     private readonly rx: readonly RxRoute[],
@@ -56,7 +65,9 @@ export class Engine {
     private readonly tx: readonly TxRoute[],
     private readonly c: Float64Array,
     private readonly base: number,
+    spinUs = 0,
   ) {
+    this.spinMs = spinUs / 1000;
     this.pollPorts = rx.map((r) => r.port).filter((p) => p.fd >= 0);
     this.pollfds = alloc(8 * Math.max(1, this.pollPorts.length));
     this.pollView = new DataView(this.pollfds.buffer, this.pollfds.byteOffset, this.pollfds.byteLength);
@@ -148,7 +159,9 @@ export class Engine {
         this.lastStats = now;
         this.refreshStats();
       }
-      if (this.breathe(now) === 0) {
+      if (this.breathe(now) > 0) {
+        this.lastBusy = now;
+      } else if (now - this.lastBusy >= this.spinMs) {
         this.c[this.base + ENGINE_SLOT.idleWaits]++;
         // A port in an error state (link down) would make poll return at once: the ports clear
         // the error in pollError() and AF_PACKET waits out the timeout while its link is down.

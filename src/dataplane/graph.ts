@@ -133,7 +133,7 @@ export function buildGraph(
     for (let i = 0; i < conns.length; i++) tx.push({ input: toWorkload[i]!, port: ports.get(conns[i]!.workloadPort)! });
     tx.push({ input: toUplink, port: uplink });
   }
-  const engine = new Engine(rx, steps, tx, c, counterBase(layout, 'engine'));
+  const engine = new Engine(rx, steps, tx, c, counterBase(layout, 'engine'), plan.spinUs ?? 0);
   // Only a graph that was built changes its ports: a failed build leaves the running graph's
   // ports as they were (the caller keeps running it).
   for (const [p, on, trains] of pending) {

@@ -104,6 +104,8 @@ export interface WorkerPlan {
   /** WireGuard connections: only in worker 0's plan (one owner for handshakes, sessions, replay windows). */
   wireguard?: WgConnectionPlan[];
   batchSize: number;
+  /** Microseconds the engine keeps polling after its last frame before it sleeps (config uplink.spinUs); absent: 0. */
+  spinUs?: number;
   /** Frames held per connection while its next hop resolves, and for how long. */
   waitQueue: { frames: number; timeoutMs: number };
 }

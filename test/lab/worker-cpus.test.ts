@@ -113,3 +113,56 @@ test('pinhole uplink --cpus: the same for the one-shot command (its workers on t
     noXdp(lab, lab.a.ns, lab.a.uplink);
   });
 });
+
+/** Frames the dataplane received on all its ports, from a stats line. */
+const received = (l: RunLine): number => Object.values(l.ports).reduce((n, c) => n + (c.rx_frames ?? 0), 0);
+
+/** Nanoseconds thread `tid` of `pid` has run (schedstat's first field). */
+function cpuNs(pid: number, tid: number): number {
+  return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+}
+
+test('uplink.spinUs: a worker keeps polling after each frame (its CPU busy while pings come 50 ms apart) and sleeps once the traffic stops', async (t) => {
+  const workerCpu = availableParallelism() - 1;
+  assert.ok(workerCpu >= 1, 'this test needs two CPUs');
+  await withLab('spin', { sides: { a: 'pinhole', b: 'kernel' }, uplinkQueues: 1 }, async (lab) => {
+    const a = lab.a;
+    // 200 ms of polling after a frame: longer than the pings' 50 ms gaps.
+    const file = configFor(a, lab.b, 'afxdp', [4], '', undefined, `cpus: [${workerCpu}], spinUs: 200000`);
+    const p = startRun(a, file, ['taskset', '-c', '0']);
+    await p.ready;
+    const pid = p.child.pid!;
+    const worker = threadsOf(pid).filter((x) => x.allowed === String(workerCpu));
+    assert.equal(worker.length, 1, 'one worker thread on its CPU');
+    const tid = worker[0]!.tid;
+    const share = (ns0: number, t0: number): number => (cpuNs(pid, tid) - ns0) / ((performance.now() - t0) * 1e6);
+
+    let ns0 = cpuNs(pid, tid);
+    let t0 = performance.now();
+    const r = ping(lab, a.workloads[0]!.podNs, lab.b.workloads[0]!.podAddr4, 20, 0.05);
+    assert.equal(r.received, r.sent, 'ping through the tunnel');
+    const busy = share(ns0, t0);
+
+    // The traffic stopped: after the last spin (200 ms) the worker sleeps in poll(). The interval
+    // is the measurement itself (CPU time over wall time), not a wait for an event. A frame in it
+    // (a pod's ARP refresh, say) is traffic too and earns its 200 ms: counted from the stats lines.
+    await new Promise((res) => setTimeout(res, 300));
+    const before = received(await p.nextStats());
+    ns0 = cpuNs(pid, tid);
+    t0 = performance.now();
+    await new Promise((res) => setTimeout(res, 2000));
+    const idle = share(ns0, t0);
+    const stray = received(await p.nextStats()) - before;
+    const allowed = 0.1 + (stray * 0.2) / 2;
+    t.diagnostic(
+      `worker CPU share: ${(busy * 100).toFixed(0)}% while pinged every 50 ms, ${(idle * 100).toFixed(1)}% after (${stray} frames then)`,
+    );
+    assert.ok(busy >= 0.7, `the worker polls between the pings (CPU share ${busy.toFixed(2)})`);
+    assert.ok(
+      idle <= allowed,
+      `the worker sleeps without traffic (CPU share ${idle.toFixed(3)}, ${stray} frames: at most ${allowed.toFixed(2)})`,
+    );
+    const fin = (await p.stop()) as unknown as RunLine;
+    assert.deepEqual(fin.drops, {}, 'no drops');
+  });
+});

@@ -108,6 +108,7 @@ describe('config: valid documents', () => {
         queues: 4,
         rings: { rx: 8192, tx: 1024 },
         cpus: [2, 3],
+        spinUs: 500,
       },
       connections: [
         { name: 'pod-a', local: { interface: 'veth-a' }, vxlan: { vni: 0, remote: '198.18.0.2', family: 4, port: 8472, ttl: 255 } },
@@ -183,6 +184,10 @@ const INVALID: Case[] = [
   ['cpus [1, 1024]', (d) => (d.uplink.cpus = [1, 1024]), 'uplink.cpus[1]', 'must be an integer 0..1023'],
   ['cpus [1, 1]', (d) => (d.uplink.cpus = [1, 1]), 'uplink.cpus', 'must not name a CPU twice'],
   ['cpus 1', (d) => (d.uplink.cpus = 1), 'uplink.cpus', 'must be a list of CPU numbers (got a number)'],
+  ['spinUs -1', (d) => (d.uplink.spinUs = -1), 'uplink.spinUs', 'must be an integer 0..10000000'],
+  ['spinUs 10000001', (d) => (d.uplink.spinUs = 10_000_001), 'uplink.spinUs', 'must be an integer 0..10000000'],
+  ['spinUs 2.5', (d) => (d.uplink.spinUs = 2.5), 'uplink.spinUs', 'must be an integer 0..10000000'],
+  ['spinUs "500"', (d) => (d.uplink.spinUs = '500'), 'uplink.spinUs', 'must be an integer 0..10000000 (got a string)'],
   ['mode fast', (d) => (d.uplink.mode = 'fast'), 'uplink.mode', 'must be one of auto, afxdp, afpacket'],
   ['mode AUTO', (d) => (d.uplink.mode = 'AUTO'), 'uplink.mode', 'must be one of auto, afxdp, afpacket'],
   // unknown keys at every level
@@ -191,7 +196,7 @@ const INVALID: Case[] = [
     'unknown key in uplink',
     (d) => (d.uplink.foo = 1),
     'uplink.foo',
-    "unknown key 'foo' (allowed: interface, mode, tunnelAddress, tunnelAddress6, queues, rings, cpus)",
+    "unknown key 'foo' (allowed: interface, mode, tunnelAddress, tunnelAddress6, queues, rings, cpus, spinUs)",
   ],
   [
     'unknown key in a connection',
@@ -433,7 +438,7 @@ describe('config: invalid documents (ERR_CONFIG_INVALID, field paths)', () => {
     assert.deepEqual(errorsOf(err), [
       {
         field: 'uplink.mdoe',
-        message: "unknown key 'mdoe' (allowed: interface, mode, tunnelAddress, tunnelAddress6, queues, rings, cpus)",
+        message: "unknown key 'mdoe' (allowed: interface, mode, tunnelAddress, tunnelAddress6, queues, rings, cpus, spinUs)",
         line: 3,
         column: 3,
       },

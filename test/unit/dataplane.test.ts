@@ -206,6 +206,37 @@ test('cross-connect without a `to` port receives and drops; run() breathes until
   assert.equal(v.engine!.breaths, 11);
 });
 
+test('run() with spinUs keeps breathing that long after the last frame before it waits; a wake-up without frames does not spin again', () => {
+  const spinUs = 20_000;
+  const r = rig({ ...crossPlan(64, false), spinUs }, { uplink: { slots: 8 } });
+  const up = r.port('uplink');
+  const ctrl = new Int32Array(new SharedArrayBuffer(CTRL_SLOTS * 4));
+  for (let i = 0; i < 8; i++) up.inject(plainFrame(i, 60));
+  let lastFrames = -1;
+  const rx = up.rx.bind(up);
+  up.rx = (out, tag) => {
+    const n = rx(out, tag);
+    if (n > 0) lastFrames = performance.now();
+    return n;
+  };
+  // The engine asks readable() when it is about to sleep: note when, and how many breaths it took.
+  const waits: { at: number; breaths: number }[] = [];
+  up.readable = () => {
+    waits.push({ at: performance.now(), breaths: r.counters().engine!.breaths! });
+    if (waits.length === 2) Atomics.store(ctrl, CTRL_STOP, 1);
+    return true; // as if poll() returned at once with nothing (a timeout)
+  };
+  r.engine.run(ctrl);
+  assert.equal(waits.length, 2);
+  assert.ok(lastFrames > 0, 'the frames were received');
+  // The breath that received the frames started before `lastFrames`: allow it a millisecond.
+  assert.ok(waits[0]!.at - lastFrames >= spinUs / 1000 - 1, `first wait ${(waits[0]!.at - lastFrames).toFixed(2)} ms after the last frame`);
+  assert.ok(waits[0]!.breaths > 2, `it kept breathing meanwhile (${waits[0]!.breaths} breaths)`);
+  assert.equal(waits[1]!.breaths - waits[0]!.breaths, 1, 'after a wake-up without frames it waits again at the next empty breath');
+  assert.equal(r.counters().engine!.idle_waits, 2);
+  assert.equal(r.counters()['port:uplink']!.rx_frames, 8);
+});
+
 // ---------------------------------------------------------------------------------------------
 // VXLAN
 
