@@ -12,6 +12,7 @@ export type {
 export {
   CONNECTION_NAME,
   UPLINK_MODES,
+  SPIN_US_PINNED_DEFAULT,
   VNI_MAX,
   VXLAN_DEFAULT_PORT,
   VXLAN_DEFAULT_TTL,
@@ -20,6 +21,7 @@ export {
   tunnelKindOf,
   tunnelPortOf,
   tunnelPorts,
+  workerSpinUs,
 } from './schema.ts';
 export type { ConfigErrorEntry } from './load.ts';
 export { loadConfig, parseConfig, validateConfig, validateConnection } from './load.ts';

@@ -56,7 +56,7 @@ import { rtnlRequest } from '../netlink/socket.ts';
 import { requireInterface, type IfaceInfo } from '../kernel/iface.ts';
 import { attachRedirectAll, loadRedirectAll, type LoadedRedirectAll } from '../kernel/workload.ts';
 import type { XdpAttachment } from '../kernel/xdp-attach.ts';
-import { readKeyFile, tunnelPortOf, type ConnectionConfig, type PinholeConfig, type UplinkConfig } from '../config/index.ts';
+import { readKeyFile, workerSpinUs, tunnelPortOf, type ConnectionConfig, type PinholeConfig, type UplinkConfig } from '../config/index.ts';
 import { openPortGuard, type PortGuard } from '../uplink/afpacket/port-guard.ts';
 import { wgGeneration } from '../dataplane/stages/wireguard.ts';
 import { Endpoint } from '../tunnel/wireguard/messages.ts';
@@ -942,6 +942,8 @@ function vxlanPlans(
   // AF_XDP uplink: the configured (or measured default) rings and a UMEM to match (xsk/sizing.ts).
   const rings = xskRings(uplink.rings);
   const cpus = uplink.cpus;
+  // Workers with CPUs of their own poll a while after traffic before they sleep (schema.ts).
+  const spinUs = workerSpinUs(uplink);
   const upRings = host.mode === 'afxdp' ? { rings, frameCount: umemFrames(rings) } : {};
   for (let w = 0; w < host.queues; w++) {
     const ports: PortPlan[] = [
@@ -1019,7 +1021,7 @@ function vxlanPlans(
       connections: [...connections],
       ...(wg.length > 0 ? { wireguard: [...wg] } : {}),
       batchSize: opts.batchSize ?? 64,
-      ...(uplink.spinUs ? { spinUs: uplink.spinUs } : {}),
+      ...(spinUs > 0 ? { spinUs } : {}),
       waitQueue: { frames: opts.waitFrames ?? 32, timeoutMs: opts.waitTimeoutMs ?? 3000 },
     });
   }

@@ -10,9 +10,11 @@ import { fileURLToPath } from 'node:url';
 import {
   loadConfig,
   parseConfig,
+  SPIN_US_PINNED_DEFAULT,
   tunnelPorts,
   validateConfig,
   validateConnection,
+  workerSpinUs,
   type ConfigErrorEntry,
   type PinholeConfig,
 } from '../../src/config/index.ts';
@@ -501,6 +503,18 @@ describe('config: validateConnection', () => {
     assert.equal((err.details as { field: string }).field, 'body.vxlan.port');
     err = fails(() => validateConnection([], 'body'), 'ERR_CONFIG_INVALID');
     assert.equal(err.message, 'body: must be a mapping (got a list)');
+  });
+});
+
+describe('config: workerSpinUs', () => {
+  const spinOf = (uplink: string): number => workerSpinUs(parseConfig(`uplink: { interface: eth0${uplink} }\n`).uplink);
+  it('as configured, 0 included; absent: the pinned default with cpus, 0 without', () => {
+    assert.equal(SPIN_US_PINNED_DEFAULT, 500);
+    assert.equal(spinOf(''), 0);
+    assert.equal(spinOf(', cpus: [1]'), SPIN_US_PINNED_DEFAULT);
+    assert.equal(spinOf(', cpus: [1], spinUs: 0'), 0);
+    assert.equal(spinOf(', spinUs: 2000'), 2000);
+    assert.equal(spinOf(', cpus: [1, 2], spinUs: 50'), 50);
   });
 });
 
