@@ -142,7 +142,8 @@ export const PORT_COUNTERS = [
   'rx_gso_trains',
   'tx_gso_trains',
 ] as const;
-export const ENGINE_COUNTERS = ['breaths', 'idle_waits', 'frames'] as const;
+/** spin_ms: milliseconds of breaths that found nothing and did not sleep (polling, uplink.spinUs). */
+export const ENGINE_COUNTERS = ['breaths', 'idle_waits', 'frames', 'spin_ms'] as const;
 export const DECAP_REASONS = [
   ...DECAP_PARSE_REASONS,
   'unknown-vni',

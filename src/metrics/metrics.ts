@@ -286,6 +286,17 @@ export function createMetrics(source: MetricsSource): Metrics {
   counter('pinhole_engine_idle_waits_total', 'Times a worker found nothing to do and waited in poll().', ['queue'], (s, emit) => {
     for (const q of s.perQueue) emit({ queue: q.queue }, q.counters['engine']?.['idle_waits']);
   });
+  counter(
+    'pinhole_engine_spin_seconds_total',
+    'Time a worker spent polling with nothing to do before it slept (uplink.spinUs).',
+    ['queue'],
+    (s, emit) => {
+      for (const q of s.perQueue) {
+        const ms = q.counters['engine']?.['spin_ms'];
+        emit({ queue: q.queue }, ms === undefined ? undefined : ms / 1000);
+      }
+    },
+  );
   if (source.rings) {
     gauge('pinhole_ring_entries', 'Entries in use in a socket ring (rx, tx) of a worker port.', ['queue', 'port', 'ring'], (s, emit) => {
       for (const r of s.rings) emit({ queue: r.queue, port: r.port, ring: r.ring }, r.used);

@@ -131,7 +131,7 @@ test('cross-connect: N frames in, the same bytes out in order; counters exact; a
     kernel_drops: 0,
     errors: 0,
   });
-  assert.deepEqual(v.engine, { breaths: 5, idle_waits: 0, frames: 200 });
+  assert.deepEqual(v.engine, { breaths: 5, idle_waits: 0, frames: 200, spin_ms: 0 });
   assert.equal(r.port('uplink').borrowed, 0, 'every received frame released at the end of its breathe');
 });
 
@@ -235,6 +235,8 @@ test('run() with spinUs keeps breathing that long after the last frame before it
   assert.equal(waits[1]!.breaths - waits[0]!.breaths, 1, 'after a wake-up without frames it waits again at the next empty breath');
   assert.equal(r.counters().engine!.idle_waits, 2);
   assert.equal(r.counters()['port:uplink']!.rx_frames, 8);
+  const spun = r.counters().engine!.spin_ms!;
+  assert.ok(spun >= spinUs / 1000 - 1 && spun <= waits[1]!.at - lastFrames, `spin_ms ${spun.toFixed(2)}: the polling, counted`);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -601,7 +603,7 @@ test('vxlan: both directions in one breathe, and a full workload TX ring drops a
   const v = r.counters();
   assert.equal(v['port:wl:c0']!.tx_dropped, 3);
   assert.equal(v['conn:c0']!.decap_frames, 5, 'decapsulated, then dropped by the port');
-  assert.deepEqual(v.engine, { breaths: 1, idle_waits: 0, frames: 6 });
+  assert.deepEqual(v.engine, { breaths: 1, idle_waits: 0, frames: 6, spin_ms: 0 });
 });
 
 test('PacketMemory.copy: every source and destination alignment and length moves the same bytes and nothing else', () => {

@@ -90,7 +90,7 @@ function fakeSource(opts: { pinhole?: boolean; rings?: boolean } = {}) {
       return [0, 1].map((queue) => ({
         queue,
         counters: {
-          engine: { breaths: 1000 * t + queue, idle_waits: 10 * t + queue, frames: 7 * t },
+          engine: { breaths: 1000 * t + queue, idle_waits: 10 * t + queue, frames: 7 * t, spin_ms: 1500 * t + queue },
           'port:uplink': PORT(t * 10 + queue),
           'port:wl:blue': PORT(t * 20 + queue),
           decap: { frames: 1 },
@@ -168,6 +168,7 @@ const EXPECTED_TYPES: Record<string, 'counter' | 'gauge'> = {
   pinhole_queue_offload_drops_total: 'counter',
   pinhole_engine_breaths_total: 'counter',
   pinhole_engine_idle_waits_total: 'counter',
+  pinhole_engine_spin_seconds_total: 'counter',
   pinhole_nexthop_misses_total: 'counter',
   pinhole_nexthop_events_total: 'counter',
   pinhole_event_loop_lag_seconds: 'gauge',
@@ -228,6 +229,7 @@ test('values equal the source', async () => {
   assert.equal(series(s, 'pinhole_queue_frames_total').length, 8, '2 queues x 2 ports x 2 directions');
   assert.equal(value(s, 'pinhole_engine_breaths_total', { queue: '1' }), 3001);
   assert.equal(value(s, 'pinhole_engine_idle_waits_total', { queue: '0' }), 30);
+  assert.equal(value(s, 'pinhole_engine_spin_seconds_total', { queue: '1' }), 4.501, 'milliseconds counted, seconds exported');
 
   assert.equal(value(s, 'pinhole_nexthop_misses_total'), 6);
   assert.deepEqual(

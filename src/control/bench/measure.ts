@@ -7,7 +7,8 @@
  *
  * Delivered frames are counted where they land, never where they were sent, so drops anywhere
  * on the way lower the rate. The forwarder's CPU time (utime + stime) and resident memory are
- * read around the same window.
+ * read around the same window; less, for `pinhole run`, the time its workers spent polling with
+ * nothing to do (engine spin_ms, uplink.spinUs): CPU per packet is the work, not the waiting.
  */
 import type { CForwarder } from './cref.ts';
 import type { ForwarderProcess } from './forwarder.ts';
@@ -132,7 +133,7 @@ export interface RateSample {
   delivered: number;
   seconds: number;
   pps: number;
-  /** Forwarder CPU nanoseconds per delivered frame (with a forwarder process). */
+  /** Forwarder CPU nanoseconds per delivered frame (with a forwarder process), polling excluded. */
   cpuNsPerPacket?: number;
   /** Forwarder resident memory right after the send, MiB. */
   rssMiB?: number;
@@ -143,16 +144,20 @@ export async function measureRate(
   req: SendRequest,
   count: () => number | Promise<number>,
   proc?: ForwarderProcess,
+  /** Seconds the forwarder's workers have spent polling with nothing to do (subtracted from its CPU). */
+  spinSeconds?: () => Promise<number>,
 ): Promise<RateSample> {
   const before = await count();
+  const spin0 = (await spinSeconds?.()) ?? 0;
   const cpu0 = proc?.cpuSeconds();
   const { seconds } = await gen.send(req);
   const rss = proc?.rssMiB();
   const after = await settle(count);
   const cpu1 = proc?.cpuSeconds();
+  const spin1 = (await spinSeconds?.()) ?? 0;
   const delivered = after - before;
   const s: RateSample = { delivered, seconds, pps: seconds > 0 ? delivered / seconds : 0 };
-  if (proc && delivered > 0) s.cpuNsPerPacket = ((cpu1! - cpu0!) * 1e9) / delivered;
+  if (proc && delivered > 0) s.cpuNsPerPacket = ((cpu1! - cpu0! - (spin1 - spin0)) * 1e9) / delivered;
   if (rss !== undefined) s.rssMiB = rss;
   return s;
 }

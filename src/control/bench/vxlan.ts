@@ -56,6 +56,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildFrame } from '../../packet/build.ts';
+import { apiRequest } from '../../api/client.ts';
 import { PinholeError } from '../../sys/index.ts';
 import { buildLab, type Lab } from '../lab/topology.ts';
 import { iperf, startIperfServer, type IperfResult, type IperfServer } from '../lab/traffic.ts';
@@ -107,6 +108,15 @@ async function waitReachable(ns: string, to: string): Promise<void> {
   throw new PinholeError('ERR_BENCH_LAB', `${ns} cannot reach ${to}`, { cause: last });
 }
 
+/** `pinhole run`'s API socket in the bench's directory: a daemon already running on the default one must not stop the bench. */
+const apiSocketOf = (ctx: ScenarioContext, lab: Lab): string => join(ctx.tmp, `${lab.plan.prefix}.sock`);
+
+/** Seconds pinhole's workers have spent polling with nothing to do (engine spin_ms, from its API). */
+async function spinSeconds(socket: string): Promise<number> {
+  const r = await apiRequest<{ uplink?: { perQueue?: { counters: Record<string, number> }[] } | null }>(socket, 'GET', '/v1/status');
+  return (r.body.uplink?.perQueue ?? []).reduce((s, q) => s + (q.counters['engine.spin_ms'] ?? 0), 0) / 1000;
+}
+
 function writeConfig(ctx: ScenarioContext, lab: Lab, mode: Exclude<VxlanMode, 'kernel'>): string {
   const wl = lab.a.workloads[0]!;
   const local = mode === 'afxdp' ? `{ interface: ${wl.iface}, mode: afxdp }` : `{ interface: ${wl.iface} }`;
@@ -116,8 +126,7 @@ function writeConfig(ctx: ScenarioContext, lab: Lab, mode: Exclude<VxlanMode, 'k
     file,
     [
       `uplink: { interface: ${lab.a.uplink}, mode: ${mode === 'auto' ? 'afxdp' : mode}${ctx.fwdCpu === undefined ? '' : `, cpus: [${ctx.fwdCpu}]`} }`,
-      // Its own API socket: a daemon already running on the default one must not stop the bench.
-      `api: { socket: ${join(ctx.tmp, `${lab.plan.prefix}.sock`)} }`,
+      `api: { socket: ${apiSocketOf(ctx, lab)} }`,
       'connections:',
       `  - { name: pod-a, local: ${local}, vxlan: { vni: ${wl.vni}, remote: "${lab.b.tunnelAddr}" } }`,
       '',
@@ -280,6 +289,7 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
         { iface: wa.podIface, frame: frameOf(c.size), seconds: profile.sendSeconds, shape: c.shape },
         delivered,
         proc,
+        proc ? () => spinSeconds(apiSocketOf(ctx, lab)) : undefined,
       );
       const value = c.unit === 'Mpps' ? s.pps / 1e6 : (s.pps * c.size * 8) / 1e9;
       samples.add(key(c.metric, c.unit), value);
