@@ -13,9 +13,9 @@
  *
  * run(): breathe until the stop flag is raised; when a breathe moved nothing, sleep in one
  * poll(2) over every receiving port's fd (≤ 50 ms, ≤ 5 ms while frames wait for a next hop).
- * With `spinUs` (config uplink.spinUs) the worker first keeps breathing that long after the last
- * breath that moved frames, and sleeps only then: a frame that arrives meanwhile is taken without
- * a wake-up. Waking a sleeping thread on another CPU costs a VM like the development VM about
+ * With `spinUs` (config uplink.spinUs) the worker first keeps polling its receive rings that
+ * long after the last breath that moved frames, and sleeps only then: a frame that arrives
+ * meanwhile is taken without a wake-up. Waking a sleeping thread on another CPU costs a VM like the development VM about
  * 60-120 µs per wake (a ping's round trip through pinhole needs two), so spinning trades CPU for
  * latency; it spins only after traffic (a timeout of the poll does not restart it).
  * Kernel statistics that need a syscall are refreshed about once a second.
@@ -38,7 +38,7 @@ export interface TxRoute {
 }
 
 export interface Step {
-  /** Drains the step's input link(s). `now` is performance.now() at the start of the breathe. */
+  /** Drains the step's input link(s). `now` (ms, performance.now()'s timeline) is the breathe's start. */
   run(now: number): void;
   /** Frames held across breaths (the engine wakes more often while any are). */
   readonly held?: number;
@@ -54,9 +54,11 @@ export class Engine {
   private readonly pollView: DataView;
   private lastStats = 0;
   private readonly sleeper = new Int32Array(new SharedArrayBuffer(4));
+  /** The clock (Sys.nowMs: performance.now() allocates, once per breath and per look while polling). */
+  private readonly sys = getSys();
   /** How long to keep breathing after the last breath that moved frames (ms). */
   private readonly spinMs: number;
-  /** performance.now() of the last breath that moved frames. */
+  /** Start (nowMs) of the last breath that moved frames. */
   private lastBusy = -Infinity;
 
   constructor(
@@ -153,29 +155,40 @@ export class Engine {
 
   /** Breathes until ctrl[CTRL_STOP] or ctrl[CTRL_RECONF] is raised. */
   run(ctrl: Int32Array): void {
-    // Polling (a breath that found nothing, no sleep after it) is counted from one breath's start
-    // to the next's: the CPU it costs, for operators and for the bench's CPU per packet.
-    let spun = false;
-    let prev = 0;
     while (Atomics.load(ctrl, CTRL_STOP) === 0 && Atomics.load(ctrl, CTRL_RECONF) === 0) {
-      const now = performance.now();
-      if (spun) this.c[this.base + ENGINE_SLOT.spinMs] += now - prev;
-      prev = now;
-      spun = false;
+      const now = this.sys.nowMs();
       if (now - this.lastStats >= 1000) {
         this.lastStats = now;
         this.refreshStats();
       }
       if (this.breathe(now) > 0) {
         this.lastBusy = now;
-      } else if (now - this.lastBusy >= this.spinMs) {
+        continue;
+      }
+      const idle = now - this.lastBusy;
+      if (idle >= this.spinMs) {
         this.c[this.base + ENGINE_SLOT.idleWaits]++;
         // A port in an error state (link down) would make poll return at once: the ports clear
         // the error in pollError() and AF_PACKET waits out the timeout while its link is down.
         this.wait(this.held() > 0 ? 5 : 50);
-      } else {
-        spun = true;
+        continue;
       }
+      // Polling (uplink.spinUs): watch the receive rings, not whole breaths — an empty breath
+      // would pass the clock to every stage, a heap number each time — for at most a millisecond
+      // (the stages' timers get their breath) and not past the end of the spin. Counted from this
+      // breath's start: the CPU polling costs, for operators and the bench's CPU per packet.
+      this.watchRings(idle + 1 < this.spinMs ? 1 : this.spinMs - idle);
+      this.c[this.base + ENGINE_SLOT.spinMs] += this.sys.nowMs() - now;
     }
+  }
+
+  /** Returns as soon as a receiving port has frames, or after `ms`. */
+  private watchRings(ms: number): void {
+    const rx = this.rx;
+    const end = this.sys.nowMs() + ms;
+    do {
+      // The clock costs ~80 ns, a look at a ring a few: read it every 16 rounds.
+      for (let k = 0; k < 16; k++) for (let i = 0; i < rx.length; i++) if (rx[i]!.port.readable()) return;
+    } while (this.sys.nowMs() < end);
   }
 }

@@ -15,6 +15,8 @@ import type { Mapping, Sys } from './sys.ts';
 const SYS_bpf = process.arch === 'arm64' ? 280 : 321;
 /** glibc's cpu_set_t: 1024 CPUs. */
 const CPU_SET_BYTES = 128;
+/** clockid_t of clock_gettime(2): linux/time.h. */
+const CLOCK_MONOTONIC = 1;
 const MAP_FAILED = 0xffffffffffffffffn;
 
 /**
@@ -48,6 +50,15 @@ export function loadLibc(): Sys {
   const mmap = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, long off)');
   const munmap = libc.func('int munmap(void *addr, size_t len)');
   const poll = libc.func('int poll(void *fds, unsigned long nfds, int timeout)');
+  const clockGettime = libc.func('int clock_gettime(int clk, void *ts)');
+  // struct timespec { time_t tv_sec; long tv_nsec; } (x86-64, little endian): the low words are
+  // enough (tv_sec's low 32 bits wrap after 68 years of uptime; tv_nsec < 1e9).
+  const ts = new Int32Array(4);
+  const monotonicMs = (): number => {
+    clockGettime(CLOCK_MONOTONIC, ts);
+    return ts[0]! * 1000 + ts[2]! / 1e6;
+  };
+  const nowOrigin = monotonicMs() - performance.now();
   const sendto = libc.func('long sendto(int fd, void *buf, size_t len, int flags, void *addr, unsigned int alen)');
   const sendtoAddr = libc.func('long sendto(int fd, uintptr_t buf, size_t len, int flags, void *addr, unsigned int alen)');
   const recvfrom = libc.func('long recvfrom(int fd, void *buf, size_t len, int flags, void *addr, _Inout_ unsigned int *alen)');
@@ -202,6 +213,9 @@ export function loadLibc(): Sys {
       if (ifIndexToName(index, out) === null) fail('if_indextoname', String(index));
       const end = out.indexOf(0);
       return Buffer.from(out.subarray(0, end < 0 ? 16 : end)).toString('latin1');
+    },
+    nowMs() {
+      return monotonicMs() - nowOrigin;
     },
     addressOf(buf) {
       return koffi.address(buf);

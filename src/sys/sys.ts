@@ -76,6 +76,13 @@ export interface Sys {
   ifIndexToName(index: number): string;
   /** Address of a buffer's first byte, for pointer fields in kernel structs. */
   addressOf(buf: Uint8Array): bigint;
+  /**
+   * Milliseconds on performance.now()'s timeline, for clocks read per breath: clock_gettime(2)
+   * (CLOCK_MONOTONIC, the clock under performance.now()) into a buffer made once. On Node 20
+   * performance.now() builds an array per call (process.hrtime(): 32 bytes) and Date.now() a
+   * heap number (16 bytes); this allocates nothing (test/unit/hot-path-alloc.test.ts).
+   */
+  nowMs(): number;
 }
 
 let current: Sys | undefined;

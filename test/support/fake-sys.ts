@@ -116,4 +116,8 @@ export class FakeSys implements Sys {
   addressOf(_buf: Uint8Array): bigint {
     return 0x1000n;
   }
+  /** The real clock: nothing to fake, and engines call it every breath. */
+  nowMs(): number {
+    return performance.now();
+  }
 }

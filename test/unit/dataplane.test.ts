@@ -206,7 +206,7 @@ test('cross-connect without a `to` port receives and drops; run() breathes until
   assert.equal(v.engine!.breaths, 11);
 });
 
-test('run() with spinUs keeps breathing that long after the last frame before it waits; a wake-up without frames does not spin again', () => {
+test('run() with spinUs watches the rings that long after the last frame before it waits; a wake-up without frames does not spin again', () => {
   const spinUs = 20_000;
   const r = rig({ ...crossPlan(64, false), spinUs }, { uplink: { slots: 8 } });
   const up = r.port('uplink');
@@ -219,10 +219,17 @@ test('run() with spinUs keeps breathing that long after the last frame before it
     if (n > 0) lastFrames = performance.now();
     return n;
   };
-  // The engine asks readable() when it is about to sleep: note when, and how many breaths it took.
+  // readable() is asked while the engine polls and once more when it is about to sleep (after
+  // counting an idle wait): note the waits, when, and how many breaths it took.
   const waits: { at: number; breaths: number }[] = [];
+  let polls = 0;
   up.readable = () => {
-    waits.push({ at: performance.now(), breaths: r.counters().engine!.breaths! });
+    const v = r.counters().engine!;
+    if (v.idle_waits! === waits.length) {
+      polls++;
+      return false; // polling: nothing yet
+    }
+    waits.push({ at: performance.now(), breaths: v.breaths! });
     if (waits.length === 2) Atomics.store(ctrl, CTRL_STOP, 1);
     return true; // as if poll() returned at once with nothing (a timeout)
   };
@@ -231,12 +238,49 @@ test('run() with spinUs keeps breathing that long after the last frame before it
   assert.ok(lastFrames > 0, 'the frames were received');
   // The breath that received the frames started before `lastFrames`: allow it a millisecond.
   assert.ok(waits[0]!.at - lastFrames >= spinUs / 1000 - 1, `first wait ${(waits[0]!.at - lastFrames).toFixed(2)} ms after the last frame`);
-  assert.ok(waits[0]!.breaths > 2, `it kept breathing meanwhile (${waits[0]!.breaths} breaths)`);
+  assert.ok(polls > 20, `it watched the ring meanwhile (${polls} looks)`);
+  // A breath after each millisecond of polling: the stages' timers run.
+  assert.ok(waits[0]!.breaths >= spinUs / 1000 / 2, `${waits[0]!.breaths} breaths while polling`);
   assert.equal(waits[1]!.breaths - waits[0]!.breaths, 1, 'after a wake-up without frames it waits again at the next empty breath');
-  assert.equal(r.counters().engine!.idle_waits, 2);
-  assert.equal(r.counters()['port:uplink']!.rx_frames, 8);
-  const spun = r.counters().engine!.spin_ms!;
+  const v = r.counters();
+  assert.equal(v.engine!.idle_waits, 2);
+  assert.equal(v['port:uplink']!.rx_frames, 8);
+  const spun = v.engine!.spin_ms!;
   assert.ok(spun >= spinUs / 1000 - 1 && spun <= waits[1]!.at - lastFrames, `spin_ms ${spun.toFixed(2)}: the polling, counted`);
+});
+
+test('run() with spinUs: a frame that shows while the engine polls is taken at once, and the spin starts again after it', () => {
+  const spinUs = 50_000;
+  const r = rig({ ...crossPlan(64, false), spinUs }, { uplink: { slots: 8 } });
+  const up = r.port('uplink');
+  const ctrl = new Int32Array(new SharedArrayBuffer(CTRL_SLOTS * 4));
+  up.inject(plainFrame(0, 60));
+  const rx = up.rx.bind(up);
+  const got: number[] = [];
+  up.rx = (out, tag) => {
+    const n = rx(out, tag);
+    if (n > 0) got.push(performance.now());
+    return n;
+  };
+  let injected = -1;
+  const readable = up.readable.bind(up);
+  up.readable = () => {
+    const v = r.counters().engine!;
+    if (v.idle_waits! > 0) {
+      Atomics.store(ctrl, CTRL_STOP, 1);
+      return true;
+    }
+    // 5 ms into the spin after the first frame, a second one arrives.
+    if (injected < 0 && got.length === 1 && performance.now() - got[0]! >= 5) {
+      up.inject(plainFrame(1, 60));
+      injected = performance.now();
+    }
+    return readable();
+  };
+  r.engine.run(ctrl);
+  assert.equal(got.length, 2, 'both frames received');
+  assert.ok(got[1]! - injected < 1, `the second frame was taken ${(got[1]! - injected).toFixed(3)} ms after it arrived`);
+  assert.equal(r.counters().engine!.idle_waits, 1, 'one wait: after the spin that followed the second frame');
 });
 
 // ---------------------------------------------------------------------------------------------
