@@ -33,6 +33,7 @@ import {
   XDP_UMEM_PGOFF_FILL_RING,
   XDP_UMEM_REG,
   XdpUmemReg,
+  XDP_RING_NEED_WAKEUP,
 } from '../../src/uplink/xsk/abi.ts';
 import { FakeSys } from '../support/fake-sys.ts';
 import { MemoryPort } from '../support/memory-port.ts';
@@ -305,6 +306,40 @@ test('SharedXskPort.close: a close() that throws still gives the frames back to 
     assert.equal(w.memory.used, 0, 'its memory id was released');
     up.close(); // once only
     assert.equal(k.closed.length, 1);
+  } finally {
+    restore();
+  }
+});
+
+test('release() wakes the driver when the fill ring asks for it (need_wakeup: a zero-copy driver whose fill ring ran dry), and only then', async () => {
+  // Shared UMEM owner, and a port with its own UMEM (the kernel refused to share at the bind).
+  const k = fakeKernel({ refuse: 'bind' });
+  const polls: { fd: number; timeoutMs: number }[] = [];
+  const sys = k.sys as unknown as { handlers: { tryPoll?: (fds: Uint8Array, n: number, t: number) => number } };
+  sys.handlers.tryPoll = (fds, _n, t) => {
+    polls.push({ fd: new DataView(fds.buffer, fds.byteOffset).getInt32(0, true), timeoutMs: t });
+    return 0;
+  };
+  const restore = useSys(k.sys);
+  const w = worker(2);
+  try {
+    await withUmemEnv('shared', async () => {
+      const up = await openGroupPort(w.opts('uplink', 'up0', 0), w.group);
+      const pod = await openGroupPort(w.opts('pod', 'w0', 1), w.group);
+      assert.ok(up instanceof SharedXskPort && pod instanceof XskPort);
+      for (const p of [up, pod]) {
+        const flags = new Uint32Array(k.rings.get(`${p.fd}:${XDP_UMEM_PGOFF_FILL_RING}`)!.buffer);
+        polls.length = 0;
+        p.release();
+        assert.deepEqual(polls, [], `${p.name}: no flag, no syscall`);
+        flags[OFF.flags / 4] = XDP_RING_NEED_WAKEUP;
+        p.release();
+        assert.deepEqual(polls, [{ fd: p.fd, timeoutMs: 0 }], `${p.name}: the flag → one poll that does not wait`);
+        flags[OFF.flags / 4] = 0;
+      }
+      pod.close();
+      up.close();
+    });
   } finally {
     restore();
   }

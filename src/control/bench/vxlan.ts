@@ -38,8 +38,8 @@
  * vxlan (pod a → pod b):
  *   - 64-byte frames steady and bursty (Mpps) and 1500-byte frames (Gbit/s) from the kernel's
  *     live-frame generator on pod a's eth0 (iperf3's own sender tops out near 60 kpps here),
- *     counted as they arrive on pod b's eth0; pinhole's CPU per packet and memory over the
- *     64-byte steady run;
+ *     counted as they arrive on pod b's eth0; pinhole's CPU per packet (less its workers'
+ *     polling, uplink.spinUs: measure.ts) and memory over the 64-byte steady run;
  *   - iperf3 TCP (Gbit/s, retransmits) with ping running alongside (latency under load), both
  *     counted after a warm-up second (tcpUnderPing); the same with pod a downloading from pod b
  *     (iperf3 -R: the replies to pod a's pings share node a's uplink receive ring with it);
@@ -77,7 +77,7 @@ const POD_PORT = 5201;
 const HOST_PORT = 5202;
 
 export const VXLAN_NOTES = [
-  'vxlan: pod A → node A ⇒ node B → pod B (veth); node B is always the kernel’s vxlan, its receive path steered (RPS) to the CPU the forwarder is not pinned to, as another machine’s CPU would run it (veth would otherwise run it inside the forwarder’s transmit on the forwarder’s CPU); node A is the kernel’s vxlan (kernel) or `pinhole run`: afxdp = AF_XDP uplink and workload interface (`local.mode: afxdp`, the pods’ TX checksum offload off, as it needs), auto = the default configuration (AF_XDP uplink, GSO-aware AF_PACKET workload interface), afpacket = AF_PACKET everywhere. Except in afxdp, pods keep TSO and checksum offload on; node B’s uplink has TX checksum offload off, as a wire would. Frames from the live-frame generator in pod A, counted on pod B’s eth0; iperf3 UDP offers 20 Gbit/s (its sender is the limit); latency = ping RTT from pod A: under TCP = during the TCP test after its first second (iperf3 -O 1: TCP counts from then on too), under TCP download = the same while pod A downloads from pod B (iperf3 -R).',
+  'vxlan: pod A → node A ⇒ node B → pod B (veth); node B is always the kernel’s vxlan, its receive path steered (RPS) to the CPU the forwarder is not pinned to, as another machine’s CPU would run it (veth would otherwise run it inside the forwarder’s transmit on the forwarder’s CPU); node A is the kernel’s vxlan (kernel) or `pinhole run`: afxdp = AF_XDP uplink and workload interface (`local.mode: afxdp`, the pods’ TX checksum offload off, as it needs), auto = the default configuration (AF_XDP uplink, GSO-aware AF_PACKET workload interface), afpacket = AF_PACKET everywhere; in every pinhole mode the worker polls 500 µs after traffic before it sleeps (uplink.spinUs, the default with uplink.cpus), and its CPU per packet leaves that polling out. Except in afxdp, pods keep TSO and checksum offload on; node B’s uplink has TX checksum offload off, as a wire would. Frames from the live-frame generator in pod A, counted on pod B’s eth0; iperf3 UDP offers 20 Gbit/s (its sender is the limit); latency = ping RTT from pod A: under TCP = during the TCP test after its first second (iperf3 -O 1: TCP counts from then on too), under TCP download = the same while pod A downloads from pod B (iperf3 -R).',
   'host: TCP and ping from node B to node A’s own address, outside the tunnel, while node A runs nothing (kernel), pinhole (afxdp: the pinhole XDP program on the uplink; afpacket: a socket filter), or only a bare XDP_PASS program (ceiling: the cost of having any XDP program on a veth, whose peer then loses TSO). Node B’s uplink sends without TSO in every mode (its TX checksum offload is off).',
 ];
 

@@ -245,6 +245,7 @@ export class SharedXskPort implements Port {
       }
     }
     if (k > 0) fill.submit(k);
+    this.sock.wakeRx();
   }
 
   tx(input: Link): number {

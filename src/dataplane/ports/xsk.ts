@@ -120,6 +120,7 @@ export class XskPort implements Port {
     }
     // The kernel publishes fill-ring progress lazily: keep parked frames flowing back.
     if (this.sock.freeFrames > 0) this.sock.fill();
+    this.sock.wakeRx();
   }
 
   tx(input: Link): number {

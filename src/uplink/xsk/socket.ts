@@ -406,7 +406,13 @@ export class XskSocket {
     return true;
   }
 
-  /** If the kernel asked for it, wakes the driver to refill from the fill ring (poll, no wait). */
+  /**
+   * If the kernel asked for it, wakes the driver to refill from the fill ring (poll, no wait).
+   * Called after every refill of a receiving port: a zero-copy driver whose fill ring ran dry
+   * sets the flag and waits for this (Documentation/networking/af_xdp.rst, XDP_USE_NEED_WAKEUP);
+   * the engine's poll(2) when idle used to be the only wake-up, and a worker that polls its rings
+   * (uplink.spinUs) makes none. One load per breath; copy mode never sets the flag.
+   */
   wakeRx(): boolean {
     if (!this.rxNeedsWakeup()) return false;
     this.sys.tryPoll(this.pollfd, 1, 0);
