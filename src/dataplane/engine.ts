@@ -15,9 +15,9 @@
  * poll(2) over every receiving port's fd (≤ 50 ms, ≤ 5 ms while frames wait for a next hop).
  * With `spinUs` (config uplink.spinUs) the worker first keeps polling its receive rings that
  * long after the last breath that moved frames, and sleeps only then: a frame that arrives
- * meanwhile is taken without a wake-up. Waking a sleeping thread on another CPU costs a VM like the development VM about
- * 60-120 µs per wake (a ping's round trip through pinhole needs two), so spinning trades CPU for
- * latency; it spins only after traffic (a timeout of the poll does not restart it).
+ * meanwhile is taken without a wake-up. Waking a sleeping thread from another CPU costs the
+ * development VM 60-120 µs (an idle ping's round trip through pinhole meets two), so polling
+ * trades CPU for latency; only traffic starts it (a poll that timed out does not).
  * Kernel statistics that need a syscall are refreshed about once a second.
  */
 import { getSys, alloc, POLLERR, POLLHUP, POLLIN, POLLNVAL } from '../sys/index.ts';
@@ -56,7 +56,7 @@ export class Engine {
   private readonly sleeper = new Int32Array(new SharedArrayBuffer(4));
   /** The clock (Sys.nowMs: performance.now() allocates, once per breath and per look while polling). */
   private readonly sys = getSys();
-  /** How long to keep breathing after the last breath that moved frames (ms). */
+  /** How long to keep polling after the last breath that moved frames (ms). */
   private readonly spinMs: number;
   /** Start (nowMs) of the last breath that moved frames. */
   private lastBusy = -Infinity;

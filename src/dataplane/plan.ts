@@ -142,7 +142,7 @@ export const PORT_COUNTERS = [
   'rx_gso_trains',
   'tx_gso_trains',
 ] as const;
-/** spin_ms: milliseconds of breaths that found nothing and did not sleep (polling, uplink.spinUs). */
+/** spin_ms: milliseconds spent polling the receive rings with nothing to do (uplink.spinUs). */
 export const ENGINE_COUNTERS = ['breaths', 'idle_waits', 'frames', 'spin_ms'] as const;
 export const DECAP_REASONS = [
   ...DECAP_PARSE_REASONS,
