@@ -12,7 +12,7 @@
  *     rings: { rx: 8192, tx: 2048 }         # optional: AF_XDP ring sizes (powers of two 64..32768)
  *     cpus: [2, 3]                          # optional: CPUs for the dataplane workers (worker i on cpus[i mod n])
  *     spinUs: 500                           # optional: µs a worker keeps polling after its last frame (0..10,000,000;
- *                                           #   absent: 500 with cpus, 0 without)
+ *                                           #   absent: 500 when cpus gives each worker its own CPU, else 0)
  *   connections:                            # may be empty or absent
  *     - name: pod-a
  *       local: { interface: veth-a }        # host side of the workload's veth; optional
@@ -116,9 +116,9 @@ export interface UplinkConfig {
   /**
    * Microseconds a dataplane worker keeps polling its rings after the last frame it moved before
    * it sleeps in poll(2); a frame arriving meanwhile needs no wake-up (the engine's header in
-   * dataplane/engine.ts). 0: it sleeps at once. Absent: SPIN_US_PINNED_DEFAULT with `cpus`, 0
-   * without. Costs up to that much CPU per gap in the traffic: with gaps shorter than spinUs the
-   * worker's CPU is busy all the time.
+   * dataplane/engine.ts). 0: it sleeps at once. Absent: SPIN_US_PINNED_DEFAULT when `cpus` gives
+   * every worker a CPU of its own, else 0. Costs up to that much CPU per gap in the traffic: with
+   * gaps shorter than spinUs the worker's CPU is busy all the time.
    */
   spinUs?: number;
 }
@@ -150,15 +150,19 @@ export const CPU_MAX = 1023;
 /** The longest `uplink.spinUs`: 10 s (longer is always busy in practice). */
 export const SPIN_US_MAX = 10_000_000;
 /**
- * `uplink.spinUs` when absent and `uplink.cpus` gives the workers CPUs of their own (without
- * `cpus`: 0, they share CPUs with other work). Measured in the lab (README, _Polling before
- * sleeping_): TCP 8-12% more than sleeping at once, idle round trips up to a third shorter.
+ * `uplink.spinUs` when absent and `uplink.cpus` gives every worker a CPU of its own (otherwise 0:
+ * a worker polling on a CPU that another worker or other work needs takes it from them).
+ * Measured in the lab (README, _Polling before sleeping_): TCP 8-12% more than sleeping at once,
+ * idle round trips up to a third shorter.
  */
 export const SPIN_US_PINNED_DEFAULT = 500;
 
-/** The workers' `spinUs`: as configured, else SPIN_US_PINNED_DEFAULT with `cpus` and 0 without. */
-export function workerSpinUs(uplink: Pick<UplinkConfig, 'cpus' | 'spinUs'>): number {
-  return uplink.spinUs ?? (uplink.cpus ? SPIN_US_PINNED_DEFAULT : 0);
+/**
+ * The `spinUs` of `workers` workers: as configured, else SPIN_US_PINNED_DEFAULT when `cpus` has a
+ * CPU for each of them, else 0.
+ */
+export function workerSpinUs(uplink: Pick<UplinkConfig, 'cpus' | 'spinUs'>, workers: number): number {
+  return uplink.spinUs ?? (uplink.cpus && uplink.cpus.length >= workers ? SPIN_US_PINNED_DEFAULT : 0);
 }
 
 /** One problem found in a document; `path` is the zod-style path (keys and list indexes). */

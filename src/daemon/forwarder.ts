@@ -943,7 +943,7 @@ function vxlanPlans(
   const rings = xskRings(uplink.rings);
   const cpus = uplink.cpus;
   // Workers with CPUs of their own poll a while after traffic before they sleep (schema.ts).
-  const spinUs = workerSpinUs(uplink);
+  const spinUs = workerSpinUs(uplink, host.queues);
   const upRings = host.mode === 'afxdp' ? { rings, frameCount: umemFrames(rings) } : {};
   for (let w = 0; w < host.queues; w++) {
     const ports: PortPlan[] = [

@@ -507,14 +507,17 @@ describe('config: validateConnection', () => {
 });
 
 describe('config: workerSpinUs', () => {
-  const spinOf = (uplink: string): number => workerSpinUs(parseConfig(`uplink: { interface: eth0${uplink} }\n`).uplink);
-  it('as configured, 0 included; absent: the pinned default with cpus, 0 without', () => {
+  const spinOf = (uplink: string, workers = 1): number =>
+    workerSpinUs(parseConfig(`uplink: { interface: eth0${uplink} }\n`).uplink, workers);
+  it('as configured, 0 included; absent: the pinned default when every worker has a CPU of its own, else 0', () => {
     assert.equal(SPIN_US_PINNED_DEFAULT, 500);
     assert.equal(spinOf(''), 0);
     assert.equal(spinOf(', cpus: [1]'), SPIN_US_PINNED_DEFAULT);
+    assert.equal(spinOf(', cpus: [1, 2]', 2), SPIN_US_PINNED_DEFAULT);
+    assert.equal(spinOf(', cpus: [1]', 2), 0, 'two workers share a CPU: polling would take it from the other');
+    assert.equal(spinOf(', cpus: [1], spinUs: 300', 2), 300, 'unless asked for');
     assert.equal(spinOf(', cpus: [1], spinUs: 0'), 0);
     assert.equal(spinOf(', spinUs: 2000'), 2000);
-    assert.equal(spinOf(', cpus: [1, 2], spinUs: 50'), 50);
   });
 });
 
