@@ -12,7 +12,6 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Session } from 'node:inspector';
 import { buildFrame } from '../../src/packet/build.ts';
 import { foldSum, sumWordsFast } from '../../src/packet/checksum.ts';
 import { flowHash, parseVxlan, sourcePortOf, VxlanEncapTemplate, VxlanParse } from '../../src/packet/vxlan.ts';
@@ -21,43 +20,7 @@ import { Link } from '../../src/dataplane/link.ts';
 import { CTRL_SLOTS, CTRL_STOP } from '../../src/dataplane/plan.ts';
 import type { Port } from '../../src/dataplane/port.ts';
 import { getSys } from '../../src/sys/index.ts';
-
-interface ProfileNode {
-  callFrame: { functionName: string; url: string };
-  selfSize: number;
-  children?: ProfileNode[];
-}
-
-function post<T>(s: Session, method: string, params?: object): Promise<T> {
-  return new Promise((resolve, reject) => s.post(method, params ?? {}, (err, res) => (err ? reject(err) : resolve(res as T))));
-}
-
-/** Bytes the sampling profiler saw allocated while `work` ran (synchronously: nothing else runs), by function. */
-async function allocations(work: () => void): Promise<Map<string, number>> {
-  const s = new Session();
-  s.connect();
-  try {
-    await post(s, 'HeapProfiler.startSampling', {
-      samplingInterval: 64,
-      includeObjectsCollectedByMajorGC: true,
-      includeObjectsCollectedByMinorGC: true,
-    });
-    work();
-    const { profile } = await post<{ profile: { head: ProfileNode } }>(s, 'HeapProfiler.stopSampling');
-    const out = new Map<string, number>();
-    const walk = (n: ProfileNode): void => {
-      if (n.selfSize > 0) {
-        const k = `${n.callFrame.functionName || '(anonymous)'} (${n.callFrame.url.replace(/^.*\/(src|test|node_modules)\//, '$1/')})`;
-        out.set(k, (out.get(k) ?? 0) + n.selfSize);
-      }
-      for (const c of n.children ?? []) walk(c);
-    };
-    walk(profile.head);
-    return out;
-  } finally {
-    s.disconnect();
-  }
-}
+import { allocations, bytesOf } from '../support/heap-sampling.ts';
 
 const ROUNDS = 200_000;
 /** Far below one heap number per call (16 bytes × ROUNDS = 3.2 MB): what a deopt or two may leave. */
@@ -70,7 +33,7 @@ async function assertNoAllocation(name: string, fn: (i: number) => number): Prom
   const seen = await allocations(() => {
     for (let i = 0; i < ROUNDS; i++) sink ^= fn(i);
   });
-  const total = [...seen.values()].reduce((a, b) => a + b, 0);
+  const total = bytesOf(seen);
   assert.ok(total <= ALLOWED_BYTES, `${name}: ${total} bytes sampled over ${ROUNDS} calls: ${JSON.stringify([...seen])} (sink ${sink})`);
 }
 
@@ -170,7 +133,7 @@ describe('hot path: per-packet functions allocate nothing', () => {
     };
     spin(2_000_000); // warm-up: the JIT optimises the loop
     const seen = await allocations(() => spin(5_000_000));
-    const total = [...seen.values()].reduce((a, b) => a + b, 0);
+    const total = bytesOf(seen);
     t.diagnostic(`polled ${c[ENGINE_SLOT.spinMs]!.toFixed(1)} ms`);
     assert.ok(c[ENGINE_SLOT.spinMs]! > 0, 'it polled (spin_ms)');
     assert.equal(c[ENGINE_SLOT.idleWaits], 0, 'and never slept');
