@@ -295,6 +295,17 @@ export class Forwarder {
               message: `${h.queues} workers (one per queue) on ${cpus.length} CPU${cpus.length === 1 ? '' : 's'} (uplink.cpus): workers sharing a CPU wait for each other; give each its own, or as many RX queues as CPUs`,
             });
           }
+          const spinUs = workerSpinUs(config.uplink, h.queues);
+          if (spinUs > 0) {
+            // Polling costs CPU between bursts of traffic: say so, and whether it was asked for.
+            log({
+              level: 'info',
+              event: 'workers-poll',
+              spinUs,
+              configured: config.uplink.spinUs !== undefined,
+              message: `workers poll their rings ${spinUs} µs after their last frame before they sleep (uplink.spinUs${config.uplink.spinUs === undefined ? ': the default when uplink.cpus gives each worker a CPU' : ''}); pinhole_engine_spin_seconds_total counts the CPU it takes`,
+            });
+          }
           const workloads = setUpWorkloads(
             h,
             ordered,

@@ -164,5 +164,7 @@ test('uplink.spinUs: a worker keeps polling after each frame (its CPU busy while
     );
     const fin = (await p.stop()) as unknown as RunLine;
     assert.deepEqual(fin.drops, {}, 'no drops');
+    // The operator is told that the workers poll, and that it was asked for.
+    assert.match((await p.exited).stderr, /"event":"workers-poll","spinUs":200000,"configured":true/);
   });
 });
