@@ -51,8 +51,9 @@ export function loadLibc(): Sys {
   const munmap = libc.func('int munmap(void *addr, size_t len)');
   const poll = libc.func('int poll(void *fds, unsigned long nfds, int timeout)');
   const clockGettime = libc.func('int clock_gettime(int clk, void *ts)');
-  // struct timespec { time_t tv_sec; long tv_nsec; } (x86-64, little endian): the low words are
-  // enough (tv_sec's low 32 bits wrap after 68 years of uptime; tv_nsec < 1e9).
+  // struct timespec { time_t tv_sec; long tv_nsec; } (64-bit little endian: x86-64, arm64): the
+  // low words are enough (tv_sec's, signed, wrap after 68 years of uptime; tv_nsec < 1e9). Per
+  // thread: a worker's nowMs is on its own performance.now() timeline.
   const ts = new Int32Array(4);
   const monotonicMs = (): number => {
     clockGettime(CLOCK_MONOTONIC, ts);

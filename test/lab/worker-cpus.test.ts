@@ -122,7 +122,7 @@ function cpuNs(pid: number, tid: number): number {
   return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
 }
 
-test('uplink.spinUs: a worker keeps polling after each frame (its CPU busy while pings come 50 ms apart) and sleeps once the traffic stops', async (t) => {
+test('uplink.spinUs: a worker keeps polling after each frame (its CPU busy while pings come 50 ms apart), sleeps once the traffic stops and while the link is down, and carries traffic after a flap', async (t) => {
   const workerCpu = availableParallelism() - 1;
   assert.ok(workerCpu >= 1, 'this test needs two CPUs');
   await withLab('spin', { sides: { a: 'pinhole', b: 'kernel' }, uplinkQueues: 1 }, async (lab) => {
@@ -162,6 +162,24 @@ test('uplink.spinUs: a worker keeps polling after each frame (its CPU busy while
       idle <= allowed,
       `the worker sleeps without traffic (CPU share ${idle.toFixed(3)}, ${stray} frames: at most ${allowed.toFixed(2)})`,
     );
+
+    // A link flap while the worker polls: with the uplink down it sleeps (poll()'s error state is
+    // cleared, nothing arrives), and the tunnel carries pings again once the link is up.
+    lab.exec(a.ns, 'ip', ['link', 'set', a.uplink, 'down']);
+    await new Promise((res) => setTimeout(res, 300)); // past the last spin
+    ns0 = cpuNs(pid, tid);
+    t0 = performance.now();
+    await new Promise((res) => setTimeout(res, 1000)); // the measurement interval
+    const down = share(ns0, t0);
+    assert.ok(down <= 0.1, `the worker sleeps while the uplink is down (CPU share ${down.toFixed(3)})`);
+    lab.exec(a.ns, 'ip', ['link', 'set', a.uplink, 'up']);
+    // The first pings may meet the link coming up (ping waits for their replies up to 10 s).
+    const warm = ping(lab, a.workloads[0]!.podNs, lab.b.workloads[0]!.podAddr4, 5, 0.2, undefined, 10);
+    assert.ok(warm.received > 0, 'the tunnel carries pings after the flap');
+    const again = ping(lab, a.workloads[0]!.podNs, lab.b.workloads[0]!.podAddr4, 20, 0.05);
+    assert.equal(again.received, again.sent, 'and loses none once it does');
+    t.diagnostic(`worker CPU share with the uplink down: ${(down * 100).toFixed(1)}%`);
+
     const fin = (await p.stop()) as unknown as RunLine;
     assert.deepEqual(fin.drops, {}, 'no drops');
     // The operator is told that the workers poll, and that it was asked for.

@@ -5,9 +5,10 @@
  * until release(). Transmit copies each frame into a TX ring slot (PacketMemory.copy: word copy
  * across buffers, no allocation) and one sendto per batch sends them.
  *
- * Headroom (V3 ports; V2 ports below): TPACKET_V3 places an Ethernet frame 82 bytes after its tpacket3_hdr (tp_mac =
- * TPACKET_ALIGN(68 + 16) - 14), and the header of a frame already handed to us is not read
- * again, so stages may write up to 82 bytes of encapsulation in front of a received frame.
+ * Headroom (V3 ports; V2 ports below): TPACKET_V3 places an Ethernet frame 82 bytes after its
+ * tpacket3_hdr (tp_mac = TPACKET_ALIGN(68 + 16) - 14), and the header of a frame already handed
+ * to us is not read again, so stages may write up to 82 bytes of encapsulation in front of a
+ * received frame.
  *
  * The uplink uses the pinhole policy as its socket filter; a workload port takes every frame
  * ('all'). A transmit-only port ('to' of a cross-connect) gets a drop-all filter, so the kernel

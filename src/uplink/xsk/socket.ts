@@ -411,7 +411,8 @@ export class XskSocket {
    * Called after every refill of a receiving port: a zero-copy driver whose fill ring ran dry
    * sets the flag and waits for this (Documentation/networking/af_xdp.rst, XDP_USE_NEED_WAKEUP);
    * the engine's poll(2) when idle used to be the only wake-up, and a worker that polls its rings
-   * (uplink.spinUs) makes none. One load per breath; copy mode never sets the flag.
+   * (uplink.spinUs) makes none. One load per breath; in copy mode (veth here) the kernel did not
+   * set the flag (perf stat: no poll from a worker forwarding 1.4 Mpps).
    */
   wakeRx(): boolean {
     if (!this.rxNeedsWakeup()) return false;
