@@ -37,6 +37,7 @@ export const API_STATUS: Readonly<Record<string, number>> = {
   ERR_WORKLOAD_QUEUES: 409,
   ERR_WORKLOAD_MODE: 409,
   ERR_WORKLOAD_AFXDP: 409,
+  ERR_WORKLOAD_MTU: 409,
   ERR_API_LENGTH_REQUIRED: 411,
   // PUT with `If-None-Match: *` and the connection exists (create only, never replace).
   ERR_API_EXISTS: 412,

@@ -64,7 +64,7 @@ import { encodeKey, publicKeyOf } from '../tunnel/wireguard/keys.ts';
 import { PinholeError } from '../sys/index.ts';
 import type { PinholeSpec } from '../bpf/pinhole/policy.ts';
 import { startOnUplink, type UplinkHost } from '../uplink/host.ts';
-import type { DecisionReason } from '../uplink/decide.ts';
+import { AFXDP_MAX_MTU, type DecisionReason } from '../uplink/decide.ts';
 import type { CounterValues } from '../dataplane/counters.ts';
 import {
   addressWords,
@@ -909,6 +909,12 @@ function setUpWorkloads(host: UplinkHost, conns: readonly ConnectionConfig[], lo
       }
       if (host.mode !== 'afxdp') {
         throw new PinholeError('ERR_WORKLOAD_MODE', `${iface.name}: local.mode afxdp needs the uplink in AF_XDP mode (it runs AF_PACKET)`);
+      }
+      if (iface.mtu > AFXDP_MAX_MTU) {
+        throw new PinholeError(
+          'ERR_WORKLOAD_MTU',
+          `${iface.name} has MTU ${iface.mtu}; local.mode afxdp serves MTUs up to ${AFXDP_MAX_MTU} (a frame must fit one 4 KiB UMEM frame): use local.mode auto`,
+        );
       }
       if (iface.rxQueues !== host.queues) {
         throw new PinholeError(

@@ -64,6 +64,12 @@ export class PacketMemory {
     return this.buffers.filter((b) => b !== undefined).length;
   }
 
+  /** Whether the Ethernet frame at `at` of memory `id` carries an 802.1Q tag (EtherType 0x8100). */
+  tagged(id: number, at: number): boolean {
+    const b = this.u8[id]!;
+    return b[at + 12] === 0x81 && b[at + 13] === 0x00;
+  }
+
   /** Copies `len` bytes from memory `src` at `from` to memory `dst` at `to`. No allocation. */
   copy(src: number, from: number, dst: number, to: number, len: number): void {
     if (src === dst) {

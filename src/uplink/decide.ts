@@ -5,6 +5,8 @@
  */
 import type { FeatureSet } from '../kernel/features.ts';
 import type { IfaceInfo } from '../kernel/iface.ts';
+import { XDP_PACKET_HEADROOM } from './xsk/abi.ts';
+import { XSK_UMEM_FRAME } from './xsk/sizing.ts';
 
 export type UplinkMode = 'afxdp' | 'afpacket';
 
@@ -37,6 +39,14 @@ export interface DecideOptions {
   heldPorts?: readonly { family: 4 | 6; port: number; holder?: string }[];
 }
 
+/**
+ * Largest MTU AF_XDP serves: a frame (the MTU, its Ethernet header and an 802.1Q tag) must fit
+ * one UMEM frame behind XDP_PACKET_HEADROOM (4096 − 256 = 3840 bytes). A larger one would be
+ * dropped by the kernel on the way into the socket (xsk_rcv: no multi-buffer here), and the
+ * program would have taken it from the host: AF_PACKET serves such an interface whole.
+ */
+export const AFXDP_MAX_MTU = XSK_UMEM_FRAME - XDP_PACKET_HEADROOM - 14 - 4;
+
 const NO_NATIVE_XDP_KINDS = new Set(['bond', 'team', 'vlan', 'macvlan', 'ipvlan', 'bridge', 'loopback']);
 
 export function decideUplink(features: FeatureSet, iface: IfaceInfo | undefined, opts: DecideOptions = {}): Decision {
@@ -66,6 +76,12 @@ export function decideUplink(features: FeatureSet, iface: IfaceInfo | undefined,
       blockers.push({
         code: 'PINHOLE_RUNNING',
         message: `a pinhole (pid ${opts.running.pid ?? '?'}) is running on ${iface.name}; a second one on this interface is refused (ERR_UPLINK_BUSY)`,
+      });
+    }
+    if (iface.mtu > AFXDP_MAX_MTU) {
+      blockers.push({
+        code: 'MTU_TOO_LARGE_FOR_AF_XDP',
+        message: `MTU ${iface.mtu} is above the ${AFXDP_MAX_MTU} that AF_XDP serves: a frame must fit one ${XSK_UMEM_FRAME}-byte UMEM frame (multi-buffer AF_XDP is not used); AF_PACKET carries jumbo frames`,
       });
     }
     if (NO_NATIVE_XDP_KINDS.has(iface.kind)) {

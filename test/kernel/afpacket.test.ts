@@ -369,6 +369,35 @@ test('TPACKET_V2 ring with PACKET_VNET_HDR and copies: small frames in slots at 
       sock.txFlush();
       const got = await raw.receive((fr) => markerOf(fr) === 4242, 3000);
       assert.equal(got?.length, f.length, 'the frame alone, without the header');
+      // TX slots sized from the MTU (9000): 16 KiB, and 128 of them (the 32 asked for at 2 KiB
+      // would be less than two batches); a frame of the whole MTU goes out in one.
+      assert.equal(sock.mtu, 9000);
+      assert.equal(sock.txSlot, 16384);
+      assert.equal(sock.txFrames, 128);
+      assert.equal(sock.txData[0]!.length, 16384 - 32);
+      const jumbo = buildFrame({
+        eth: { src: upMac, dst: peerMac },
+        ipv4: { src: UP4, dst: PEER4 },
+        udp: { sport: 9, dport: 9 },
+        payload: (() => {
+          const p = new Uint8Array(9000 - 28);
+          p.set(marker(4343), p.length - 8);
+          return p;
+        })(),
+      });
+      assert.equal(jumbo.length, 9014);
+      for (let i = 0; i < 130; i++) {
+        // Round the ring once: each slot's header sits at its own 16 KiB offset.
+        const s = sock.txAcquire();
+        assert.ok(s >= 0, `slot for frame ${i}`);
+        sock.txData[s]!.fill(0, 0, 10);
+        sock.txData[s]!.set(jumbo, 10);
+        sock.txCommit(s, jumbo.length + 10);
+        sock.txFlush();
+        const j = await raw.receive((fr) => fr.length === 9014 && markerOf(fr, 0, fr.length) === 4343, 3000);
+        assert.ok(j, `jumbo frame ${i} reached the peer`);
+      }
+      assert.equal(sock.counters.txErrors, 0, String(sock.lastTxErrno));
     } finally {
       raw.close();
       sock.close();

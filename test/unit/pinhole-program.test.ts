@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { assemble, decode, disasm } from '../../src/bpf/asm/index.ts';
 import { buildPinhole, pinholeMapSpecs, PINHOLE_MAPS } from '../../src/bpf/pinhole/program.ts';
 import { REASONS } from '../../src/bpf/pinhole/policy.ts';
-import { decideUplink } from '../../src/uplink/decide.ts';
+import { AFXDP_MAX_MTU, decideUplink } from '../../src/uplink/decide.ts';
 import type { FeatureResult, FeatureSet } from '../../src/kernel/features.ts';
 import type { IfaceInfo } from '../../src/kernel/iface.ts';
 import { parseHexFrame } from '../../src/control/commands/bpf.ts';
@@ -111,7 +111,7 @@ test('decision: foreign XDP program → afpacket unless replacing is allowed; ou
   assert.equal(lookalike.mode, 'afpacket');
   assert.equal(lookalike.reasons[0]!.code, 'FOREIGN_XDP_PROGRAM');
   // A stale native program while the MTU needs generic: detached, then attached generic.
-  const moved = decideUplink(allOk, veth({ mtu: 9000, xdp: { mode: 'native', progId: 9, progName: 'pinhole', ours: true } }));
+  const moved = decideUplink(allOk, veth({ mtu: 3700, xdp: { mode: 'native', progId: 9, progName: 'pinhole', ours: true } }));
   assert.equal(moved.xdpMode, 'generic');
   assert.match(
     moved.reasons.find((r) => r.code === 'STALE_PINHOLE_PROGRAM')?.message ?? '',
@@ -138,11 +138,20 @@ test('decision: a tunnel port another socket receives on rules AF_XDP out', () =
   );
 });
 
-test('decision: MTU above the native XDP limit → generic XDP; bonds and VLANs → afpacket', () => {
-  const big = decideUplink(allOk, veth({ mtu: 9000 }));
+test('decision: MTU above the native XDP limit → generic XDP; above a UMEM frame (jumbo) → afpacket; bonds and VLANs → afpacket', () => {
+  const big = decideUplink(allOk, veth({ mtu: 3700 }));
   assert.equal(big.mode, 'afxdp');
   assert.equal(big.xdpMode, 'generic');
   assert.ok(big.reasons.some((r) => r.code === 'MTU_TOO_LARGE_FOR_NATIVE_XDP'));
+  // 3822 + 14 + 4 (an 802.1Q tag) = 3840: a 4 KiB UMEM frame less XDP_PACKET_HEADROOM.
+  assert.equal(AFXDP_MAX_MTU, 3822);
+  assert.equal(decideUplink(allOk, veth({ mtu: 3822 })).mode, 'afxdp');
+  for (const mtu of [3823, 9000, 9001]) {
+    const jumbo = decideUplink(allOk, veth({ mtu }));
+    assert.equal(jumbo.mode, 'afpacket', `MTU ${mtu}`);
+    assert.equal(jumbo.reasons[0]!.code, 'MTU_TOO_LARGE_FOR_AF_XDP');
+    assert.match(jumbo.reasons[0]!.message, new RegExp(`^MTU ${mtu} is above the 3822 that AF_XDP serves`));
+  }
   for (const kind of ['bond', 'team', 'vlan']) {
     const d = decideUplink(allOk, veth({ kind, driver: kind }));
     assert.equal(d.mode, 'afpacket', kind);

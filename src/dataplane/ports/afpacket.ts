@@ -111,8 +111,18 @@ export interface AfPacketPortOptions extends PortOptions {
   gsoReceive?: boolean;
 }
 
-const SEG_SLOT = 2048;
+/**
+ * Segment memory: SEG_BYTES_PER_FRAME bytes per frame of a breath (a batch plus the largest
+ * split). Segments are packed in it one after the other, each behind SEG_HEADROOM bytes (the
+ * outer headers the encapsulation writes in place) and at a 64-byte stride, so a breath holds as
+ * many 1500-MTU segments as it has frames and jumbo ones (9 KB at MTU 9000) alike.
+ */
+const SEG_BYTES_PER_FRAME = 2048;
 const SEG_HEADROOM = 128;
+/** Bytes a segment or train of `len` bytes takes in the segment memory. */
+const segStride = (len: number): number => (SEG_HEADROOM + len + 63) & ~63;
+/** Most header bytes of one segment (Ethernet, tags, IP with options or extension headers, TCP with options): bounds a copy's split. */
+const SEG_MAX_HEADERS = 256;
 /**
  * Frames larger than a ring slot (super-frames, jumbo frames) come whole through the receive
  * queue into one of these: up to COPY_SLOTS per breath, each a 64 KiB frame behind headroom.
@@ -121,7 +131,8 @@ const COPY_SLOTS = 8;
 const COPY_HEADROOM = 128;
 const COPY_SLOT = COPY_HEADROOM + 65536 + 512;
 /** Bytes an offload port's segment and copy slots take (AfPacketPortOptions.segmentArea). */
-export const offloadMemoryBytes = (batchSize: number): number => (batchSize + MAX_GSO_SEGMENTS) * SEG_SLOT + COPY_SLOTS * COPY_SLOT;
+export const offloadMemoryBytes = (batchSize: number): number =>
+  (batchSize + MAX_GSO_SEGMENTS) * SEG_BYTES_PER_FRAME + COPY_SLOTS * COPY_SLOT;
 /** Receive queue for copies: room for a burst of super-frames (SO_RCVBUFFORCE; root). */
 const COPY_RCVBUF = 8 << 20;
 /**
@@ -184,7 +195,11 @@ export class AfPacketPort implements Port {
   private readonly segMem: Uint8Array | undefined;
   /** Where the segment slots start in segMem. */
   private readonly segAt: number = 0;
-  private readonly segSlots: number = 0;
+  /** Bytes of segment memory (from segAt), and how many this breath used. */
+  private readonly segBytes: number = 0;
+  private segUsed = 0;
+  /** Frames one breath takes at most: a batch plus the largest split. */
+  private readonly breathFrames: number;
   private readonly ring: Uint8Array;
   /** Bytes in front of each TX frame: the virtio_net_hdr with offload, else none. */
   private readonly txHead: number;
@@ -210,7 +225,6 @@ export class AfPacketPort implements Port {
   private room = 0;
   /** The last breath ended after sparseFirst(): this one reads the ring in order (no starving). */
   private sparseOnly = false;
-  private slot = 0;
   private frames = 0;
   private bytes = 0;
 
@@ -223,6 +237,7 @@ export class AfPacketPort implements Port {
           ? cbpf().ret.k(0).assemble()
           : compilePinholeFilter(o.filter);
     this.offload = o.offload === true || o.gsoReceive === true;
+    this.breathFrames = o.batchSize + MAX_GSO_SEGMENTS;
     const segments = o.segmentArea ? "in the AF_XDP ports' area" : 'in memory of their own';
     this.detail =
       o.offload === true
@@ -250,14 +265,14 @@ export class AfPacketPort implements Port {
       if (this.offload) {
         // Room for one breath: a batch of ordinary frames plus the largest super-frame.
         // One buffer (one packet-memory id) for the segment slots, then the copy slots.
-        this.segSlots = o.batchSize + MAX_GSO_SEGMENTS;
+        this.segBytes = (o.batchSize + MAX_GSO_SEGMENTS) * SEG_BYTES_PER_FRAME;
         const area = o.segmentArea;
         this.segMem = area ? new Uint8Array(area.buffer) : alloc(offloadMemoryBytes(o.batchSize));
         this.segAt = area ? area.offset : 0;
         if (this.segAt + offloadMemoryBytes(o.batchSize) > this.segMem.length) {
           throw new PinholeError('ERR_DATAPLANE_MEMORY', `${o.name}: segment area too small`);
         }
-        this.copyAt = this.segAt + this.segSlots * SEG_SLOT;
+        this.copyAt = this.segAt + this.segBytes;
         this.seg = new Segmenter(MAX_GSO_SEGMENTS);
         this.segId = o.memory.register(this.segMem.buffer);
         for (let i = 0; i < COPY_SLOTS; i++) {
@@ -276,7 +291,9 @@ export class AfPacketPort implements Port {
     // Absolute offsets of each TX slot's data area, read once (no view per frame).
     this.txOff = new Uint32Array(this.sock.txFrames);
     for (let i = 0; i < this.sock.txFrames; i++) this.txOff[i] = this.sock.txData[i]!.byteOffset;
-    this.txMax = this.sock.txFrames > 0 ? this.sock.txData[0]!.length - this.txHead : 0;
+    // What the kernel sends on this interface (its MTU when the socket opened): larger frames are
+    // counted too-big here instead of refused in the ring (TP_STATUS_WRONG_FORMAT, txErrors).
+    this.txMax = this.sock.txFrames > 0 ? Math.min(this.sock.txData[0]!.length - this.txHead, this.sock.mtu + 14) : 0;
     this.c = o.counters;
     this.b = o.base;
     // A port reopened under the same name continues the counter it inherits (never backwards).
@@ -319,8 +336,8 @@ export class AfPacketPort implements Port {
     const sock = this.sock;
     const rxb = this.rxb;
     const ring = this.ring;
-    this.room = Math.min(out.capacity - out.n, this.segSlots);
-    this.slot = 0;
+    this.room = Math.min(out.capacity - out.n, this.breathFrames);
+    this.segUsed = 0;
     this.frames = 0;
     this.bytes = 0;
     let copies = 0;
@@ -364,8 +381,9 @@ export class AfPacketPort implements Port {
       const bound = type !== VNET_GSO_NONE && gs > 0 ? Math.ceil(rxb.wireLength[0]! / gs) : 1;
       // (A train never takes more slots than it has segments: a segment and its gap are under a
       // slot by at least the headroom's 120 bytes.)
-      const later = bound > this.room || this.slot + bound > this.segSlots;
-      if ((later && bound <= this.segSlots) || copies === COPY_SLOTS) break;
+      const need = rxb.wireLength[0]! + bound * (SEG_HEADROOM + SEG_MAX_HEADERS + 64);
+      const later = bound > this.room || this.segUsed + need > this.segBytes;
+      if ((later && need <= this.segBytes) || copies === COPY_SLOTS) break;
       const got = sock.receiveCopy(this.copyViews[copies]!);
       sock.skip();
       taken++;
@@ -463,17 +481,20 @@ export class AfPacketPort implements Port {
     }
     const seg = this.seg!;
     const n = seg.begin(b, off, len, vnetGsoType(b, v), vnetGsoSize(b, v), needsCsum ? vnetCsumStart(b, v) : -1);
-    if (n < 0 || seg.segmentLength(0) > SEG_SLOT - SEG_HEADROOM) return TAKE_DROPPED;
+    if (n < 0) return TAKE_DROPPED;
     if (this.trains && n > 1) return this.trainUp(n, out, tag);
-    if (n > this.room || this.slot + n > this.segSlots) return n > this.segSlots ? TAKE_DROPPED : TAKE_LATER;
+    // Every segment at the first one's stride (the longest; the last may be shorter).
+    const stride = segStride(seg.segmentLength(0));
+    const bytes = n * stride;
+    if (n > this.room || this.segUsed + bytes > this.segBytes) return bytes > this.segBytes ? TAKE_DROPPED : TAKE_LATER;
     const segMem = this.segMem!;
     // Pending checksums (Link.csum): the segment gets the pseudo-header sum and the mark.
     const partial = this.pendingChecksums;
     const csum = partial ? seg.partialCsum : 0;
     for (let i = 0; i < n; i++) {
-      const at = this.segAt + this.slot * SEG_SLOT + SEG_HEADROOM;
+      const at = this.segAt + this.segUsed + SEG_HEADROOM;
       const l = partial ? seg.writePartial(i, segMem, at) : seg.write(i, segMem, at);
-      this.slot++;
+      this.segUsed += stride;
       out.push(this.segId, at, l, tag, csum);
       this.bytes += l;
     }
@@ -502,21 +523,20 @@ export class AfPacketPort implements Port {
     // Slots: full trains, then the last one (its last segment may be shorter).
     const lastCount = n - (trains - 1) * per;
     const lastLen = (lastCount - 1) * chunk + seg.segmentLength(n - 1);
-    const slots =
-      (trains - 1) * Math.ceil((SEG_HEADROOM + per * chunk - TRAIN_GAP) / SEG_SLOT) + Math.ceil((SEG_HEADROOM + lastLen) / SEG_SLOT);
-    if (trains > this.room || this.slot + slots > this.segSlots) return slots > this.segSlots ? TAKE_DROPPED : TAKE_LATER;
+    const need = (trains - 1) * segStride(per * chunk - TRAIN_GAP) + segStride(lastLen);
+    if (trains > this.room || this.segUsed + need > this.segBytes) return need > this.segBytes ? TAKE_DROPPED : TAKE_LATER;
     const segMem = this.segMem!;
     for (let t = 0; t < trains; t++) {
       const first = t * per;
       const count = n - first < per ? n - first : per;
-      const at = this.segAt + this.slot * SEG_SLOT + SEG_HEADROOM;
+      const at = this.segAt + this.segUsed + SEG_HEADROOM;
       let bytes = 0;
       for (let i = 0; i < count; i++) bytes += seg.write(first + i, segMem, at + i * chunk);
       const trainLen = bytes + (count - 1) * TRAIN_GAP;
       // A lone last segment is a train of one (the kernel sends it as a plain packet): it leaves
       // through the same socket as the train before it, so it cannot overtake it.
       out.push(this.segId, at, trainLen, tag, 0, chunk);
-      this.slot += Math.ceil((SEG_HEADROOM + trainLen) / SEG_SLOT);
+      this.segUsed += segStride(trainLen);
       this.bytes += bytes;
     }
     this.room -= trains;
@@ -542,8 +562,8 @@ export class AfPacketPort implements Port {
     const ring = this.ring;
     for (let i = 0; i < n; i++) {
       const l = input.len[i]!;
-      if (l > this.txMax) {
-        tooBig++;
+      if (l > this.txMax && (l > this.txMax + 4 || !mem.tagged(input.mem[i]!, input.addr[i]!))) {
+        tooBig++; // (4 bytes more for a frame with an 802.1Q tag, as the kernel allows)
         continue;
       }
       const slot = sock.txAcquire();

@@ -139,6 +139,7 @@ import {
 } from './abi.ts';
 import { attachFilter, int32 } from './filter.ts';
 import { doubleFields } from '../../util/double-fields.ts';
+import { VNET_HDR_LEN } from '../../packet/offload.ts';
 
 const ETH_P_8021Q = 0x8100;
 const POLL_ERRORS = POLLERR | POLLHUP | POLLNVAL;
@@ -168,9 +169,11 @@ export interface AfPacketOptions {
   /** PACKET_QDISC_BYPASS for transmit. Default true. */
   qdiscBypass?: boolean;
   /**
-   * A PACKET_TX_RING of this many frame slots (a multiple of 32; slots of 2048 bytes), for
+   * A PACKET_TX_RING of this many frame slots (a multiple of 32), for
    * `txAcquire/txCommit/txFlush`: frames are written in place and one sendto kicks a batch.
-   * Without it, only `transmit()` (one sendto per frame) is available.
+   * Without it, only `transmit()` (one sendto per frame) is available. Slots are 2 KiB while a
+   * frame of the interface's MTU fits one, else the next power of two that holds it (16 KiB at
+   * MTU 9000); the count then shrinks to keep the ring's memory (`txSlotSize`, `txSlotCount`).
    */
   txFrames?: number;
   /**
@@ -198,15 +201,39 @@ export interface AfPacketOptions {
   rcvbuf?: number;
 }
 
-/** TX ring slot size and slots per block (block = 64 KiB). */
+/** Smallest TX ring slot, and slots per block (a block is 32 slots: 64 KiB of 2 KiB slots). */
 const TX_FRAME_SIZE = 2048;
 const TX_FRAMES_PER_BLOCK = 32;
+/** Fewest TX slots a ring of large slots keeps (two batches of 64). */
+const TX_MIN_LARGE_SLOTS = 128;
 /** Frame data starts here in a TX slot: TPACKET3_HDRLEN - sizeof(struct sockaddr_ll) = 68 - 20. */
 export const TX_DATA_OFFSET = 48;
 /** TPACKET_V2: TPACKET2_HDRLEN - sizeof(struct sockaddr_ll) = 52 - 20. */
 const TX_DATA_OFFSET_V2 = 32;
-/** Largest frame a TX ring slot holds. */
-export const TX_MAX_FRAME = TX_FRAME_SIZE - TX_DATA_OFFSET;
+/**
+ * Largest frame the kernel sends on an interface of `mtu` (packet_snd, tpacket_snd): the MTU plus
+ * the Ethernet header, and 4 bytes more for a frame that carries an 802.1Q tag.
+ */
+export const maxTxFrame = (mtu: number): number => mtu + 14 + 4;
+/**
+ * TX ring slot size for an interface of `mtu`: 2 KiB, or the power of two that holds the header,
+ * a virtio_net_hdr (`head` bytes) and the largest frame (tp_frame_size must divide the block and
+ * be 16-aligned; a power of two keeps slots contiguous in blocks of 32).
+ */
+export function txSlotSize(mtu: number, head: number, version: 2 | 3): number {
+  const need = (version === 2 ? TX_DATA_OFFSET_V2 : TX_DATA_OFFSET) + head + maxTxFrame(mtu);
+  let size = TX_FRAME_SIZE;
+  while (size < need) size *= 2;
+  return size;
+}
+/** TX slots for `frames` asked at 2 KiB each, in slots of `slotSize`: the same memory, ≥ 128. */
+export function txSlotCount(frames: number, slotSize: number): number {
+  if (slotSize === TX_FRAME_SIZE || frames === 0) return frames;
+  const same = Math.floor((frames * TX_FRAME_SIZE) / slotSize / TX_FRAMES_PER_BLOCK) * TX_FRAMES_PER_BLOCK;
+  return Math.max(TX_MIN_LARGE_SLOTS, same);
+}
+/** Interface MTU ioctl (linux/sockios.h); ifr_mtu is the int at offset 16 of struct ifreq. */
+const SIOCGIFMTU = 0x8921;
 /** RX ring slots per block with TPACKET_V2 (64 KiB blocks of 2 KiB slots). */
 const V2_SLOTS_PER_BLOCK = 32;
 
@@ -342,8 +369,12 @@ export class AfPacketSocket {
   private readonly txBase: number;
   private txHead = 0;
   private txPending = 0;
-  /** Preallocated views of each TX slot's data area (TX_MAX_FRAME bytes). */
+  /** Preallocated views of each TX slot's data area (the slot less its header). */
   readonly txData: readonly Uint8Array[];
+  /** TX ring slot size (txSlotSize of the interface's MTU at open). */
+  readonly txSlot: number;
+  /** The interface's MTU when the socket was opened (SIOCGIFMTU). */
+  readonly mtu: number;
   private readonly kick = alloc(1);
 
   private constructor(
@@ -355,8 +386,11 @@ export class AfPacketSocket {
     blockCount: number,
     txFrames: number,
     version: 2 | 3,
+    tx: { slot: number; mtu: number },
   ) {
     this.fd = fd;
+    this.txSlot = tx.slot;
+    this.mtu = tx.mtu;
     this.version = version;
     this.slotSize = version === 2 ? blockSize / V2_SLOTS_PER_BLOCK : 0;
     this.slots = version === 2 ? blockCount * V2_SLOTS_PER_BLOCK : 0;
@@ -382,8 +416,8 @@ export class AfPacketSocket {
     this.txBase = blockSize * blockCount;
     const views: Uint8Array[] = [];
     for (let i = 0; i < txFrames; i++) {
-      const at = this.txBase + i * TX_FRAME_SIZE + this.txDataAt;
-      views.push(this.memory.subarray(at, at + TX_FRAME_SIZE - this.txDataAt));
+      const at = this.txBase + i * tx.slot + this.txDataAt;
+      views.push(this.memory.subarray(at, at + tx.slot - this.txDataAt));
     }
     this.txData = views;
   }
@@ -449,10 +483,17 @@ export class AfPacketSocket {
         alloc(tpacketReq3Layout.size),
       );
       sys.setsockopt(fd, SOL_PACKET, PACKET_RX_RING, req);
-      const txFrames = opts.txFrames ?? 0;
+      step = 'SIOCGIFMTU';
+      const ifr = alloc(IFREQ_SIZE);
+      ifr.set(new TextEncoder().encode(opts.ifname).subarray(0, 15));
+      sys.ioctl(fd, SIOCGIFMTU, ifr);
+      const mtu = new DataView(ifr.buffer).getInt32(16, true);
+      const txSlot = txSlotSize(mtu, opts.vnetHdr ? VNET_HDR_LEN : 0, version);
+      if (opts.txFrames !== undefined && opts.txFrames % TX_FRAMES_PER_BLOCK !== 0)
+        throw new RangeError(`txFrames ${opts.txFrames} is not a multiple of ${TX_FRAMES_PER_BLOCK}`);
+      const txFrames = txSlotCount(opts.txFrames ?? 0, txSlot);
       if (txFrames > 0) {
         step = 'PACKET_TX_RING';
-        if (txFrames % TX_FRAMES_PER_BLOCK !== 0) throw new RangeError(`txFrames ${txFrames} is not a multiple of ${TX_FRAMES_PER_BLOCK}`);
         // V3 TX rings are frame rings (no block retirement): timeout, priv and features must be 0.
         sys.setsockopt(
           fd,
@@ -460,9 +501,9 @@ export class AfPacketSocket {
           PACKET_TX_RING,
           tpacketReq3Layout.encode(
             {
-              tp_block_size: TX_FRAME_SIZE * TX_FRAMES_PER_BLOCK,
+              tp_block_size: txSlot * TX_FRAMES_PER_BLOCK,
               tp_block_nr: txFrames / TX_FRAMES_PER_BLOCK,
-              tp_frame_size: TX_FRAME_SIZE,
+              tp_frame_size: txSlot,
               tp_frame_nr: txFrames,
             },
             alloc(tpacketReq3Layout.size),
@@ -471,7 +512,7 @@ export class AfPacketSocket {
       }
       step = 'mmap';
       // One mapping: the RX ring, then the TX ring.
-      mapping = sys.mmap(blockSize * blockCount + txFrames * TX_FRAME_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      mapping = sys.mmap(blockSize * blockCount + txFrames * txSlot, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
       if (opts.qdiscBypass ?? true) {
         step = 'PACKET_QDISC_BYPASS';
         sys.setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, int32(1));
@@ -487,7 +528,7 @@ export class AfPacketSocket {
         step = 'PACKET_FANOUT';
         sys.setsockopt(fd, SOL_PACKET, PACKET_FANOUT, int32((opts.fanoutGroup & 0xffff) | (PACKET_FANOUT_HASH << 16)));
       }
-      return new AfPacketSocket(fd, ifindex, opts.ifname, mapping, blockSize, blockCount, txFrames, version);
+      return new AfPacketSocket(fd, ifindex, opts.ifname, mapping, blockSize, blockCount, txFrames, version, { slot: txSlot, mtu });
     } catch (err) {
       return fail(err);
     }
@@ -669,7 +710,7 @@ export class AfPacketSocket {
    * TX ring: the next free slot's index (its data area is `txData[index]`), or -1 when the slot
    * at the head is still owned by the kernel (ring full). Slots are used strictly in ring order.
    *
-   *   slot i at txBase + i·2048:  ┌ tpacket3_hdr (tp_len, tp_status, tp_next_offset = 0) ┐
+   *   slot i at txBase + i·txSlot: ┌ tpacket3_hdr (tp_len, tp_status, tp_next_offset = 0) ┐
    *                               └ frame data at +48 (TPACKET3_HDRLEN − sizeof(sockaddr_ll)) ┘
    *   tp_status: AVAILABLE (0, ours) → SEND_REQUEST (1, set by txCommit) → SENDING (2) → AVAILABLE
    */
@@ -677,7 +718,7 @@ export class AfPacketSocket {
     if (this.txPending === this.txFrames) return -1;
     let i = this.txHead + this.txPending;
     if (i >= this.txFrames) i -= this.txFrames;
-    const st = (this.txBase + i * TX_FRAME_SIZE + this.txStatusAt) >>> 2;
+    const st = (this.txBase + i * this.txSlot + this.txStatusAt) >>> 2;
     const status = Atomics.load(this.u32, st);
     if (status === TP_STATUS_WRONG_FORMAT) {
       // The kernel refused a frame we queued earlier (e.g. too short); count it and reuse the slot.
@@ -691,7 +732,7 @@ export class AfPacketSocket {
 
   /** Marks slot `index` (from txAcquire) as holding a `length`-byte frame, to go at txFlush. */
   txCommit(index: number, length: number): void {
-    const h = this.txBase + index * TX_FRAME_SIZE;
+    const h = this.txBase + index * this.txSlot;
     this.u32[(h + this.txLenAt) >>> 2] = length;
     this.u32[(h + this.txSnapAt) >>> 2] = length;
     if (this.version === 3) this.u32[(h + PKT_NEXT) >>> 2] = 0;
@@ -869,7 +910,7 @@ export class AfPacketSocket {
       }
       let txUsed2 = 0;
       for (let i = 0; i < this.txFrames; i++) {
-        if (Atomics.load(this.u32, (this.txBase + i * TX_FRAME_SIZE + this.txStatusAt) >>> 2) !== TP_STATUS_AVAILABLE) txUsed2++;
+        if (Atomics.load(this.u32, (this.txBase + i * this.txSlot + this.txStatusAt) >>> 2) !== TP_STATUS_AVAILABLE) txUsed2++;
       }
       return { rxUsed, rxSize: this.slots, txUsed: txUsed2, txSize: this.txFrames };
     }
@@ -878,7 +919,7 @@ export class AfPacketSocket {
     }
     let txUsed = 0;
     for (let i = 0; i < this.txFrames; i++) {
-      if (Atomics.load(this.u32, (this.txBase + i * TX_FRAME_SIZE + this.txStatusAt) >>> 2) !== TP_STATUS_AVAILABLE) txUsed++;
+      if (Atomics.load(this.u32, (this.txBase + i * this.txSlot + this.txStatusAt) >>> 2) !== TP_STATUS_AVAILABLE) txUsed++;
     }
     return { rxUsed, rxSize: this.blockCount, txUsed, txSize: this.txFrames };
   }
