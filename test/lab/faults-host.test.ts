@@ -46,8 +46,8 @@ function lab(tag: string): TwoHosts {
   return twoHosts(tag, { gro: true });
 }
 
-function sendUdp(ns: Netns, dst: string, port: number, count: number): void {
-  const out = ns.exec(process.execPath, ['--import', 'tsx', UDP_SEND, dst, String(port), String(count), '64']);
+function sendUdp(ns: Netns, dst: string, port: number, count: number, size = 64): void {
+  const out = ns.exec(process.execPath, ['--import', 'tsx', UDP_SEND, dst, String(port), String(count), String(size)]);
   assert.equal(Number(out), count);
 }
 
@@ -140,11 +140,12 @@ interface StaleCase {
 
 const STALE_CASES: StaleCase[] = [
   {
-    name: 'kill -9 of a native uplink, MTU raised to 9000, restart (auto): stale detached, AF_XDP on generic XDP, nothing left after stop',
+    name: 'kill -9 of a native uplink, MTU raised to 3700, restart (auto): stale detached, AF_XDP on generic XDP, nothing left after stop',
     run: async (l) => {
       const stale = await leaveStaleProgram(l);
-      // The peer cannot follow while native XDP is attached to up0 (veth caps its MTU).
-      l.a.ip('link', 'set', 'dev', 'up0', 'mtu', '9000');
+      // Above veth's native-XDP limit (3506), within a 4 KiB UMEM frame (3822). The peer cannot
+      // follow while native XDP is attached to up0 (veth caps its MTU).
+      l.a.ip('link', 'set', 'dev', 'up0', 'mtu', '3700');
       const { p, ready } = await start(l);
       assert.equal(ready.mode, 'afxdp', JSON.stringify(ready.reasons));
       assert.equal(ready.xdpMode, 'generic');
@@ -163,11 +164,41 @@ const STALE_CASES: StaleCase[] = [
     name: 'the same with --mode afxdp: no refusal as "foreign"',
     run: async (l) => {
       await leaveStaleProgram(l);
-      l.a.ip('link', 'set', 'dev', 'up0', 'mtu', '9000');
+      l.a.ip('link', 'set', 'dev', 'up0', 'mtu', '3700');
       const { p, ready } = await start(l, ['--mode', 'afxdp']);
       assert.equal(ready.mode, 'afxdp');
       assert.equal(ready.xdpMode, 'generic');
       await assertCounts(l, p);
+      await stopClean(p, l);
+      assert.deepEqual(xdpState(l.a), { mode: 'none' });
+    },
+  },
+  {
+    name: 'kill -9 of a native uplink, MTU raised to 9000 (jumbo), restart (auto): AF_PACKET, the stale program detached; --mode afxdp refused with the reason',
+    run: async (l) => {
+      const stale = await leaveStaleProgram(l);
+      l.a.ip('link', 'set', 'dev', 'up0', 'mtu', '9000');
+      // Forced AF_XDP cannot serve 9 KB frames: refused before anything is touched.
+      const forced = startPinhole(l.a.name, ['--iface', 'up0', '--port', '4789', '--mode', 'afxdp']);
+      const ex = await forced.exited;
+      assert.equal(ex.code, 1);
+      assert.match(
+        ex.stderr,
+        /ERR_UPLINK_AFXDP_UNAVAILABLE: AF_XDP cannot work on up0: MTU_TOO_LARGE_FOR_AF_XDP: MTU 9000 is above the 3822/,
+      );
+      assert.equal(xdpState(l.a).id, stale, 'the stale program untouched by the refused start');
+      const { p, ready } = await start(l);
+      assert.equal(ready.mode, 'afpacket', JSON.stringify(ready.reasons));
+      assert.ok(codes(ready).includes('MTU_TOO_LARGE_FOR_AF_XDP'), JSON.stringify(ready.reasons));
+      const removed = ready.reasons.find((r) => r.code === 'STALE_PINHOLE_PROGRAM_REMOVED');
+      assert.match(removed?.message ?? '', new RegExp(`program id ${stale} \\(native\\) detached`), JSON.stringify(ready.reasons));
+      assert.deepEqual(xdpState(l.a), { mode: 'none' });
+      await assertCounts(l, p);
+      // Nothing attached now, so the peer can follow: 8000-byte tunnel datagrams arrive whole.
+      l.b.ip('link', 'set', 'dev', 'peer0', 'mtu', '9000');
+      sendUdp(l.b, LAB.a4, 4789, 10, 8000);
+      const s = await p.statsUntil((x) => x.rxPackets >= 20);
+      assert.equal(s.rxPackets, 20);
       await stopClean(p, l);
       assert.deepEqual(xdpState(l.a), { mode: 'none' });
     },

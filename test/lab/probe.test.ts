@@ -116,11 +116,18 @@ test('a foreign XDP program makes probe choose AF_PACKET and name it; a stale pi
   });
 });
 
-test('an MTU above the native-XDP limit is reported, and the kernel agrees', async () => {
+test('an MTU above the native-XDP limit is reported, and the kernel agrees; a jumbo MTU is AF_PACKET', async () => {
   await withNetns(['probe-e', 'probe-f'], (a, b) => {
     addVeth(a, 'up0', b, 'peer0', { mtu: 9000 });
+    const jumbo = probe(a.name, 'up0');
+    assert.equal(jumbo.iface.mtu, 9000);
+    assert.equal(jumbo.decision.mode, 'afpacket');
+    assert.equal(jumbo.decision.reasons[0]?.code, 'MTU_TOO_LARGE_FOR_AF_XDP');
+    // Above veth's native limit (3506), within a UMEM frame (3822): AF_XDP on generic XDP.
+    a.ip('link', 'set', 'dev', 'up0', 'mtu', '3700');
     const p = probe(a.name, 'up0');
-    assert.equal(p.iface.mtu, 9000);
+    assert.equal(p.iface.mtu, 3700);
+    assert.equal(p.decision.mode, 'afxdp');
     assert.equal(p.decision.xdpMode, 'generic');
     assert.ok(p.decision.reasons.some((r) => r.code === 'MTU_TOO_LARGE_FOR_NATIVE_XDP'));
     // The kernel indeed refuses native XDP here, and accepts generic.
