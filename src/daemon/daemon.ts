@@ -15,7 +15,7 @@
  * `uplink`, `api`, `metrics` or `log` sections need a restart: they are logged and ignored.
  *
  * Recovery: when the uplink disappears (deleted, moved to another namespace), its program is
- * detached behind our back, a dataplane worker dies, or the netlink subscription fails, the
+ * detached behind our back, its MTU changes, a dataplane worker dies, or the netlink subscription fails, the
  * forwarder is stopped (restoring the host) and the daemon enters `recovering`: it tries to start
  * a new forwarder with the current connections every second, then with a growing backoff (at most
  * 30 s), until it succeeds. The API keeps answering meanwhile; changes made while recovering are

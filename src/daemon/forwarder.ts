@@ -39,9 +39,10 @@
  * opened by worker 0 alone, with AF_PACKET and no fanout (one socket sees every queue). Worker 0
  * transmits through its own uplink port.
  *
- * Watching: the uplink disappearing (deleted, moved to another namespace) or its XDP program
- * being detached behind our back is reported through `onUplinkLost`; the owner (daemon.ts)
- * stops this forwarder and starts a new one when the interface is back. Link down and up are
+ * Watching: the uplink disappearing (deleted, moved to another namespace), its XDP program
+ * being detached behind our back or its MTU changing (the mode, slot sizes and encapsulation
+ * limit follow from it) is reported through `onUplinkLost`; the owner (daemon.ts) stops this
+ * forwarder and starts a new one when the interface is back. Link down and up are
  * not losses (sockets and program survive them): they are logged (`link-down`, `link-up`) and
  * shown by `uplinkLink`.
  *
@@ -553,6 +554,12 @@ export class Forwarder {
             ? `the pinhole XDP program was detached from ${this.uplink.name} behind our back`
             : `the pinhole XDP program on ${this.uplink.name} was replaced behind our back (program ${l.xdp.progId ?? '?'} is attached now)`;
       }
+    }
+    if (!code && l && l.mtu !== 0 && l.mtu !== this.uplink.mtu) {
+      // The mode (AF_XDP serves MTUs up to AFXDP_MAX_MTU), the ports' slot sizes and the
+      // encapsulation's size limit all follow from the MTU at start: start again with the new one.
+      code = 'ERR_UPLINK_MTU_CHANGED';
+      message = `${this.uplink.name}'s MTU changed from ${this.uplink.mtu} to ${l.mtu}; starting again for the new MTU`;
     }
     if (!code) {
       if (l && l.operUp !== this.linkUp) {

@@ -5,11 +5,13 @@
  * sends: pings of the whole MTU with DF set, and TCP both ways, the pods keeping TSO (their
  * super-frames are split into 9 KB segments, and between two pinholes sent as GSO trains of 9 KB
  * packets). Before the TX slots and the segment memory were sized from the MTU, no TCP passed at
- * all (2 KiB slots: every full-sized frame a `too-big` drop).
+ * all (2 KiB slots: every full-sized frame a `too-big` drop). And an uplink whose MTU is raised to
+ * 9000 while pinhole runs on AF_XDP: the daemon starts again on AF_PACKET (ERR_UPLINK_MTU_CHANGED).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireRoot } from '../helpers/require.ts';
+import { followLog } from '../helpers/output.ts';
 import { configFor, iperf, noXdp, ping, startRun, withLab, type RunLine, type RunProc } from '../helpers/vxlan-lab.ts';
 import type { Lab } from '../../src/control/lab/topology.ts';
 
@@ -82,5 +84,23 @@ test(`pinhole ↔ pinhole at uplink MTU ${MTU}, IPv6 underlay: 9 KB segments as 
       assert.ok((f.ports['wl:c0']?.rx_gso_frames ?? 0) > 0, `node ${name} split its pod's super-frames: ${JSON.stringify(f.ports)}`);
       assert.deepEqual(sizeDrops(f), {}, `node ${name}`);
     }
+  });
+});
+
+test(`the uplink MTU raised from 1500 to ${MTU} under a running AF_XDP pinhole: recovering (ERR_UPLINK_MTU_CHANGED), back on AF_PACKET, jumbo traffic passes`, async () => {
+  await withLab('jm', { sides: { a: 'pinhole', b: 'kernel' }, uplinkMtu: MTU, podChecksumOffload: true }, async (lab) => {
+    const wa = lab.a.workloads[0]!;
+    const wb = lab.b.workloads[0]!;
+    lab.exec(lab.a.ns, 'ip', ['link', 'set', 'dev', lab.a.uplink, 'mtu', '1500']);
+    const p = startRun(lab.a, configFor(lab.a, lab.b, 'auto', [4]));
+    const log = followLog(p.child);
+    assert.equal(((await p.ready) as unknown as RunLine).mode, 'afxdp');
+    assert.equal(ping(lab, wa.podNs, wb.podAddr4, 3, 0.2).received, 3, 'small frames pass at MTU 1500');
+    lab.exec(lab.a.ns, 'ip', ['link', 'set', 'dev', lab.a.uplink, 'mtu', String(MTU)]);
+    await log.until(/"event":"uplink-lost".*"code":"ERR_UPLINK_MTU_CHANGED".*from 1500 to 9000/);
+    await log.until(/"event":"recovered".*"mode":"afpacket"/, 1, 20_000);
+    await jumboTraffic(lab, [p], 4);
+    await p.stop();
+    noXdp(lab, lab.a.ns, lab.a.uplink);
   });
 });
