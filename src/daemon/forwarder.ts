@@ -101,6 +101,8 @@ export interface NextHopState {
 }
 
 interface WorkloadSetup extends WorkloadState {
+  /** The interface's MTU when it was set up (PortPlan.mtu). */
+  mtu: number;
   /** Set up for a WireGuard connection (worker 0 only, AF_PACKET without fanout). */
   wireguard: boolean;
   loaded?: LoadedRedirectAll;
@@ -881,7 +883,7 @@ function setUpWorkloads(host: UplinkHost, conns: readonly ConnectionConfig[], lo
   try {
     conns.forEach((k, i) => {
       const iface = locals[i]!;
-      const base = { connection: k.name, iface: iface.name, wireguard: Boolean(k.wireguard) };
+      const base = { connection: k.name, iface: iface.name, mtu: iface.mtu, wireguard: Boolean(k.wireguard) };
       const afpacket = (reason: DecisionReason): void => {
         // PACKET_VNET_HDR: the pod keeps TSO and checksum offload; the port splits its
         // super-frames and completes its checksums (dataplane/ports/afpacket.ts).
@@ -975,6 +977,7 @@ function vxlanPlans(
         name: 'uplink',
         role: 'uplink',
         ifname: host.iface.name,
+        mtu: host.iface.mtu,
         queue: w,
         driver: host.mode,
         rx: true,
@@ -994,6 +997,7 @@ function vxlanPlans(
         name: connections[i]!.workloadPort,
         role: 'workload',
         ifname: wl.iface,
+        mtu: wl.mtu,
         queue: w,
         driver: wl.driver,
         rx: true,

@@ -22,6 +22,12 @@ export interface PortPlan {
   ifname: string;
   queue: number;
   driver: PortDriver;
+  /**
+   * The interface's MTU when the plan was made: AF_XDP ports count a frame above MTU + 14 (18 with
+   * an 802.1Q tag) as too big instead of handing it to a kernel that does not check (a veth drops
+   * it silently). Absent: no check. (AF_PACKET ports read the MTU when their socket opens.)
+   */
+  mtu?: number;
   /** Receive on this port (a transmit-only port receives nothing: no socket in an XSKMAP, a drop-all filter). */
   rx: boolean;
   /** AF_XDP: the XSKMAP (fd valid in the whole process) the socket registers itself in under `queue`. */

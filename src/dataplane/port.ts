@@ -67,6 +67,15 @@ export interface PortOptions {
 }
 
 /**
+ * Largest untagged frame a port sends on an interface of `mtu`: 4 bytes more are allowed for a
+ * frame with an 802.1Q tag (PacketMemory.tagged), as the kernel allows an AF_PACKET sender; no
+ * limit without an MTU. The kernel does not check what an AF_XDP socket sends (a veth peer drops
+ * an oversized frame without a trace), and refuses an oversized AF_PACKET frame in the TX ring
+ * (TP_STATUS_WRONG_FORMAT): both count it as `tx_too_big` instead.
+ */
+export const mtuFrameMax = (mtu: number | undefined): number => (mtu === undefined ? 0x7fffffff : mtu + 14);
+
+/**
  * Most frames one GSO super-frame from a workload may split into (an MSS of 256 bytes or more at
  * 64 KiB); more is a counted drop. Links out of workload ports leave room for one such split.
  */

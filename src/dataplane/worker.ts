@@ -223,6 +223,7 @@ async function openPorts(
           ...(p.rx && p.xsksMapFd !== undefined ? { xsksMapFd: p.xsksMapFd } : {}),
           rx: p.rx,
           ...(xskFlowQueueing(p, graph) ? { flowQueueing: true } : {}),
+          ...(p.mtu !== undefined ? { mtu: p.mtu } : {}),
           counters: c,
           base,
         };

@@ -75,11 +75,13 @@ function crossConnectPlans(host: UplinkHost, opts: StartUplinkOptions): WorkerPl
   const upRings = host.mode === 'afxdp' ? { rings, frameCount: umemFrames(rings) } : {};
   const txOnly = txOnlyRings(rings.tx);
   const toRings = host.mode === 'afxdp' ? { rings: txOnly, frameCount: umemFrames(txOnly) } : {};
+  const toMtu = opts.to ? requireInterface(opts.to).mtu : undefined;
   for (let q = 0; q < host.queues; q++) {
     const uplink: PortPlan = {
       name: 'uplink',
       role: 'uplink',
       ifname: host.iface.name,
+      mtu: host.iface.mtu,
       queue: q,
       driver: host.mode,
       rx: true,
@@ -89,7 +91,9 @@ function crossConnectPlans(host: UplinkHost, opts: StartUplinkOptions): WorkerPl
       ...upRings,
     };
     const ports: PortPlan[] = [uplink];
-    if (opts.to) ports.push({ name: 'to', role: 'to', ifname: opts.to, queue: q, driver: host.mode, rx: false, ...toRings });
+    if (opts.to) {
+      ports.push({ name: 'to', role: 'to', ifname: opts.to, mtu: toMtu!, queue: q, driver: host.mode, rx: false, ...toRings });
+    }
     plans.push({
       worker: q,
       ...(opts.cpus ? { cpu: opts.cpus[q % opts.cpus.length]! } : {}),

@@ -84,10 +84,10 @@ for (const c of DROP_CASES) {
 
 // 5 frames of each size: 142 bytes (fits everywhere), 3,042, 5,042. AF_PACKET: the uplink at MTU
 // 9000 takes all three, out0 at 1500 only the first (the others are above its MTU + 14: counted
-// too-big, never handed to the kernel). AF_XDP serves MTUs up to 3822 (a 4 KiB UMEM frame): every
-// interface at 3700, the two sizes that fit it.
+// too-big, never handed to the kernel). AF_XDP serves MTUs up to 3822 (a 4 KiB UMEM frame): the
+// uplink at 3700 takes the first two, out0 at 1500 again only the first (the kernel does not check
+// what an AF_XDP socket sends: the veth would drop the larger ones without a trace).
 const SMALL = 142;
-const MID = 3042;
 const TO_CASES = [
   {
     mode: 'afpacket',
@@ -101,13 +101,13 @@ const TO_CASES = [
   },
   {
     mode: 'afxdp',
-    mtu: { g0: 3700, up0: 3700, out0: 3700, s0: 3700 },
+    mtu: { g0: 3700, up0: 3700, out0: 1500, s0: 1500 },
     payloads: [100, 3000],
     rxPackets: 10,
     kernelDrops: 0,
-    txPackets: 10,
-    txBytes: 5 * SMALL + 5 * MID,
-    txTooBig: 0,
+    txPackets: 5,
+    txBytes: 5 * SMALL,
+    txTooBig: 5,
   },
 ] as const;
 

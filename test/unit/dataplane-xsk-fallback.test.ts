@@ -350,3 +350,46 @@ test('txMetadataHonoured: the kernel computes AF_XDP TX checksums on every devic
   for (const r of ['6.17.9', '6.11.0-generic', '6.8.0', '5.15.0-91-generic', '4.19.0', 'garbage', ''])
     assert.equal(txMetadataHonoured(r), false, r);
 });
+
+test('AF_XDP ports with an MTU (PortPlan.mtu): a frame above MTU + 14, or MTU + 18 with an 802.1Q tag, is counted too-big and not queued; both port kinds', async () => {
+  // Shared UMEM owner, and a port with its own UMEM (the kernel refused to share at the bind).
+  const k = fakeKernel({ refuse: 'bind' });
+  const restore = useSys(k.sys);
+  const w = worker(2);
+  try {
+    await withUmemEnv('shared', async () => {
+      const up = await openGroupPort(w.opts('uplink', 'up0', 0, { mtu: 1500 }), w.group);
+      const pod = await openGroupPort(w.opts('pod', 'w0', 1, { mtu: 1500 }), w.group);
+      assert.ok(up instanceof SharedXskPort && pod instanceof XskPort);
+      const frame = (len: number, tagged: boolean): Uint8Array => {
+        const f = new Uint8Array(len).fill(0x5a);
+        f.set(tagged ? [0x81, 0x00] : [0x08, 0x00], 12);
+        return f;
+      };
+      for (const [slot, p] of [up, pod].entries()) {
+        const other = new MemoryPort({ name: 'x', memory: w.memory, counters: new Float64Array(64), base: 0 });
+        for (const [len, tagged] of [
+          [1514, false],
+          [1515, false],
+          [1518, true],
+          [1519, true],
+          [1516, false],
+        ] as const)
+          other.inject(frame(len, tagged));
+        const link = new Link('t', 8);
+        other.rx(link, -1);
+        assert.equal(p.tx(link), 2, `${p.name}: the untagged 1514 and the tagged 1518 are queued`);
+        const tx = new DataView(k.rings.get(`${p.fd}:${XDP_PGOFF_TX_RING}`)!.buffer);
+        assert.equal(tx.getUint32(OFF.producer, true), 2);
+        assert.deepEqual([tx.getUint32(OFF.desc + 8, true), tx.getUint32(OFF.desc + 16 + 8, true)], [1514, 1518]);
+        assert.equal(w.c[32 * slot + PC.txTooBig], 3, `${p.name}: 1515 and 1516 untagged, 1519 tagged`);
+        assert.equal(w.c[32 * slot + PC.txDropped], 0, 'too big is not dropped for lack of room');
+        other.close();
+      }
+      pod.close();
+      up.close();
+    });
+  } finally {
+    restore();
+  }
+});

@@ -35,6 +35,8 @@
  * Gbit/s). A fresh lab per run and mode (~0.2 s to build); uplink MTU 1570 so the pods have a
  * standard 1500 MTU and 1500-byte frames fit through the tunnel.
  *
+ * vxlan-jumbo: iperf3 TCP both ways (with ping) at an uplink MTU of 9000, kernel against pinhole
+ *   as configured by default (auto, which is AF_PACKET at that MTU).
  * vxlan (pod a → pod b):
  *   - 64-byte frames steady and bursty (Mpps) and 1500-byte frames (Gbit/s) from the kernel's
  *     live-frame generator on pod a's eth0 (iperf3's own sender tops out near 60 kpps here),
@@ -72,12 +74,16 @@ const VXLAN_MODES = ['kernel', 'afxdp', 'auto', 'afpacket'] as const;
 type VxlanMode = (typeof VXLAN_MODES)[number];
 export const VXLAN_SCENARIO = 'vxlan';
 export const HOST_SCENARIO = 'host';
+export const VXLAN_JUMBO_SCENARIO = 'vxlan-jumbo';
+/** The vxlan-jumbo scenario's uplink MTU (clouds: AWS 9001, GCP 8896). */
+const JUMBO_MTU = 9000;
 const UDP_LEN = 1400;
 const POD_PORT = 5201;
 const HOST_PORT = 5202;
 
 export const VXLAN_NOTES = [
   'vxlan: pod A → node A ⇒ node B → pod B (veth); node B is always the kernel’s vxlan, its receive path steered (RPS) to the CPU the forwarder is not pinned to, as another machine’s CPU would run it (veth would otherwise run it inside the forwarder’s transmit on the forwarder’s CPU); node A is the kernel’s vxlan (kernel) or `pinhole run`: afxdp = AF_XDP uplink and workload interface (`local.mode: afxdp`, the pods’ TX checksum offload off, as it needs), auto = the default configuration (AF_XDP uplink, GSO-aware AF_PACKET workload interface), afpacket = AF_PACKET everywhere; in every pinhole mode the worker polls 500 µs after traffic before it sleeps (uplink.spinUs: the default when uplink.cpus gives the worker a CPU of its own), and its CPU per packet leaves that polling out. Except in afxdp, pods keep TSO and checksum offload on; node B’s uplink has TX checksum offload off, as a wire would. Frames from the live-frame generator in pod A, counted on pod B’s eth0; iperf3 UDP offers 20 Gbit/s (its sender is the limit); latency = ping RTT from pod A: under TCP = during the TCP test after its first second (iperf3 -O 1: TCP counts from then on too), under TCP download = the same while pod A downloads from pod B (iperf3 -R).',
+  'vxlan-jumbo: the vxlan topology at an uplink MTU of 9000 (pods 8930, TSO and checksum offload on), iperf3 TCP both ways with ping alongside; node A is the kernel’s vxlan or `pinhole run` as configured by default (auto), which chooses AF_PACKET there: a 9 KB frame does not fit a 4 KiB AF_XDP UMEM frame (MTU_TOO_LARGE_FOR_AF_XDP).',
   'host: TCP and ping from node B to node A’s own address, outside the tunnel, while node A runs nothing (kernel), pinhole (afxdp: the pinhole XDP program on the uplink; afpacket: a socket filter), or only a bare XDP_PASS program (ceiling: the cost of having any XDP program on a veth, whose peer then loses TSO). Node B’s uplink sends without TSO in every mode (its TX checksum offload is off).',
 ];
 
@@ -239,24 +245,8 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
     // pinned to, in every mode (see the file comment).
     if (ctx.genCpu !== undefined) steerReceive(lab.b.ns, lab.b.uplink, ctx.genCpu);
     if (mode !== 'kernel') {
-      const config = writeConfig(ctx, lab, mode);
-      const p = ForwarderProcess.start({
-        label: `pinhole run ${mode}`,
-        ns: lab.a.ns,
-        // The worker runs on fwdCpu (uplink.cpus); the main thread and the runtime's own threads
-        // with the pods, off the worker's CPU (see the file comment).
-        cpu: ctx.fwdCpu === undefined ? undefined : ctx.genCpu,
-        nice: ctx.nice,
-        argv: [process.execPath, PINHOLE_BIN, 'run', '--config', config],
-      });
-      proc = p;
-      stopProc = ctx.cleanup.add(() => p.kill());
-      const ready = (await p.ready) as { mode?: string; workloads?: { driver: string }[] };
       const uplinkDriver = mode === 'auto' ? 'afxdp' : mode;
-      const workloadDriver = mode === 'auto' ? 'afpacket' : mode;
-      if (ready.mode !== uplinkDriver || (ready.workloads ?? []).some((w) => w.driver !== workloadDriver)) {
-        throw new PinholeError('ERR_BENCH_FORWARDER', `pinhole run: asked for ${mode}, got ${JSON.stringify(ready)}`);
-      }
+      ({ proc, stop: stopProc } = await startPinholeRun(ctx, lab, mode, uplinkDriver, mode === 'auto' ? 'afpacket' : mode));
     }
     await waitReachable(wa.podNs, wb.podAddr4);
     servers.push(
@@ -359,7 +349,94 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
   }
 }
 
-/** Runs the vxlan and host scenarios for every mode, `ctx.profile.runs` times. */
+/**
+ * `pinhole run` on node a in `mode` (see the file comment for its placement), checked to have
+ * the drivers expected: the process and its cleanup.
+ */
+async function startPinholeRun(
+  ctx: ScenarioContext,
+  lab: Lab,
+  mode: Exclude<VxlanMode, 'kernel'>,
+  uplinkDriver: string,
+  workloadDriver: string,
+): Promise<{ proc: ForwarderProcess; stop: () => void }> {
+  const p = ForwarderProcess.start({
+    label: `pinhole run ${mode}`,
+    ns: lab.a.ns,
+    // The worker runs on fwdCpu (uplink.cpus); the main thread and the runtime's own threads
+    // with the pods, off the worker's CPU (see the file comment).
+    cpu: ctx.fwdCpu === undefined ? undefined : ctx.genCpu,
+    nice: ctx.nice,
+    argv: [process.execPath, PINHOLE_BIN, 'run', '--config', writeConfig(ctx, lab, mode)],
+  });
+  const stop = ctx.cleanup.add(() => p.kill());
+  const ready = (await p.ready) as { mode?: string; workloads?: { driver: string }[] };
+  if (ready.mode !== uplinkDriver || (ready.workloads ?? []).some((w) => w.driver !== workloadDriver)) {
+    stop();
+    throw new PinholeError('ERR_BENCH_FORWARDER', `pinhole run: asked for ${mode}, got ${JSON.stringify(ready)}`);
+  }
+  return { proc: p, stop };
+}
+
+/**
+ * vxlan-jumbo: iperf3 TCP both ways with ping alongside at an uplink MTU of 9000 (pods 8930, TSO
+ * on), node a the kernel's vxlan or pinhole as configured by default — which chooses AF_PACKET
+ * there (a 9 KB frame does not fit a 4 KiB UMEM frame).
+ */
+async function runJumbo(ctx: ScenarioContext, mode: 'kernel' | 'auto', run: number): Promise<void> {
+  const key = (metric: string, unit: string, better: 'higher' | 'lower' = 'higher'): MetricKey => ({
+    scenario: VXLAN_JUMBO_SCENARIO,
+    mode,
+    metric,
+    unit,
+    better,
+  });
+  const lab = buildLab({
+    prefix: `${ctx.prefix}-vj${run}${mode.slice(0, 3)}`,
+    underlay: 4,
+    sides: { a: mode === 'kernel' ? 'kernel' : 'pinhole', b: 'kernel' },
+    uplinkQueues: 1,
+    workloadQueues: 1,
+    uplinkMtu: JUMBO_MTU,
+    podChecksumOffload: true,
+  });
+  const closeLab = ctx.cleanup.add(() => lab.close());
+  let server: IperfServer | undefined;
+  let stopProc: (() => void) | undefined;
+  try {
+    const wa = lab.a.workloads[0]!;
+    const wb = lab.b.workloads[0]!;
+    const podCpu = mode === 'kernel' ? undefined : ctx.genCpu;
+    if (ctx.genCpu !== undefined) steerReceive(lab.b.ns, lab.b.uplink, ctx.genCpu);
+    const proc = mode === 'kernel' ? undefined : await startPinholeRun(ctx, lab, mode, 'afpacket', 'afpacket');
+    stopProc = proc?.stop;
+    await waitReachable(wa.podNs, wb.podAddr4);
+    server = await startIperfServer(wb.podNs, {
+      port: POD_PORT,
+      bind: wb.podAddr4,
+      timeoutMs: 5000,
+      ...(podCpu === undefined ? {} : { cpu: podCpu }),
+    });
+    const up = await tcpUnderPing(ctx, key, wa.podNs, wb.podAddr4, POD_PORT, podCpu);
+    const down = await tcpUnderPing(ctx, key, wa.podNs, wb.podAddr4, POD_PORT, podCpu, { reverse: true, when: 'under TCP download' });
+    const upGbps = (up.receivedBps ?? up.sentBps) / 1e9;
+    const downGbps = (down.receivedBps ?? down.sentBps) / 1e9;
+    ctx.samples.add(key('TCP', 'Gbit/s'), upGbps);
+    ctx.samples.add(key('TCP retransmits', 'segments', 'lower'), up.retransmits ?? 0);
+    ctx.samples.add(key('TCP download', 'Gbit/s'), downGbps);
+    ctx.samples.add(key('TCP download retransmits', 'segments', 'lower'), down.retransmits ?? 0);
+    ctx.progress.step(
+      `vxlan-jumbo ${mode} run ${run}/${ctx.profile.runs}: TCP ${formatNumber(upGbps)} Gbit/s, download ${formatNumber(downGbps)} Gbit/s`,
+    );
+    if (proc) await proc.proc.stop();
+  } finally {
+    server?.stop();
+    stopProc?.();
+    closeLab();
+  }
+}
+
+/** Runs the vxlan, host and vxlan-jumbo scenarios for every mode, `ctx.profile.runs` times. */
 export async function runVxlanScenarios(ctx: ScenarioContext): Promise<void> {
   for (let r = 1; r <= ctx.profile.runs; r++) {
     for (const mode of VXLAN_MODES) {
@@ -368,6 +445,14 @@ export async function runVxlanScenarios(ctx: ScenarioContext): Promise<void> {
         await runOne(ctx, mode, r);
       } catch (err) {
         recordFailure(ctx, `vxlan ${mode} run ${r}`, err);
+      }
+    }
+    for (const mode of ['kernel', 'auto'] as const) {
+      checkAborted(ctx.signal);
+      try {
+        await runJumbo(ctx, mode, r);
+      } catch (err) {
+        recordFailure(ctx, `vxlan-jumbo ${mode} run ${r}`, err);
       }
     }
   }

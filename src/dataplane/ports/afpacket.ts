@@ -83,7 +83,7 @@ import { alloc, PinholeError } from '../../sys/index.ts';
 import { AfPacketSocket, RxBatch } from '../../uplink/afpacket/socket.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
-import { MAX_GSO_SEGMENTS, PC, type Port, type PortOptions } from '../port.ts';
+import { MAX_GSO_SEGMENTS, mtuFrameMax, PC, type Port, type PortOptions } from '../port.ts';
 
 export interface AfPacketPortOptions extends PortOptions {
   /** Receive filter: the pinhole policy, every frame, or nothing (transmit-only). */
@@ -293,7 +293,7 @@ export class AfPacketPort implements Port {
     for (let i = 0; i < this.sock.txFrames; i++) this.txOff[i] = this.sock.txData[i]!.byteOffset;
     // What the kernel sends on this interface (its MTU when the socket opened): larger frames are
     // counted too-big here instead of refused in the ring (TP_STATUS_WRONG_FORMAT, txErrors).
-    this.txMax = this.sock.txFrames > 0 ? Math.min(this.sock.txData[0]!.length - this.txHead, this.sock.mtu + 14) : 0;
+    this.txMax = this.sock.txFrames > 0 ? Math.min(this.sock.txData[0]!.length - this.txHead, mtuFrameMax(this.sock.mtu)) : 0;
     this.c = o.counters;
     this.b = o.base;
     // A port reopened under the same name continues the counter it inherits (never backwards).

@@ -40,7 +40,7 @@ import { openXsk, XDP_TX_METADATA, type XskSocket } from '../../uplink/xsk/socke
 import { FramePool } from '../frame-pool.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
-import { PC, type Port } from '../port.ts';
+import { mtuFrameMax, PC, type Port } from '../port.ts';
 import { XskCore } from './xsk-core.ts';
 import { registerXsk, XSK_FRAME_SIZE, XskPort, type XskPortOptions } from './xsk.ts';
 
@@ -148,6 +148,8 @@ export class SharedXskPort implements Port {
   private readonly memory: PacketMemory;
   /** Largest frame a copy fits in (a chunk less the headroom in front). */
   private readonly maxCopy: number;
+  /** mtuFrameMax of the interface. */
+  private readonly mtuMax: number;
   /** tx()'s pre-touch result, kept so the loads are not optimised away. */
   touched = 0;
   /** Receives frames (a transmit-only port keeps no frames in its fill ring). */
@@ -166,6 +168,7 @@ export class SharedXskPort implements Port {
     this.pool = pool;
     this.memory = o.memory;
     this.maxCopy = pool.frameSize - XDP_PACKET_HEADROOM;
+    this.mtuMax = mtuFrameMax(o.mtu);
     this.receives = o.rx !== false;
     this.byDescriptor = !copiesFrames(sock);
     // A few batches of copies per member, however full the receive rings are.
@@ -268,6 +271,7 @@ export class SharedXskPort implements Port {
     const me = this.txSide;
     const mem = this.memory;
     const maxCopy = this.maxCopy;
+    const mtuMax = this.mtuMax;
     const room = ring.free(n);
     const imem = input.mem;
     const iaddr = input.addr;
@@ -293,6 +297,10 @@ export class SharedXskPort implements Port {
       const m = imem[j]!;
       let d: number;
       let opt = 0;
+      if (l > mtuMax && (l > mtuMax + 4 || !mem.tagged(m, a))) {
+        tooBig++; // above the interface's MTU (mtuFrameMax)
+        continue;
+      }
       if (byDescriptor && m === id && (owner[a >>> shift]! & 1) === 1 && (a & inFrame) + l <= fs) {
         // Ours and on a receive side: queued as it is; the receiving port will not refill it.
         owner[a >>> shift] = me;

@@ -24,7 +24,7 @@ import { openXsk, XDP_TX_METADATA, type XskSocket } from '../../uplink/xsk/socke
 import { XskCore } from './xsk-core.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
-import { PC, type Port, type PortOptions } from '../port.ts';
+import { mtuFrameMax, PC, type Port, type PortOptions } from '../port.ts';
 
 export interface XskPortOptions extends PortOptions {
   queue: number;
@@ -41,6 +41,8 @@ export interface XskPortOptions extends PortOptions {
   rx?: boolean;
   /** Sparse flows' frames are taken ahead of a backlog in the RX ring (ports of tunnel graphs: worker.ts, ports/xsk-core.ts). */
   flowQueueing?: boolean;
+  /** The interface's MTU (PortPlan.mtu): larger frames are counted too-big, not sent. Absent: no check. */
+  mtu?: number;
 }
 
 /** Puts socket `sockFd` in the XSKMAP `mapFd` under `queue`, so the XDP program redirects there. */
@@ -72,6 +74,8 @@ export class XskPort implements Port {
   /** Port.pendingChecksums: only offload AF_PACKET ports act on it; declared so every port has one shape. */
   pendingChecksums = false;
   private readonly maxFrame: number;
+  /** mtuFrameMax of the interface. */
+  private readonly mtuMax: number;
   private readonly memory: PacketMemory;
 
   private constructor(sock: XskSocket, o: XskPortOptions) {
@@ -86,6 +90,7 @@ export class XskPort implements Port {
     this.spare = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
     this.txo = new Uint32Array(o.batchSize);
     this.maxFrame = XSK_FRAME_SIZE - sock.txOffset;
+    this.mtuMax = mtuFrameMax(o.mtu);
   }
 
   static async open(o: XskPortOptions): Promise<XskPort> {
@@ -140,6 +145,7 @@ export class XskPort implements Port {
     const id = core.memId;
     const off = this.off;
     const max = this.maxFrame;
+    const mtuMax = this.mtuMax;
     const batch = core.batch;
     let done = 0;
     let queuedTotal = 0;
@@ -167,8 +173,8 @@ export class XskPort implements Port {
         const cs = icsum[j]!;
         const shift = cs !== 0 && sumInKernel ? 0 : (src - off - tb.addr[i]!) & 3;
         const dst = tb.addr[i]! + shift;
-        if (l > max - shift) {
-          // Never sent truncated: a counted drop, its buffer goes back.
+        if (l > max - shift || (l > mtuMax && (l > mtuMax + 4 || !mem.tagged(input.mem[j]!, src)))) {
+          // Never sent truncated, nor above the MTU: a counted drop, its buffer goes back.
           spare.addr[spareN++] = dst;
           tooBig++;
           continue;
