@@ -26,7 +26,7 @@
  *
  * GSO trains (`trains`, set by the graph when the uplink sends them): a super-frame for VXLAN
  * is laid out as one or two trains instead — its segments, checksums complete, `segment + 8`
- * bytes apart in consecutive segment slots, one link entry each (Link.gso; trainUp(), and why in
+ * bytes apart, one after the other in the segment memory, one link entry each (Link.gso; trainUp(), and why in
  * ports/train.ts).
  *
  * An uplink with `gsoReceive` (the VXLAN uplink) has the same ring, read the same way: a GSO
@@ -47,15 +47,18 @@
  * block waits until it is full or its retire timer fires, which a pod pinging or opening a
  * connection meets as a millisecond of latency per packet (measured: ping p50 0.9 ms through a
  * V3 workload ring, 0.15 ms through V2). Slots are 2 KiB; a larger frame (a super-frame, a
- * jumbo frame) also goes whole to the socket's receive queue (PACKET_COPY_THRESH) and its slot,
+ * jumbo frame: MTU 9000 works, test/lab/jumbo.test.ts) also goes whole to the socket's receive queue (PACKET_COPY_THRESH) and its slot,
  * cut short, says so (TP_STATUS_COPY): rx() reads it from there into a copy slot.
  *
  *   ring slot:  │ tpacket2_hdr │ … │ virtio_net_hdr (10) │ frame (76 bytes in) │
  *   copy slot:  │ headroom 118 │ virtio_net_hdr (10) │ whole frame, up to 64 KiB │
- *                 gso_type, gso_size ──► Segmenter ──► segment slots:
- *   segment memory: │ headroom 128 │ segment 0 │ … │ headroom 128 │ segment k │ …   (2 KiB each)
+ *                 gso_type, gso_size ──► Segmenter ──► segment memory:
+ *   │ headroom 128 │ segment 0 │ pad │ headroom 128 │ segment 1 │ pad │ …   (each at a 64-byte stride)
  *
- * A frame is taken only when all of its segments fit in this breath (link room and free slots);
+ * Segments are packed at their own size (segStride), so one memory serves 1500-byte segments and
+ * jumbo ones alike; a port's transmit slots are sized from its interface's MTU (socket.ts
+ * txSlotSize). A frame is taken only when all of its segments fit in this breath (link room and
+ * segment memory);
  * otherwise it waits for the next breath, which starts with room for at least
  * MAX_GSO_SEGMENTS (the graph sizes the link for it). One super-frame costs the kernel and the
  * pod one frame's work instead of one per segment; splitting it costs pinhole a header copy and
@@ -193,7 +196,7 @@ export class AfPacketPort implements Port {
   private readonly segId: number = -1;
   /** A view of the whole buffer the slots are in; positions below are offsets in it. */
   private readonly segMem: Uint8Array | undefined;
-  /** Where the segment slots start in segMem. */
+  /** Where the segment memory starts in segMem. */
   private readonly segAt: number = 0;
   /** Bytes of segment memory (from segAt), and how many this breath used. */
   private readonly segBytes: number = 0;
@@ -264,7 +267,7 @@ export class AfPacketPort implements Port {
       this.memId = o.memory.register(this.sock.memory.buffer);
       if (this.offload) {
         // Room for one breath: a batch of ordinary frames plus the largest super-frame.
-        // One buffer (one packet-memory id) for the segment slots, then the copy slots.
+        // One buffer (one packet-memory id) for the segment memory, then the copy slots.
         this.segBytes = (o.batchSize + MAX_GSO_SEGMENTS) * SEG_BYTES_PER_FRAME;
         const area = o.segmentArea;
         this.segMem = area ? new Uint8Array(area.buffer) : alloc(offloadMemoryBytes(o.batchSize));
@@ -379,8 +382,7 @@ export class AfPacketPort implements Port {
       // for a breath with room for every segment it may become (segments ≤ length / MSS).
       const gs = vnetGsoSize(ring, v);
       const bound = type !== VNET_GSO_NONE && gs > 0 ? Math.ceil(rxb.wireLength[0]! / gs) : 1;
-      // (A train never takes more slots than it has segments: a segment and its gap are under a
-      // slot by at least the headroom's 120 bytes.)
+      // Bytes: the payload once, and per segment its headroom, headers and stride padding.
       const need = rxb.wireLength[0]! + bound * (SEG_HEADROOM + SEG_MAX_HEADERS + 64);
       const later = bound > this.room || this.segUsed + need > this.segBytes;
       if ((later && need <= this.segBytes) || copies === COPY_SLOTS) break;
@@ -464,7 +466,7 @@ export class AfPacketPort implements Port {
   /**
    * One received frame with its virtio_net_hdr at `b[v]` and the frame right after it (memory
    * `id`): an ordinary frame goes out as it is (its partial checksum completed); a super-frame
-   * is split into segment slots. TAKE_LATER: not enough room in this breath (nothing done).
+   * is split into the segment memory. TAKE_LATER: not enough room in this breath (nothing done).
    */
   private take(b: Uint8Array, id: number, v: number, len: number, type: number, out: Link, tag: number): number {
     const off = v + VNET_HDR_LEN;
@@ -506,9 +508,9 @@ export class AfPacketPort implements Port {
   /**
    * The segments of the super-frame the segmenter holds, as GSO trains: each segment written
    * whole (checksums complete) at a stride of `chunk` = segment + 8 bytes, the gap left for the
-   * VXLAN header the encapsulation writes there, in consecutive segment slots:
+   * VXLAN header the encapsulation writes there, one train after the other in the segment memory:
    *
-   *   slots:  │ headroom 128 │ seg 0 │ 8 │ seg 1 │ 8 │ … │ seg k │  (a train spans whole slots)
+   *   │ headroom 128 │ seg 0 │ 8 │ seg 1 │ 8 │ … │ seg k │ pad │ headroom 128 │ next train …
    *
    * A train is one link entry (gso = chunk); at most TRAIN_BYTES long, so the outer IPv4 total
    * length (and the IPv6 payload length) still fits 16 bits, and at most TRAIN_MAX_SEGMENTS
