@@ -143,6 +143,21 @@ test('markdown: modes side by side as median (min–max), ratios to AF_XDP, skip
   assert.equal(lines.filter((l) => l.startsWith('| cross-connect') || l.startsWith('| vxlan')).length, 3);
 });
 
+test('markdown: a row without AF_XDP (vxlan-jumbo) compares pinhole auto instead, and says so', () => {
+  const md = renderMarkdown(
+    report([
+      ...SAMPLE,
+      result(k('vxlan-jumbo', 'auto', 'TCP', 'Gbit/s'), [7.2, 7.5]),
+      result(k('vxlan-jumbo', 'kernel', 'TCP', 'Gbit/s'), [11.5, 11.8]),
+    ]),
+  );
+  const row = md.split('\n').find((l) => l.startsWith('| vxlan-jumbo | TCP'))!;
+  assert.match(row, /\| auto: 0\.63× kernel \|$/);
+  // With AF_XDP in the row, auto is one of the others.
+  const cc = md.split('\n').find((l) => l.startsWith('| cross-connect | 64 B steady'))!;
+  assert.doesNotMatch(cc, /auto:/);
+});
+
 test('json: machine, results with scenario, mode, metric, unit, min, median, max, runs', () => {
   const j = JSON.parse(renderJson(report(SAMPLE))) as BenchReport;
   assert.equal(j.machine.kernel, '6.18.0');

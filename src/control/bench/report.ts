@@ -148,18 +148,22 @@ function modesOf(results: readonly BenchResult[]): BenchMode[] {
   return BENCH_MODES.filter((m) => seen.has(m));
 }
 
-/** "afxdp ÷ X" for every other mode with a number: how pinhole AF_XDP compares. */
+/**
+ * "afxdp ÷ X" for every other mode with a number: how pinhole AF_XDP compares. A row without
+ * AF_XDP (vxlan-jumbo: AF_XDP cannot serve its MTU) compares pinhole's `auto` instead, and says so.
+ */
 function ratios(row: Row): string {
-  const a = row.byMode.get('afxdp');
+  const base = row.byMode.get('afxdp')?.median != null ? 'afxdp' : 'auto';
+  const a = row.byMode.get(base);
   if (!a || a.median === null) return '';
   const parts: string[] = [];
   for (const m of BENCH_MODES) {
-    if (m === 'afxdp') continue;
+    if (m === base) continue;
     const o = row.byMode.get(m);
     if (!o || o.median === null || o.median === 0) continue;
     parts.push(`${(a.median / o.median).toFixed(2)}× ${m}`);
   }
-  return parts.join(', ');
+  return base === 'afxdp' || parts.length === 0 ? parts.join(', ') : `auto: ${parts.join(', ')}`;
 }
 
 function cell(r: BenchResult | undefined): string {

@@ -123,7 +123,16 @@ async function spinSeconds(socket: string): Promise<number> {
   return (r.body.uplink?.perQueue ?? []).reduce((s, q) => s + (q.counters['engine.spin_ms'] ?? 0), 0) / 1000;
 }
 
-function writeConfig(ctx: ScenarioContext, lab: Lab, mode: Exclude<VxlanMode, 'kernel'>): string {
+/**
+ * The config of node a's `pinhole run`: `auto` is the default configuration with the uplink
+ * forced to AF_XDP (the vxlan scenario measures that), unless `uplinkMode` says otherwise.
+ */
+function writeConfig(
+  ctx: ScenarioContext,
+  lab: Lab,
+  mode: Exclude<VxlanMode, 'kernel'>,
+  uplinkMode: string = mode === 'auto' ? 'afxdp' : mode,
+): string {
   const wl = lab.a.workloads[0]!;
   const local = mode === 'afxdp' ? `{ interface: ${wl.iface}, mode: afxdp }` : `{ interface: ${wl.iface} }`;
   mkdirSync(ctx.tmp, { recursive: true, mode: 0o700 });
@@ -131,7 +140,7 @@ function writeConfig(ctx: ScenarioContext, lab: Lab, mode: Exclude<VxlanMode, 'k
   writeFileSync(
     file,
     [
-      `uplink: { interface: ${lab.a.uplink}, mode: ${mode === 'auto' ? 'afxdp' : mode}${ctx.fwdCpu === undefined ? '' : `, cpus: [${ctx.fwdCpu}]`} }`,
+      `uplink: { interface: ${lab.a.uplink}, mode: ${uplinkMode}${ctx.fwdCpu === undefined ? '' : `, cpus: [${ctx.fwdCpu}]`} }`,
       `api: { socket: ${apiSocketOf(ctx, lab)} }`,
       'connections:',
       `  - { name: pod-a, local: ${local}, vxlan: { vni: ${wl.vni}, remote: "${lab.b.tunnelAddr}" } }`,
@@ -359,6 +368,7 @@ async function startPinholeRun(
   mode: Exclude<VxlanMode, 'kernel'>,
   uplinkDriver: string,
   workloadDriver: string,
+  uplinkMode?: string,
 ): Promise<{ proc: ForwarderProcess; stop: () => void }> {
   const p = ForwarderProcess.start({
     label: `pinhole run ${mode}`,
@@ -367,7 +377,7 @@ async function startPinholeRun(
     // with the pods, off the worker's CPU (see the file comment).
     cpu: ctx.fwdCpu === undefined ? undefined : ctx.genCpu,
     nice: ctx.nice,
-    argv: [process.execPath, PINHOLE_BIN, 'run', '--config', writeConfig(ctx, lab, mode)],
+    argv: [process.execPath, PINHOLE_BIN, 'run', '--config', writeConfig(ctx, lab, mode, uplinkMode)],
   });
   const stop = ctx.cleanup.add(() => p.kill());
   const ready = (await p.ready) as { mode?: string; workloads?: { driver: string }[] };
@@ -408,7 +418,7 @@ async function runJumbo(ctx: ScenarioContext, mode: 'kernel' | 'auto', run: numb
     const wb = lab.b.workloads[0]!;
     const podCpu = mode === 'kernel' ? undefined : ctx.genCpu;
     if (ctx.genCpu !== undefined) steerReceive(lab.b.ns, lab.b.uplink, ctx.genCpu);
-    const proc = mode === 'kernel' ? undefined : await startPinholeRun(ctx, lab, mode, 'afpacket', 'afpacket');
+    const proc = mode === 'kernel' ? undefined : await startPinholeRun(ctx, lab, mode, 'afpacket', 'afpacket', 'auto');
     stopProc = proc?.stop;
     await waitReachable(wa.podNs, wb.podAddr4);
     server = await startIperfServer(wb.podNs, {
