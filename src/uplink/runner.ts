@@ -68,14 +68,14 @@ export interface UplinkTotals {
   perQueue: { queue: number; rxPackets: number; txPackets: number }[];
 }
 
-function crossConnectPlans(host: UplinkHost, opts: StartUplinkOptions): WorkerPlan[] {
+/** `toMtu`: the MTU of opts.to when the plan is made (PortPlan.mtu; the watch keeps it). */
+function crossConnectPlans(host: UplinkHost, opts: StartUplinkOptions, toMtu: number | undefined): WorkerPlan[] {
   const plans: WorkerPlan[] = [];
   // AF_XDP: the uplink receives into deep rings; `to` only sends (its UMEM holds its TX ring).
   const rings = xskRings(opts.rings);
   const upRings = host.mode === 'afxdp' ? { rings, frameCount: umemFrames(rings) } : {};
   const txOnly = txOnlyRings(rings.tx);
   const toRings = host.mode === 'afxdp' ? { rings: txOnly, frameCount: umemFrames(txOnly) } : {};
-  const toMtu = opts.to ? requireInterface(opts.to).mtu : undefined;
   for (let q = 0; q < host.queues; q++) {
     const uplink: PortPlan = {
       name: 'uplink',
@@ -165,18 +165,19 @@ export class UplinkRunner {
   }
 
   /** @internal starts watching the uplink (and `to`): see uplink/watch.ts. */
-  startWatch(opts: StartUplinkOptions): void {
+  startWatch(opts: StartUplinkOptions, toMtu?: number): void {
     const targets: WatchTarget[] = [];
     const up = requireInterface(this.iface.name);
     targets.push({
       ifindex: up.index,
       name: up.name,
       role: 'the uplink',
+      mtu: this.iface.mtu,
       ...(this.mode === 'afxdp' && up.xdp.progId !== undefined ? { xdpProgId: up.xdp.progId } : {}),
     });
     if (opts.to) {
       const to = requireInterface(opts.to);
-      targets.push({ ifindex: to.index, name: to.name, role: 'the --to interface' });
+      targets.push({ ifindex: to.index, name: to.name, role: 'the --to interface', mtu: toMtu ?? to.mtu });
     }
     this.watch = watchInterfaces(targets, {
       onLost: (code, message) => opts.onLost?.(code, message),
@@ -210,19 +211,19 @@ export class UplinkRunner {
 export async function startUplink(opts: StartUplinkOptions): Promise<UplinkRunner> {
   if (opts.ports.length === 0) throw new PinholeError('ERR_CONFIG_PORT', 'at least one tunnel port is needed (--port)');
   xskRings(opts.rings); // bad ring sizes fail here, before the host is touched
+  const toMtu = opts.to ? requireInterface(opts.to).mtu : undefined;
   if (opts.to) {
-    requireInterface(opts.to);
     if (opts.to === opts.iface) throw new PinholeError('ERR_CLI_USAGE', `--to must name another interface than --iface (${opts.iface})`);
   }
   const { host, started, release } = await startOnUplink(opts, (h) =>
-    Supervisor.start(crossConnectPlans(h, opts), {
+    Supervisor.start(crossConnectPlans(h, opts, toMtu), {
       readyTimeoutMs: opts.readyTimeoutMs ?? 15_000,
       onDeath: (w, why) => opts.onWorkerDeath?.(w, why),
     }),
   );
   const runner = new UplinkRunner(host, started, release);
   try {
-    runner.startWatch(opts);
+    runner.startWatch(opts, toMtu);
   } catch (err) {
     await runner.stop();
     throw err;

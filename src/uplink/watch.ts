@@ -5,7 +5,9 @@
  *   - it no longer exists in this namespace (deleted, or moved to another network namespace:
  *     both are RTM_DELLINK here) or its index now names another interface → ERR_UPLINK_GONE;
  *   - our XDP program is no longer the one attached (detached behind our back, e.g.
- *     `ip link set IF xdp off`, or replaced) → ERR_UPLINK_PROGRAM_DETACHED.
+ *     `ip link set IF xdp off`, or replaced) → ERR_UPLINK_PROGRAM_DETACHED;
+ *   - its MTU is no longer the one pinhole started with (the mode, the ports' slot sizes and the
+ *     frames they send follow from it) → ERR_UPLINK_MTU_CHANGED.
  * Link down and up are reported as state changes (not losses: the sockets survive them); a link
  * already down when the watch starts is reported down at once.
  * A loss is reported once per interface. `pinhole uplink` turns it into a clean stop and a
@@ -22,10 +24,12 @@ export interface WatchTarget {
   role: string;
   /** When set, the XDP program id that must stay attached. */
   xdpProgId?: number;
+  /** When set, the MTU the interface must keep. */
+  mtu?: number;
 }
 
 export interface WatchEvents {
-  onLost(code: 'ERR_UPLINK_GONE' | 'ERR_UPLINK_PROGRAM_DETACHED', message: string, target: WatchTarget): void;
+  onLost(code: 'ERR_UPLINK_GONE' | 'ERR_UPLINK_PROGRAM_DETACHED' | 'ERR_UPLINK_MTU_CHANGED', message: string, target: WatchTarget): void;
   onState?(state: 'up' | 'down', target: WatchTarget): void;
   /** The subscription failed: interfaces are no longer watched. */
   onError?(err: Error): void;
@@ -66,6 +70,11 @@ export function watchInterfaces(targets: readonly WatchTarget[], ev: WatchEvents
           );
           continue;
         }
+      }
+      if (t.mtu !== undefined && link.mtu !== 0 && link.mtu !== t.mtu) {
+        lost.add(t);
+        ev.onLost('ERR_UPLINK_MTU_CHANGED', `the MTU of ${t.role} ${t.name} changed from ${t.mtu} to ${link.mtu}`, t);
+        continue;
       }
       const isUp = link.operUp;
       if (up.get(t) !== isUp) {

@@ -1,7 +1,7 @@
 /**
  * Faults to the interfaces themselves while pinhole runs (issue 7 items 4 and 10), as a table:
- * the uplink deleted, moved to another namespace, its XDP program detached behind our back, and
- * the `--to` interface deleted, in AF_XDP and AF_PACKET modes alike (a detached program is an
+ * the uplink deleted, moved to another namespace, its XDP program detached behind our back, its
+ * MTU changed, and the `--to` interface deleted or its MTU changed, in AF_XDP and AF_PACKET modes alike (a detached program is an
  * AF_XDP row only: AF_PACKET attaches none). For `pinhole uplink` (one shot) every row must end
  * the process by itself with exit 1, a stable code on stderr, no stack trace, nothing left
  * attached wherever the interface is now (after a move pinhole follows it into the other
@@ -65,6 +65,23 @@ const WATCH_FAULTS: WatchFault[] = [
     mode: 'auto',
     fault: (l) => l.a.ip('link', 'set', 'dev', 'up0', 'xdp', 'off'),
     code: 'ERR_UPLINK_PROGRAM_DETACHED',
+    host: 'a',
+  },
+  // The mode, the slot sizes and what ports send follow from the MTU at start (jumbo.test.ts has
+  // the daemon's answer: it starts again for the new MTU).
+  {
+    name: 'uplink MTU changed',
+    mode: 'auto',
+    fault: (l) => l.a.ip('link', 'set', 'dev', 'up0', 'mtu', '1400'),
+    code: 'ERR_UPLINK_MTU_CHANGED',
+    host: 'a',
+  },
+  {
+    name: '--to interface MTU changed',
+    mode: 'afpacket',
+    to: true,
+    fault: (l) => l.a.ip('link', 'set', 'dev', 'out0', 'mtu', '9000'),
+    code: 'ERR_UPLINK_MTU_CHANGED',
     host: 'a',
   },
   {
