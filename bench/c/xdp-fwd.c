@@ -38,7 +38,7 @@
  * sockets are registered, {"event":"stats",...} every --stats-ms (0: never), and
  * {"event":"stopped",...} after SIGINT or SIGTERM. Errors go to stderr, exit 1.
  *
- * usage: xdp-fwd --in IF [--out IF] --xskmap-fd N [--queues N] [--batch N] [--frames N]
+ * usage: xdp-fwd --in IF [--out IF] --xskmap-fd N [--queues N] [--batch N] [--frames N] [--frame-size N]
  *                [--ring N] [--drop] [--stats-ms N] [--tx-budget N]
  */
 #define _GNU_SOURCE
@@ -70,7 +70,6 @@
 #define XDP_MAX_TX_SKB_BUDGET 9
 #endif
 
-#define FRAME_SIZE 4096u
 #define TX_OFFSET XDP_PACKET_HEADROOM /* where a packet to send starts in its frame, as in pinhole */
 #define MAX_BATCH 256u
 #define MAX_QUEUES 64
@@ -125,8 +124,11 @@ struct worker {
 static struct {
 	const char *in, *out;
 	int xskmap_fd;
-	int queues, batch, frames, ring, drop, stats_ms, tx_budget;
-} opt = {.xskmap_fd = -1, .queues = 1, .batch = 64, .frames = 4096, .ring = 2048};
+	int queues, batch, frames, ring, drop, stats_ms, tx_budget, frame_size;
+} opt = {.xskmap_fd = -1, .queues = 1, .batch = 64, .frames = 4096, .ring = 2048, .frame_size = 4096};
+
+/* UMEM chunk size: 2048 or 4096 (--frame-size), as pinhole's frames. */
+#define FRAME_SIZE ((uint32_t)opt.frame_size)
 
 /* ---- rings --------------------------------------------------------------------------------- */
 
@@ -429,18 +431,19 @@ int main(int argc, char **argv) {
 		else if (!strcmp(a, "--queues")) opt.queues = int_arg(a, v, 1, MAX_QUEUES), i++;
 		else if (!strcmp(a, "--batch")) opt.batch = int_arg(a, v, 1, MAX_BATCH), i++;
 		else if (!strcmp(a, "--frames")) opt.frames = int_arg(a, v, 64, 1 << 20), i++;
+		else if (!strcmp(a, "--frame-size")) opt.frame_size = int_arg(a, v, 2048, 4096), i++;
 		else if (!strcmp(a, "--ring")) opt.ring = int_arg(a, v, 64, 1 << 18), i++;
 		else if (!strcmp(a, "--stats-ms")) opt.stats_ms = int_arg(a, v, 0, 1 << 20), i++;
 		else if (!strcmp(a, "--tx-budget")) opt.tx_budget = int_arg(a, v, 0, 1 << 16), i++;
 		else if (!strcmp(a, "--drop")) opt.drop = 1;
 		else {
 			fprintf(stderr, "usage: xdp-fwd --in IF [--out IF | --drop] --xskmap-fd N [--queues N] [--batch N]\n"
-					"               [--frames N] [--ring N] [--stats-ms N] [--tx-budget N]\n");
+					"               [--frames N] [--frame-size 2048|4096] [--ring N] [--stats-ms N] [--tx-budget N]\n");
 			return 2;
 		}
 	}
-	if (!opt.in || opt.xskmap_fd < 0 || (!opt.out && !opt.drop) || !pow2(opt.ring) || opt.frames < 2 * opt.ring) {
-		fprintf(stderr, "xdp-fwd: need --in, --xskmap-fd, --out or --drop; --ring a power of two; --frames >= 2 x --ring\n");
+	if (!opt.in || opt.xskmap_fd < 0 || (!opt.out && !opt.drop) || !pow2(opt.ring) || opt.frames < 2 * opt.ring || !pow2(opt.frame_size)) {
+		fprintf(stderr, "xdp-fwd: need --in, --xskmap-fd, --out or --drop; --ring a power of two; --frames >= 2 x --ring; --frame-size 2048 or 4096\n");
 		return 2;
 	}
 	struct sigaction sa = {.sa_handler = on_signal};

@@ -36,7 +36,7 @@ import { openGroupPort, XskGroup } from './ports/xsk-shared.ts';
 import { TrainPort } from './ports/train.ts';
 import { TrainSocket, trainsSupported } from '../uplink/afpacket/train-socket.ts';
 import { release } from 'node:os';
-import { umemFrames } from '../uplink/xsk/sizing.ts';
+import { umemFrames, xskFrameSize } from '../uplink/xsk/sizing.ts';
 import { WgRegistry } from './stages/wireguard.ts';
 import { SodiumAead } from '../sys/sodium.ts';
 import { NodeAead, type DataAead } from '../tunnel/wireguard/crypto.ts';
@@ -123,6 +123,15 @@ const slotOf = (p: { ifname: string; queue: number }): string => `${p.ifname}/${
  */
 const sharedUmemWanted = (): boolean => process.env.PINHOLE_XSK_UMEM !== 'own';
 /**
+ * The UMEM frame size of AF_XDP ports opened together (one area, one shared UMEM): 2 KiB when
+ * every one's MTU fits it, else 4 KiB (uplink/xsk/sizing.ts xskFrameSize). PINHOLE_XSK_FRAME=4096
+ * keeps 4 KiB frames (to compare, or for a driver that wants a page per frame).
+ */
+function frameSizeOf(plans: readonly PortPlan[]): 2048 | 4096 {
+  if (process.env.PINHOLE_XSK_FRAME === '4096') return XSK_FRAME_SIZE;
+  return xskFrameSize(plans.filter((p) => p.driver === 'afxdp').map((p) => p.mtu));
+}
+/**
  * Flow queueing in the RX rings of the AF_XDP ports of tunnel graphs, workload interfaces and
  * uplink alike (ports/xsk-core.ts): a pod's upload or download then does not hold other flows'
  * frames behind it. Not in a cross-connect, a raw L2 path measured for its packet rate, where
@@ -173,11 +182,12 @@ async function openPorts(
   afterXsk = false,
 ): Promise<Map<string, Open>> {
   const opened = new Map<string, Open>();
+  const frameSize = frameSizeOf(plans);
   let bytes = 0;
   let xsks = 0;
   for (const p of plans) {
     if (p.driver !== 'afxdp') continue;
-    bytes += framesOf(p) * XSK_FRAME_SIZE;
+    bytes += framesOf(p) * frameSize;
     xsks++;
   }
   // Offload AF_PACKET ports put their segment slots in the same area, after the UMEMs: segments
@@ -194,7 +204,7 @@ async function openPorts(
   const share = sharedUmemWanted();
   // One UMEM must stay within openXsk's 2 GiB (descriptor addresses are 32-bit here).
   const fits = bytes <= MAX_SHARED_UMEM;
-  const group = area && xsks >= 2 && share && fits ? new XskGroup(area.mapping) : undefined;
+  const group = area && xsks >= 2 && share && fits ? new XskGroup(area.mapping, frameSize) : undefined;
   const note = !share
     ? 'own UMEM (PINHOLE_XSK_UMEM=own), frames to and from it are copied'
     : afterXsk
@@ -224,6 +234,7 @@ async function openPorts(
           rx: p.rx,
           ...(xskFlowQueueing(p, graph) ? { flowQueueing: true } : {}),
           ...(p.mtu !== undefined ? { mtu: p.mtu } : {}),
+          frameSize,
           counters: c,
           base,
         };
@@ -231,7 +242,7 @@ async function openPorts(
         const port = withTrains(opened1, p, memory, c, base);
         area!.users++;
         opened.set(p.name, { port, key: keyOf(p), slot: slotOf(p), area });
-        areaOffset += frameCount * XSK_FRAME_SIZE;
+        areaOffset += frameCount * frameSize;
       } else {
         const segmentArea = area && p.offload ? { buffer: area.mapping.buffer, offset: segAt } : undefined;
         const afp = new AfPacketPort({

@@ -29,7 +29,7 @@
  * so a noisy neighbour on a shared machine spreads over the modes instead of hitting one.
  */
 import { buildFrame } from '../../packet/build.ts';
-import { umemFrames, xskRings, XSK_DEFAULT_RX_RING } from '../../uplink/xsk/sizing.ts';
+import { umemFrames, xskFrameSize, xskRings, XSK_DEFAULT_RX_RING } from '../../uplink/xsk/sizing.ts';
 import { PinholeError } from '../../sys/index.ts';
 import { ForwarderProcess, PINHOLE_BIN } from './forwarder.ts';
 import { checkAborted, measureRate, recordFailure, settle, type ScenarioContext } from './measure.ts';
@@ -173,9 +173,10 @@ async function openMode(
         detach = ctx.cleanup.add(() => att.close());
         const argv = [c.path, '--in', 'up0', '--xskmap-fd', '3', '--queues', String(QUEUES), '--stats-ms', '20'];
         argv.push(...(xc ? ['--out', 'out0'] : ['--drop']));
-        // The same RX ring and UMEM as pinhole's (its --ring sizes every ring of both sockets).
+        // The same RX ring and UMEM as pinhole's (its --ring sizes every ring of both sockets),
+        // and the same frame size: pinhole's for the lab's veths (the kernel's default MTU, 1500).
         const rings = xskRings({ rx: ctx.ringSize ?? XSK_DEFAULT_RX_RING });
-        argv.push('--ring', String(rings.rx), '--frames', String(umemFrames(rings)));
+        argv.push('--ring', String(rings.rx), '--frames', String(umemFrames(rings)), '--frame-size', String(xskFrameSize([1500])));
         started = await startProc('C forwarder', argv, [ra.maps.xsks.fd]);
       } catch (err) {
         detach?.();

@@ -49,8 +49,11 @@ export class XskGroup {
   readonly pool: FramePool;
   /** The socket that registered the UMEM; set once the first port opened. */
   owner: XskSocket | undefined;
-  constructor(readonly area: Mapping) {
-    this.pool = new FramePool(area.length, XSK_FRAME_SIZE);
+  constructor(
+    readonly area: Mapping,
+    frameSize: 2048 | 4096 = XSK_FRAME_SIZE,
+  ) {
+    this.pool = new FramePool(area.length, frameSize);
   }
 }
 
@@ -85,7 +88,7 @@ export async function openGroupPort(o: XskPortOptions, group: XskGroup): Promise
     const sock = await openXsk({
       iface: o.ifname,
       queue: o.queue,
-      frameSize: XSK_FRAME_SIZE,
+      frameSize: group.pool.frameSize as 2048 | 4096,
       frameCount: group.pool.capacity,
       ...ringOptions(o.rings),
       area: { mapping: group.area, offset: 0 },
@@ -164,7 +167,7 @@ export class SharedXskPort implements Port {
     this.sock = sock;
     this.name = o.name;
     this.fd = sock.fd;
-    this.detail = `${sock.mode} mode, rx ring ${sock.rxRing.size}, tx ring ${sock.txRing.size}, ${note}`;
+    this.detail = `${sock.mode} mode, rx ring ${sock.rxRing.size}, tx ring ${sock.txRing.size}, ${pool.frameSize}-byte frames, ${note}`;
     this.pool = pool;
     this.memory = o.memory;
     this.maxCopy = pool.frameSize - XDP_PACKET_HEADROOM;

@@ -43,6 +43,8 @@ export interface XskPortOptions extends PortOptions {
   flowQueueing?: boolean;
   /** The interface's MTU (PortPlan.mtu): larger frames are counted too-big, not sent. Absent: no check. */
   mtu?: number;
+  /** UMEM frame size (uplink/xsk/sizing.ts xskFrameSize; default XSK_FRAME_SIZE). */
+  frameSize?: 2048 | 4096;
 }
 
 /** Puts socket `sockFd` in the XSKMAP `mapFd` under `queue`, so the XDP program redirects there. */
@@ -82,14 +84,14 @@ export class XskPort implements Port {
     this.sock = sock;
     this.name = o.name;
     this.fd = sock.fd;
-    this.detail = `${sock.mode} mode, rx ring ${sock.rxRing.size}, tx ring ${sock.txRing.size}${o.note ? `, ${o.note}` : ''}`;
+    this.detail = `${sock.mode} mode, rx ring ${sock.rxRing.size}, tx ring ${sock.txRing.size}, ${sock.frameSize}-byte frames${o.note ? `, ${o.note}` : ''}`;
     this.memory = o.memory;
     this.core = new XskCore(sock, o.memory.register(o.area.buffer), o);
     this.off = o.areaOffset;
     this.txb = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
     this.spare = { addr: new Uint32Array(o.batchSize), len: new Uint32Array(o.batchSize) };
     this.txo = new Uint32Array(o.batchSize);
-    this.maxFrame = XSK_FRAME_SIZE - sock.txOffset;
+    this.maxFrame = sock.frameSize - sock.txOffset;
     this.mtuMax = mtuFrameMax(o.mtu);
   }
 
@@ -97,7 +99,7 @@ export class XskPort implements Port {
     const sock = await openXsk({
       iface: o.ifname,
       queue: o.queue,
-      frameSize: XSK_FRAME_SIZE,
+      frameSize: o.frameSize ?? XSK_FRAME_SIZE,
       frameCount: o.frameCount,
       ...(o.rings ? { rxSize: o.rings.rx, txSize: o.rings.tx, fillSize: o.rings.fill, compSize: o.rings.comp } : {}),
       area: { mapping: o.area, offset: o.areaOffset },
