@@ -7,9 +7,12 @@
  * PINHOLE_XSK_UMEM=own (one copy per frame), alternated within each run so that a noisy
  * neighbour hits both alike. Root.
  *
- *   node --import tsx bench/xsk-umem.ts [--runs 5] [--seconds 1.5]
+ * `--compare frame`: the UMEM frame size instead, on the same path — 2 KiB frames (what a worker
+ * whose AF_XDP interfaces have MTUs up to 1774 uses) against 4 KiB (PINHOLE_XSK_FRAME=4096).
  *
- * Prints min/median/max per variant and figure, and the median ratio shared ÷ own.
+ *   node --import tsx bench/xsk-umem.ts [--compare umem|frame] [--runs 5] [--seconds 1.5]
+ *
+ * Prints min/median/max per variant and figure, and the median ratio of the first to the second.
  */
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -22,10 +25,35 @@ import { buildCrossConnect } from '../src/control/bench/netns.ts';
 import { GeneratorProcess, type TrafficShape } from '../src/control/bench/trafficgen.ts';
 import { attachIn, loadCounting } from '../src/control/bench/xdp.ts';
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, seconds: { type: 'string', default: '1.5' } } });
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '5' },
+    seconds: { type: 'string', default: '1.5' },
+    compare: { type: 'string', default: 'umem' },
+  },
+});
 const runs = Number(values.runs);
 const seconds = Number(values.seconds);
-const VARIANTS = ['shared', 'own'] as const;
+interface Variant {
+  name: string;
+  /** The environment that picks it. */
+  env: string;
+  /** What the ready line's detail must say. */
+  detail: string;
+  label: string;
+}
+const COMPARISONS: Record<string, [Variant, Variant]> = {
+  umem: [
+    { name: 'shared', env: 'PINHOLE_XSK_UMEM=shared', detail: 'shared UMEM', label: 'shared UMEM' },
+    { name: 'own', env: 'PINHOLE_XSK_UMEM=own', detail: 'own UMEM', label: 'own UMEM, one copy' },
+  ],
+  frame: [
+    { name: '2048', env: 'PINHOLE_XSK_FRAME=', detail: '2048-byte frames', label: '2 KiB frames' },
+    { name: '4096', env: 'PINHOLE_XSK_FRAME=4096', detail: '4096-byte frames', label: '4 KiB frames' },
+  ],
+};
+const VARIANTS = COMPARISONS[values.compare];
+if (!VARIANTS) throw new Error(`--compare umem or frame, not ${values.compare}`);
 const CASES: { size: 64 | 1500; shape: TrafficShape; metric: string; unit: 'Mpps' | 'Gbit/s' }[] = [
   { size: 64, shape: 'steady', metric: '64 B steady', unit: 'Mpps' },
   { size: 64, shape: 'bursty', metric: '64 B bursty', unit: 'Mpps' },
@@ -69,11 +97,12 @@ const userSeconds = (pid: number): number => {
 try {
   for (let r = 1; r <= runs; r++) {
     // Alternate which variant goes first, so neither always runs on a warmer machine.
-    const order = r % 2 === 1 ? VARIANTS : ([...VARIANTS].reverse() as unknown as typeof VARIANTS);
-    for (const v of order) {
+    const order = r % 2 === 1 ? VARIANTS : [VARIANTS[1], VARIANTS[0]];
+    for (const variant of order) {
+      const v = variant.name;
       const argv = [
         'env',
-        `PINHOLE_XSK_UMEM=${v}`,
+        variant.env,
         process.execPath,
         PINHOLE_BIN,
         'uplink',
@@ -89,7 +118,7 @@ try {
         '20',
       ];
       const p = ForwarderProcess.start({
-        label: `pinhole uplink (${v} UMEM)`,
+        label: `pinhole uplink (${variant.label})`,
         ns: t.mid,
         argv,
         nice: BENCH_NICE,
@@ -98,8 +127,7 @@ try {
       const done = cleanup.add(() => p.kill());
       try {
         const ready = await p.ready;
-        if (!String(ready.detail).includes(v === 'shared' ? 'shared UMEM' : 'own UMEM'))
-          throw new Error(`${v}: detail ${String(ready.detail)}`);
+        if (!String(ready.detail).includes(variant.detail)) throw new Error(`${v}: detail ${String(ready.detail)}`);
         await gen.send({ iface: 'g0', frame: frames[64], seconds: 0.2, shape: 'steady' });
         await settle(count);
         for (const c of CASES) {
@@ -130,11 +158,12 @@ const med = (a: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 const f = (x: number): string => (x >= 100 ? x.toFixed(0) : x.toFixed(3));
-console.log(`| figure | shared UMEM (min/median/max) | own UMEM, one copy (min/median/max) | shared ÷ own (medians) |`);
+const [va, vb] = VARIANTS;
+console.log(`| figure | ${va.label} (min/median/max) | ${vb.label} (min/median/max) | ${va.name} ÷ ${vb.name} (medians) |`);
 console.log(`| --- | --- | --- | --- |`);
 for (const metric of new Set([...samples.keys()].map((k) => k.split('|')[0]!))) {
-  const a = samples.get(`${metric}|shared`) ?? [];
-  const b = samples.get(`${metric}|own`) ?? [];
+  const a = samples.get(`${metric}|${va.name}`) ?? [];
+  const b = samples.get(`${metric}|${vb.name}`) ?? [];
   const mm = (x: number[]): string => (x.length ? `${f(Math.min(...x))} / ${f(med(x))} / ${f(Math.max(...x))}` : '–');
   console.log(`| ${metric} | ${mm(a)} | ${mm(b)} | ${a.length && b.length ? (med(a) / med(b)).toFixed(2) : '–'} |`);
 }

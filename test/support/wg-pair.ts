@@ -73,7 +73,7 @@ export class Pair {
   readonly ab: Peer;
   readonly ba: Peer;
 
-  constructor(opts: { psk?: Uint8Array; aead?: DataAead; keepaliveA?: number; loadThreshold?: number } = {}) {
+  constructor(opts: { psk?: Uint8Array; aead?: DataAead; keepaliveA?: number; loadThreshold?: number; maxPacket4A?: number } = {}) {
     this.a = new Side('a', '198.18.0.1', opts);
     this.b = new Side('b', '198.18.0.2', opts);
     this.ab = this.a.device.addPeer({
@@ -81,6 +81,7 @@ export class Pair {
       presharedKey: opts.psk,
       endpoint: this.b.addr,
       persistentKeepalive: opts.keepaliveA,
+      ...(opts.maxPacket4A !== undefined ? { maxPacket4: opts.maxPacket4A } : {}),
     });
     this.ba = this.b.device.addPeer({ publicKey: this.a.device.publicKey, presharedKey: opts.psk });
   }

@@ -57,6 +57,25 @@ function established(opts: ConstructorParameters<typeof Pair>[0] = {}, now = 0):
   return p;
 }
 
+test('padding stops at the largest packet the tunnel carries (maxPacket4: the uplink MTU less the outer headers), as the kernel pads only to its MTU', () => {
+  // 1440 = 1500 − 60 (IPv4 20, UDP 8, WireGuard header 16 and tag 16).
+  const p = established({ maxPacket4A: 1440 });
+  for (const [len, padded] of [
+    [1400, 1408],
+    [1425, 1440],
+    [1433, 1440],
+    [1440, 1440],
+  ] as const) {
+    const pkt = ipv4Packet(len, len & 0xff);
+    const m = p.a.encrypt(p.ab, pkt, 1)!;
+    assert.equal(m.length, 16 + padded + 16, `${len} bytes padded to ${padded}`);
+    assert.ok(20 + 8 + m.length <= 1500, 'the outer packet fits the MTU');
+    const r = p.b.receive(dg(m, p.a.addr, p.b.addr), 1);
+    assert.equal(r.action, WG_DELIVER);
+    assert.deepEqual(r.payload, pkt);
+  }
+});
+
 for (const [name, aead] of [
   ['node:crypto', () => new NodeAead()],
   ['libsodium', () => new SodiumAead()],

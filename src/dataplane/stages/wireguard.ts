@@ -146,6 +146,9 @@ export class WgConn {
       ...(plan.keys.presharedKey ? { presharedKey: plan.keys.presharedKey } : {}),
       ...(endpoint ? { endpoint } : {}),
       ...(plan.peer.persistentKeepalive ? { persistentKeepalive: plan.peer.persistentKeepalive } : {}),
+      // Padding stops at the largest packet the uplink carries (a full-sized packet still fits).
+      maxPacket4: plan.uplinkMtu - WG_OVERHEAD_V4,
+      maxPacket6: plan.uplinkMtu - WG_OVERHEAD_V6,
     });
     if (endpoint) this.lastEndpoint.copyFrom(endpoint);
     this.allowed = new AllowedIps(plan.peer.allowedIPs);

@@ -162,6 +162,13 @@ export interface PeerOptions {
   endpoint?: Endpoint;
   /** Seconds; 0 or absent disables. */
   persistentKeepalive?: number;
+  /**
+   * Largest IP packet the tunnel carries to an IPv4 / IPv6 endpoint (the uplink MTU less the outer
+   * headers): padding stops there, as the kernel's WireGuard pads only up to its MTU, so a packet
+   * of that size still fits the uplink. Absent: no limit (padding to 16 bytes always).
+   */
+  maxPacket4?: number;
+  maxPacket6?: number;
 }
 
 /** An index table entry: a handshake in progress (keypair null) or a session. */
@@ -473,6 +480,8 @@ export class Peer {
   lastHandshakeWallMs = 0;
   private readonly staged: Uint8Array[] = [];
   private readonly dropped: Keypair[] = [];
+  private readonly maxPacket4: number;
+  private readonly maxPacket6: number;
 
   constructor(
     private readonly dev: Device,
@@ -485,6 +494,8 @@ export class Peer {
       this.endpoint = new Endpoint();
       this.endpoint.copyFrom(opts.endpoint);
     }
+    this.maxPacket4 = opts.maxPacket4 ?? Infinity;
+    this.maxPacket6 = opts.maxPacket6 ?? Infinity;
     this.hs = new HandshakeState(dev.identity, this.publicKey, opts.presharedKey);
     this.cookies = new CookieJar(this.publicKey, dev.timings.cookieRefreshMs);
     const t = dev.timings;
@@ -612,7 +623,7 @@ export class Peer {
    * output once the session exists) or no room (DROP_NO_ROOM counted).
    */
   encrypt(buf: Uint8Array, off: number, len: number, now: number): number {
-    const padded = (len + 15) & ~15;
+    const padded = this.paddedLength(len);
     if (off < TRANSPORT_HEADER_LEN || off + padded + 16 > buf.length) {
       this.dev.drops[DROP_NO_ROOM]!++;
       return -1;
@@ -626,6 +637,16 @@ export class Peer {
     const t = this.dev.timings;
     if (kp.initiator && (now - kp.createdAt >= t.rekeyAfterTimeMs || kp.sendCounter >= t.rekeyAfterMessages)) this.handshakeInitiation(now);
     return n;
+  }
+
+  /**
+   * A packet's length zero-padded to 16 bytes (the IP header says how long the packet is), but
+   * not past the largest packet the endpoint's family carries (PeerOptions.maxPacket4/6).
+   */
+  private paddedLength(len: number): number {
+    const padded = (len + 15) & ~15;
+    const max = this.endpoint !== null && this.endpoint.family === 6 ? this.maxPacket6 : this.maxPacket4;
+    return padded <= max ? padded : len > max ? len : max;
   }
 
   private seal(kp: Keypair, buf: Uint8Array, off: number, len: number, padded: number, now: number): number {
@@ -661,7 +682,7 @@ export class Peer {
       const p = this.staged.shift()!;
       if (p.length + 16 + 31 > out.length) continue;
       out.set(p, TRANSPORT_HEADER_LEN);
-      const n = this.seal(kp, out, TRANSPORT_HEADER_LEN, p.length, (p.length + 15) & ~15, now);
+      const n = this.seal(kp, out, TRANSPORT_HEADER_LEN, p.length, this.paddedLength(p.length), now);
       this.dev.output.send(out, 0, n, this.endpoint, this);
     }
   }
