@@ -17,9 +17,10 @@
  * 4 MiB ring (~26k frames) absorbs them (design.md §4). The default was chosen by measurement
  * (`pinhole bench --only uplink --ring-size N`, RX 2048..16384, 6 runs each; README, performance):
  * 8192 took the bursty 64-byte cross-connect from 0.42 to ~0.6 Mpps with steady rates unchanged;
- * 16384 reached 0.89 but halved 1500-byte receive (a 64 MiB fill-ring working set per queue
- * misses the cache; C the same) and doubles the memory. Memory is the price: 4 KiB per frame,
- * pinned — 64 MiB per queue by default.
+ * 16384 reached 0.89 but halved 1500-byte receive (a 64 MiB fill-ring working set per queue, in
+ * 4 KiB frames then, misses the cache; C the same) and doubles the memory. Memory is the price:
+ * 2 KiB per frame at MTUs up to 1774, 4 KiB above (xskFrameSize), pinned — 32 or 64 MiB per queue
+ * by default.
  */
 import { PinholeError } from '../../sys/index.ts';
 import { XDP_PACKET_HEADROOM } from './abi.ts';
@@ -53,8 +54,9 @@ export const XSK_SMALL_FRAME_MAX_MTU = XSK_SMALL_FRAME - XDP_PACKET_HEADROOM - 1
 /**
  * UMEM frame size for AF_XDP ports of these MTUs (one shared UMEM has one chunk size): 2 KiB when
  * every one fits it (1500 and the like), else 4 KiB; 4 KiB when an MTU is unknown. Half the pinned
- * memory of a deep ring, and measured no slower: the 64-byte cross-connect 1.46 against 1.43 Mpps
- * (4 alternated pairs of 3 runs; README, performance), 1500-byte frames within noise.
+ * memory of a deep ring, and faster: bench/xsk-umem.ts --compare frame (cross-connect, 5
+ * alternated runs) 64 B steady and bursty 1.04×, 1500 B 1.11×, CPU per packet 0.90–0.99× (README,
+ * performance): the fill ring cycles through half the memory.
  */
 export function xskFrameSize(mtus: readonly (number | undefined)[]): 2048 | 4096 {
   return mtus.length > 0 && mtus.every((m) => m !== undefined && m <= XSK_SMALL_FRAME_MAX_MTU) ? XSK_SMALL_FRAME : XSK_UMEM_FRAME;
