@@ -99,6 +99,27 @@ const CASES: VxlanCase[] = [
   { size: 1500, shape: 'steady', metric: '1500 B steady', unit: 'Gbit/s' },
 ];
 
+/**
+ * The two-node lab of a run: node a the kernel's vxlan or pinhole, node b the kernel's; one queue
+ * each — one dataplane worker for the one CPU it has (see the file comment).
+ */
+function benchLab(ctx: ScenarioContext, tag: string, mode: VxlanMode, uplinkMtu: number, podChecksumOffload: boolean): Lab {
+  return buildLab({
+    prefix: `${ctx.prefix}-${tag}${mode.slice(0, 3)}`,
+    underlay: 4,
+    sides: { a: mode === 'kernel' ? 'kernel' : 'pinhole', b: 'kernel' },
+    uplinkQueues: 1,
+    workloadQueues: 1,
+    uplinkMtu,
+    podChecksumOffload,
+  });
+}
+
+/** The MetricKey maker of one scenario and mode. */
+function keyOf(scenario: string, mode: BenchMode): (metric: string, unit: string, better?: 'higher' | 'lower') => MetricKey {
+  return (metric, unit, better = 'higher') => ({ scenario, mode, metric, unit, better });
+}
+
 /** Pings until the overlay answers (ARP, the kernel peer's FDB learning, pinhole's next hop). */
 async function waitReachable(ns: string, to: string): Promise<void> {
   let last: unknown;
@@ -197,13 +218,7 @@ async function tcpUnderPing(
 
 /** Host TCP node b → node a with ping alongside, then idle ping: the `host` figures of `mode`. */
 async function hostFigures(ctx: ScenarioContext, lab: Lab, mode: BenchMode, run: number): Promise<void> {
-  const key = (metric: string, unit: string, better: 'higher' | 'lower' = 'higher'): MetricKey => ({
-    scenario: HOST_SCENARIO,
-    mode,
-    metric,
-    unit,
-    better,
-  });
+  const key = keyOf(HOST_SCENARIO, mode);
   const { profile } = ctx;
   const idle = await measureLatency(lab.b.ns, lab.a.underlay4, profile.pingCount, profile.pingIntervalS);
   addLatency(ctx, key, 'idle', idle);
@@ -218,23 +233,8 @@ async function hostFigures(ctx: ScenarioContext, lab: Lab, mode: BenchMode, run:
 
 async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promise<void> {
   const { profile, samples, progress } = ctx;
-  const key = (metric: string, unit: string, better: 'higher' | 'lower' = 'higher'): MetricKey => ({
-    scenario: VXLAN_SCENARIO,
-    mode,
-    metric,
-    unit,
-    better,
-  });
-  const lab = buildLab({
-    prefix: `${ctx.prefix}-vx${run}${mode.slice(0, 3)}`,
-    underlay: 4,
-    sides: { a: mode === 'kernel' ? 'kernel' : 'pinhole', b: 'kernel' },
-    // One queue each: one dataplane worker for the one CPU it has (see the file comment).
-    uplinkQueues: 1,
-    workloadQueues: 1,
-    uplinkMtu: 1570,
-    podChecksumOffload: mode !== 'afxdp',
-  });
+  const key = keyOf(VXLAN_SCENARIO, mode);
+  const lab = benchLab(ctx, `vx${run}`, mode, 1570, mode !== 'afxdp');
   const closeLab = ctx.cleanup.add(() => lab.close());
   const servers: IperfServer[] = [];
   const stopServers = ctx.cleanup.add(() => {
@@ -394,22 +394,8 @@ async function startPinholeRun(
  * there (a 9 KB frame does not fit a 4 KiB UMEM frame).
  */
 async function runJumbo(ctx: ScenarioContext, mode: 'kernel' | 'auto', run: number): Promise<void> {
-  const key = (metric: string, unit: string, better: 'higher' | 'lower' = 'higher'): MetricKey => ({
-    scenario: VXLAN_JUMBO_SCENARIO,
-    mode,
-    metric,
-    unit,
-    better,
-  });
-  const lab = buildLab({
-    prefix: `${ctx.prefix}-vj${run}${mode.slice(0, 3)}`,
-    underlay: 4,
-    sides: { a: mode === 'kernel' ? 'kernel' : 'pinhole', b: 'kernel' },
-    uplinkQueues: 1,
-    workloadQueues: 1,
-    uplinkMtu: JUMBO_MTU,
-    podChecksumOffload: true,
-  });
+  const key = keyOf(VXLAN_JUMBO_SCENARIO, mode);
+  const lab = benchLab(ctx, `vj${run}`, mode, JUMBO_MTU, true);
   const closeLab = ctx.cleanup.add(() => lab.close());
   let server: IperfServer | undefined;
   let stopProc: (() => void) | undefined;
