@@ -217,6 +217,9 @@ export class Forwarder {
     this.updateNextHops();
     // Warm the neighbour entries now rather than on the first frame.
     for (const k of this.targets()) this.resolve(k.index);
+    // A change while we started (the MTU read for the plans, the program attached) sent no event
+    // we subscribed to: look once, after the owner has this forwarder (it handles a loss).
+    setImmediate(() => this.watchUplink()).unref();
   }
 
   /** WireGuard peers' endpoints learned from the dataplane (roaming), by connection name. */

@@ -5,8 +5,7 @@
  */
 import type { FeatureSet } from '../kernel/features.ts';
 import type { IfaceInfo } from '../kernel/iface.ts';
-import { XDP_PACKET_HEADROOM } from './xsk/abi.ts';
-import { XSK_UMEM_FRAME } from './xsk/sizing.ts';
+import { xskMaxMtu, XSK_UMEM_FRAME } from './xsk/sizing.ts';
 
 export type UplinkMode = 'afxdp' | 'afpacket';
 
@@ -40,12 +39,12 @@ export interface DecideOptions {
 }
 
 /**
- * Largest MTU AF_XDP serves: a frame (the MTU, its Ethernet header and an 802.1Q tag) must fit
- * one UMEM frame behind XDP_PACKET_HEADROOM (4096 − 256 = 3840 bytes). A larger one would be
- * dropped by the kernel on the way into the socket (xsk_rcv: no multi-buffer here), and the
- * program would have taken it from the host: AF_PACKET serves such an interface whole.
+ * Largest MTU AF_XDP serves: a frame (the MTU, its Ethernet header, an 802.1Q tag and the FCS some
+ * drivers count) must fit one 4 KiB UMEM frame behind XDP_PACKET_HEADROOM (xskMaxMtu). A larger
+ * one would be dropped by the kernel on the way into the socket (xsk_rcv: no multi-buffer here),
+ * and the program would have taken it from the host: AF_PACKET serves such an interface whole.
  */
-export const AFXDP_MAX_MTU = XSK_UMEM_FRAME - XDP_PACKET_HEADROOM - 14 - 4;
+export const AFXDP_MAX_MTU = xskMaxMtu(XSK_UMEM_FRAME);
 
 const NO_NATIVE_XDP_KINDS = new Set(['bond', 'team', 'vlan', 'macvlan', 'ipvlan', 'bridge', 'loopback']);
 

@@ -303,6 +303,7 @@ test('TPACKET_V2 ring with PACKET_VNET_HDR and copies: small frames in slots at 
       const seen: number[] = [];
       const sizes: number[] = [];
       let copies = 0;
+      let strays = 0;
       const total = 300;
       const sizeOf = (id: number): number => (id % 3 === 2 ? 3000 + id : 60 + (id % 200));
       for (let id = 0; id < total; id++) {
@@ -336,6 +337,10 @@ test('TPACKET_V2 ring with PACKET_VNET_HDR and copies: small frames in slots at 
             seen.push(markerOf(copy, 10, n - 10));
             sizes.push(n - 10);
             copies++;
+          } else if (markerOf(sock.memory, off, batch.length[0]!) < 0) {
+            // Not one of ours: the peer's own IPv6 (an MLD report or router solicitation after
+            // the MTU change) comes through the accept-all filter now and then.
+            strays++;
           } else {
             assert.equal(batch.length[0], batch.wireLength[0]);
             seen.push(markerOf(sock.memory, off, batch.length[0]!));
@@ -350,6 +355,7 @@ test('TPACKET_V2 ring with PACKET_VNET_HDR and copies: small frames in slots at 
         Array.from({ length: total }, (_, i) => i),
       );
       assert.equal(copies, total / 3, 'every large frame came through the queue');
+      assert.ok(strays <= 3, `${strays} frames of the peer's own`);
       assert.deepEqual(
         sizes,
         Array.from({ length: total }, (_, i) => sizeOf(i) + 14 + 20 + 8),

@@ -143,7 +143,7 @@ const STALE_CASES: StaleCase[] = [
     name: 'kill -9 of a native uplink, MTU raised to 3700, restart (auto): stale detached, AF_XDP on generic XDP, nothing left after stop',
     run: async (l) => {
       const stale = await leaveStaleProgram(l);
-      // Above veth's native-XDP limit (3506), within a 4 KiB UMEM frame (3822). The peer cannot
+      // Above veth's native-XDP limit (3506), within a 4 KiB UMEM frame (3818). The peer cannot
       // follow while native XDP is attached to up0 (veth caps its MTU).
       l.a.ip('link', 'set', 'dev', 'up0', 'mtu', '3700');
       const { p, ready } = await start(l);
@@ -184,7 +184,7 @@ const STALE_CASES: StaleCase[] = [
       assert.equal(ex.code, 1);
       assert.match(
         ex.stderr,
-        /ERR_UPLINK_AFXDP_UNAVAILABLE: AF_XDP cannot work on up0: MTU_TOO_LARGE_FOR_AF_XDP: MTU 9000 is above the 3822/,
+        /ERR_UPLINK_AFXDP_UNAVAILABLE: AF_XDP cannot work on up0: MTU_TOO_LARGE_FOR_AF_XDP: MTU 9000 is above the 3818/,
       );
       assert.equal(xdpState(l.a).id, stale, 'the stale program untouched by the refused start');
       const { p, ready } = await start(l);

@@ -123,7 +123,7 @@ test('an MTU above the native-XDP limit is reported, and the kernel agrees; a ju
     assert.equal(jumbo.iface.mtu, 9000);
     assert.equal(jumbo.decision.mode, 'afpacket');
     assert.equal(jumbo.decision.reasons[0]?.code, 'MTU_TOO_LARGE_FOR_AF_XDP');
-    // Above veth's native limit (3506), within a UMEM frame (3822): AF_XDP on generic XDP.
+    // Above veth's native limit (3506), within a UMEM frame (3818): AF_XDP on generic XDP.
     a.ip('link', 'set', 'dev', 'up0', 'mtu', '3700');
     const p = probe(a.name, 'up0');
     assert.equal(p.iface.mtu, 3700);

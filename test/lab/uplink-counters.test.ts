@@ -84,7 +84,7 @@ for (const c of DROP_CASES) {
 
 // 5 frames of each size: 142 bytes (fits everywhere), 3,042, 5,042. AF_PACKET: the uplink at MTU
 // 9000 takes all three, out0 at 1500 only the first (the others are above its MTU + 14: counted
-// too-big, never handed to the kernel). AF_XDP serves MTUs up to 3822 (a 4 KiB UMEM frame): the
+// too-big, never handed to the kernel). AF_XDP serves MTUs up to 3818 (a 4 KiB UMEM frame): the
 // uplink at 3700 takes the first two, out0 at 1500 again only the first (the kernel does not check
 // what an AF_XDP socket sends: the veth would drop the larger ones without a trace).
 const SMALL = 142;

@@ -208,7 +208,7 @@ test('fallbacks: foreign program, forced mode, MTU too large, busy queue, second
     }
     assert.equal(xdpOf(l.a, 'up0'), 'none', 'the failed AF_XDP attempt was undone');
 
-    // 6. MTU above the native limit (veth 3506), within a UMEM frame (3822): AF_XDP on generic XDP.
+    // 6. MTU above the native limit (veth 3506), within a UMEM frame (3818): AF_XDP on generic XDP.
     l.a.ip('link', 'set', 'dev', 'up0', 'mtu', '3700');
     l.b.ip('link', 'set', 'dev', 'peer0', 'mtu', '3700');
     p = startPinhole(l.a.name, ['--iface', 'up0', '--port', '4789', '--stats-interval', '50']);

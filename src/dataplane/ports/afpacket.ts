@@ -382,8 +382,10 @@ export class AfPacketPort implements Port {
       // for a breath with room for every segment it may become (segments ≤ length / MSS).
       const gs = vnetGsoSize(ring, v);
       const bound = type !== VNET_GSO_NONE && gs > 0 ? Math.ceil(rxb.wireLength[0]! / gs) : 1;
-      // Bytes: the payload once, and per segment its headroom, headers and stride padding.
-      const need = rxb.wireLength[0]! + bound * (SEG_HEADROOM + SEG_MAX_HEADERS + 64);
+      // Bytes, an upper bound of what take() reserves: per segment its headroom, headers, a
+      // train's gap, stride padding and a full gso_size (take() charges every segment at the
+      // first one's stride).
+      const need = type !== VNET_GSO_NONE && gs > 0 ? bound * (SEG_HEADROOM + SEG_MAX_HEADERS + TRAIN_GAP + 63 + gs) : 0;
       const later = bound > this.room || this.segUsed + need > this.segBytes;
       if ((later && need <= this.segBytes) || copies === COPY_SLOTS) break;
       const got = sock.receiveCopy(this.copyViews[copies]!);

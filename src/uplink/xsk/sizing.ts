@@ -19,7 +19,7 @@
  * 8192 took the bursty 64-byte cross-connect from 0.42 to ~0.6 Mpps with steady rates unchanged;
  * 16384 reached 0.89 but halved 1500-byte receive (a 64 MiB fill-ring working set per queue, in
  * 4 KiB frames then, misses the cache; C the same) and doubles the memory. Memory is the price:
- * 2 KiB per frame at MTUs up to 1774, 4 KiB above (xskFrameSize), pinned — 32 or 64 MiB per queue
+ * 2 KiB per frame at MTUs up to 1770, 4 KiB above (xskFrameSize), pinned — 32 or 64 MiB per queue
  * by default.
  */
 import { PinholeError } from '../../sys/index.ts';
@@ -46,10 +46,15 @@ export const XSK_UMEM_FRAME = 4096;
 /** The smaller UMEM frame, for MTUs up to XSK_SMALL_FRAME_MAX_MTU. */
 export const XSK_SMALL_FRAME = 2048;
 /**
- * Largest MTU a 2 KiB frame serves: the frame (MTU, Ethernet header, an 802.1Q tag) behind
- * XDP_PACKET_HEADROOM, 2048 − 256 − 14 − 4.
+ * What a UMEM frame holds besides the MTU: XDP_PACKET_HEADROOM in front, the Ethernet header, an
+ * 802.1Q tag, and the 4-byte FCS some zero-copy drivers count in the frame they need (mlx5: MTU +
+ * 22 bytes behind the headroom).
  */
-export const XSK_SMALL_FRAME_MAX_MTU = XSK_SMALL_FRAME - XDP_PACKET_HEADROOM - 14 - 4;
+const XSK_FRAME_OVERHEAD = XDP_PACKET_HEADROOM + 14 + 4 + 4;
+/** Largest MTU a UMEM frame of `frameSize` bytes serves: 3818 for 4 KiB, 1770 for 2 KiB. */
+export const xskMaxMtu = (frameSize: number): number => frameSize - XSK_FRAME_OVERHEAD;
+/** Largest MTU a 2 KiB frame serves (xskMaxMtu). */
+export const XSK_SMALL_FRAME_MAX_MTU = xskMaxMtu(XSK_SMALL_FRAME);
 
 /**
  * UMEM frame size for AF_XDP ports of these MTUs (one shared UMEM has one chunk size): 2 KiB when
