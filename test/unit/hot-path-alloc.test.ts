@@ -27,10 +27,22 @@ const ROUNDS = 200_000;
 const ALLOWED_BYTES = 64 * 1024;
 
 /** Runs `fn` enough times for the JIT to optimise it, then measures ROUNDS more calls. */
+/**
+ * Samples `run` until an attempt allocates at most ALLOWED_BYTES, at most 3 times; returns the
+ * last attempt. The steady state is what counts: on a loaded machine the optimising compiler
+ * (a thread of its own) may not have installed a function's code by the first sample, and the
+ * unoptimised code boxes its numbers (seen once in CI: the clock's frames allocating).
+ */
+async function steadyAllocations(run: () => void): Promise<Map<string, number>> {
+  let seen = await allocations(run);
+  for (let attempt = 1; attempt < 3 && bytesOf(seen) > ALLOWED_BYTES; attempt++) seen = await allocations(run);
+  return seen;
+}
+
 async function assertNoAllocation(name: string, fn: (i: number) => number): Promise<void> {
   let sink = 0;
   for (let i = 0; i < ROUNDS; i++) sink ^= fn(i);
-  const seen = await allocations(() => {
+  const seen = await steadyAllocations(() => {
     for (let i = 0; i < ROUNDS; i++) sink ^= fn(i);
   });
   const total = bytesOf(seen);
@@ -132,7 +144,7 @@ describe('hot path: per-packet functions allocate nothing', () => {
       engine.run(ctrl);
     };
     spin(2_000_000); // warm-up: the JIT optimises the loop
-    const seen = await allocations(() => spin(5_000_000));
+    const seen = await steadyAllocations(() => spin(5_000_000));
     const total = bytesOf(seen);
     t.diagnostic(`polled ${c[ENGINE_SLOT.spinMs]!.toFixed(1)} ms`);
     assert.ok(c[ENGINE_SLOT.spinMs]! > 0, 'it polled (spin_ms)');
