@@ -64,10 +64,15 @@ export class PacketMemory {
     return this.buffers.filter((b) => b !== undefined).length;
   }
 
-  /** Whether the Ethernet frame at `at` of memory `id` carries an 802.1Q tag (EtherType 0x8100). */
-  tagged(id: number, at: number): boolean {
+  /**
+   * Whether the `len`-byte Ethernet frame at `at` of memory `id` is larger than `max` (port.ts
+   * mtuFrameMax), allowing 4 bytes more to a frame that carries an 802.1Q tag (EtherType 0x8100),
+   * as the kernel allows an AF_PACKET sender. One comparison for a frame within `max`.
+   */
+  overMtu(id: number, at: number, len: number, max: number): boolean {
+    if (len <= max) return false;
     const b = this.u8[id]!;
-    return b[at + 12] === 0x81 && b[at + 13] === 0x00;
+    return len > max + 4 || b[at + 12] !== 0x81 || b[at + 13] !== 0x00;
   }
 
   /** Copies `len` bytes from memory `src` at `from` to memory `dst` at `to`. No allocation. */

@@ -68,7 +68,7 @@ export interface PortOptions {
 
 /**
  * Largest untagged frame a port sends on an interface of `mtu`: 4 bytes more are allowed for a
- * frame with an 802.1Q tag (PacketMemory.tagged), as the kernel allows an AF_PACKET sender; no
+ * frame with an 802.1Q tag (PacketMemory.overMtu), as the kernel allows an AF_PACKET sender; no
  * limit without an MTU. The kernel does not check what an AF_XDP socket sends (a veth peer drops
  * an oversized frame without a trace), and refuses an oversized AF_PACKET frame in the TX ring
  * (TP_STATUS_WRONG_FORMAT): both count it as `tx_too_big` instead.

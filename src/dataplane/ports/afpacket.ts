@@ -566,8 +566,8 @@ export class AfPacketPort implements Port {
     const ring = this.ring;
     for (let i = 0; i < n; i++) {
       const l = input.len[i]!;
-      if (l > this.txMax && (l > this.txMax + 4 || !mem.tagged(input.mem[i]!, input.addr[i]!))) {
-        tooBig++; // (4 bytes more for a frame with an 802.1Q tag, as the kernel allows)
+      if (mem.overMtu(input.mem[i]!, input.addr[i]!, l, this.txMax)) {
+        tooBig++;
         continue;
       }
       const slot = sock.txAcquire();

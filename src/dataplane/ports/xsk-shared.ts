@@ -300,7 +300,7 @@ export class SharedXskPort implements Port {
       const m = imem[j]!;
       let d: number;
       let opt = 0;
-      if (l > mtuMax && (l > mtuMax + 4 || !mem.tagged(m, a))) {
+      if (mem.overMtu(m, a, l, mtuMax)) {
         tooBig++; // above the interface's MTU (mtuFrameMax)
         continue;
       }

@@ -175,7 +175,7 @@ export class XskPort implements Port {
         const cs = icsum[j]!;
         const shift = cs !== 0 && sumInKernel ? 0 : (src - off - tb.addr[i]!) & 3;
         const dst = tb.addr[i]! + shift;
-        if (l > max - shift || (l > mtuMax && (l > mtuMax + 4 || !mem.tagged(input.mem[j]!, src)))) {
+        if (l > max - shift || mem.overMtu(input.mem[j]!, src, l, mtuMax)) {
           // Never sent truncated, nor above the MTU: a counted drop, its buffer goes back.
           spare.addr[spareN++] = dst;
           tooBig++;
