@@ -5,13 +5,14 @@
  * closes, so a worker that changes its plan many times reuses ids) and named by a small integer id. A frame is (memory id, byte offset,
  * length); links carry those triples, never objects.
  *
- * Copies between memories allocate nothing: within one buffer `copyWithin` on a view of the
- * whole buffer; across buffers a word loop over cached Int32Array views when source and
+ * Copies between memories allocate nothing: within one buffer `copyWithin` (util/copy-within.ts)
+ * on a view of the whole buffer; across buffers a word loop over cached Int32Array views when source and
  * destination share their alignment (the usual case: Ethernet frames at 2-byte-aligned offsets in
  * both), a word loop that shifts by two bytes when they are two bytes apart (a frame behind a
  * tunnel header), a byte loop otherwise. Views are created once per memory, at registration.
  */
 import { PinholeError } from '../sys/errors.ts';
+import { copyWithin } from '../util/copy-within.ts';
 
 /** Ids fit the links' Uint8Array `mem` column. */
 export const MAX_MEMORIES = 255;
@@ -78,7 +79,7 @@ export class PacketMemory {
   /** Copies `len` bytes from memory `src` at `from` to memory `dst` at `to`. No allocation. */
   copy(src: number, from: number, dst: number, to: number, len: number): void {
     if (src === dst) {
-      this.u8[src]!.copyWithin(to, from, from + len);
+      copyWithin.call(this.u8[src]!, to, from, from + len);
       return;
     }
     const s8 = this.u8[src]!;
