@@ -162,6 +162,12 @@ function hasLink(mirror: Mirror, name: string): boolean {
   return false;
 }
 
+/** The MTU of interface `name` in the mirror's link table (undefined: no such link, or no MTU reported). */
+function linkMtu(mirror: Mirror, name: string): number | undefined {
+  for (const l of mirror.tables.links.values()) if (l.name === name) return l.mtu !== 0 ? l.mtu : undefined;
+  return undefined;
+}
+
 export class Forwarder {
   private stopping: Promise<CounterValues> | undefined;
   private readonly resolving = new Set<number>();
@@ -367,6 +373,22 @@ export class Forwarder {
     return run;
   }
 
+  /**
+   * Workload interfaces (one set-up each) whose MTU is no longer the one their ports opened with.
+   * A port caps what it sends at its interface's MTU (tx_too_big) and an AF_XDP port's frame size
+   * follows from it: such a connection is changed like any other (its ports open again, the
+   * worker's port key holds the MTU), the others are not touched.
+   */
+  private mtuMoved(): WorkloadSetup[] {
+    const seen = new Set<string>();
+    return this.workloads.filter((w) => {
+      if (seen.has(w.iface)) return false;
+      seen.add(w.iface);
+      const mtu = linkMtu(this.mirror, w.iface);
+      return mtu !== undefined && mtu !== w.mtu;
+    });
+  }
+
   /** The connections of `all` whose workload interface exists now. */
   private present(all: readonly ConnectionConfig[]): ConnectionConfig[] {
     return all.filter((k) => hasLink(this.mirror, k.local.interface));
@@ -397,7 +419,7 @@ export class Forwarder {
       .map((k) => k.name)
       .join('\0');
     const have = this.config.connections.map((k) => k.name).join('\0');
-    if (want === have || this.following) return;
+    if ((want === have && this.mtuMoved().length === 0) || this.following) return;
     this.following = true;
     const run = this.chain.then(async () => {
       this.following = false;
@@ -405,6 +427,18 @@ export class Forwarder {
       const gone = this.config.connections.filter((k) => !next.includes(k)).map((k) => k.name);
       const back = next.filter((k) => !this.config.connections.some((x) => x.name === k.name)).map((k) => k.name);
       if (gone.length) this.log({ level: 'warn', event: 'connection-down', connections: gone, message: 'workload interface gone' });
+      for (const w of this.mtuMoved()) {
+        const to = linkMtu(this.mirror, w.iface)!;
+        this.log({
+          level: 'info',
+          event: 'workload-mtu',
+          iface: w.iface,
+          from: w.mtu,
+          to,
+          connections: this.workloads.filter((x) => x.iface === w.iface).map((x) => x.connection),
+          message: `${w.iface}'s MTU changed from ${w.mtu} to ${to}: its ports open again for the new MTU`,
+        });
+      }
       try {
         await this.applyNow(next);
         for (const k of next) this.failed.delete(k.name);
@@ -453,10 +487,11 @@ export class Forwarder {
     const before = new Map(this.config.connections.map((k) => [k.name, k]));
     const after = new Map(next.map((k) => [k.name, k]));
     const result: ApplyResult = { added: [], removed: [], changed: [] };
+    const moved = new Set(this.mtuMoved().map((w) => w.iface));
     for (const k of next) {
       const old = before.get(k.name);
       if (!old) result.added.push(k.name);
-      else if (!sameConfig(old, k)) result.changed.push(k.name);
+      else if (!sameConfig(old, k) || moved.has(k.local.interface)) result.changed.push(k.name);
     }
     for (const name of before.keys()) if (!after.has(name)) result.removed.push(name);
     if (result.added.length + result.removed.length + result.changed.length === 0) return result;
@@ -476,8 +511,11 @@ export class Forwarder {
       for (const k of orderedConnections(config)) {
         const have = byIface.get(k.local.interface);
         if (have && have.wireguard === Boolean(k.wireguard) && (have.driver === 'afxdp') === (k.local.mode === 'afxdp')) {
+          // Its MTU as it is now (the ports open again if it changed: mtuMoved).
+          const mtu = linkMtu(this.mirror, have.iface) ?? have.mtu;
+          if (have.driver === 'afxdp') checkAfxdpMtu(have.iface, mtu);
           kept.add(have);
-          workloads.push({ ...have, connection: k.name });
+          workloads.push({ ...have, connection: k.name, mtu });
           continue;
         }
         const [w] = setUpWorkloads(this.host, [k], [requireInterface(k.local.interface)]);
@@ -881,6 +919,16 @@ function specOf(connections: readonly VxlanConnectionPlan[], ports: number[] = [
   return { ports, addresses: [...new Set(connections.map((k) => k.local))] };
 }
 
+/** local.mode afxdp: the interface's frames must fit one UMEM frame (ERR_WORKLOAD_MTU otherwise). */
+function checkAfxdpMtu(iface: string, mtu: number): void {
+  if (mtu > AFXDP_MAX_MTU) {
+    throw new PinholeError(
+      'ERR_WORKLOAD_MTU',
+      `${iface} has MTU ${mtu}; local.mode afxdp serves MTUs up to ${AFXDP_MAX_MTU} (a frame must fit one 4 KiB UMEM frame): use local.mode auto`,
+    );
+  }
+}
+
 function setUpWorkloads(host: UplinkHost, conns: readonly ConnectionConfig[], locals: readonly IfaceInfo[]): WorkloadSetup[] {
   const out: WorkloadSetup[] = [];
   try {
@@ -922,12 +970,7 @@ function setUpWorkloads(host: UplinkHost, conns: readonly ConnectionConfig[], lo
       if (host.mode !== 'afxdp') {
         throw new PinholeError('ERR_WORKLOAD_MODE', `${iface.name}: local.mode afxdp needs the uplink in AF_XDP mode (it runs AF_PACKET)`);
       }
-      if (iface.mtu > AFXDP_MAX_MTU) {
-        throw new PinholeError(
-          'ERR_WORKLOAD_MTU',
-          `${iface.name} has MTU ${iface.mtu}; local.mode afxdp serves MTUs up to ${AFXDP_MAX_MTU} (a frame must fit one 4 KiB UMEM frame): use local.mode auto`,
-        );
-      }
+      checkAfxdpMtu(iface.name, iface.mtu);
       if (iface.rxQueues !== host.queues) {
         throw new PinholeError(
           'ERR_WORKLOAD_QUEUES',

@@ -89,10 +89,12 @@ interface Area {
 }
 
 /**
- * What makes a port's socket: interface, queue, driver, filter, XSKMAP, fanout group. Not its
- * name or connection index: removing the first connection shifts the others' indexes, and a
- * rename changes a name, yet their sockets must stay open (an AF_XDP queue cannot be bound
- * twice, and reopening loses frames).
+ * What makes a port's socket: interface, queue, driver, filter, XSKMAP, fanout group, and the
+ * interface's MTU (the largest frame a port sends, its AF_XDP frame size and AF_PACKET slot size
+ * follow from it when it opens: a port whose interface's MTU changed opens again). Not its name
+ * or connection index: removing the first connection shifts the others' indexes, and a rename
+ * changes a name, yet their sockets must stay open (an AF_XDP queue cannot be bound twice, and
+ * reopening loses frames).
  */
 const keyOf = (p: PortPlan): string =>
   JSON.stringify([
@@ -109,6 +111,7 @@ const keyOf = (p: PortPlan): string =>
     p.frameCount ?? null,
     p.rings ? [p.rings.rx, p.rings.tx, p.rings.fill, p.rings.comp] : null,
     p.trains ?? false,
+    p.mtu ?? null,
   ]);
 /** UMEM frames of an AF_XDP port: the plan's, else enough for its rings (uplink/xsk/sizing.ts), else 4096. */
 const framesOf = (p: PortPlan): number => p.frameCount ?? (p.rings ? umemFrames(p.rings) : 4096);

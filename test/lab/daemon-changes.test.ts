@@ -3,8 +3,8 @@
  * first of several connections (every other one shifts its index), renaming one, many
  * connect/disconnect cycles, a change the host refuses after validation (a port another socket
  * holds), the last user of a port going away, a pod's veth deleted under traffic and created
- * again, a PUT naming a missing interface while running and while recovering, and API changes
- * kept across a recovery. Each time the untouched connections keep a steady ping without loss
+ * again, a pod's veth MTU changed, a PUT naming a missing interface while running and while
+ * recovering, and API changes kept across a recovery. Each time the untouched connections keep a steady ping without loss
  * and the status says exactly what is configured.
  */
 import { test } from 'node:test';
@@ -135,12 +135,13 @@ const c = (i: number, port?: number): Entry => ({ name: `c${i}`, i, ...(port !==
  * interfaces are AF_XDP (`local.mode: afxdp`: queue identity through reconfigurations), unless
  * `localMode` says otherwise.
  */
-function setup(tag: string, n: number, entries: Entry[], localMode: 'afxdp' | 'auto' = 'afxdp') {
+function setup(tag: string, n: number, entries: Entry[], localMode: 'afxdp' | 'auto' = 'afxdp', workloadMtu?: number) {
   const lab = buildLab({
     prefix: `ph-${process.pid}-${tag}`,
     sides: { a: 'pinhole', b: 'kernel' },
     connections: Array.from({ length: n }, (_, i) => ({ vni: 100 * (i + 1) })),
     workloadQueues: 2,
+    ...(workloadMtu !== undefined ? { workloadMtu } : {}),
   });
   const { a, b } = lab;
   const socket = join(dir, `${tag}.sock`);
@@ -184,10 +185,10 @@ async function withSetup(
   n: number,
   entries: Entry[],
   fn: (s: Setup) => Promise<void>,
-  o: { localMode?: 'afxdp' | 'auto' } = {},
+  o: { localMode?: 'afxdp' | 'auto'; workloadMtu?: number } = {},
 ): Promise<void> {
   let spare: Netns | undefined;
-  const s = setup(tag, n, entries, o.localMode);
+  const s = setup(tag, n, entries, o.localMode, o.workloadMtu);
   try {
     await fn({ ...s, spare: () => (spare ??= createNetns('chg-spare')) });
   } finally {
@@ -555,6 +556,81 @@ for (const localMode of ['afxdp', 'auto'] as const) {
         assert.doesNotMatch(log.text(), /"event":"recovering"/);
       },
       { localMode },
+    );
+  });
+}
+
+/** Pings with DF set and `size` bytes of payload; the replies received. */
+function pingDf(lab: Lab, ns: string, dst: string, size: number): number {
+  try {
+    const out = lab.exec(ns, 'ping', ['-n', '-M', 'do', '-s', String(size), '-c', '3', '-W', '1', '-i', '0.1', dst]);
+    return Number(/(\d+) received/.exec(out)?.[1] ?? 0);
+  } catch (err) {
+    return Number(/(\d+) received/.exec(String((err as Error).message))?.[1] ?? 0);
+  }
+}
+
+/** Sets the MTU of every device in `devs` (namespace, name). */
+function setMtu(lab: Lab, mtu: number, devs: [string, string][]): void {
+  for (const [ns, dev] of devs) lab.exec(ns, 'ip', ['link', 'set', 'dev', dev, 'mtu', String(mtu)]);
+}
+
+for (const localMode of ['afxdp', 'auto'] as const) {
+  test(`a pod veth's MTU raised and lowered under a running daemon: its ports open again for each MTU, full-sized frames pass, the other connection loses nothing (local.mode ${localMode})`, async () => {
+    await withSetup(
+      `mtu${localMode.slice(0, 2)}`,
+      2,
+      [c(0), c(1)],
+      async (s) => {
+        const { lab, api } = s;
+        const { p, log } = await s.start();
+        assert.equal(s.pingConn(0), 3);
+        assert.equal(s.pingConn(1), 3);
+        const s1 = s.steady(1);
+        const a0 = lab.a.workloads[0]!;
+        const b0 = lab.b.workloads[0]!;
+        // 1450: the largest inner packet an IPv4 VXLAN tunnel carries under the uplink's 1500.
+        // Node b (the kernel's vxlan) and pod a0's end first, pinhole's workload interface last.
+        const bDevs: [string, string][] = [
+          [b0.podNs, b0.podIface],
+          [lab.b.ns, b0.iface],
+          [lab.b.ns, b0.vxlan!],
+          [lab.b.ns, b0.bridge!],
+        ];
+        setMtu(lab, 1450, [...bDevs, [a0.podNs, a0.podIface]]);
+        setMtu(lab, 1450, [[lab.a.ns, a0.iface]]);
+        await log.until(/"event":"workload-mtu".*"from":1400,"to":1450/);
+        await log.until(/"event":"connections-changed".*"changed":\["c0"\]/);
+        // A full-sized frame each way: the reply leaves pinhole's port only if the port's cap
+        // followed the interface (before, it stayed at 1400 and counted the reply too big).
+        let got = 0;
+        for (let i = 0; i < 8 && got < 3; i++) got = pingDf(lab, a0.podNs, b0.podAddr4, 1450 - 28);
+        assert.equal(got, 3, `1450-byte packets pass after the MTU change: ${JSON.stringify((await api.status()).connections[0])}`);
+        const st = await api.status();
+        assert.deepEqual(
+          st.connections.map((k) => [k.name, k.state]),
+          [
+            ['c0', 'up'],
+            ['c1', 'up'],
+          ],
+        );
+
+        // Lowered again: the port follows back down, and ordinary traffic still passes.
+        setMtu(lab, 1400, [[a0.podNs, a0.podIface]]);
+        setMtu(lab, 1400, [[lab.a.ns, a0.iface]]);
+        await log.until(/"event":"workload-mtu".*"from":1450,"to":1400/);
+        await log.until(/"event":"connections-changed".*"changed":\["c0"\]/, 2);
+        got = 0;
+        for (let i = 0; i < 8 && got < 3; i++) got = pingDf(lab, a0.podNs, b0.podAddr4, 1400 - 28);
+        assert.equal(got, 3, '1400-byte packets pass after the MTU went back');
+
+        await assertNoLoss(s1, 'c1 while c0 changed its MTU twice');
+        assert.equal((await api.status()).state, 'running');
+        await p.stop();
+        assert.doesNotMatch(log.text(), BAD_EVENTS);
+        assert.doesNotMatch(log.text(), /"event":"connection-change-failed"/);
+      },
+      { localMode, workloadMtu: 1400 },
     );
   });
 }
