@@ -714,8 +714,20 @@ test('PacketMemory.copy: every source and destination alignment and length moves
   const one = new Uint8Array(1024);
   const so1 = mem.register(one.buffer);
   for (let from = 0; from < 8; from++) {
-    for (const to of [from + 300, from + 301, from + 302, from + 303, from + 4, from + 1, Math.max(0, from - 4)]) {
-      for (const len of [0, 1, 15, 16, 17, 63, 64, 95, 96, 200]) {
+    // +512, +8 and -8 keep an 8-aligned source's alignment: the 64-bit word path for up to 128 bytes.
+    for (const to of [
+      from + 300,
+      from + 301,
+      from + 302,
+      from + 303,
+      from + 4,
+      from + 1,
+      Math.max(0, from - 4),
+      from + 512,
+      from + 8,
+      Math.max(0, from - 8),
+    ]) {
+      for (const len of [0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 95, 96, 120, 127, 128, 129, 136, 200]) {
         for (let i = 0; i < one.length; i++) one[i] = (i * 97 + 3) & 0xff;
         const want = new Uint8Array(one);
         want.copyWithin(to, from, from + len);
@@ -724,4 +736,10 @@ test('PacketMemory.copy: every source and destination alignment and length moves
       }
     }
   }
+  // 64-bit words whose bits read as NaNs (signalling and quiet, both signs) arrive unchanged.
+  const nans = [0x7ff0_0000_0000_0001n, 0x7ff8_0000_0000_0000n, 0xfff0_0000_0000_0001n, 0xffff_ffff_ffff_ffffn, 0x7ff4_dead_beef_0000n];
+  const words = new BigUint64Array(one.buffer);
+  for (let i = 0; i < 16; i++) words[i] = nans[i % nans.length]!;
+  mem.copy(so1, 0, so1, 512, 128);
+  for (let i = 0; i < 16; i++) assert.equal(words[64 + i], nans[i % nans.length], `word ${i}`);
 });
