@@ -5,8 +5,8 @@
  * closes, so a worker that changes its plan many times reuses ids) and named by a small integer id. A frame is (memory id, byte offset,
  * length); links carry those triples, never objects.
  *
- * Copies between memories allocate nothing: within one buffer 8-byte words for a small frame
- * and `copyWithin` (util/copy-within.ts) on a view of the whole buffer otherwise; across buffers a word loop over cached Int32Array views when source and
+ * Copies between memories allocate nothing: within one buffer `copyWithin` (util/copy-within.ts)
+ * on a view of the whole buffer; across buffers a word loop over cached Int32Array views when source and
  * destination share their alignment (the usual case: Ethernet frames at 2-byte-aligned offsets in
  * both), a word loop that shifts by two bytes when they are two bytes apart (a frame behind a
  * tunnel header), a byte loop otherwise. Views are created once per memory, at registration.
@@ -18,17 +18,12 @@ import { copyWithin } from '../util/copy-within.ts';
 export const MAX_MEMORIES = 255;
 const EMPTY_U8 = new Uint8Array(0);
 const EMPTY_I32 = new Int32Array(0);
-const EMPTY_B64 = new BigInt64Array(0);
-/** Copies within one buffer up to this many bytes move as 8-byte words (copy(), below). */
-const WORD_COPY_MAX = 128;
 
 export class PacketMemory {
   /** Whole-buffer byte views, by id (an empty view for a free id). */
   readonly u8: Uint8Array[] = [];
   /** Whole-buffer 32-bit views (the buffer's length rounded down to 4), by id. */
   private readonly i32: Int32Array[] = [];
-  /** Whole-buffer 64-bit views (the buffer's length rounded down to 8), by id. */
-  private readonly b64: BigInt64Array[] = [];
   private readonly buffers: (ArrayBufferLike | undefined)[] = [];
   /** Holders per id: a buffer registered twice (two ports in one AF_XDP area) is freed once both release it. */
   private readonly refs: number[] = [];
@@ -47,13 +42,11 @@ export class PacketMemory {
       this.buffers.push(undefined);
       this.u8.push(EMPTY_U8);
       this.i32.push(EMPTY_I32);
-      this.b64.push(EMPTY_B64);
       this.refs.push(0);
     }
     this.buffers[id] = buffer;
     this.u8[id] = new Uint8Array(buffer);
     this.i32[id] = new Int32Array(buffer, 0, buffer.byteLength >>> 2);
-    this.b64[id] = new BigInt64Array(buffer, 0, buffer.byteLength >>> 3);
     this.refs[id] = 1;
     return id;
   }
@@ -65,7 +58,6 @@ export class PacketMemory {
     this.buffers[id] = undefined;
     this.u8[id] = EMPTY_U8;
     this.i32[id] = EMPTY_I32;
-    this.b64[id] = EMPTY_B64;
   }
 
   /** Ids in use (tests, diagnostics). */
@@ -84,40 +76,9 @@ export class PacketMemory {
     return len > max + 4 || b[at + 12] !== 0x81 || b[at + 13] !== 0x00;
   }
 
-  /**
-   * Copies `len` bytes from memory `src` at `from` to memory `dst` at `to`. No allocation.
-   *
-   * Within one buffer (a copy-mode AF_XDP frame into a TX frame of the same UMEM) a small frame
-   * whose source and destination are both 8-aligned and apart moves as 64-bit words: TurboFan
-   * keeps a BigInt64Array element that only goes from a load to a store in a register (no BigInt
-   * is made once the function is optimised; test/unit/hot-path-alloc.test.ts), and for 64 bytes
-   * that is about half of what `copyWithin`'s C++ entry costs before its memmove (measured in
-   * isolation: 8–10 against 19–21 ns; equal at 128, slower above). Measured on the cross-connect
-   * (`perf`, user space per forwarded 64-byte frame, 24 samples each, with the release() change
-   * of ports/xsk-shared.ts): 135 against 148 ns. Larger or overlapping copies use `copyWithin`.
-   */
+  /** Copies `len` bytes from memory `src` at `from` to memory `dst` at `to`. No allocation. */
   copy(src: number, from: number, dst: number, to: number, len: number): void {
     if (src === dst) {
-      if (len <= WORD_COPY_MAX && ((from | to) & 7) === 0 && (to + len <= from || from + len <= to)) {
-        const w = this.b64[src]!;
-        let s = from >>> 3;
-        let d = to >>> 3;
-        const end = s + (len >>> 3);
-        for (; s + 4 <= end; s += 4, d += 4) {
-          const x0 = w[s]!;
-          const x1 = w[s + 1]!;
-          const x2 = w[s + 2]!;
-          const x3 = w[s + 3]!;
-          w[d] = x0;
-          w[d + 1] = x1;
-          w[d + 2] = x2;
-          w[d + 3] = x3;
-        }
-        while (s < end) w[d++] = w[s++]!;
-        const u8 = this.u8[src]!;
-        for (let i = len & ~7; i < len; i++) u8[to + i] = u8[from + i]!;
-        return;
-      }
       copyWithin.call(this.u8[src]!, to, from, from + len);
       return;
     }

@@ -714,7 +714,7 @@ test('PacketMemory.copy: every source and destination alignment and length moves
   const one = new Uint8Array(1024);
   const so1 = mem.register(one.buffer);
   for (let from = 0; from < 8; from++) {
-    // +512, +8 and -8 keep an 8-aligned source's alignment: the 64-bit word path for up to 128 bytes.
+    // Destinations at every alignment relative to the source, apart and overlapping.
     for (const to of [
       from + 300,
       from + 301,

@@ -1,8 +1,7 @@
 /**
  * The per-packet functions of the VXLAN path allocate nothing once optimised: V8's sampling heap
  * profiler (node:inspector, HeapProfiler.startSampling, keeping objects a GC already collected)
- * watches a loop of each, and no sampled byte may come from a function in src/packet/ (or from the
- * other per-frame functions tested here).
+ * watches a loop of each, and no sampled byte may come from a function in src/packet/.
  *
  * Why it matters, and why a test: a value the JIT cannot keep in a register — a uint32 above
  * 2^31 - 1 returned from a function too large to be inlined, a double passed as an argument — is
@@ -18,7 +17,6 @@ import { foldSum, sumWordsFast } from '../../src/packet/checksum.ts';
 import { flowHash, parseVxlan, sourcePortOf, VxlanEncapTemplate, VxlanParse } from '../../src/packet/vxlan.ts';
 import { Engine, ENGINE_SLOT } from '../../src/dataplane/engine.ts';
 import { Link } from '../../src/dataplane/link.ts';
-import { PacketMemory } from '../../src/dataplane/memory.ts';
 import { CTRL_SLOTS, CTRL_STOP } from '../../src/dataplane/plan.ts';
 import type { Port } from '../../src/dataplane/port.ts';
 import { getSys } from '../../src/sys/index.ts';
@@ -106,19 +104,6 @@ describe('hot path: per-packet functions allocate nothing', () => {
   it('checksums over a frame (sumWordsFast, foldSum)', async () => {
     const big = new Uint8Array(2048).map((_, i) => (i * 131) & 0xff);
     await assertNoAllocation('sumWordsFast', (i) => foldSum(sumWordsFast(big, i & 3, 1400 + (i & 7))));
-  });
-
-  it('PacketMemory.copy within one buffer: 64-bit words for small frames (no BigInt once optimised), copyWithin above', async () => {
-    const mem = new PacketMemory();
-    const buf = new Uint8Array(1 << 16);
-    for (let i = 0; i < buf.length; i++) buf[i] = (i * 131 + 7) & 0xff;
-    const id = mem.register(buf.buffer);
-    const lens = [60, 64, 72, 128, 1500];
-    await assertNoAllocation('PacketMemory.copy', (i) => {
-      const from = ((i & 15) << 11) + 256;
-      mem.copy(id, from, id, from + 0x8000, lens[i % lens.length]!);
-      return buf[from + 0x8000]!;
-    });
   });
 
   it("the engine's clock (Sys.nowMs; performance.now() builds an array per call on Node 20)", async () => {

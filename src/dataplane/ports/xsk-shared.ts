@@ -322,12 +322,11 @@ export class SharedXskPort implements Port {
           empty++;
           continue;
         }
-        // Start 0..7 bytes in so that source and destination share their alignment (xsk.ts;
-        // 8 bytes: PacketMemory.copy moves a small frame within one UMEM as 64-bit words); a
-        // frame with TX metadata starts 8-aligned, as the metadata in front of it must be.
+        // Start 0..3 bytes in so that source and destination share their alignment (xsk.ts);
+        // a frame with TX metadata starts 8-aligned, as the metadata in front of it must be.
         const cs = input.csum[j]!;
         const at = base + XDP_PACKET_HEADROOM;
-        const sh = cs !== 0 && sumInKernel ? 0 : (a - at) & 7;
+        const sh = cs !== 0 && sumInKernel ? 0 : (a - at) & 3;
         if (l > maxCopy - sh) {
           pool.put(base);
           tooBig++;
