@@ -1,68 +1,107 @@
 /**
- * Shared UMEM against one UMEM per socket, on the uplink bench's cross-connect (netns.ts
- * buildCrossConnect: [gen] g0 → up0 [mid] out0 → s0 [sink], veth, 2 queues, copy-mode AF_XDP):
- * `pinhole uplink --mode afxdp --to out0` with the worker's two sockets on one UMEM
- * (PINHOLE_XSK_UMEM=shared: frames go out by descriptor; without it a copy-mode worker no longer
- * shares, see src/dataplane/ports/xsk-shared.ts, which this bench decided) and with
- * PINHOLE_XSK_UMEM=own (one copy per frame), alternated within each run so that a noisy
- * neighbour hits both alike. Root.
+ * Two forwarders on the uplink bench's cross-connect (netns.ts buildCrossConnect: [gen] g0 → up0
+ * [mid] out0 → s0 [sink], veth, 2 queues, copy-mode AF_XDP), alternated within each run so that
+ * a noisy neighbour hits both alike:
  *
- * `--compare frame`: the UMEM frame size instead, on the same path — 2 KiB frames (what a worker
- * whose AF_XDP interfaces have MTUs up to 1774 uses) against 4 KiB (PINHOLE_XSK_FRAME=4096).
+ *   --compare umem    (default) `pinhole uplink --mode afxdp --to out0` with the worker's two
+ *                     sockets on one UMEM, frames sent by descriptor (PINHOLE_XSK_UMEM=shared;
+ *                     without it a copy-mode worker no longer does, see
+ *                     src/dataplane/ports/xsk-shared.ts, which this bench decided) against
+ *                     PINHOLE_XSK_UMEM=own (one copy per frame)
+ *   --compare frame   2 KiB UMEM frames (what a worker whose AF_XDP interfaces have MTUs up to
+ *                     1770 uses) against 4 KiB (PINHOLE_XSK_FRAME=4096)
+ *   --compare c       pinhole as configured by default against the C reference (bench/c/xdp-fwd.c
+ *                     with pinhole's rings and frame size, as `pinhole bench` runs it)
+ *   --compare env     pinhole with the environment `--a` against pinhole with `--b` (each a
+ *                     space-separated list of NAME=value): a change behind a variable, measured
  *
- *   node --import tsx bench/xsk-umem.ts [--compare umem|frame] [--runs 5] [--seconds 1.5]
+ *   node --import tsx bench/xsk-umem.ts [--compare umem|frame|c|env] [--a ENV] [--b ENV]
+ *     [--runs 5] [--samples 1] [--seconds 1.5] [--steady-only] [--perf]
  *
- * Prints min/median/max per variant and figure, and the median ratio of the first to the second.
+ * Each run starts both forwarders afresh; `--samples` measurements per start and case.
+ * `--steady-only` measures 64-byte steady frames alone (no bursty, no 1500-byte case).
+ *
+ * `--perf` adds user-space CPU per packet measured with perf (Debian linux-perf): `perf record
+ * -C` samples the forwarder's CPU during each measurement, and the forwarder threads' user-space
+ * share of the samples times its CPU per packet is the figure. On a shared VM throughput moves
+ * ±20% from one second to the next; the user-space share of a change made in TypeScript is what
+ * the change moves, and the samples measure it to a few nanoseconds where /proc's 10 ms ticks
+ * cannot. Without `--perf` the user-space figure comes from /proc (utime).
+ *
+ * Prints min/median/max and mean ± standard error per variant and figure, and the ratio of the
+ * medians (first ÷ second). Root.
  */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import '../src/sys/index.ts';
 import { buildFrame } from '../src/packet/build.ts';
+import { buildCForwarder } from '../src/control/bench/cref.ts';
 import { ForwarderProcess, PINHOLE_BIN } from '../src/control/bench/forwarder.ts';
-import { BENCH_NICE, Cleanup, measureRate, settle } from '../src/control/bench/measure.ts';
+import { BENCH_NICE, Cleanup, measureRate, settle, sleep } from '../src/control/bench/measure.ts';
 import { buildCrossConnect } from '../src/control/bench/netns.ts';
 import { GeneratorProcess, type TrafficShape } from '../src/control/bench/trafficgen.ts';
+import { cForwarderSetup } from '../src/control/bench/uplink.ts';
 import { attachIn, loadCounting } from '../src/control/bench/xdp.ts';
 
 const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '5' },
+    samples: { type: 'string', default: '1' },
     seconds: { type: 'string', default: '1.5' },
     compare: { type: 'string', default: 'umem' },
+    a: { type: 'string', default: '' },
+    b: { type: 'string', default: '' },
+    'steady-only': { type: 'boolean', default: false },
+    perf: { type: 'boolean', default: false },
   },
 });
 const runs = Number(values.runs);
+const samplesPerStart = Number(values.samples);
 const seconds = Number(values.seconds);
 interface Variant {
   name: string;
-  /** The environment that picks it. */
-  env: string;
-  /** What the ready line's detail must say. */
-  detail: string;
+  /** `pinhole`: `pinhole uplink` with `env`; `c`: the C reference. */
+  kind: 'pinhole' | 'c';
+  /** NAME=value settings for pinhole. */
+  env: string[];
+  /** What pinhole's ready line's detail must say, if anything. */
+  detail?: string;
   label: string;
 }
+const pinhole = (name: string, env: string, label: string, detail?: string): Variant => ({
+  name,
+  kind: 'pinhole',
+  env: env.split(' ').filter(Boolean),
+  label,
+  ...(detail !== undefined ? { detail } : {}),
+});
 const COMPARISONS: Record<string, [Variant, Variant]> = {
   umem: [
-    { name: 'shared', env: 'PINHOLE_XSK_UMEM=shared', detail: 'shared UMEM', label: 'shared UMEM' },
-    { name: 'own', env: 'PINHOLE_XSK_UMEM=own', detail: 'own UMEM', label: 'own UMEM, one copy' },
+    pinhole('shared', 'PINHOLE_XSK_UMEM=shared', 'shared UMEM', 'shared UMEM'),
+    pinhole('own', 'PINHOLE_XSK_UMEM=own', 'own UMEM, one copy', 'own UMEM'),
   ],
   frame: [
-    { name: '2048', env: 'PINHOLE_XSK_FRAME=', detail: '2048-byte frames', label: '2 KiB frames' },
-    { name: '4096', env: 'PINHOLE_XSK_FRAME=4096', detail: '4096-byte frames', label: '4 KiB frames' },
+    pinhole('2048', '', '2 KiB frames', '2048-byte frames'),
+    pinhole('4096', 'PINHOLE_XSK_FRAME=4096', '4 KiB frames', '4096-byte frames'),
   ],
+  c: [pinhole('pinhole', '', 'pinhole'), { name: 'c', kind: 'c', env: [], label: 'C reference' }],
+  env: [pinhole('a', values.a, `pinhole ${values.a || '(no change)'}`), pinhole('b', values.b, `pinhole ${values.b || '(no change)'}`)],
 };
 const VARIANTS = COMPARISONS[values.compare];
-if (!VARIANTS) throw new Error(`--compare umem or frame, not ${values.compare}`);
-const CASES: { size: 64 | 1500; shape: TrafficShape; metric: string; unit: 'Mpps' | 'Gbit/s' }[] = [
+if (!VARIANTS) throw new Error(`--compare umem, frame, c or env, not ${values.compare}`);
+const ALL_CASES: { size: 64 | 1500; shape: TrafficShape; metric: string; unit: 'Mpps' | 'Gbit/s' }[] = [
   { size: 64, shape: 'steady', metric: '64 B steady', unit: 'Mpps' },
   { size: 64, shape: 'bursty', metric: '64 B bursty', unit: 'Mpps' },
   { size: 1500, shape: 'steady', metric: '1500 B steady', unit: 'Gbit/s' },
 ];
+const CASES = values['steady-only'] ? ALL_CASES.slice(0, 1) : ALL_CASES;
 
 const n = cpus().length;
 const genCpu = n >= 2 ? 0 : undefined;
 const fwdCpu = n >= 2 ? n - 1 : undefined;
+if (values.perf && fwdCpu === undefined) throw new Error('--perf needs a CPU of its own for the forwarder (2 or more CPUs)');
 const cleanup = new Cleanup();
 process.on('SIGINT', () => {
   cleanup.runAll();
@@ -79,6 +118,9 @@ const sink = loadCounting('ph_bench_sink', { kind: 'drop' });
 cleanup.add(() => sink.close());
 const att = attachIn(t.sink, 's0', sink.program.fd);
 cleanup.add(() => att.close());
+const cRef = VARIANTS.some((v) => v.kind === 'c') ? buildCForwarder() : undefined;
+if (cRef && !('path' in cRef)) throw new Error(`the C reference: ${cRef.skipped}`);
+if (cRef) cleanup.add(() => cRef.close());
 const frame = (size: number): Uint8Array =>
   buildFrame({
     eth: { dst: t.mac.up0, src: t.mac.g0 },
@@ -94,56 +136,115 @@ const userSeconds = (pid: number): number => {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[11]) / 100;
 };
 
+/**
+ * The user-space share of the samples `perf record -C` took of process `pid`'s threads (its
+ * dataplane workers on the forwarder's CPU): everything but the kernel and BPF programs.
+ */
+function userShare(file: string, pid: number): number {
+  const r = spawnSync('perf', ['report', '-i', file, '-n', '--sort', 'pid,dso', '-g', 'none', '--stdio'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`perf report: ${r.stderr}`);
+  const tids = threadsOf(pid);
+  let all = 0;
+  let user = 0;
+  for (const line of r.stdout.split('\n')) {
+    const m = /^\s*[\d.]+%\s+(\d+)\s+(\d+):\S+\s+(.*\S)\s*$/.exec(line);
+    if (!m) continue;
+    if (!tids.has(Number(m[2]))) continue;
+    const k = Number(m[1]);
+    all += k;
+    if (!m[3]!.startsWith('[kernel') && !m[3]!.startsWith('bpf_')) user += k;
+  }
+  return all > 0 ? user / all : 0;
+}
+
+/** The thread ids of `pid` (and of its children: `ip netns exec` and `taskset` exec into it). */
+function threadsOf(pid: number): Set<number> {
+  const out = new Set<number>();
+  const r = spawnSync('ps', ['-L', '-o', 'tid=', '--ppid', String(pid), '-p', String(pid)], { encoding: 'utf8' });
+  for (const l of r.stdout.split('\n')) if (l.trim()) out.add(Number(l.trim()));
+  return out;
+}
+
+function start(variant: Variant): { p: ForwarderProcess; close: () => void } {
+  if (variant.kind === 'c') {
+    const setup = cForwarderSetup(t, (cRef as { path: string }).path, { xc: true });
+    const p = ForwarderProcess.start({
+      label: variant.label,
+      ns: t.mid,
+      argv: setup.argv,
+      fds: setup.fds,
+      nice: BENCH_NICE,
+      ...(fwdCpu !== undefined ? { cpu: fwdCpu } : {}),
+    });
+    return {
+      p,
+      close: () => {
+        try {
+          p.kill();
+        } finally {
+          setup.close();
+        }
+      },
+    };
+  }
+  const argv = ['env', ...variant.env, process.execPath, PINHOLE_BIN, 'uplink', '--iface', 'up0', '--mode', 'afxdp', '--port', '4789'];
+  argv.push('--to', 'out0', '--stats-interval', '20');
+  // As `pinhole bench` runs it: the workers alone on the forwarder's CPU, the main thread beside the generator.
+  if (fwdCpu !== undefined) argv.push('--cpus', String(fwdCpu));
+  const p = ForwarderProcess.start({
+    label: `pinhole uplink (${variant.label})`,
+    ns: t.mid,
+    argv,
+    nice: BENCH_NICE,
+    ...(genCpu !== undefined && fwdCpu !== undefined ? { cpu: genCpu } : {}),
+  });
+  return { p, close: () => p.kill() };
+}
+
+/** One measurement of `c`; with --perf the send runs 3 s longer than the sampled `seconds`. */
+async function measure(p: ForwarderProcess, c: (typeof CASES)[number], r: number, v: string): Promise<void> {
+  const u0 = userSeconds(p.pid);
+  const req = { iface: 'g0', frame: frames[c.size], seconds: values.perf ? seconds + 3 : seconds, shape: c.shape };
+  const sending = measureRate(gen, req, count, p);
+  let perf: ChildProcess | undefined;
+  const file = `/tmp/ph-xsk-umem-${process.pid}.perf`;
+  if (values.perf) {
+    await sleep(300);
+    perf = spawn('perf', ['record', '-C', String(fwdCpu), '-F', '4999', '-o', file, '--', 'sleep', String(seconds)], { stdio: 'ignore' });
+    cleanup.add(() => perf!.kill());
+  }
+  const s = await sending;
+  if (perf && perf.exitCode === null) await new Promise((res) => perf!.once('exit', res));
+  const value = c.unit === 'Mpps' ? s.pps / 1e6 : (s.pps * c.size * 8) / 1e9;
+  add(`${c.metric} (${c.unit})|${v}`, value);
+  if (s.cpuNsPerPacket !== undefined) add(`CPU ns/packet ${c.metric}|${v}`, s.cpuNsPerPacket);
+  const user = perf
+    ? userShare(file, p.pid) * (s.cpuNsPerPacket ?? 0)
+    : s.delivered > 0
+      ? ((userSeconds(p.pid) - u0) * 1e9) / s.delivered
+      : 0;
+  add(`user CPU ns/packet ${c.metric}|${v}`, user);
+  process.stderr.write(
+    `run ${r} ${v} ${c.metric}: ${value.toFixed(3)} ${c.unit}, ${s.cpuNsPerPacket?.toFixed(0)} ns CPU/packet (${user.toFixed(0)} user)\n`,
+  );
+}
+
 try {
   for (let r = 1; r <= runs; r++) {
     // Alternate which variant goes first, so neither always runs on a warmer machine.
     const order = r % 2 === 1 ? VARIANTS : [VARIANTS[1], VARIANTS[0]];
     for (const variant of order) {
       const v = variant.name;
-      const argv = [
-        'env',
-        variant.env,
-        process.execPath,
-        PINHOLE_BIN,
-        'uplink',
-        '--iface',
-        'up0',
-        '--mode',
-        'afxdp',
-        '--port',
-        '4789',
-        '--to',
-        'out0',
-        '--stats-interval',
-        '20',
-      ];
-      const p = ForwarderProcess.start({
-        label: `pinhole uplink (${variant.label})`,
-        ns: t.mid,
-        argv,
-        nice: BENCH_NICE,
-        ...(fwdCpu !== undefined ? { cpu: fwdCpu } : {}),
-      });
-      const done = cleanup.add(() => p.kill());
+      const { p, close } = start(variant);
+      const done = cleanup.add(close);
       try {
         const ready = await p.ready;
-        if (!String(ready.detail).includes(variant.detail)) throw new Error(`${v}: detail ${String(ready.detail)}`);
+        if (variant.detail && !String(ready.detail).includes(variant.detail)) throw new Error(`${v}: detail ${String(ready.detail)}`);
         await gen.send({ iface: 'g0', frame: frames[64], seconds: 0.2, shape: 'steady' });
         await settle(count);
-        for (const c of CASES) {
-          const u0 = userSeconds(p.pid);
-          const s = await measureRate(gen, { iface: 'g0', frame: frames[c.size], seconds, shape: c.shape }, count, p);
-          const user = s.delivered > 0 ? ((userSeconds(p.pid) - u0) * 1e9) / s.delivered : 0;
-          const value = c.unit === 'Mpps' ? s.pps / 1e6 : (s.pps * c.size * 8) / 1e9;
-          add(`${c.metric} (${c.unit})|${v}`, value);
-          if (s.cpuNsPerPacket !== undefined) add(`CPU ns/packet ${c.metric}|${v}`, s.cpuNsPerPacket);
-          add(`user CPU ns/packet ${c.metric}|${v}`, user);
-          process.stderr.write(
-            `run ${r} ${v} ${c.metric}: ${value.toFixed(3)} ${c.unit}, ${s.cpuNsPerPacket?.toFixed(0)} ns CPU/packet (${user.toFixed(0)} user)\n`,
-          );
-        }
+        for (const c of CASES) for (let k = 0; k < samplesPerStart; k++) await measure(p, c, r, v);
         const fin = (await p.stop()) as { txCopies?: number; txPackets?: number };
-        process.stderr.write(`run ${r} ${v}: txPackets ${fin.txPackets}, txCopies ${fin.txCopies}\n`);
+        if (variant.kind === 'pinhole') process.stderr.write(`run ${r} ${v}: txPackets ${fin.txPackets}, txCopies ${fin.txCopies}\n`);
       } finally {
         done();
       }
@@ -157,13 +258,19 @@ const med = (a: number[]): number => {
   const s = [...a].sort((x, y) => x - y);
   return s.length % 2 ? s[(s.length - 1) >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
+const mean = (a: number[]): number => a.reduce((x, y) => x + y, 0) / a.length;
+const stderr = (a: number[]): number =>
+  a.length > 1 ? Math.sqrt(a.reduce((x, y) => x + (y - mean(a)) ** 2, 0) / (a.length - 1) / a.length) : 0;
 const f = (x: number): string => (x >= 100 ? x.toFixed(0) : x.toFixed(3));
 const [va, vb] = VARIANTS;
-console.log(`| figure | ${va.label} (min/median/max) | ${vb.label} (min/median/max) | ${va.name} ÷ ${vb.name} (medians) |`);
+console.log(
+  `| figure | ${va.label} (min/median/max; mean ± s.e.) | ${vb.label} (min/median/max; mean ± s.e.) | ${va.name} ÷ ${vb.name} (medians) |`,
+);
 console.log(`| --- | --- | --- | --- |`);
 for (const metric of new Set([...samples.keys()].map((k) => k.split('|')[0]!))) {
   const a = samples.get(`${metric}|${va.name}`) ?? [];
   const b = samples.get(`${metric}|${vb.name}`) ?? [];
-  const mm = (x: number[]): string => (x.length ? `${f(Math.min(...x))} / ${f(med(x))} / ${f(Math.max(...x))}` : '–');
+  const mm = (x: number[]): string =>
+    x.length ? `${f(Math.min(...x))} / ${f(med(x))} / ${f(Math.max(...x))}; ${f(mean(x))} ± ${f(stderr(x))}` : '–';
   console.log(`| ${metric} | ${mm(a)} | ${mm(b)} | ${a.length && b.length ? (med(a) / med(b)).toFixed(2) : '–'} |`);
 }

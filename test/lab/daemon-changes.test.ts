@@ -199,6 +199,14 @@ async function withSetup(
   }
 }
 
+/** Starts the daemon and checks that connections 0 and 1 each carry a ping. */
+async function startBoth(s: Setup): Promise<{ p: PinholeProc; log: LogWatch }> {
+  const started = await s.start();
+  assert.equal(s.pingConn(0), 3);
+  assert.equal(s.pingConn(1), 3);
+  return started;
+}
+
 /** Name, source and configuration of each connection, and the uplink's ports: what a change may alter. */
 function shape(st: DaemonStatus): unknown {
   return {
@@ -511,9 +519,7 @@ for (const localMode of ['afxdp', 'auto'] as const) {
       [c(0), c(1)],
       async (s) => {
         const { lab, api } = s;
-        const { p, log } = await s.start();
-        assert.equal(s.pingConn(0), 3);
-        assert.equal(s.pingConn(1), 3);
+        const { p, log } = await startBoth(s);
         const s0 = s.steady(0);
         const a1 = lab.a.workloads[1]!;
         const b1 = lab.b.workloads[1]!;
@@ -583,9 +589,7 @@ for (const localMode of ['afxdp', 'auto'] as const) {
       [c(0), c(1)],
       async (s) => {
         const { lab, api } = s;
-        const { p, log } = await s.start();
-        assert.equal(s.pingConn(0), 3);
-        assert.equal(s.pingConn(1), 3);
+        const { p, log } = await startBoth(s);
         const s1 = s.steady(1);
         const a0 = lab.a.workloads[0]!;
         const b0 = lab.b.workloads[0]!;

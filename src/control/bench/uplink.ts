@@ -75,6 +75,42 @@ function frameOf(t: CrossConnect, scenario: UplinkScenario, size: number): Uint8
   });
 }
 
+/**
+ * The C reference on mid (bench/c/xdp-fwd.c): a redirect-all program attached to up0, whose
+ * XSKMAP the child gets as fd 3 (`fds`), and the command line — the same RX ring, UMEM and frame
+ * size as pinhole's (its --ring sizes every ring of both sockets; the frame size is pinhole's for
+ * the lab's veths, at the kernel's default MTU of 1500). `close()` detaches and unloads.
+ */
+export function cForwarderSetup(
+  t: CrossConnect,
+  path: string,
+  o: { xc: boolean; ringSize?: number },
+): { argv: string[]; fds: number[]; close(): void } {
+  const ra = loadRedirectAllFor(QUEUES);
+  let att: Attached;
+  try {
+    att = attachIn(t.mid, 'up0', ra.program.fd);
+  } catch (err) {
+    ra.close();
+    throw err;
+  }
+  const rings = xskRings({ rx: o.ringSize ?? XSK_DEFAULT_RX_RING });
+  const argv = [path, '--in', 'up0', '--xskmap-fd', '3', '--queues', String(QUEUES), '--stats-ms', '20'];
+  argv.push(...(o.xc ? ['--out', 'out0'] : ['--drop']));
+  argv.push('--ring', String(rings.rx), '--frames', String(umemFrames(rings)), '--frame-size', String(xskFrameSize([1500])));
+  return {
+    argv,
+    fds: [ra.maps.xsks.fd],
+    close: () => {
+      try {
+        att.close();
+      } finally {
+        ra.close();
+      }
+    },
+  };
+}
+
 /** `auto` is a VXLAN configuration (AF_XDP uplink, AF_PACKET workloads): nothing of its own here. */
 const UPLINK_BENCH_MODES = BENCH_MODES.filter((m) => m !== 'auto');
 
@@ -164,22 +200,12 @@ async function openMode(
     case 'c': {
       const c = ctx.c;
       if (!('path' in c)) throw new PinholeError('ERR_BENCH_SKIPPED', c.skipped);
-      const ra = loadRedirectAllFor(QUEUES);
-      const undo = ctx.cleanup.add(() => ra.close());
-      let started: { p: ForwarderProcess; done: () => void } | undefined;
-      let detach: (() => void) | undefined;
+      const setup = cForwarderSetup(t, c.path, { xc, ...(ctx.ringSize !== undefined ? { ringSize: ctx.ringSize } : {}) });
+      const undo = ctx.cleanup.add(() => setup.close());
+      let started: { p: ForwarderProcess; done: () => void };
       try {
-        const att = attachIn(t.mid, 'up0', ra.program.fd);
-        detach = ctx.cleanup.add(() => att.close());
-        const argv = [c.path, '--in', 'up0', '--xskmap-fd', '3', '--queues', String(QUEUES), '--stats-ms', '20'];
-        argv.push(...(xc ? ['--out', 'out0'] : ['--drop']));
-        // The same RX ring and UMEM as pinhole's (its --ring sizes every ring of both sockets),
-        // and the same frame size: pinhole's for the lab's veths (the kernel's default MTU, 1500).
-        const rings = xskRings({ rx: ctx.ringSize ?? XSK_DEFAULT_RX_RING });
-        argv.push('--ring', String(rings.rx), '--frames', String(umemFrames(rings)), '--frame-size', String(xskFrameSize([1500])));
-        started = await startProc('C forwarder', argv, [ra.maps.xsks.fd]);
+        started = await startProc('C forwarder', setup.argv, setup.fds);
       } catch (err) {
-        detach?.();
         undo();
         throw err;
       }
@@ -192,7 +218,6 @@ async function openMode(
             await p.stop();
           } finally {
             done();
-            detach!();
             undo();
           }
         },
