@@ -380,11 +380,15 @@ export class Forwarder {
    * worker's port key holds the MTU), the others are not touched.
    */
   private mtuMoved(): WorkloadSetup[] {
+    if (this.workloads.length === 0) return [];
+    // One pass over the links (every link event of a node with many pods calls this).
+    const mtus = new Map<string, number>();
+    for (const l of this.mirror.tables.links.values()) if (l.mtu !== 0) mtus.set(l.name, l.mtu);
     const seen = new Set<string>();
     return this.workloads.filter((w) => {
       if (seen.has(w.iface)) return false;
       seen.add(w.iface);
-      const mtu = linkMtu(this.mirror, w.iface);
+      const mtu = mtus.get(w.iface);
       return mtu !== undefined && mtu !== w.mtu;
     });
   }
