@@ -32,7 +32,7 @@
  * medians (first ÷ second). Root.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import '../src/sys/index.ts';
@@ -110,6 +110,10 @@ process.on('SIGINT', () => {
 const samples = new Map<string, number[]>();
 const add = (k: string, v: number): void => void samples.set(k, [...(samples.get(k) ?? []), v]);
 
+const cRef = VARIANTS.some((v) => v.kind === 'c') ? buildCForwarder() : undefined;
+if (cRef && !('path' in cRef)) throw new Error(`the C reference: ${cRef.skipped}`);
+if (values.perf && spawnSync('perf', ['--version']).status !== 0) throw new Error('--perf needs perf (Debian: linux-perf)');
+const perfFile = `/tmp/ph-xsk-umem-${process.pid}.perf`;
 const t = buildCrossConnect(`phu-${process.pid}`, 2);
 cleanup.add(() => t.close());
 const gen = GeneratorProcess.start(t.gen, genCpu, BENCH_NICE);
@@ -118,9 +122,11 @@ const sink = loadCounting('ph_bench_sink', { kind: 'drop' });
 cleanup.add(() => sink.close());
 const att = attachIn(t.sink, 's0', sink.program.fd);
 cleanup.add(() => att.close());
-const cRef = VARIANTS.some((v) => v.kind === 'c') ? buildCForwarder() : undefined;
-if (cRef && !('path' in cRef)) throw new Error(`the C reference: ${cRef.skipped}`);
 if (cRef) cleanup.add(() => cRef.close());
+cleanup.add(() => {
+  // perf keeps the file before as FILE.old.
+  for (const f of [perfFile, `${perfFile}.old`]) rmSync(f, { force: true });
+});
 const frame = (size: number): Uint8Array =>
   buildFrame({
     eth: { dst: t.mac.up0, src: t.mac.g0 },
@@ -141,18 +147,23 @@ const userSeconds = (pid: number): number => {
  * dataplane workers on the forwarder's CPU): everything but the kernel and BPF programs.
  */
 function userShare(file: string, pid: number): number {
-  const r = spawnSync('perf', ['report', '-i', file, '-n', '--sort', 'pid,dso', '-g', 'none', '--stdio'], { encoding: 'utf8' });
+  // Tab-separated: a thread's name may hold spaces. The last three fields are the sample count,
+  // `tid:command` and the shared object.
+  const r = spawnSync('perf', ['report', '-i', file, '-n', '--sort', 'pid,dso', '-g', 'none', '--stdio', '-t', '\t'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`perf report: ${r.stderr}`);
   const tids = threadsOf(pid);
   let all = 0;
   let user = 0;
   for (const line of r.stdout.split('\n')) {
-    const m = /^\s*[\d.]+%\s+(\d+)\s+(\d+):\S+\s+(.*\S)\s*$/.exec(line);
-    if (!m) continue;
-    if (!tids.has(Number(m[2]))) continue;
-    const k = Number(m[1]);
+    if (line.startsWith('#')) continue;
+    const f = line.split('\t').map((x) => x.trim());
+    if (f.length < 4) continue;
+    const [count, who, dso] = f.slice(-3) as [string, string, string];
+    if (!tids.has(Number(who.split(':')[0]))) continue;
+    const k = Number(count);
+    if (!Number.isFinite(k)) continue;
     all += k;
-    if (!m[3]!.startsWith('[kernel') && !m[3]!.startsWith('bpf_')) user += k;
+    if (!dso.startsWith('[kernel') && !dso.startsWith('bpf_')) user += k;
   }
   return all > 0 ? user / all : 0;
 }
@@ -168,14 +179,20 @@ function threadsOf(pid: number): Set<number> {
 function start(variant: Variant): { p: ForwarderProcess; close: () => void } {
   if (variant.kind === 'c') {
     const setup = cForwarderSetup(t, (cRef as { path: string }).path, { xc: true });
-    const p = ForwarderProcess.start({
-      label: variant.label,
-      ns: t.mid,
-      argv: setup.argv,
-      fds: setup.fds,
-      nice: BENCH_NICE,
-      ...(fwdCpu !== undefined ? { cpu: fwdCpu } : {}),
-    });
+    let p: ForwarderProcess;
+    try {
+      p = ForwarderProcess.start({
+        label: variant.label,
+        ns: t.mid,
+        argv: setup.argv,
+        fds: setup.fds,
+        nice: BENCH_NICE,
+        ...(fwdCpu !== undefined ? { cpu: fwdCpu } : {}),
+      });
+    } catch (err) {
+      setup.close();
+      throw err;
+    }
     return {
       p,
       close: () => {
@@ -207,19 +224,27 @@ async function measure(p: ForwarderProcess, c: (typeof CASES)[number], r: number
   const req = { iface: 'g0', frame: frames[c.size], seconds: values.perf ? seconds + 3 : seconds, shape: c.shape };
   const sending = measureRate(gen, req, count, p);
   let perf: ChildProcess | undefined;
-  const file = `/tmp/ph-xsk-umem-${process.pid}.perf`;
+  let perfEnded: Promise<unknown> = Promise.resolve();
+  let stopPerf = (): void => undefined;
   if (values.perf) {
     await sleep(300);
-    perf = spawn('perf', ['record', '-C', String(fwdCpu), '-F', '4999', '-o', file, '--', 'sleep', String(seconds)], { stdio: 'ignore' });
-    cleanup.add(() => perf!.kill());
+    perf = spawn('perf', ['record', '-C', String(fwdCpu), '-F', '4999', '-o', perfFile, '--', 'sleep', String(seconds)], {
+      stdio: 'ignore',
+    });
+    perfEnded = new Promise((res) => {
+      perf!.once('exit', res);
+      perf!.once('error', res);
+    });
+    stopPerf = cleanup.add(() => perf!.kill());
   }
   const s = await sending;
-  if (perf && perf.exitCode === null) await new Promise((res) => perf!.once('exit', res));
+  await perfEnded;
+  stopPerf();
   const value = c.unit === 'Mpps' ? s.pps / 1e6 : (s.pps * c.size * 8) / 1e9;
   add(`${c.metric} (${c.unit})|${v}`, value);
   if (s.cpuNsPerPacket !== undefined) add(`CPU ns/packet ${c.metric}|${v}`, s.cpuNsPerPacket);
   const user = perf
-    ? userShare(file, p.pid) * (s.cpuNsPerPacket ?? 0)
+    ? userShare(perfFile, p.pid) * (s.cpuNsPerPacket ?? 0)
     : s.delivered > 0
       ? ((userSeconds(p.pid) - u0) * 1e9) / s.delivered
       : 0;

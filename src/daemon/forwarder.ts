@@ -389,9 +389,34 @@ export class Forwarder {
       if (seen.has(w.iface)) return false;
       seen.add(w.iface);
       const mtu = mtus.get(w.iface);
-      return mtu !== undefined && mtu !== w.mtu;
+      if (mtu === undefined || mtu === w.mtu) {
+        this.refusedMtu.delete(w.iface);
+        return false;
+      }
+      if (w.driver === 'afxdp' && mtu > AFXDP_MAX_MTU) {
+        // AF_XDP cannot serve it (only generic XDP lets a veth go there): the connection keeps
+        // its ports and their cap; said once per refused MTU, and no change is made for it, so
+        // that the other connections' changes still apply.
+        if (this.refusedMtu.get(w.iface) !== mtu) {
+          this.refusedMtu.set(w.iface, mtu);
+          this.log({
+            level: 'warn',
+            event: 'workload-mtu-refused',
+            code: 'ERR_WORKLOAD_MTU',
+            iface: w.iface,
+            from: w.mtu,
+            to: mtu,
+            message: `${w.iface} has MTU ${mtu}; local.mode afxdp serves MTUs up to ${AFXDP_MAX_MTU}: its ports keep the cap of ${w.mtu} (use local.mode auto)`,
+          });
+        }
+        return false;
+      }
+      return true;
     });
   }
+
+  /** Workload interfaces whose MTU AF_XDP cannot serve, and that MTU (logged once each). */
+  private readonly refusedMtu = new Map<string, number>();
 
   /** The connections of `all` whose workload interface exists now. */
   private present(all: readonly ConnectionConfig[]): ConnectionConfig[] {
@@ -492,10 +517,16 @@ export class Forwarder {
     const after = new Map(next.map((k) => [k.name, k]));
     const result: ApplyResult = { added: [], removed: [], changed: [] };
     const moved = new Set(this.mtuMoved().map((w) => w.iface));
+    const mtuOnly = new Set<string>();
     for (const k of next) {
       const old = before.get(k.name);
       if (!old) result.added.push(k.name);
-      else if (!sameConfig(old, k) || moved.has(k.local.interface)) result.changed.push(k.name);
+      else if (!sameConfig(old, k)) result.changed.push(k.name);
+      else if (moved.has(k.local.interface)) {
+        // Only its interface's MTU: its ports open again, its peer state (a learned endpoint) stays.
+        result.changed.push(k.name);
+        mtuOnly.add(k.name);
+      }
     }
     for (const name of before.keys()) if (!after.has(name)) result.removed.push(name);
     if (result.added.length + result.removed.length + result.changed.length === 0) return result;
@@ -515,9 +546,10 @@ export class Forwarder {
       for (const k of orderedConnections(config)) {
         const have = byIface.get(k.local.interface);
         if (have && have.wireguard === Boolean(k.wireguard) && (have.driver === 'afxdp') === (k.local.mode === 'afxdp')) {
-          // Its MTU as it is now (the ports open again if it changed: mtuMoved).
-          const mtu = linkMtu(this.mirror, have.iface) ?? have.mtu;
-          if (have.driver === 'afxdp') checkAfxdpMtu(have.iface, mtu);
+          // Its MTU as it is now (the ports open again if it changed: mtuMoved), unless AF_XDP
+          // cannot serve it: then the ports stay as they are (refusedMtu, logged once).
+          const now = linkMtu(this.mirror, have.iface) ?? have.mtu;
+          const mtu = have.driver === 'afxdp' && now > AFXDP_MAX_MTU ? have.mtu : now;
           kept.add(have);
           workloads.push({ ...have, connection: k.name, mtu });
           continue;
@@ -533,7 +565,9 @@ export class Forwarder {
     const oldSpec = this.host.spec;
     const spec = specOf(connections, vxlanPorts(config));
     // Learned endpoints stay for the connections that keep their peer.
-    const learned = new Map([...this.learned].filter(([name]) => wireguard.some((w) => w.name === name && !result.changed.includes(name))));
+    const learned = new Map(
+      [...this.learned].filter(([name]) => wireguard.some((w) => w.name === name && (!result.changed.includes(name) || mtuOnly.has(name)))),
+    );
     const targets = targetsOf(connections, wireguard, learned);
     const nhBuffer = new SharedArrayBuffer(nextHopTableBytes(targets.length));
     const nh = new NextHopTable(nhBuffer);
@@ -1082,6 +1116,7 @@ function vxlanPlans(
           name: k.workloadPort,
           role: 'workload',
           ifname: wl.iface,
+          mtu: wl.mtu,
           queue: 0,
           driver: 'afpacket',
           rx: true,

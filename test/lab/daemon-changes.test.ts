@@ -162,8 +162,8 @@ function setup(tag: string, n: number, entries: Entry[], localMode: 'afxdp' | 'a
   /** Ping from pod a<i> to pod b<i> through connection i's tunnel. */
   const pingConn = (i: number, count = 3): number => ping(lab, a.workloads[i]!.podNs, b.workloads[i]!.podAddr4, count);
   const steady = (i: number): Steady => steadyPing(lab, a.workloads[i]!.podNs, b.workloads[i]!.podAddr4);
-  const start = async (): Promise<{ p: PinholeProc; log: LogWatch }> => {
-    const p = startPinhole(a.ns, ['--config', file], 20_000, 'run');
+  const start = async (extra: string[] = []): Promise<{ p: PinholeProc; log: LogWatch }> => {
+    const p = startPinhole(a.ns, ['--config', file, ...extra], 20_000, 'run');
     const log = followLog(p.child);
     await p.ready;
     return { p, log };
@@ -200,8 +200,8 @@ async function withSetup(
 }
 
 /** Starts the daemon and checks that connections 0 and 1 each carry a ping. */
-async function startBoth(s: Setup): Promise<{ p: PinholeProc; log: LogWatch }> {
-  const started = await s.start();
+async function startBoth(s: Setup, extra: string[] = []): Promise<{ p: PinholeProc; log: LogWatch }> {
+  const started = await s.start(extra);
   assert.equal(s.pingConn(0), 3);
   assert.equal(s.pingConn(1), 3);
   return started;
@@ -589,7 +589,7 @@ for (const localMode of ['afxdp', 'auto'] as const) {
       [c(0), c(1)],
       async (s) => {
         const { lab, api } = s;
-        const { p, log } = await startBoth(s);
+        const { p, log } = await startBoth(s, ['--stats-interval', '100']);
         const s1 = s.steady(1);
         const a0 = lab.a.workloads[0]!;
         const b0 = lab.b.workloads[0]!;
@@ -627,6 +627,15 @@ for (const localMode of ['afxdp', 'auto'] as const) {
         got = 0;
         for (let i = 0; i < 8 && got < 3; i++) got = pingDf(lab, a0.podNs, b0.podAddr4, 1400 - 28);
         assert.equal(got, 3, '1400-byte packets pass after the MTU went back');
+        // Pod b0 (still 1450) sends 1450 bytes towards pod a0: pinhole's port for a0 now counts
+        // them too big (with its old cap it handed them to a veth of MTU 1400).
+        const tooBig = (): number => {
+          const ports = (p.latestStats() as unknown as { ports?: Record<string, Record<string, number>> } | undefined)?.ports ?? {};
+          return Object.values(ports).reduce((n, c) => n + (c.tx_too_big ?? 0), 0);
+        };
+        const before = tooBig();
+        assert.equal(pingDf(lab, b0.podNs, a0.podAddr4, 1450 - 28), 0, 'a 1450-byte packet does not reach pod a0 (MTU 1400)');
+        await p.statsUntil(() => tooBig() >= before + 3);
 
         await assertNoLoss(s1, 'c1 while c0 changed its MTU twice');
         assert.equal((await api.status()).state, 'running');

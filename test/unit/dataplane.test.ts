@@ -736,7 +736,7 @@ test('PacketMemory.copy: every source and destination alignment and length moves
       }
     }
   }
-  // 64-bit words whose bits read as NaNs (signalling and quiet, both signs) arrive unchanged.
+  // Bytes that read as NaNs when taken 8 at a time (signalling and quiet, both signs) arrive unchanged.
   const nans = [0x7ff0_0000_0000_0001n, 0x7ff8_0000_0000_0000n, 0xfff0_0000_0000_0001n, 0xffff_ffff_ffff_ffffn, 0x7ff4_dead_beef_0000n];
   const words = new BigUint64Array(one.buffer);
   for (let i = 0; i < 16; i++) words[i] = nans[i % nans.length]!;
