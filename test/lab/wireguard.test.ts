@@ -25,6 +25,7 @@ import type { ChildProcess } from 'node:child_process';
 import { requireRoot } from '../helpers/require.ts';
 import { killLeftoverPinholes, startPinhole, type PinholeProc } from '../helpers/pinhole-proc.ts';
 import { iperf } from '../helpers/vxlan-lab.ts';
+import { followLog } from '../helpers/output.ts';
 import { buildLab, type Lab, type LabNode, type LabOptions } from '../../src/control/lab/topology.ts';
 import { encodeKey, generatePrivateKey, publicKeyOf } from '../../src/tunnel/wireguard/keys.ts';
 import { Device, type WgOutput } from '../../src/tunnel/wireguard/device.ts';
@@ -290,6 +291,35 @@ test('roaming: wireguard-go moves to a new address; pinhole follows the authenti
       pingOk(lab, pod, POD_B4, 'pod A → roamed peer');
       assert.match(go.show('endpoints'), new RegExp(`${a.underlay4}:51820`));
       await p.stop();
+    } finally {
+      await go.stop();
+    }
+  });
+});
+
+test("a WireGuard pod veth's MTU changed: its port opens again and the endpoint learned from the peer stays", async () => {
+  await withLab('wgmtu', { sides: { a: 'pinhole', b: 'pinhole' } }, async (lab) => {
+    const { a, b } = lab;
+    const ka = keys('a');
+    const kb = keys('b');
+    const go = new WgGo(lab, b.ns, wgName(), kb);
+    try {
+      await go.start({ pub: ka.pub, endpoint: endpointOf(a.underlay4, 51820), allowed: [`${POD_A4}/32`] });
+      // No endpoint on pinhole's side: it learns wireguard-go's from its authenticated packets.
+      const p = startRun(a, wgConfig(a, ka, { pub: kb.pub, allowed: [`${POD_B4}/32`] }));
+      const log = followLog(p.child);
+      await p.ready;
+      const w = a.workloads[0]!;
+      pingOk(lab, b.ns, POD_A4, 'wireguard-go → pod A (pinhole learns the endpoint)');
+      pingOk(lab, w.podNs, POD_B4, 'pod A → wireguard-go');
+      lab.exec(w.podNs, 'ip', ['link', 'set', 'dev', w.podIface, 'mtu', String(WL_MTU - 20)]);
+      lab.exec(a.ns, 'ip', ['link', 'set', 'dev', w.iface, 'mtu', String(WL_MTU - 20)]);
+      await log.until(new RegExp(`"event":"workload-mtu".*"from":${WL_MTU},"to":${WL_MTU - 20}`));
+      await log.until(/"event":"connections-changed".*"changed":\["wg0"\]/);
+      // pinhole sends first: it can only if it still knows where wireguard-go is.
+      pingOk(lab, w.podNs, POD_B4, 'pod A → wireguard-go after the MTU change (the learned endpoint)');
+      await p.stop();
+      assert.doesNotMatch(log.text(), /"event":"(recovering|connection-change-failed)"/);
     } finally {
       await go.stop();
     }
