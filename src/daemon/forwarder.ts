@@ -44,7 +44,10 @@
  * limit follow from it) is reported through `onUplinkLost`; the owner (daemon.ts) stops this
  * forwarder and starts a new one when the interface is back. Link down and up are
  * not losses (sockets and program survive them): they are logged (`link-down`, `link-up`) and
- * shown by `uplinkLink`.
+ * shown by `uplinkLink`. Workload interfaces are followed too: one that goes stops its
+ * connections (waiting), one that comes back starts them, and one whose MTU changes has its
+ * connections changed so that their ports open again for it (`workload-mtu`; an MTU AF_XDP
+ * cannot serve is refused once, `workload-mtu-refused`).
  *
  * Stop: workers first (sockets closed: the pinhole passes tunnel frames to the kernel again),
  * then workload programs detached, the uplink restored (uplink/host.ts), the mirror closed.
@@ -162,10 +165,11 @@ function hasLink(mirror: Mirror, name: string): boolean {
   return false;
 }
 
-/** The MTU of interface `name` in the mirror's link table (undefined: no such link, or no MTU reported). */
-function linkMtu(mirror: Mirror, name: string): number | undefined {
-  for (const l of mirror.tables.links.values()) if (l.name === name) return l.mtu !== 0 ? l.mtu : undefined;
-  return undefined;
+/** Interfaces' MTUs by name, from the mirror's link table (links that reported one). */
+function linkMtus(mirror: Mirror): Map<string, number> {
+  const mtus = new Map<string, number>();
+  for (const l of mirror.tables.links.values()) if (l.mtu !== 0) mtus.set(l.name, l.mtu);
+  return mtus;
 }
 
 export class Forwarder {
@@ -379,19 +383,19 @@ export class Forwarder {
    * follows from it: such a connection is changed like any other (its ports open again, the
    * worker's port key holds the MTU), the others are not touched.
    */
-  private mtuMoved(): WorkloadSetup[] {
+  private mtuMoved(): { w: WorkloadSetup; mtu: number }[] {
     if (this.workloads.length === 0) return [];
     // One pass over the links (every link event of a node with many pods calls this).
-    const mtus = new Map<string, number>();
-    for (const l of this.mirror.tables.links.values()) if (l.mtu !== 0) mtus.set(l.name, l.mtu);
+    const mtus = linkMtus(this.mirror);
     const seen = new Set<string>();
-    return this.workloads.filter((w) => {
-      if (seen.has(w.iface)) return false;
+    const out: { w: WorkloadSetup; mtu: number }[] = [];
+    for (const w of this.workloads) {
+      if (seen.has(w.iface)) continue;
       seen.add(w.iface);
       const mtu = mtus.get(w.iface);
       if (mtu === undefined || mtu === w.mtu) {
         this.refusedMtu.delete(w.iface);
-        return false;
+        continue;
       }
       if (w.driver === 'afxdp' && mtu > AFXDP_MAX_MTU) {
         // AF_XDP cannot serve it (only generic XDP lets a veth go there): the connection keeps
@@ -409,10 +413,11 @@ export class Forwarder {
             message: `${w.iface} has MTU ${mtu}; local.mode afxdp serves MTUs up to ${AFXDP_MAX_MTU}: its ports keep the cap of ${w.mtu} (use local.mode auto)`,
           });
         }
-        return false;
+        continue;
       }
-      return true;
-    });
+      out.push({ w, mtu });
+    }
+    return out;
   }
 
   /** Workload interfaces whose MTU AF_XDP cannot serve, and that MTU (logged once each). */
@@ -456,8 +461,7 @@ export class Forwarder {
       const gone = this.config.connections.filter((k) => !next.includes(k)).map((k) => k.name);
       const back = next.filter((k) => !this.config.connections.some((x) => x.name === k.name)).map((k) => k.name);
       if (gone.length) this.log({ level: 'warn', event: 'connection-down', connections: gone, message: 'workload interface gone' });
-      for (const w of this.mtuMoved()) {
-        const to = linkMtu(this.mirror, w.iface)!;
+      for (const { w, mtu: to } of this.mtuMoved()) {
         this.log({
           level: 'info',
           event: 'workload-mtu',
@@ -516,7 +520,7 @@ export class Forwarder {
     const before = new Map(this.config.connections.map((k) => [k.name, k]));
     const after = new Map(next.map((k) => [k.name, k]));
     const result: ApplyResult = { added: [], removed: [], changed: [] };
-    const moved = new Set(this.mtuMoved().map((w) => w.iface));
+    const moved = new Map(this.mtuMoved().map(({ w, mtu }) => [w.iface, mtu]));
     const mtuOnly = new Set<string>();
     for (const k of next) {
       const old = before.get(k.name);
@@ -546,10 +550,9 @@ export class Forwarder {
       for (const k of orderedConnections(config)) {
         const have = byIface.get(k.local.interface);
         if (have && have.wireguard === Boolean(k.wireguard) && (have.driver === 'afxdp') === (k.local.mode === 'afxdp')) {
-          // Its MTU as it is now (the ports open again if it changed: mtuMoved), unless AF_XDP
-          // cannot serve it: then the ports stay as they are (refusedMtu, logged once).
-          const now = linkMtu(this.mirror, have.iface) ?? have.mtu;
-          const mtu = have.driver === 'afxdp' && now > AFXDP_MAX_MTU ? have.mtu : now;
+          // Its MTU as it is now: the ports open again if it changed (mtuMoved leaves out an
+          // MTU AF_XDP cannot serve, refusedMtu: those ports stay as they are).
+          const mtu = moved.get(have.iface) ?? have.mtu;
           kept.add(have);
           workloads.push({ ...have, connection: k.name, mtu });
           continue;
@@ -957,16 +960,6 @@ function specOf(connections: readonly VxlanConnectionPlan[], ports: number[] = [
   return { ports, addresses: [...new Set(connections.map((k) => k.local))] };
 }
 
-/** local.mode afxdp: the interface's frames must fit one UMEM frame (ERR_WORKLOAD_MTU otherwise). */
-function checkAfxdpMtu(iface: string, mtu: number): void {
-  if (mtu > AFXDP_MAX_MTU) {
-    throw new PinholeError(
-      'ERR_WORKLOAD_MTU',
-      `${iface} has MTU ${mtu}; local.mode afxdp serves MTUs up to ${AFXDP_MAX_MTU} (a frame must fit one 4 KiB UMEM frame): use local.mode auto`,
-    );
-  }
-}
-
 function setUpWorkloads(host: UplinkHost, conns: readonly ConnectionConfig[], locals: readonly IfaceInfo[]): WorkloadSetup[] {
   const out: WorkloadSetup[] = [];
   try {
@@ -1008,7 +1001,12 @@ function setUpWorkloads(host: UplinkHost, conns: readonly ConnectionConfig[], lo
       if (host.mode !== 'afxdp') {
         throw new PinholeError('ERR_WORKLOAD_MODE', `${iface.name}: local.mode afxdp needs the uplink in AF_XDP mode (it runs AF_PACKET)`);
       }
-      checkAfxdpMtu(iface.name, iface.mtu);
+      if (iface.mtu > AFXDP_MAX_MTU) {
+        throw new PinholeError(
+          'ERR_WORKLOAD_MTU',
+          `${iface.name} has MTU ${iface.mtu}; local.mode afxdp serves MTUs up to ${AFXDP_MAX_MTU} (a frame must fit one 4 KiB UMEM frame): use local.mode auto`,
+        );
+      }
       if (iface.rxQueues !== host.queues) {
         throw new PinholeError(
           'ERR_WORKLOAD_QUEUES',

@@ -2,14 +2,15 @@
  * Packet memory of one dataplane worker: every buffer frames can live in (the AF_XDP area that
  * holds a set of the worker's UMEMs, each AF_PACKET ring mapping, the stages' own buffers),
  * registered by whoever opens it (counted: a port or stage releases its registration when it
- * closes, so a worker that changes its plan many times reuses ids) and named by a small integer id. A frame is (memory id, byte offset,
- * length); links carry those triples, never objects.
+ * closes, so a worker that changes its plan many times reuses ids) and named by a small integer
+ * id. A frame is (memory id, byte offset, length); links carry those triples, never objects.
  *
  * Copies between memories allocate nothing: within one buffer `copyWithin` (util/copy-within.ts)
- * on a view of the whole buffer; across buffers a word loop over cached Int32Array views when source and
- * destination share their alignment (the usual case: Ethernet frames at 2-byte-aligned offsets in
- * both), a word loop that shifts by two bytes when they are two bytes apart (a frame behind a
- * tunnel header), a byte loop otherwise. Views are created once per memory, at registration.
+ * on a view of the whole buffer; across buffers a word loop over cached Int32Array views when
+ * source and destination share their alignment (the usual case: Ethernet frames at
+ * 2-byte-aligned offsets in both), a word loop that shifts by two bytes when they are two bytes
+ * apart (a frame behind a tunnel header), a byte loop otherwise. Views are created once per
+ * memory, at registration.
  */
 import { PinholeError } from '../sys/errors.ts';
 import { copyWithin } from '../util/copy-within.ts';

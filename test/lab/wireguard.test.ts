@@ -267,62 +267,66 @@ test('rekeying: with a 60× WireGuard clock pinhole rekeys every 2 s against wir
   });
 });
 
-test('roaming: wireguard-go moves to a new address; pinhole follows the authenticated source and republishes its next hop', async () => {
-  await withLab('wgroam', { sides: { a: 'pinhole', b: 'pinhole' } }, async (lab) => {
+/**
+ * A lab with pinhole on node a and wireguard-go on node b, started with node a's key, node a's
+ * IPv4 address as its endpoint and pod A's IPv4 address allowed; stopped after `fn`.
+ */
+async function withGoPeer(
+  tag: string,
+  fn: (s: { lab: Lab; a: LabNode; b: LabNode; ka: Keys; kb: Keys; go: WgGo }) => Promise<void>,
+): Promise<void> {
+  await withLab(tag, { sides: { a: 'pinhole', b: 'pinhole' } }, async (lab) => {
     const { a, b } = lab;
     const ka = keys('a');
     const kb = keys('b');
     const go = new WgGo(lab, b.ns, wgName(), kb);
     try {
       await go.start({ pub: ka.pub, endpoint: endpointOf(a.underlay4, 51820), allowed: [`${POD_A4}/32`] });
-      const p = startRun(a, wgConfig(a, ka, { pub: kb.pub, endpoint: endpointOf(b.underlay4, 51820), allowed: [`${POD_B4}/32`] }));
-      await p.ready;
-      const pod = a.workloads[0]!.podNs;
-      pingOk(lab, pod, POD_B4, 'before roaming');
-      const moved = '198.18.0.12';
-      // The new address is a secondary: promote it when the primary goes, rather than losing both.
-      lab.exec(b.ns, 'sysctl', ['-qw', `net.ipv4.conf.${b.uplink}.promote_secondaries=1`]);
-      lab.exec(b.ns, 'ip', ['addr', 'add', `${moved}/24`, 'dev', b.uplink]);
-      lab.exec(b.ns, 'ip', ['addr', 'del', `${b.underlay4}/24`, 'dev', b.uplink]);
-      // wireguard-go sends from its new address; pinhole learns it from the authenticated packets.
-      pingOk(lab, b.ns, POD_A4, 'from the new address');
-      const s = (await p.statsUntil((x) => (x as unknown as RunLine).nextHops.some((h) => h.via === moved))) as unknown as RunLine;
-      assert.ok(s.wireguard!.endpoint_changes! >= 1, JSON.stringify(s.wireguard));
-      pingOk(lab, pod, POD_B4, 'pod A → roamed peer');
-      assert.match(go.show('endpoints'), new RegExp(`${a.underlay4}:51820`));
-      await p.stop();
+      await fn({ lab, a, b, ka, kb, go });
     } finally {
       await go.stop();
     }
   });
+}
+
+test('roaming: wireguard-go moves to a new address; pinhole follows the authenticated source and republishes its next hop', async () => {
+  await withGoPeer('wgroam', async ({ lab, a, b, ka, kb, go }) => {
+    const p = startRun(a, wgConfig(a, ka, { pub: kb.pub, endpoint: endpointOf(b.underlay4, 51820), allowed: [`${POD_B4}/32`] }));
+    await p.ready;
+    const pod = a.workloads[0]!.podNs;
+    pingOk(lab, pod, POD_B4, 'before roaming');
+    const moved = '198.18.0.12';
+    // The new address is a secondary: promote it when the primary goes, rather than losing both.
+    lab.exec(b.ns, 'sysctl', ['-qw', `net.ipv4.conf.${b.uplink}.promote_secondaries=1`]);
+    lab.exec(b.ns, 'ip', ['addr', 'add', `${moved}/24`, 'dev', b.uplink]);
+    lab.exec(b.ns, 'ip', ['addr', 'del', `${b.underlay4}/24`, 'dev', b.uplink]);
+    // wireguard-go sends from its new address; pinhole learns it from the authenticated packets.
+    pingOk(lab, b.ns, POD_A4, 'from the new address');
+    const s = (await p.statsUntil((x) => (x as unknown as RunLine).nextHops.some((h) => h.via === moved))) as unknown as RunLine;
+    assert.ok(s.wireguard!.endpoint_changes! >= 1, JSON.stringify(s.wireguard));
+    pingOk(lab, pod, POD_B4, 'pod A → roamed peer');
+    assert.match(go.show('endpoints'), new RegExp(`${a.underlay4}:51820`));
+    await p.stop();
+  });
 });
 
 test("a WireGuard pod veth's MTU changed: its port opens again and the endpoint learned from the peer stays", async () => {
-  await withLab('wgmtu', { sides: { a: 'pinhole', b: 'pinhole' } }, async (lab) => {
-    const { a, b } = lab;
-    const ka = keys('a');
-    const kb = keys('b');
-    const go = new WgGo(lab, b.ns, wgName(), kb);
-    try {
-      await go.start({ pub: ka.pub, endpoint: endpointOf(a.underlay4, 51820), allowed: [`${POD_A4}/32`] });
-      // No endpoint on pinhole's side: it learns wireguard-go's from its authenticated packets.
-      const p = startRun(a, wgConfig(a, ka, { pub: kb.pub, allowed: [`${POD_B4}/32`] }));
-      const log = followLog(p.child);
-      await p.ready;
-      const w = a.workloads[0]!;
-      pingOk(lab, b.ns, POD_A4, 'wireguard-go → pod A (pinhole learns the endpoint)');
-      pingOk(lab, w.podNs, POD_B4, 'pod A → wireguard-go');
-      lab.exec(w.podNs, 'ip', ['link', 'set', 'dev', w.podIface, 'mtu', String(WL_MTU - 20)]);
-      lab.exec(a.ns, 'ip', ['link', 'set', 'dev', w.iface, 'mtu', String(WL_MTU - 20)]);
-      await log.until(new RegExp(`"event":"workload-mtu".*"from":${WL_MTU},"to":${WL_MTU - 20}`));
-      await log.until(/"event":"connections-changed".*"changed":\["wg0"\]/);
-      // pinhole sends first: it can only if it still knows where wireguard-go is.
-      pingOk(lab, w.podNs, POD_B4, 'pod A → wireguard-go after the MTU change (the learned endpoint)');
-      await p.stop();
-      assert.doesNotMatch(log.text(), /"event":"(recovering|connection-change-failed)"/);
-    } finally {
-      await go.stop();
-    }
+  await withGoPeer('wgmtu', async ({ lab, a, b, ka, kb }) => {
+    // No endpoint on pinhole's side: it learns wireguard-go's from its authenticated packets.
+    const p = startRun(a, wgConfig(a, ka, { pub: kb.pub, allowed: [`${POD_B4}/32`] }));
+    const log = followLog(p.child);
+    await p.ready;
+    const w = a.workloads[0]!;
+    pingOk(lab, b.ns, POD_A4, 'wireguard-go → pod A (pinhole learns the endpoint)');
+    pingOk(lab, w.podNs, POD_B4, 'pod A → wireguard-go');
+    lab.exec(w.podNs, 'ip', ['link', 'set', 'dev', w.podIface, 'mtu', String(WL_MTU - 20)]);
+    lab.exec(a.ns, 'ip', ['link', 'set', 'dev', w.iface, 'mtu', String(WL_MTU - 20)]);
+    await log.until(new RegExp(`"event":"workload-mtu".*"from":${WL_MTU},"to":${WL_MTU - 20}`));
+    await log.until(/"event":"connections-changed".*"changed":\["wg0"\]/);
+    // pinhole sends first: it can only if it still knows where wireguard-go is.
+    pingOk(lab, w.podNs, POD_B4, 'pod A → wireguard-go after the MTU change (the learned endpoint)');
+    await p.stop();
+    assert.doesNotMatch(log.text(), /"event":"(recovering|connection-change-failed)"/);
   });
 });
 
@@ -424,53 +428,44 @@ function initiations(responder: string, n: number): Buffer[] {
 }
 
 test('attacks: replayed, forged, truncated, wrong-key and unknown-peer datagrams are counted drops; an initiation flood gets cookie replies while the session keeps working', async () => {
-  await withLab('wgatk', { sides: { a: 'pinhole', b: 'pinhole' } }, async (lab) => {
-    const { a, b } = lab;
-    const ka = keys('a');
-    const kb = keys('b');
-    const go = new WgGo(lab, b.ns, wgName(), kb);
-    try {
-      await go.start({ pub: ka.pub, endpoint: endpointOf(a.underlay4, 51820), allowed: [`${POD_A4}/32`] });
-      const p = startRun(a, wgConfig(a, ka, { pub: kb.pub, endpoint: endpointOf(b.underlay4, 51820), allowed: [`${POD_B4}/32`] }));
-      await p.ready;
-      const pod = a.workloads[0]!.podNs;
-      pingOk(lab, pod, POD_B4, 'session up');
-      const captured = await captureTransport(lab, a.ns, a.uplink, b.underlay4, () => ping(lab, b.ns, POD_A4, 4));
-      const transport = captured.filter((d) => d[0] === 4);
-      assert.ok(transport.length >= 1, `captured ${captured.length} datagrams`);
-      const t = transport[0]!;
-      const forged = Buffer.from(t);
-      forged.writeUInt32LE(forged.readUInt32LE(8) + 100_000, 8); // a fresh counter: not a replay
-      forged[forged.length - 20]! ^= 1;
-      const wrongKey = initiations(encodeKey(publicKeyOf(generatePrivateKey())), 1);
-      const unknownPeer = initiations(ka.pub, 1);
-      sendFrom(lab, b.ns, a.underlay4, [t, t, forged, t.subarray(0, 20), ...wrongKey, ...unknownPeer]);
-      const s = (await p.statsUntil((x) => {
-        const d = (x as unknown as RunLine).drops;
-        return (d['wireguard:replayed'] ?? 0) >= 2 && (d['wireguard:decrypt-failed'] ?? 0) >= 1 && (d['wireguard:unknown-peer'] ?? 0) >= 1;
-      })) as unknown as RunLine;
-      assert.ok((s.drops['wireguard:truncated'] ?? 0) >= 1, JSON.stringify(s.drops));
-      assert.ok((s.drops['wireguard:bad-mac1'] ?? 0) >= 1, JSON.stringify(s.drops));
-      // The forged packet did not move the replay window: the session still works.
-      pingOk(lab, pod, POD_B4, 'after the attacks');
+  await withGoPeer('wgatk', async ({ lab, a, b, ka, kb }) => {
+    const p = startRun(a, wgConfig(a, ka, { pub: kb.pub, endpoint: endpointOf(b.underlay4, 51820), allowed: [`${POD_B4}/32`] }));
+    await p.ready;
+    const pod = a.workloads[0]!.podNs;
+    pingOk(lab, pod, POD_B4, 'session up');
+    const captured = await captureTransport(lab, a.ns, a.uplink, b.underlay4, () => ping(lab, b.ns, POD_A4, 4));
+    const transport = captured.filter((d) => d[0] === 4);
+    assert.ok(transport.length >= 1, `captured ${captured.length} datagrams`);
+    const t = transport[0]!;
+    const forged = Buffer.from(t);
+    forged.writeUInt32LE(forged.readUInt32LE(8) + 100_000, 8); // a fresh counter: not a replay
+    forged[forged.length - 20]! ^= 1;
+    const wrongKey = initiations(encodeKey(publicKeyOf(generatePrivateKey())), 1);
+    const unknownPeer = initiations(ka.pub, 1);
+    sendFrom(lab, b.ns, a.underlay4, [t, t, forged, t.subarray(0, 20), ...wrongKey, ...unknownPeer]);
+    const s = (await p.statsUntil((x) => {
+      const d = (x as unknown as RunLine).drops;
+      return (d['wireguard:replayed'] ?? 0) >= 2 && (d['wireguard:decrypt-failed'] ?? 0) >= 1 && (d['wireguard:unknown-peer'] ?? 0) >= 1;
+    })) as unknown as RunLine;
+    assert.ok((s.drops['wireguard:truncated'] ?? 0) >= 1, JSON.stringify(s.drops));
+    assert.ok((s.drops['wireguard:bad-mac1'] ?? 0) >= 1, JSON.stringify(s.drops));
+    // The forged packet did not move the replay window: the session still works.
+    pingOk(lab, pod, POD_B4, 'after the attacks');
 
-      // A flood of initiations (valid mac1, unknown identity) from many source ports.
-      const flood = lab.spawn(pod, 'ping', ['-n', '-i', '0.05', '-c', '60', '-W', '2', POD_B4]);
-      let pingOut = '';
-      flood.stdout!.on('data', (d: Buffer) => (pingOut += d.toString()));
-      sendFrom(lab, b.ns, a.underlay4, initiations(ka.pub, 400));
-      await new Promise((r) => (flood.exitCode !== null ? r(null) : flood.once('exit', r)));
-      const f = (await p.statsUntil((x) => ((x as unknown as RunLine).wireguard?.cookie_replies_sent ?? 0) > 0)) as unknown as RunLine;
-      assert.ok((f.drops['wireguard:under-load-no-cookie'] ?? 0) > 0, JSON.stringify(f.drops));
-      const m = /(\d+) packets transmitted, (\d+) received/.exec(pingOut);
-      assert.ok(
-        m && Number(m[2]) >= Number(m[1]) - 1,
-        `the session kept working during the flood: ${pingOut.split('\n').slice(-3).join(' ')}`,
-      );
-      await p.stop();
-    } finally {
-      await go.stop();
-    }
+    // A flood of initiations (valid mac1, unknown identity) from many source ports.
+    const flood = lab.spawn(pod, 'ping', ['-n', '-i', '0.05', '-c', '60', '-W', '2', POD_B4]);
+    let pingOut = '';
+    flood.stdout!.on('data', (d: Buffer) => (pingOut += d.toString()));
+    sendFrom(lab, b.ns, a.underlay4, initiations(ka.pub, 400));
+    await new Promise((r) => (flood.exitCode !== null ? r(null) : flood.once('exit', r)));
+    const f = (await p.statsUntil((x) => ((x as unknown as RunLine).wireguard?.cookie_replies_sent ?? 0) > 0)) as unknown as RunLine;
+    assert.ok((f.drops['wireguard:under-load-no-cookie'] ?? 0) > 0, JSON.stringify(f.drops));
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(pingOut);
+    assert.ok(
+      m && Number(m[2]) >= Number(m[1]) - 1,
+      `the session kept working during the flood: ${pingOut.split('\n').slice(-3).join(' ')}`,
+    );
+    await p.stop();
   });
 });
 
