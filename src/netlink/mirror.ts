@@ -607,7 +607,11 @@ export class Mirror {
     this.tables.shared.begin();
     try {
       this.tables.replaceAll(snapshot);
-      for (const u of queued) this.applyOne(u, false);
+      for (const u of queued) {
+        // The routes dumped before this link went down may have been flushed since: dump again.
+        const again = this.applyOne(u).resync;
+        if (again) this.resyncAgain ??= again;
+      }
     } finally {
       this.tables.shared.end();
     }
@@ -640,33 +644,39 @@ export class Mirror {
       for (const u of updates) this.buffered.push(u);
       return;
     }
-    // One datagram = one write section for worker readers.
+    // One datagram = one write section for worker readers, kept short: only the tables are
+    // written inside it. Listeners (logs, next-hop publishing) run after it closes — a reader
+    // that finds the section open through all its retries gets NEIGH_BUSY, and the main thread
+    // doing a listener's work (or being descheduled meanwhile) inside it made that common.
+    const applied: ReturnType<Mirror['applyOne']>[] = [];
     this.tables.shared.begin();
     try {
-      for (const u of updates) this.applyOne(u, true);
+      for (const u of updates) applied.push(this.applyOne(u));
     } finally {
       this.tables.shared.end();
     }
     this.syncCounters();
+    for (let i = 0; i < applied.length; i++) {
+      const { change, resync } = applied[i]!;
+      const u = updates[i]!;
+      if (change) this.emit(change);
+      if (u.table === 'neigh') this.checkPending(u.entry);
+      if (resync) this.requestResync(resync);
+    }
   }
 
-  /** Applies one notification: `live` ones are announced; buffered ones are part of a resync's diff. */
-  private applyOne(u: Update, live: boolean): void {
-    let needResync: string | undefined;
+  /**
+   * Applies one notification to the tables. Returns the change to announce (live notifications;
+   * buffered ones are part of a resync's diff) and why the tables must be dumped again, if so.
+   */
+  private applyOne(u: Update): { change: MirrorEvent | undefined; resync: string | undefined } {
+    let resync: string | undefined;
     if (u.table === 'link') {
       const before = this.tables.links.get(u.entry.index);
-      if (u.del) needResync = `link ${u.entry.index} removed`;
-      else if (before && before.flags & IFF_UP && !(u.entry.flags & IFF_UP)) needResync = `link ${u.entry.index} down`;
+      if (u.del) resync = `link ${u.entry.index} removed`;
+      else if (before && before.flags & IFF_UP && !(u.entry.flags & IFF_UP)) resync = `link ${u.entry.index} down`;
     }
-    const change = this.tables.apply(u);
-    if (!live) {
-      // The routes dumped before this link went down may have been flushed since: dump again.
-      if (needResync) this.resyncAgain ??= needResync;
-      return;
-    }
-    if (change) this.emit(change);
-    if (u.table === 'neigh') this.checkPending(u.entry);
-    if (needResync) this.requestResync(needResync);
+    return { change: this.tables.apply(u), resync };
   }
 
   private onOverflow(info: OverflowInfo): void {

@@ -25,6 +25,8 @@ export interface RunLine {
   drops: Record<string, number>;
   ports: Record<string, Record<string, number>>;
   nextHops?: { connection: string; state: string; via?: string }[];
+  /** The next-hop stage's counters (stats and stopped lines). */
+  nexthop?: Record<string, number>;
 }
 
 let counter = 0;

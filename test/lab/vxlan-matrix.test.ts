@@ -12,6 +12,8 @@
  *    `uplink.tunnelAddress` / `tunnelAddress6` carrying real traffic, seen by the kernel peer.
  *  - A remote behind routers: the gateway changes its MAC while a ping runs; the route moves from
  *    one gateway to another while a ping runs; pinhole follows both without restart.
+ *  - The next hop's neighbour entry changing state hundreds of times a second under a TCP stream:
+ *    no miss, nothing held or dropped (the mirror's writes never read as a miss in the worker).
  *
  * Exact counts rely on quiet pods (helpers/vxlan-lab.ts quietPods: no router solicitations, and
  * permanent neighbour entries, so no ARP/ND frames during the counted window) and on readings
@@ -470,5 +472,45 @@ test('remote behind routers: the gateway changes its MAC during a ping, then the
       const fin = (await p.stop()) as unknown as RunLine;
       assert.deepEqual(fin.drops, {}, 'no drops');
     });
+  });
+});
+
+test("the next hop's neighbour entry churns under TCP (hundreds of kernel notifications a second): no miss, nothing held, asked or dropped", async () => {
+  await withLab('nhch', { sides: { a: 'pinhole', b: 'kernel' } }, async (lab) => {
+    const { a, b } = lab;
+    const wa = a.workloads[0]!;
+    const wb = b.workloads[0]!;
+    const p = startRun(a, configFor(a, b, 'auto', [4]));
+    await p.ready;
+    // Resolves the next hop (node B's uplink) before the stream starts.
+    const r = ping(lab, wa.podNs, wb.podAddr4);
+    assert.equal(r.received, r.sent);
+    // Node A's kernel entry for node B flips between STALE and REACHABLE (both usable, same MAC):
+    // every flip is a notification the mirror writes into the shared neighbour table while the
+    // worker reads it for every breath. A write in progress is no answer, never a miss: before,
+    // a lookup that found the table busy held frames, dropped GSO trains and asked the kernel.
+    const entry = `neigh replace ${b.underlay4} lladdr ${b.uplinkMac} dev ${a.uplink} nud`;
+    const batch = Array.from({ length: 100 }, (_, i) => `${entry} ${i % 2 ? 'reachable' : 'stale'}`).join('\n');
+    // One line on stdout per batch of 100 changes; a failed `ip` ends the loop (checked below).
+    const churn = lab.spawn(a.ns, 'sh', ['-c', `while ip -batch - <<'EOF'\n${batch}\nEOF\ndo echo; done`]);
+    let batches = 0;
+    let churnErr = '';
+    churn.stdout!.on('data', (d: Buffer) => (batches += d.toString().split('\n').length - 1));
+    churn.stderr!.on('data', (d: Buffer) => (churnErr += d.toString()));
+    try {
+      for (let i = 0; i < 3; i++) assert.ok((await iperf(wa.podNs, wb.podNs, wb.podAddr4)).bps > 1e6, 'TCP through the tunnel');
+      assert.equal(churn.exitCode, null, `the churn ran throughout: ${churnErr}`);
+    } finally {
+      churn.kill();
+    }
+    const fin = (await p.stop()) as unknown as RunLine;
+    const nh = fin.nexthop!;
+    assert.ok(batches >= 3, `${batches * 100} state changes during the stream`);
+    assert.deepEqual(
+      { misses: nh.misses, queued: nh.queued, asked: nh['resolve-requests'], drops: fin.drops },
+      { misses: 0, queued: 0, asked: 0, drops: {} },
+      'the churn never read as a miss',
+    );
+    assert.equal(fin.ports.uplink!.tx_frames, fin.connections.c0!.encap_frames, 'every encapsulated frame left through the uplink');
   });
 });

@@ -196,6 +196,26 @@ test('mirror: initial dump, live notifications, malformed ones skipped and count
   }
 });
 
+test('mirror: listeners run after the write section closes; a worker reading meanwhile never finds the table busy', async () => {
+  const k = new FakeKernel();
+  const m = await Mirror.open({ transport: k });
+  try {
+    const r = new NeighbourTableReader(m.sharedNeighbours);
+    const mac = new Uint8Array(6);
+    const seen: number[] = [];
+    // A listener does the main thread's work for a change (logs, next-hop publishing); a worker
+    // that looks the neighbour up meanwhile must get an answer, not NEIGH_BUSY.
+    m.onChange((e) => {
+      if (e.table === 'neigh') seen.push(r.lookupV4(2, 0xc6120002, mac, 0));
+    });
+    k.notify(neigh('198.18.0.2', '02:00:00:00:00:02'), neigh('198.18.0.3', '02:00:00:00:00:03'));
+    assert.deepEqual(seen, [NUD_REACHABLE, NUD_REACHABLE], 'both changes of the datagram are announced, each after the section closed');
+    assert.equal(mac[5], 0x02);
+  } finally {
+    await m.close();
+  }
+});
+
 test('mirror: overflow discards buffered notifications and resyncs; notifications during a resync are replayed after it', async () => {
   const k = new FakeKernel();
   const m = await Mirror.open({ transport: k });

@@ -20,7 +20,7 @@
  * is noticed.
  */
 import { completeChecksum } from '../../packet/offload.ts';
-import { NeighbourTableReader } from '../../netlink/neigh-table.ts';
+import { NEIGH_BUSY, NeighbourTableReader } from '../../netlink/neigh-table.ts';
 import { trainPackets } from '../../packet/vxlan.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
@@ -65,6 +65,7 @@ export class NexthopStage {
   private readonly v4: Int32Array;
   private readonly v6: Uint8Array;
   private readonly macs: Uint8Array;
+  private readonly mac = new Uint8Array(6);
   private readonly lastAsk: Float64Array;
   // Wait queues: `frames` slots of `slotBytes` per connection, in one buffer.
   private readonly waitMem: number;
@@ -147,11 +148,10 @@ export class NexthopStage {
     const seq = this.nexthops.seq(k);
     if (seq !== this.seen[k]) {
       const s = this.slot;
+      // The writer kept the slot busy: nothing new is known, so the connection keeps what it
+      // had (a next hop that worked keeps working) and the read is tried again next breath.
       const got = this.nexthops.read(k, s);
-      if (got < 0) {
-        this.ok[k] = 0;
-        return;
-      }
+      if (got < 0) return;
       this.seen[k] = got;
       // Not computed yet (the first moments after a start or a change): hold, don't drop.
       this.routeOk[k] = s[0] === NH_OK || s[0] === NH_UNKNOWN ? 1 : 0;
@@ -172,11 +172,21 @@ export class NexthopStage {
       this.ok[k] = 0;
       return;
     }
+    // Looked up into a scratch MAC: a lookup the mirror kept busy (NEIGH_BUSY: it was writing
+    // through every retry) may leave a torn MAC there, and it says nothing about the next hop,
+    // so the connection keeps its last MAC and state. Treating it as a miss held or dropped
+    // frames (a GSO train is not held) whenever the main thread was descheduled mid-write.
+    const mac = this.mac;
     const st =
       this.family[k] === 4
-        ? this.neighbours.lookupV4(this.ifindex[k]!, this.v4[k]!, this.macs, 6 * k)
-        : this.neighbours.lookupV6(this.ifindex[k]!, this.v6, 16 * k, this.macs, 6 * k);
+        ? this.neighbours.lookupV4(this.ifindex[k]!, this.v4[k]!, mac, 0)
+        : this.neighbours.lookupV6(this.ifindex[k]!, this.v6, 16 * k, mac, 0);
+    if (st === NEIGH_BUSY) return;
     const valid = st > 0 && (st & NUD_VALID) !== 0;
+    if (valid) {
+      const o = 6 * k;
+      for (let b = 0; b < 6; b++) this.macs[o + b] = mac[b]!;
+    }
     this.ok[k] = valid ? 1 : 0;
     this.stale[k] = valid && (st & NUD_STALE) !== 0 ? 1 : 0;
     if (!valid && now - this.lastAsk[k]! > 1000) {
