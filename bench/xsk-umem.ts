@@ -16,7 +16,7 @@
  *                     space-separated list of NAME=value): a change behind a variable, measured
  *
  *   node --import tsx bench/xsk-umem.ts [--compare umem|frame|c|env] [--a ENV] [--b ENV]
- *     [--runs 5] [--samples 1] [--seconds 1.5] [--steady-only] [--perf]
+ *     [--runs 5] [--samples 1] [--seconds 1.5] [--steady-only] [--perf [--symbols N]]
  *
  * Each run starts both forwarders afresh; `--samples` measurements per start and case.
  * `--steady-only` measures 64-byte steady frames alone (no bursty, no 1500-byte case).
@@ -26,7 +26,10 @@
  * share of the samples times its CPU per packet is the figure. On a shared VM throughput moves
  * ±20% from one second to the next; the user-space share of a change made in TypeScript is what
  * the change moves, and the samples measure it to a few nanoseconds where /proc's 10 ms ticks
- * cannot. Without `--perf` the user-space figure comes from /proc (utime).
+ * cannot. Without `--perf` the user-space figure comes from /proc (utime). `--symbols N` then
+ * prints, per variant, the N symbols that took most of the forwarder threads' samples, kernel and
+ * user space, with their ns per packet (pinhole runs with --perf-basic-prof, so V8's compiled
+ * functions have names: jitNames).
  *
  * Prints min/median/max and mean ± standard error per variant and figure, and the ratio of the
  * medians (first ÷ second). Root.
@@ -55,6 +58,7 @@ const { values } = parseArgs({
     b: { type: 'string', default: '' },
     'steady-only': { type: 'boolean', default: false },
     perf: { type: 'boolean', default: false },
+    symbols: { type: 'string', default: '0' },
   },
 });
 const runs = Number(values.runs);
@@ -91,6 +95,11 @@ const COMPARISONS: Record<string, [Variant, Variant]> = {
 };
 const VARIANTS = COMPARISONS[values.compare];
 if (!VARIANTS) throw new Error(`--compare umem, frame, c or env, not ${values.compare}`);
+const topSymbols = Number(values.symbols);
+if (!Number.isInteger(topSymbols) || topSymbols < 0) throw new Error(`--symbols takes a count, not ${values.symbols}`);
+if (topSymbols > 0 && !values.perf) throw new Error('--symbols needs --perf');
+// V8 names its compiled code in /tmp/perf-PID.map (a V8 flag NODE_OPTIONS allows; workers write to it too).
+if (topSymbols > 0) for (const v of VARIANTS) if (v.kind === 'pinhole') v.env.push('NODE_OPTIONS=--perf-basic-prof');
 const ALL_CASES: { size: 64 | 1500; shape: TrafficShape; metric: string; unit: 'Mpps' | 'Gbit/s' }[] = [
   { size: 64, shape: 'steady', metric: '64 B steady', unit: 'Mpps' },
   { size: 64, shape: 'bursty', metric: '64 B bursty', unit: 'Mpps' },
@@ -166,6 +175,70 @@ function userShare(file: string, pid: number): number {
     if (!dso.startsWith('[kernel') && !dso.startsWith('bpf_')) user += k;
   }
   return all > 0 ? user / all : 0;
+}
+
+/** Per variant: samples by symbol, and ns per packet summed over the measurements (for --symbols). */
+const symbolNs = new Map<string, Map<string, number>>();
+
+/**
+ * V8's code map for `pid` (/tmp/perf-PID.map: start, size, name per line, appended as code is
+ * made). Every isolate of the process (the main thread and each worker) writes to it, and an
+ * address freed by one is reused by another: perf takes the first entry that covers a sample,
+ * which named the worker's hot loop after a function the main thread compiled while loading.
+ * Here the latest entry covering an address wins.
+ */
+function jitNames(pid: number): (ip: number) => string | undefined {
+  let text = '';
+  try {
+    text = readFileSync(`/tmp/perf-${pid}.map`, 'utf8');
+  } catch {
+    return () => undefined;
+  }
+  const starts: number[] = [];
+  const ends: number[] = [];
+  const names: string[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]+) ([0-9a-f]+) (.*)$/.exec(line);
+    if (!m) continue;
+    const start = parseInt(m[1]!, 16);
+    starts.push(start);
+    ends.push(start + parseInt(m[2]!, 16));
+    names.push(m[3]!);
+  }
+  const cache = new Map<number, string | undefined>();
+  return (ip) => {
+    if (cache.has(ip)) return cache.get(ip);
+    let name: string | undefined;
+    for (let k = starts.length - 1; k >= 0; k--) {
+      if (starts[k]! <= ip && ip < ends[k]!) {
+        name = names[k];
+        break;
+      }
+    }
+    cache.set(ip, name);
+    return name;
+  };
+}
+
+/** Adds each symbol's share of the forwarder threads' samples in `file`, times `nsPerPacket`, to `v`'s table. */
+function addSymbols(file: string, pid: number, v: string, nsPerPacket: number): void {
+  const r = spawnSync('perf', ['script', '-i', file, '-F', 'tid,ip,sym'], { encoding: 'utf8', maxBuffer: 256 << 20 });
+  if (r.status !== 0) throw new Error(`perf script: ${r.stderr}`);
+  const tids = threadsOf(pid);
+  const jit = jitNames(pid);
+  const counts = new Map<string, number>();
+  let all = 0;
+  for (const line of r.stdout.split('\n')) {
+    const m = /^\s*(\d+)\s+([0-9a-f]+)\s*(.*)$/.exec(line);
+    if (!m || !tids.has(Number(m[1]))) continue;
+    // perf's name, unless V8's map has a later one for the address; its tier marker and source position dropped.
+    const sym = (jit(parseInt(m[2]!, 16)) ?? m[3]!.replace(/\+0x[0-9a-f]+$/, '') ?? '[unknown]').replace(/ (node:|file:|\/).*$/, '');
+    counts.set(sym, (counts.get(sym) ?? 0) + 1);
+    all++;
+  }
+  const table = symbolNs.get(v) ?? new Map<string, number>();
+  symbolNs.set(v, table);
+  for (const [sym, k] of counts) table.set(sym, (table.get(sym) ?? 0) + (k / all) * nsPerPacket);
 }
 
 /** The thread ids of `pid` (and of its children: `ip netns exec` and `taskset` exec into it). */
@@ -249,6 +322,7 @@ async function measure(p: ForwarderProcess, c: (typeof CASES)[number], r: number
       ? ((userSeconds(p.pid) - u0) * 1e9) / s.delivered
       : 0;
   add(`user CPU ns/packet ${c.metric}|${v}`, user);
+  if (perf && topSymbols > 0) addSymbols(perfFile, p.pid, v, s.cpuNsPerPacket ?? 0);
   process.stderr.write(
     `run ${r} ${v} ${c.metric}: ${value.toFixed(3)} ${c.unit}, ${s.cpuNsPerPacket?.toFixed(0)} ns CPU/packet (${user.toFixed(0)} user)\n`,
   );
@@ -298,4 +372,13 @@ for (const metric of new Set([...samples.keys()].map((k) => k.split('|')[0]!))) 
   const mm = (x: number[]): string =>
     x.length ? `${f(Math.min(...x))} / ${f(med(x))} / ${f(Math.max(...x))}; ${f(mean(x))} ± ${f(stderr(x))}` : '–';
   console.log(`| ${metric} | ${mm(a)} | ${mm(b)} | ${a.length && b.length ? (med(a) / med(b)).toFixed(2) : '–'} |`);
+}
+if (topSymbols > 0) {
+  for (const v of VARIANTS) {
+    const table = symbolNs.get(v.name);
+    if (!table) continue;
+    const measured = samples.get(`CPU ns/packet ${CASES[0]!.metric}|${v.name}`)?.length ?? 1;
+    console.log(`\n${v.label}: the ${topSymbols} symbols with most of the forwarder's CPU (ns per packet, mean of ${measured} measurements)`);
+    for (const [sym, ns] of [...table].sort((x, y) => y[1] - x[1]).slice(0, topSymbols)) console.log(`${(ns / measured).toFixed(1).padStart(7)}  ${sym}`);
+  }
 }
