@@ -42,9 +42,14 @@ export interface Step {
   run(now: number): void;
   /** Frames held across breaths (the engine wakes more often while any are). */
   readonly held?: number;
-  /** The graph is replaced: give back what the step registered (packet memory), count what it held. */
-  dispose?(): void;
+  /**
+   * The graph is replaced (`reconfigured`) or the worker stops (`stopped`): give back what the
+   * step registered (packet memory), count what it held as dropped for that reason.
+   */
+  dispose?(why: DisposeReason): void;
 }
+
+export type DisposeReason = 'reconfigured' | 'stopped';
 
 export const ENGINE_SLOT = { breaths: 0, idleWaits: 1, frames: 2, spinMs: 3 } as const;
 
@@ -148,9 +153,9 @@ export class Engine {
     }
   }
 
-  /** The graph is being replaced: every step gives back what it holds. */
-  dispose(): void {
-    for (const s of this.steps) s.dispose?.();
+  /** The graph is being replaced, or the worker stops: every step gives back what it holds. */
+  dispose(why: DisposeReason): void {
+    for (const s of this.steps) s.dispose?.(why);
   }
 
   /** Breathes until ctrl[CTRL_STOP] or ctrl[CTRL_RECONF] is raised. */

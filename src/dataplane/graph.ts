@@ -128,7 +128,7 @@ export function buildGraph(
       get held() {
         return nexthop.held;
       },
-      dispose: () => nexthop.dispose(),
+      dispose: (why) => nexthop.dispose(why),
     });
     for (let i = 0; i < conns.length; i++) tx.push({ input: toWorkload[i]!, port: ports.get(conns[i]!.workloadPort)! });
     tx.push({ input: toUplink, port: uplink });

@@ -171,6 +171,7 @@ export const NEXTHOP_COUNTERS = [
   'drop:no-route',
   'drop:link-full',
   'drop:reconfigured',
+  'drop:stopped',
   'stale-refreshes',
   'resolve-requests',
 ] as const;

@@ -377,7 +377,7 @@ class WorkerState {
       throw err;
     }
     for (const [name, o] of keep) o.port.setCounters(c, counterBase(layout, `port:${name}`));
-    this.engine.dispose();
+    this.engine.dispose('reconfigured');
     this.engine = engine;
     this.ports = new Map([...keep, ...opened]);
     this.plan = m.plan;
@@ -473,6 +473,8 @@ async function main(): Promise<void> {
     post({ type: 'error', worker: state.plan.worker, code: e.code ?? 'ERR_DATAPLANE_WORKER', message: e.message });
   } finally {
     try {
+      // Frames still held (next-hop wait queues) are counted as dropped: the final counters add up.
+      state.engine.dispose('stopped');
       state.engine.refreshStats();
     } catch {
       // statistics are best effort; closing is not

@@ -168,7 +168,7 @@ export function backgroundPing(
   dst: string,
   count: number,
   interval: number,
-): { replies(n: number): Promise<void>; done: Promise<{ sent: number; received: number; raw: string }> } {
+): { replies(n: number): Promise<void>; done: Promise<{ sent: number; received: number; raw: string }>; stop(): void } {
   const child = lab.spawn(ns, 'ping', [
     '-n',
     '-c',
@@ -210,6 +210,7 @@ export function backgroundPing(
         check();
       }),
     done,
+    stop: () => void child.kill(),
   };
 }
 

@@ -514,3 +514,43 @@ test("the next hop's neighbour entry churns under TCP (hundreds of kernel notifi
     assert.equal(fin.ports.uplink!.tx_frames, fin.connections.c0!.encap_frames, 'every encapsulated frame left through the uplink');
   });
 });
+
+test('a next hop that never answers: frames wait, time out and are counted; those still waiting at stop are counted too, and every encapsulated frame is accounted for', async () => {
+  await withLab('nhto', { sides: { a: 'pinhole', b: 'kernel' } }, async (lab) => {
+    const { a, b } = lab;
+    const wa = a.workloads[0]!;
+    const wb = b.workloads[0]!;
+    // Node B stops answering ARP: node A's kernel never resolves it.
+    lab.exec(b.ns, 'ip', ['link', 'set', b.uplink, 'arp', 'off']);
+    lab.exec(a.ns, 'ip', ['-4', 'neigh', 'flush', 'dev', a.uplink]);
+    const p = startRun(a, configFor(a, b, 'auto', [4]));
+    await p.ready;
+    // The pod's ARP requests for pod B (one a second, each a frame to encapsulate) wait in the
+    // next-hop queue for 3 s, then are dropped as timed out.
+    const bg = backgroundPing(lab, wa.podNs, wb.podAddr4, 100, 0.2);
+    try {
+      // Until a frame has timed out and another still waits (a few seconds; 100 ms stats lines).
+      const waited = (s: RunLine): boolean =>
+        (s.nexthop?.['drop:timeout'] ?? 0) > 0 && (s.nexthop?.queued ?? 0) > (s.nexthop?.['drop:timeout'] ?? 0);
+      let s = await p.nextStats();
+      for (let i = 0; i < 150 && !waited(s); i++) s = await p.nextStats();
+      assert.ok(waited(s), `frames timed out and others waited: ${JSON.stringify(s.nexthop)}`);
+    } finally {
+      bg.stop();
+    }
+    const fin = (await p.stop()) as unknown as RunLine;
+    const nh = fin.nexthop!;
+    const conn = fin.connections.c0!;
+    assert.equal(nh.flushed, 0, 'nothing was sent');
+    assert.ok(fin.drops['nexthop:timeout']! > 0, `timed out: ${JSON.stringify(fin.drops)}`);
+    assert.ok(fin.drops['nexthop:stopped']! > 0, `still waiting at stop: ${JSON.stringify(fin.drops)}`);
+    assert.equal(
+      nh.queued,
+      fin.drops['nexthop:timeout']! + fin.drops['nexthop:stopped']!,
+      'every queued frame timed out or was waiting at stop',
+    );
+    assert.equal(conn.drop_nexthop, nh.queued + (fin.drops['nexthop:queue-full'] ?? 0), "the connection's next-hop drops are the queue's");
+    assert.equal(fin.ports.uplink!.tx_frames, 0, 'nothing left through the uplink');
+    assert.equal(conn.encap_frames, conn.drop_nexthop, 'every encapsulated frame is accounted for');
+  });
+});

@@ -22,6 +22,7 @@
 import { completeChecksum } from '../../packet/offload.ts';
 import { NEIGH_BUSY, NeighbourTableReader } from '../../netlink/neigh-table.ts';
 import { trainPackets } from '../../packet/vxlan.ts';
+import type { DisposeReason } from '../engine.ts';
 import type { Link } from '../link.ts';
 import type { PacketMemory } from '../memory.ts';
 import { NH_OK, NH_UNKNOWN, type NextHopTable } from '../nexthop-table.ts';
@@ -42,6 +43,7 @@ const N_NO_ROUTE = N('drop:no-route');
 const N_LINK_FULL = N('drop:link-full');
 const N_STALE = N('stale-refreshes');
 const N_RECONFIGURED = N('drop:reconfigured');
+const N_STOPPED = N('drop:stopped');
 const N_REQUESTS = N('resolve-requests');
 const CC_DROP_NEXTHOP = CONNECTION_COUNTERS.indexOf('drop_nexthop');
 
@@ -122,14 +124,15 @@ export class NexthopStage {
   private readonly timeoutMs: number;
 
   /**
-   * The graph is replaced (a connection change): frames still waiting for a next hop are
-   * dropped — counted, never lost silently — and the wait buffer goes back to packet memory.
+   * The graph is replaced (a connection change) or the worker stops: frames still waiting for a
+   * next hop are dropped — counted under that reason, never lost silently — and the wait buffer
+   * goes back to packet memory.
    */
-  dispose(): void {
+  dispose(why: DisposeReason = 'reconfigured'): void {
     for (let k = 0; k < this.count; k++) {
       const q = this.waitN[k]!;
       if (q === 0) continue;
-      this.c[this.base + N_RECONFIGURED] += q;
+      this.c[this.base + (why === 'stopped' ? N_STOPPED : N_RECONFIGURED)] += q;
       this.c[this.connBase[k]! + CC_DROP_NEXTHOP] += q;
       this.waitN[k] = 0;
     }

@@ -282,12 +282,12 @@ export class WireguardStage {
     return this.conns[j]!;
   }
 
-  /** Runs one breathe: datagrams from the uplink, frames from the workloads, due timers. */
-  /** The graph is replaced: give the stage's buffer back to the worker's packet memory. */
+  /** The graph is replaced or the worker stops: give the stage's buffer back to the worker's packet memory. */
   dispose(): void {
     this.memory.release(this.slabMem);
   }
 
+  /** Runs one breathe: datagrams from the uplink, frames from the workloads, due timers. */
   push(fromUplink: Link | null, fromWorkload: Link | null, now: number): void {
     this.nextSlot = 0;
     const t = now * this.rate;
