@@ -234,6 +234,10 @@ export async function iperf(
     });
     assert.ok(r.receivedBps !== undefined, `iperf3 ${client} → ${server}: no receiver total`);
     return o.udp ? { bps: r.receivedBps, lost: r.lostPct ?? 0 } : { bps: r.receivedBps };
+  } catch (err) {
+    // The server's side of a run that failed (its log is flushed line by line).
+    if (err instanceof Error) err.message += `\n--- iperf3 server (${serverNs}):\n${srv.output().trim().slice(-1500)}`;
+    throw err;
   } finally {
     srv.stop();
   }

@@ -7,10 +7,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { requireRoot } from '../helpers/require.ts';
 import { buildLab, cleanupLab, listNetns, type Lab, type LabOptions } from '../../src/control/lab/topology.ts';
 import { PinholeError } from '../../src/sys/errors.ts';
+import { iperf, startIperfServer } from '../../src/control/lab/traffic.ts';
 
 requireRoot();
 
@@ -113,6 +114,26 @@ test('queues, MTUs, MACs, addresses without DAD; the pinhole side is bare', asyn
     const d = JSON.parse(JSON.stringify(lab.describe())) as { namespaces: string[]; a: { underlay4: string } };
     assert.deepEqual(d.namespaces, lab.namespaces);
     assert.equal(d.a.underlay4, '198.18.0.1');
+  });
+});
+
+test('an iperf3 client that never finishes is stopped at its deadline; the error says how far it got, and nothing is left running', async () => {
+  await withLab({ prefix: newPrefix('iperf') }, async (lab) => {
+    const wa = lab.a.workloads[0]!;
+    const wb = lab.b.workloads[0]!;
+    const srv = await startIperfServer(wb.podNs, { bind: wb.podAddr4, timeoutMs: 5000 });
+    try {
+      // Node A runs no forwarder: pod A's connection to pod B goes nowhere.
+      await assert.rejects(iperf(wa.podNs, { server: wb.podAddr4, seconds: 1, timeoutMs: 1500 }), (e: PinholeError) => {
+        assert.equal(e.code, 'ERR_LAB_TIMEOUT');
+        assert.match(e.message, /no result within 1500 ms; interrupted, it reported: \{"connected":0,"intervals":0,"sentBytes":0/);
+        return true;
+      });
+      assert.equal(execFileSync('ip', ['netns', 'pids', wa.podNs], { encoding: 'utf8' }).trim(), '', 'no iperf3 left in pod A');
+      assert.match(srv.output(), /Server listening on 5201/, "the server's log is there for a failure's message");
+    } finally {
+      srv.stop();
+    }
   });
 });
 

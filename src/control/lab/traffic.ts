@@ -230,6 +230,8 @@ export interface IperfServer {
   port: number;
   /** Ends the server. */
   stop(): void;
+  /** What the server printed so far (its text log: --forceflush), for a failure's message. */
+  output(): string;
 }
 
 /**
@@ -252,7 +254,7 @@ export async function startIperfServer(ns: string, o: { port?: number; bind?: st
     void p.done.then((r) => reject(trafficError(`${what} exited before listening`, r)));
   });
   await settleWithin(listening, what, o, () => p.kill('SIGKILL'));
-  return { port, stop: () => p.kill('SIGKILL') };
+  return { port, stop: () => p.kill('SIGKILL'), output: () => p.stdout() + p.stderr() };
 }
 
 export interface IperfOptions {
@@ -370,12 +372,40 @@ function iperfArgs(o: IperfOptions): string[] {
 export async function iperf(ns: string, o: IperfOptions & Partial<WaitOptions>): Promise<IperfResult> {
   const what = `iperf3 ${o.udp ? 'UDP' : 'TCP'} ${ns} → ${o.server}`;
   const p = spawnIn(ns, 'iperf3', iperfArgs(o), o.cpu);
-  const r = await finish(p, what, {
-    timeoutMs: o.timeoutMs ?? (o.seconds + (o.omit ?? 0)) * 1000 + 10_000,
-    ...(o.signal ? { signal: o.signal } : {}),
-  });
+  let r: ProcResult;
+  try {
+    r = await settleWithin(p.done, what, {
+      timeoutMs: o.timeoutMs ?? (o.seconds + (o.omit ?? 0)) * 1000 + 10_000,
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+  } catch (err) {
+    // iperf3 prints its JSON only at the end: an interrupt makes it print how far it got (the
+    // stream connected or not, bytes sent), which says where a run that never ended hung.
+    p.kill('SIGINT');
+    const late = await Promise.race([p.done, new Promise<undefined>((res) => setTimeout(() => res(undefined), 3000).unref())]);
+    p.kill('SIGKILL');
+    if (err instanceof PinholeError && late) err.message += `; interrupted, it reported: ${iperfProgress(late.stdout)}`;
+    throw err;
+  }
   if (r.code !== 0) throw trafficError(what, r, extractIperfError(r.stdout));
   return parseIperf(r.stdout);
+}
+
+/** A short account of an interrupted iperf3 client's JSON: streams, seconds and bytes sent, its error. */
+function iperfProgress(stdout: string): string {
+  try {
+    const j = JSON.parse(stdout) as Omit<IperfJson, 'start'> & { start?: { connected?: unknown[] }; intervals?: unknown[] };
+    const sent = j.end?.sum_sent ?? j.end?.sum;
+    return JSON.stringify({
+      connected: j.start?.connected?.length ?? 0,
+      intervals: j.intervals?.length ?? 0,
+      sentBytes: sent?.bytes ?? 0,
+      seconds: sent?.seconds ?? 0,
+      error: j.error,
+    });
+  } catch {
+    return stdout.trim().slice(-300) || '(nothing)';
+  }
 }
 
 function extractIperfError(stdout: string): string | undefined {
