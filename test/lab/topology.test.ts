@@ -8,6 +8,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { requireRoot } from '../helpers/require.ts';
 import { buildLab, cleanupLab, listNetns, type Lab, type LabOptions } from '../../src/control/lab/topology.ts';
 import { PinholeError } from '../../src/sys/errors.ts';
@@ -135,6 +138,57 @@ test('an iperf3 client that never finishes is stopped at its deadline; the error
       srv.stop();
     }
   });
+});
+
+test('a UDP run whose stream never connected is started once more (iperf3 never resends its connect datagram), and says so', async () => {
+  // The kernel here has no tc actions to drop exactly that one datagram, so the client is a
+  // stand-in with iperf3's behaviour: its first run waits for the stream's answer until it is
+  // interrupted, then prints the JSON iperf3 prints then (no stream connected); the second run
+  // finishes. What is under test is the lab's retry, not iperf3.
+  const dir = mkdtempSync(join(tmpdir(), 'ph-iperf-'));
+  const runs = join(dir, 'runs');
+  const interrupted = { start: { connected: [] }, intervals: [], end: {}, error: 'interrupt - the client has terminated' };
+  const sum = { seconds: 1, bytes: 1250000, bits_per_second: 1e7 };
+  const finished = {
+    start: { connected: [{}], test_start: { protocol: 'UDP' } },
+    intervals: [{}],
+    end: { sum_sent: sum, sum_received: sum },
+  };
+  writeFileSync(join(dir, 'interrupted.json'), JSON.stringify(interrupted));
+  writeFileSync(join(dir, 'finished.json'), JSON.stringify(finished));
+  writeFileSync(
+    join(dir, 'iperf3'),
+    [
+      '#!/bin/sh',
+      `echo run >> ${runs}`,
+      `if [ "$(wc -l < ${runs})" -eq 1 ]; then`,
+      `  trap 'cat ${dir}/interrupted.json; exit 1' INT`,
+      '  while :; do sleep 0.05; done',
+      'fi',
+      `cat ${dir}/finished.json`,
+    ].join('\n'),
+    { mode: 0o755 },
+  );
+  const path = process.env.PATH;
+  process.env.PATH = `${dir}:${path}`;
+  try {
+    await withLab({ prefix: newPrefix('iperfu') }, async (lab) => {
+      const r = await iperf(lab.a.workloads[0]!.podNs, { server: '198.19.0.2', seconds: 1, udp: true, timeoutMs: 1000 });
+      assert.equal(readFileSync(runs, 'utf8'), 'run\nrun\n', 'two runs');
+      assert.equal(r.connectRetries, 1, 'the result says it was started once more');
+      assert.equal(r.receivedBps, 1e7);
+      // A TCP run is not started again: its connect is the kernel's, with its own retries.
+      writeFileSync(runs, '');
+      await assert.rejects(
+        iperf(lab.a.workloads[0]!.podNs, { server: '198.19.0.2', seconds: 1, timeoutMs: 1000 }),
+        /ERR_LAB_TIMEOUT|no result within 1000 ms; interrupted, it reported: \{"connected":0/,
+      );
+      assert.equal(readFileSync(runs, 'utf8'), 'run\n', 'one run');
+    });
+  } finally {
+    process.env.PATH = path;
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('a build the kernel refuses halfway leaves nothing behind', () => {

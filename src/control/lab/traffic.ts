@@ -295,6 +295,8 @@ export interface IperfResult {
   jitterMs?: number;
   /** The client was stopped by a signal (the numbers cover the time until then). */
   interrupted: boolean;
+  /** UDP: runs started again because the first never connected its stream (iperf's connect datagram lost). */
+  connectRetries?: number;
 }
 
 interface IperfSum {
@@ -368,8 +370,24 @@ function iperfArgs(o: IperfOptions): string[] {
   ];
 }
 
-/** Runs an iperf3 client in `ns` against a server started with startIperfServer. */
+/**
+ * Runs an iperf3 client in `ns` against a server started with startIperfServer.
+ *
+ * A UDP run whose stream never connected is started once more. iperf3 (3.12, Debian's) opens a
+ * UDP stream with one datagram to the server and then waits up to 30 s for the one answer
+ * (iperf_udp_connect: no retry), so a single lost datagram on a lossy path — a userspace peer
+ * dropping under the load of the run before — hangs the run past any deadline while the path
+ * works. The result says so (`connectRetries`); anything else that misses the deadline fails.
+ */
 export async function iperf(ns: string, o: IperfOptions & Partial<WaitOptions>): Promise<IperfResult> {
+  for (let retries = 0; ; retries++) {
+    const r = await iperfOnce(ns, o, o.udp === true && retries === 0);
+    if (r === 'not-connected') continue;
+    return retries > 0 ? { ...r, connectRetries: retries } : r;
+  }
+}
+
+async function iperfOnce(ns: string, o: IperfOptions & Partial<WaitOptions>, mayRetry: boolean): Promise<IperfResult | 'not-connected'> {
   const what = `iperf3 ${o.udp ? 'UDP' : 'TCP'} ${ns} → ${o.server}`;
   const p = spawnIn(ns, 'iperf3', iperfArgs(o), o.cpu);
   let r: ProcResult;
@@ -384,27 +402,39 @@ export async function iperf(ns: string, o: IperfOptions & Partial<WaitOptions>):
     p.kill('SIGINT');
     const late = await Promise.race([p.done, new Promise<undefined>((res) => setTimeout(() => res(undefined), 3000).unref())]);
     p.kill('SIGKILL');
-    if (err instanceof PinholeError && late) err.message += `; interrupted, it reported: ${iperfProgress(late.stdout)}`;
+    const progress = late ? iperfProgress(late.stdout) : undefined;
+    if (
+      mayRetry &&
+      err instanceof PinholeError &&
+      err.code === 'ERR_LAB_TIMEOUT' &&
+      progress !== undefined &&
+      'connected' in progress &&
+      progress.connected === 0
+    )
+      return 'not-connected';
+    if (err instanceof PinholeError && progress) err.message += `; interrupted, it reported: ${JSON.stringify(progress)}`;
     throw err;
   }
   if (r.code !== 0) throw trafficError(what, r, extractIperfError(r.stdout));
   return parseIperf(r.stdout);
 }
 
-/** A short account of an interrupted iperf3 client's JSON: streams, seconds and bytes sent, its error. */
-function iperfProgress(stdout: string): string {
+/** How far an interrupted iperf3 client got, from its JSON: streams connected, intervals, bytes and seconds sent, its error. */
+function iperfProgress(
+  stdout: string,
+): { connected: number; intervals: number; sentBytes: number; seconds: number; error?: string } | { output: string } {
   try {
     const j = JSON.parse(stdout) as Omit<IperfJson, 'start'> & { start?: { connected?: unknown[] }; intervals?: unknown[] };
     const sent = j.end?.sum_sent ?? j.end?.sum;
-    return JSON.stringify({
+    return {
       connected: j.start?.connected?.length ?? 0,
       intervals: j.intervals?.length ?? 0,
       sentBytes: sent?.bytes ?? 0,
       seconds: sent?.seconds ?? 0,
-      error: j.error,
-    });
+      ...(j.error !== undefined ? { error: j.error } : {}),
+    };
   } catch {
-    return stdout.trim().slice(-300) || '(nothing)';
+    return { output: stdout.trim().slice(-300) || '(nothing)' };
   }
 }
 
