@@ -378,7 +378,10 @@ if (topSymbols > 0) {
     const table = symbolNs.get(v.name);
     if (!table) continue;
     const measured = samples.get(`CPU ns/packet ${CASES[0]!.metric}|${v.name}`)?.length ?? 1;
-    console.log(`\n${v.label}: the ${topSymbols} symbols with most of the forwarder's CPU (ns per packet, mean of ${measured} measurements)`);
-    for (const [sym, ns] of [...table].sort((x, y) => y[1] - x[1]).slice(0, topSymbols)) console.log(`${(ns / measured).toFixed(1).padStart(7)}  ${sym}`);
+    console.log(
+      `\n${v.label}: the ${topSymbols} symbols with most of the forwarder's CPU (ns per packet, mean of ${measured} measurements)`,
+    );
+    for (const [sym, ns] of [...table].sort((x, y) => y[1] - x[1]).slice(0, topSymbols))
+      console.log(`${(ns / measured).toFixed(1).padStart(7)}  ${sym}`);
   }
 }
