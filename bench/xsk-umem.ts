@@ -98,8 +98,16 @@ if (!VARIANTS) throw new Error(`--compare umem, frame, c or env, not ${values.co
 const topSymbols = Number(values.symbols);
 if (!Number.isInteger(topSymbols) || topSymbols < 0) throw new Error(`--symbols takes a count, not ${values.symbols}`);
 if (topSymbols > 0 && !values.perf) throw new Error('--symbols needs --perf');
-// V8 names its compiled code in /tmp/perf-PID.map (a V8 flag NODE_OPTIONS allows; workers write to it too).
-if (topSymbols > 0) for (const v of VARIANTS) if (v.kind === 'pinhole') v.env.push('NODE_OPTIONS=--perf-basic-prof');
+// V8 names its compiled code in /tmp/perf-PID.map (a V8 flag NODE_OPTIONS allows; workers write
+// to it too), added to a NODE_OPTIONS given in --a/--b. The C reference needs no map.
+if (topSymbols > 0) {
+  for (const v of VARIANTS) {
+    if (v.kind !== 'pinhole') continue;
+    const i = v.env.findIndex((e) => e.startsWith('NODE_OPTIONS='));
+    if (i >= 0) v.env[i] = `${v.env[i]} --perf-basic-prof`;
+    else v.env.push('NODE_OPTIONS=--perf-basic-prof');
+  }
+}
 const ALL_CASES: { size: 64 | 1500; shape: TrafficShape; metric: string; unit: 'Mpps' | 'Gbit/s' }[] = [
   { size: 64, shape: 'steady', metric: '64 B steady', unit: 'Mpps' },
   { size: 64, shape: 'bursty', metric: '64 B bursty', unit: 'Mpps' },
@@ -134,7 +142,7 @@ cleanup.add(() => att.close());
 if (cRef) cleanup.add(() => cRef.close());
 cleanup.add(() => {
   // perf keeps the file before as FILE.old.
-  for (const f of [perfFile, `${perfFile}.old`]) rmSync(f, { force: true });
+  for (const f of [perfFile, `${perfFile}.old`, ...perfMaps]) rmSync(f, { force: true });
 });
 const frame = (size: number): Uint8Array =>
   buildFrame({
@@ -177,18 +185,22 @@ function userShare(file: string, pid: number): number {
   return all > 0 ? user / all : 0;
 }
 
-/** Per variant: samples by symbol, and ns per packet summed over the measurements (for --symbols). */
+/** Per case and variant (`metric|variant`): ns per packet by symbol, summed over the measurements (for --symbols). */
 const symbolNs = new Map<string, Map<string, number>>();
+/** The forwarders' perf maps, removed at the end. */
+const perfMaps = new Set<string>();
 
 /**
  * V8's code map for `pid` (/tmp/perf-PID.map: start, size, name per line, appended as code is
  * made). Every isolate of the process (the main thread and each worker) writes to it, and an
  * address freed by one is reused by another: perf takes the first entry that covers a sample,
  * which named the worker's hot loop after a function the main thread compiled while loading.
- * Here the latest entry covering an address wins.
+ * Here the latest entry covering an address wins: a heuristic (a sample may be named after code
+ * made after it), right for a steady loop compiled once warm, as the forwarder's is.
  */
 function jitNames(pid: number): (ip: number) => string | undefined {
   let text = '';
+  perfMaps.add(`/tmp/perf-${pid}.map`);
   try {
     text = readFileSync(`/tmp/perf-${pid}.map`, 'utf8');
   } catch {
@@ -220,8 +232,8 @@ function jitNames(pid: number): (ip: number) => string | undefined {
   };
 }
 
-/** Adds each symbol's share of the forwarder threads' samples in `file`, times `nsPerPacket`, to `v`'s table. */
-function addSymbols(file: string, pid: number, v: string, nsPerPacket: number): void {
+/** Adds each symbol's share of the forwarder threads' samples in `file`, times `nsPerPacket`, to table `key`. */
+function addSymbols(file: string, pid: number, key: string, nsPerPacket: number): void {
   const r = spawnSync('perf', ['script', '-i', file, '-F', 'tid,ip,sym'], { encoding: 'utf8', maxBuffer: 256 << 20 });
   if (r.status !== 0) throw new Error(`perf script: ${r.stderr}`);
   const tids = threadsOf(pid);
@@ -232,12 +244,12 @@ function addSymbols(file: string, pid: number, v: string, nsPerPacket: number): 
     const m = /^\s*(\d+)\s+([0-9a-f]+)\s*(.*)$/.exec(line);
     if (!m || !tids.has(Number(m[1]))) continue;
     // perf's name, unless V8's map has a later one for the address; its tier marker and source position dropped.
-    const sym = (jit(parseInt(m[2]!, 16)) ?? m[3]!.replace(/\+0x[0-9a-f]+$/, '') ?? '[unknown]').replace(/ (node:|file:|\/).*$/, '');
+    const sym = (jit(parseInt(m[2]!, 16)) ?? (m[3]!.replace(/\+0x[0-9a-f]+$/, '') || '[unknown]')).replace(/ (node:|file:|\/).*$/, '');
     counts.set(sym, (counts.get(sym) ?? 0) + 1);
     all++;
   }
-  const table = symbolNs.get(v) ?? new Map<string, number>();
-  symbolNs.set(v, table);
+  const table = symbolNs.get(key) ?? new Map<string, number>();
+  symbolNs.set(key, table);
   for (const [sym, k] of counts) table.set(sym, (table.get(sym) ?? 0) + (k / all) * nsPerPacket);
 }
 
@@ -322,7 +334,7 @@ async function measure(p: ForwarderProcess, c: (typeof CASES)[number], r: number
       ? ((userSeconds(p.pid) - u0) * 1e9) / s.delivered
       : 0;
   add(`user CPU ns/packet ${c.metric}|${v}`, user);
-  if (perf && topSymbols > 0) addSymbols(perfFile, p.pid, v, s.cpuNsPerPacket ?? 0);
+  if (perf && topSymbols > 0) addSymbols(perfFile, p.pid, `${c.metric}|${v}`, s.cpuNsPerPacket ?? 0);
   process.stderr.write(
     `run ${r} ${v} ${c.metric}: ${value.toFixed(3)} ${c.unit}, ${s.cpuNsPerPacket?.toFixed(0)} ns CPU/packet (${user.toFixed(0)} user)\n`,
   );
@@ -373,13 +385,13 @@ for (const metric of new Set([...samples.keys()].map((k) => k.split('|')[0]!))) 
     x.length ? `${f(Math.min(...x))} / ${f(med(x))} / ${f(Math.max(...x))}; ${f(mean(x))} ± ${f(stderr(x))}` : '–';
   console.log(`| ${metric} | ${mm(a)} | ${mm(b)} | ${a.length && b.length ? (med(a) / med(b)).toFixed(2) : '–'} |`);
 }
-if (topSymbols > 0) {
+for (const c of topSymbols > 0 ? CASES : []) {
   for (const v of VARIANTS) {
-    const table = symbolNs.get(v.name);
+    const table = symbolNs.get(`${c.metric}|${v.name}`);
     if (!table) continue;
-    const measured = samples.get(`CPU ns/packet ${CASES[0]!.metric}|${v.name}`)?.length ?? 1;
+    const measured = samples.get(`CPU ns/packet ${c.metric}|${v.name}`)?.length ?? 1;
     console.log(
-      `\n${v.label}: the ${topSymbols} symbols with most of the forwarder's CPU (ns per packet, mean of ${measured} measurements)`,
+      `\n${v.label}, ${c.metric}: the ${topSymbols} symbols with most of the forwarder's CPU (ns per packet, mean of ${measured} measurements)`,
     );
     for (const [sym, ns] of [...table].sort((x, y) => y[1] - x[1]).slice(0, topSymbols))
       console.log(`${(ns / measured).toFixed(1).padStart(7)}  ${sym}`);

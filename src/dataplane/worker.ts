@@ -475,6 +475,10 @@ async function main(): Promise<void> {
     try {
       // Frames still held (next-hop wait queues) are counted as dropped: the final counters add up.
       state.engine.dispose('stopped');
+    } catch {
+      // counting is best effort; closing is not
+    }
+    try {
       state.engine.refreshStats();
     } catch {
       // statistics are best effort; closing is not

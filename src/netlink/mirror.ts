@@ -644,10 +644,11 @@ export class Mirror {
       for (const u of updates) this.buffered.push(u);
       return;
     }
-    // One datagram = one write section for worker readers, kept short: only the tables are
-    // written inside it. Listeners (logs, next-hop publishing) run after it closes — a reader
-    // that finds the section open through all its retries gets NEIGH_BUSY, and the main thread
-    // doing a listener's work (or being descheduled meanwhile) inside it made that common.
+    // One datagram = one write section for worker readers, and only the tables are written
+    // inside it: listeners (logs, next-hop publishing, pending resolutions) run after it closes,
+    // so their work does not lengthen it. A worker that finds it open through all its retries
+    // gets NEIGH_BUSY and keeps its last answer (dataplane/stages/nexthop.ts); listeners see the
+    // tables after the whole datagram.
     const applied: ReturnType<Mirror['applyOne']>[] = [];
     this.tables.shared.begin();
     try {

@@ -233,6 +233,8 @@ export async function iperf(
       ...(o.udp ? { udp: true, bitrate: o.bitrate ?? '200M', length: 1200 } : {}),
     });
     assert.ok(r.receivedBps !== undefined, `iperf3 ${client} → ${server}: no receiver total`);
+    if (r.connectRetries)
+      console.log(`# iperf3 UDP ${client} → ${server}: its stream never connected, started again (${r.connectRetries})`);
     return o.udp ? { bps: r.receivedBps, lost: r.lostPct ?? 0 } : { bps: r.receivedBps };
   } catch (err) {
     // The server's side of a run that failed (its log is flushed line by line).

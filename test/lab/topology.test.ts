@@ -129,7 +129,10 @@ test('an iperf3 client that never finishes is stopped at its deadline; the error
       // Node A runs no forwarder: pod A's connection to pod B goes nowhere.
       await assert.rejects(iperf(wa.podNs, { server: wb.podAddr4, seconds: 1, timeoutMs: 1500 }), (e: PinholeError) => {
         assert.equal(e.code, 'ERR_LAB_TIMEOUT');
-        assert.match(e.message, /no result within 1500 ms; interrupted, it reported: \{"connected":0,"intervals":0,"sentBytes":0/);
+        assert.match(
+          e.message,
+          /no result within 1500 ms; interrupted, it reported: \{"control":false,"connected":0,"intervals":0,"sentBytes":0/,
+        );
         return true;
       });
       assert.equal(execFileSync('ip', ['netns', 'pids', wa.podNs], { encoding: 'utf8' }).trim(), '', 'no iperf3 left in pod A');
@@ -147,7 +150,13 @@ test('a UDP run whose stream never connected is started once more (iperf3 never 
   // finishes. What is under test is the lab's retry, not iperf3.
   const dir = mkdtempSync(join(tmpdir(), 'ph-iperf-'));
   const runs = join(dir, 'runs');
-  const interrupted = { start: { connected: [] }, intervals: [], end: {}, error: 'interrupt - the client has terminated' };
+  // Interrupted with the control connection up (the server's cookie) and no stream connected.
+  const interrupted = {
+    start: { cookie: 'c00k1e', connected: [] },
+    intervals: [],
+    end: {},
+    error: 'interrupt - the client has terminated',
+  };
   const sum = { seconds: 1, bytes: 1250000, bits_per_second: 1e7 };
   const finished = {
     start: { connected: [{}], test_start: { protocol: 'UDP' } },
@@ -179,9 +188,19 @@ test('a UDP run whose stream never connected is started once more (iperf3 never 
       assert.equal(r.receivedBps, 1e7);
       // A TCP run is not started again: its connect is the kernel's, with its own retries.
       writeFileSync(runs, '');
+      const tcp = (e: PinholeError): boolean => {
+        assert.equal(e.code, 'ERR_LAB_TIMEOUT');
+        assert.match(e.message, /no result within 1000 ms; interrupted, it reported: \{"control":true,"connected":0/);
+        return true;
+      };
+      await assert.rejects(iperf(lab.a.workloads[0]!.podNs, { server: '198.19.0.2', seconds: 1, timeoutMs: 1000 }), tcp);
+      assert.equal(readFileSync(runs, 'utf8'), 'run\n', 'one run');
+      // Nor is a UDP run whose control connection never came up: that is no lost stream datagram.
+      writeFileSync(runs, '');
+      writeFileSync(join(dir, 'interrupted.json'), JSON.stringify({ ...interrupted, start: { connected: [] } }));
       await assert.rejects(
-        iperf(lab.a.workloads[0]!.podNs, { server: '198.19.0.2', seconds: 1, timeoutMs: 1000 }),
-        /ERR_LAB_TIMEOUT|no result within 1000 ms; interrupted, it reported: \{"connected":0/,
+        iperf(lab.a.workloads[0]!.podNs, { server: '198.19.0.2', seconds: 1, udp: true, timeoutMs: 1000 }),
+        /"control":false/,
       );
       assert.equal(readFileSync(runs, 'utf8'), 'run\n', 'one run');
     });

@@ -249,19 +249,28 @@ test('next hop: a train passes through with its chunk size; on a miss it is drop
   assert.equal(out.gso[1], 1000);
   assert.equal(c[NEXTHOP_COUNTERS.indexOf('frames')], 3, "the train's packets passed");
   assert.deepEqual([...buf.subarray(4096, 4102)], [2, 0, 0, 0, 0, 0xb], 'the train got the next hop MAC');
-  nh.dispose();
+  nh.dispose('reconfigured');
 });
 
-test('next hop: a writer busy on either table is no miss: frames keep the last MAC, nothing is held, dropped or asked', () => {
+/** A next-hop stage over one connection, with its tables, and a breath that sends a train and an ordinary frame. */
+function busyStage(): {
+  nh: NexthopStage;
+  c: Float64Array;
+  asks: number[];
+  nexthops: NextHopTable;
+  neigh: NeighbourTableWriter;
+  /** Publishes 198.18.0.<host> as the next hop. */
+  route(host: number): void;
+  /** The kernel's entry for 198.18.0.<host>: MAC 02:00:00:00:00:<mac>, REACHABLE. */
+  entry(host: number, mac: number): void;
+  /** One breath; returns the last MAC byte each frame that left had. */
+  breathe(now: number): number[];
+} {
   const memory = new PacketMemory();
   const buf = new Uint8Array(new ArrayBuffer(1 << 16));
   const id = memory.register(buf.buffer);
   const nexthops = new NextHopTable(new SharedArrayBuffer(nextHopTableBytes(1)));
-  nexthops.write(0, { state: NH_OK, family: 4, ifindex: 2, words: [(198 << 24) | (18 << 16) | 2, 0, 0, 0] });
   const neigh = new NeighbourTableWriter(16);
-  const next = (mac: number): void =>
-    void neigh.upsert({ family: 4, ifindex: 2, addr: Uint8Array.of(198, 18, 0, 2), mac: Uint8Array.of(2, 0, 0, 0, 0, mac), state: 0x02 });
-  next(0xa);
   const c = new Float64Array(NEXTHOP_COUNTERS.length + CONNECTION_COUNTERS.length);
   const out = new Link('out', 8);
   const asks: number[] = [];
@@ -278,35 +287,87 @@ test('next hop: a writer busy on either table is no miss: frames keep the last M
     (k) => asks.push(k),
   );
   const link = new Link('in', 8);
-  /** One breath with a train and an ordinary frame; returns the MACs they left with. */
-  const breathe = (now: number): number[] => {
-    outer(buf, 4096, 3000);
-    link.push(id, 4096, 3000, 0, 0, 1000);
-    link.push(id, 8192, 100, 0);
-    nh.push(link, now);
-    const macs = [];
-    for (let i = 0; i < out.n; i++) macs.push(buf[out.addr[i]! + 5]!);
-    out.clear();
-    return macs;
+  return {
+    nh,
+    c,
+    asks,
+    nexthops,
+    neigh,
+    route: (host) => nexthops.write(0, { state: NH_OK, family: 4, ifindex: 2, words: [(198 << 24) | (18 << 16) | host, 0, 0, 0] }),
+    entry: (host, mac) =>
+      void neigh.upsert({
+        family: 4,
+        ifindex: 2,
+        addr: Uint8Array.of(198, 18, 0, host),
+        mac: Uint8Array.of(2, 0, 0, 0, 0, mac),
+        state: 0x02,
+      }),
+    breathe: (now) => {
+      outer(buf, 4096, 3000);
+      link.push(id, 4096, 3000, 0, 0, 1000);
+      link.push(id, 8192, 100, 0);
+      nh.push(link, now);
+      const macs = [];
+      for (let i = 0; i < out.n; i++) macs.push(memory.u8[out.mem[i]!]![out.addr[i]! + 5]!);
+      out.clear();
+      return macs;
+    },
   };
-  assert.deepEqual(breathe(0), [0xa, 0xa]);
+}
+
+const NC = (name: (typeof NEXTHOP_COUNTERS)[number]): number => NEXTHOP_COUNTERS.indexOf(name);
+
+test('next hop: a writer busy on either table is no miss: frames keep the last MAC, nothing is held, dropped or asked', () => {
+  const t = busyStage();
+  t.route(2);
+  t.entry(2, 0xa);
+  assert.deepEqual(t.breathe(0), [0xa, 0xa]);
   // The mirror is writing (its section open through every retry: NEIGH_BUSY), and what it
   // writes is a new MAC: a lookup meanwhile may see it torn, so the stage keeps the last one.
-  neigh.begin();
-  next(0xb);
-  assert.deepEqual(breathe(1), [0xa, 0xa], 'the neighbour table busy: the last MAC');
-  // The main thread is republishing the next hop (the slot's sequence odd: read() gives up).
-  Atomics.add(nexthops.w, 0, 1);
-  assert.deepEqual(breathe(2), [0xa, 0xa], 'the next-hop slot busy too: still the last MAC');
-  Atomics.add(nexthops.w, 0, 1);
-  neigh.end();
-  assert.deepEqual(breathe(3), [0xb, 0xb], 'both writers done: the new MAC');
-  assert.equal(c[NEXTHOP_COUNTERS.indexOf('misses')], 0, 'no miss');
-  assert.equal(c[NEXTHOP_COUNTERS.indexOf('drop:queue-full')], 0, 'no train dropped');
-  assert.equal(nh.held, 0, 'nothing held');
-  assert.deepEqual(asks, [], 'the kernel was not asked to resolve');
-  assert.equal(c[NEXTHOP_COUNTERS.indexOf('frames')], 4 * (3 + 1));
-  nh.dispose();
+  t.neigh.begin();
+  t.entry(2, 0xb);
+  assert.deepEqual(t.breathe(1), [0xa, 0xa], 'the neighbour table busy: the last MAC');
+  t.neigh.end();
+  // The main thread is republishing the next hop (the slot's sequence odd: read() gives up),
+  // with the neighbour table idle and holding the new MAC: the stage does not look it up.
+  Atomics.add(t.nexthops.w, 0, 1);
+  assert.deepEqual(t.breathe(2), [0xa, 0xa], 'the next-hop slot busy: still the last MAC');
+  Atomics.add(t.nexthops.w, 0, 1);
+  assert.deepEqual(t.breathe(3), [0xb, 0xb], 'both writers done: the new MAC');
+  assert.equal(t.c[NC('misses')], 0, 'no miss');
+  assert.equal(t.c[NC('drop:queue-full')], 0, 'no train dropped');
+  assert.equal(t.nh.held, 0, 'nothing held');
+  assert.deepEqual(t.asks, [], 'the kernel was not asked to resolve');
+  assert.equal(t.c[NC('frames')], 4 * (3 + 1));
+  t.nh.dispose('reconfigured');
+});
+
+test('next hop: a busy writer before there is an answer to keep holds frames; it never sends them to another next hop’s MAC or drops them as unroutable', () => {
+  const t = busyStage();
+  t.route(2);
+  t.entry(2, 0xa);
+  // The first read of the slot finds it busy: not computed yet, so the frame waits (the train,
+  // which a wait slot cannot take, is dropped as a miss), nothing is dropped as unroutable.
+  Atomics.add(t.nexthops.w, 0, 1);
+  assert.deepEqual(t.breathe(0), []);
+  assert.equal(t.nh.held, 1, 'the ordinary frame waits');
+  assert.equal(t.c[NC('drop:no-route')], 0, 'nothing dropped as unroutable');
+  Atomics.add(t.nexthops.w, 0, 1);
+  assert.deepEqual(t.breathe(1), [0xa, 0xa, 0xa], 'the held frame, then this breath’s two');
+  // The route moves to 198.18.0.3 while the mirror is writing that next hop's entry: the MAC
+  // kept from 198.18.0.2 is no answer for it, so the frames wait rather than go to the old one.
+  t.neigh.begin();
+  t.entry(3, 0xc);
+  t.route(3);
+  assert.deepEqual(t.breathe(2), [], 'nothing to the old next hop’s MAC');
+  assert.equal(t.nh.held, 1);
+  t.neigh.end();
+  assert.deepEqual(t.breathe(3), [0xc, 0xc, 0xc], 'the new next hop’s MAC once the mirror is done');
+  assert.deepEqual(t.asks, [], 'a busy table asks the kernel nothing');
+  assert.equal(t.c[NC('misses')], 2 * (3 + 1), 'the two breaths without an answer');
+  assert.equal(t.c[NC('drop:queue-full')], 2 * 3, 'their trains');
+  assert.equal(t.c[NC('flushed')], 2);
+  t.nh.dispose('reconfigured');
 });
 
 test('trains need Linux 6.2 (AF_PACKET takes UDP_L4 GSO in a vnet header from then on)', () => {

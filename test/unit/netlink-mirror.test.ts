@@ -196,7 +196,7 @@ test('mirror: initial dump, live notifications, malformed ones skipped and count
   }
 });
 
-test('mirror: listeners run after the write section closes; a worker reading meanwhile never finds the table busy', async () => {
+test('mirror: listeners run after the write section closes; a lookup from a listener finds the table idle', async () => {
   const k = new FakeKernel();
   const m = await Mirror.open({ transport: k });
   try {

@@ -6,7 +6,8 @@
  * Every process is `ip netns exec NS tool ...` (iproute2 enters the namespace and execs the tool,
  * so the child's pid is the tool's). A run has a deadline and may be aborted (AbortSignal): the
  * tool is then killed and the promise rejects with ERR_LAB_TIMEOUT / ERR_LAB_ABORTED, so a demo
- * interrupted by Ctrl-C never waits on a tool.
+ * interrupted by Ctrl-C never waits on a tool (an iperf3 client past its deadline gets 3 s to
+ * say how far it got: iperf below).
  *
  * Parsing:
  *  - ping (iputils): the summary `N packets transmitted, M received` and
@@ -373,11 +374,13 @@ function iperfArgs(o: IperfOptions): string[] {
 /**
  * Runs an iperf3 client in `ns` against a server started with startIperfServer.
  *
- * A UDP run whose stream never connected is started once more. iperf3 (3.12, Debian's) opens a
- * UDP stream with one datagram to the server and then waits up to 30 s for the one answer
- * (iperf_udp_connect: no retry), so a single lost datagram on a lossy path — a userspace peer
- * dropping under the load of the run before — hangs the run past any deadline while the path
- * works. The result says so (`connectRetries`); anything else that misses the deadline fails.
+ * A UDP run whose control connection came up but whose stream never connected is started once
+ * more. iperf3 (3.12, Debian's) connects a UDP stream with one datagram to the server and then
+ * waits up to 30 s for the one answer (iperf_udp_connect: no resend), so a single datagram lost
+ * on a lossy path — a userspace peer still dropping under the load of the run before — hangs a
+ * run whose deadline comes first while the path works. The result says so (`connectRetries`);
+ * a TCP run, or anything else that misses its deadline, fails. A retry can meet a server still
+ * ending the interrupted test ("busy"): that fails too.
  */
 export async function iperf(ns: string, o: IperfOptions & Partial<WaitOptions>): Promise<IperfResult> {
   for (let retries = 0; ; retries++) {
@@ -397,36 +400,44 @@ async function iperfOnce(ns: string, o: IperfOptions & Partial<WaitOptions>, may
       ...(o.signal ? { signal: o.signal } : {}),
     });
   } catch (err) {
+    if (!(err instanceof PinholeError) || err.code !== 'ERR_LAB_TIMEOUT') {
+      // Aborted (Ctrl-C in the demo): no waiting on the tool.
+      p.kill('SIGKILL');
+      throw err;
+    }
     // iperf3 prints its JSON only at the end: an interrupt makes it print how far it got (the
-    // stream connected or not, bytes sent), which says where a run that never ended hung.
+    // control connection and the streams connected or not, bytes sent), which says where a run
+    // that never ended hung. It has 3 s to do so; the function returns once it is gone.
     p.kill('SIGINT');
     const late = await Promise.race([p.done, new Promise<undefined>((res) => setTimeout(() => res(undefined), 3000).unref())]);
     p.kill('SIGKILL');
+    await p.done;
     const progress = late ? iperfProgress(late.stdout) : undefined;
-    if (
-      mayRetry &&
-      err instanceof PinholeError &&
-      err.code === 'ERR_LAB_TIMEOUT' &&
-      progress !== undefined &&
-      'connected' in progress &&
-      progress.connected === 0
-    )
+    if (mayRetry && progress !== undefined && 'connected' in progress && progress.control && progress.connected === 0)
       return 'not-connected';
-    if (err instanceof PinholeError && progress) err.message += `; interrupted, it reported: ${JSON.stringify(progress)}`;
+    if (progress) err.message += `; interrupted, it reported: ${JSON.stringify(progress)}`;
     throw err;
   }
   if (r.code !== 0) throw trafficError(what, r, extractIperfError(r.stdout));
   return parseIperf(r.stdout);
 }
 
-/** How far an interrupted iperf3 client got, from its JSON: streams connected, intervals, bytes and seconds sent, its error. */
+/**
+ * How far an interrupted iperf3 client got, from its JSON: whether its control connection came up
+ * (the server's cookie is in `start`), the streams connected, intervals, bytes and seconds sent,
+ * its error.
+ */
 function iperfProgress(
   stdout: string,
-): { connected: number; intervals: number; sentBytes: number; seconds: number; error?: string } | { output: string } {
+): { control: boolean; connected: number; intervals: number; sentBytes: number; seconds: number; error?: string } | { output: string } {
   try {
-    const j = JSON.parse(stdout) as Omit<IperfJson, 'start'> & { start?: { connected?: unknown[] }; intervals?: unknown[] };
+    const j = JSON.parse(stdout) as Omit<IperfJson, 'start'> & {
+      start?: { cookie?: string; connected?: unknown[] };
+      intervals?: unknown[];
+    };
     const sent = j.end?.sum_sent ?? j.end?.sum;
     return {
+      control: typeof j.start?.cookie === 'string',
       connected: j.start?.connected?.length ?? 0,
       intervals: j.intervals?.length ?? 0,
       sentBytes: sent?.bytes ?? 0,

@@ -101,7 +101,9 @@ export class NexthopStage {
     this.checked = new Float64Array(n).fill(-1);
     this.ok = new Uint8Array(n);
     this.stale = new Uint8Array(n);
-    this.routeOk = new Uint8Array(n);
+    // Before the first read a next hop is "not computed yet" (NH_UNKNOWN): frames wait, and a
+    // first read the writer keeps busy holds them too instead of dropping them as unroutable.
+    this.routeOk = new Uint8Array(n).fill(1);
     this.known = new Uint8Array(n);
     this.family = new Int32Array(n);
     this.ifindex = new Int32Array(n);
@@ -128,7 +130,7 @@ export class NexthopStage {
    * next hop are dropped — counted under that reason, never lost silently — and the wait buffer
    * goes back to packet memory.
    */
-  dispose(why: DisposeReason = 'reconfigured'): void {
+  dispose(why: DisposeReason): void {
     for (let k = 0; k < this.count; k++) {
       const q = this.waitN[k]!;
       if (q === 0) continue;
@@ -149,6 +151,7 @@ export class NexthopStage {
   private check(k: number, now: number): void {
     this.checked[k] = this.breath;
     const seq = this.nexthops.seq(k);
+    let moved = false;
     if (seq !== this.seen[k]) {
       const s = this.slot;
       // The writer kept the slot busy: nothing new is known, so the connection keeps what it
@@ -156,6 +159,7 @@ export class NexthopStage {
       const got = this.nexthops.read(k, s);
       if (got < 0) return;
       this.seen[k] = got;
+      moved = true;
       // Not computed yet (the first moments after a start or a change): hold, don't drop.
       this.routeOk[k] = s[0] === NH_OK || s[0] === NH_UNKNOWN ? 1 : 0;
       this.known[k] = s[0] === NH_OK ? 1 : 0;
@@ -178,13 +182,17 @@ export class NexthopStage {
     // Looked up into a scratch MAC: a lookup the mirror kept busy (NEIGH_BUSY: it was writing
     // through every retry) may leave a torn MAC there, and it says nothing about the next hop,
     // so the connection keeps its last MAC and state. Treating it as a miss held or dropped
-    // frames (a GSO train is not held) whenever the main thread was descheduled mid-write.
+    // frames (a GSO train is not held) whenever a neighbour changed under traffic. Only a next
+    // hop read in this same check has no answer of its own to keep: its frames wait.
     const mac = this.mac;
     const st =
       this.family[k] === 4
         ? this.neighbours.lookupV4(this.ifindex[k]!, this.v4[k]!, mac, 0)
         : this.neighbours.lookupV6(this.ifindex[k]!, this.v6, 16 * k, mac, 0);
-    if (st === NEIGH_BUSY) return;
+    if (st === NEIGH_BUSY) {
+      if (moved) this.ok[k] = 0;
+      return;
+    }
     const valid = st > 0 && (st & NUD_VALID) !== 0;
     if (valid) {
       const o = 6 * k;
