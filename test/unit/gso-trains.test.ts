@@ -208,52 +208,12 @@ test('encapsulation: a train gets the outer headers once, a VXLAN header in ever
   assert.equal(c[ENCAP_COUNTERS.indexOf('drop:too-big')], 2);
 });
 
-test('next hop: a train passes through with its chunk size; on a miss it is dropped and counted, never held', () => {
-  const memory = new PacketMemory();
-  const buf = new Uint8Array(new ArrayBuffer(1 << 16));
-  const id = memory.register(buf.buffer);
-  const nexthops = new NextHopTable(new SharedArrayBuffer(nextHopTableBytes(1)));
-  nexthops.write(0, { state: NH_OK, family: 4, ifindex: 2, words: [(198 << 24) | (18 << 16) | 2, 0, 0, 0] });
-  const neigh = new NeighbourTableWriter(16);
-  const c = new Float64Array(NEXTHOP_COUNTERS.length + CONNECTION_COUNTERS.length);
-  const out = new Link('out', 8);
-  const asks: number[] = [];
-  const nh = new NexthopStage(
-    [CONN],
-    out,
-    memory,
-    nexthops,
-    new NeighbourTableReader(neigh.buffer),
-    c,
-    0,
-    Int32Array.of(NEXTHOP_COUNTERS.length),
-    { frames: 4, timeoutMs: 1000 },
-    (k) => asks.push(k),
-  );
-  const link = new Link('in', 8);
-  // A train over IPv4: 42 bytes of outer headers, then 2,958 bytes cut every 1,000: 3 packets.
-  outer(buf, 4096, 3000);
-  link.push(id, 4096, 3000, 0, 0, 1000);
-  link.push(id, 8192, 100, 0);
-  nh.push(link, 0);
-  assert.equal(out.n, 0);
-  assert.equal(nh.held, 1, 'the ordinary frame waits');
-  assert.equal(c[NEXTHOP_COUNTERS.indexOf('misses')], 3 + 1, 'misses count packets');
-  assert.equal(c[NEXTHOP_COUNTERS.indexOf('drop:queue-full')], 3, "the train's three packets are counted drops");
-  assert.equal(c[NEXTHOP_COUNTERS.length + CONNECTION_COUNTERS.indexOf('drop_nexthop')], 3);
-  assert.deepEqual(asks, [0], 'the kernel is asked to resolve');
-  neigh.upsert({ family: 4, ifindex: 2, addr: Uint8Array.of(198, 18, 0, 2), mac: Uint8Array.of(2, 0, 0, 0, 0, 0xb), state: 0x02 });
-  link.push(id, 4096, 3000, 0, 0, 1000);
-  nh.push(link, 1);
-  assert.equal(out.n, 2, 'the held frame, then the train');
-  assert.equal(out.gso[1], 1000);
-  assert.equal(c[NEXTHOP_COUNTERS.indexOf('frames')], 3, "the train's packets passed");
-  assert.deepEqual([...buf.subarray(4096, 4102)], [2, 0, 0, 0, 0, 0xb], 'the train got the next hop MAC');
-  nh.dispose('reconfigured');
-});
-
 /** A next-hop stage over one connection, with its tables, and a breath that sends a train and an ordinary frame. */
-function busyStage(): {
+function nexthopStage(): {
+  buf: Uint8Array;
+  id: number;
+  out: Link;
+  link: Link;
   nh: NexthopStage;
   c: Float64Array;
   asks: number[];
@@ -288,6 +248,10 @@ function busyStage(): {
   );
   const link = new Link('in', 8);
   return {
+    buf,
+    id,
+    out,
+    link,
     nh,
     c,
     asks,
@@ -317,8 +281,32 @@ function busyStage(): {
 
 const NC = (name: (typeof NEXTHOP_COUNTERS)[number]): number => NEXTHOP_COUNTERS.indexOf(name);
 
+test('next hop: a train passes through with its chunk size; on a miss it is dropped and counted, never held', () => {
+  const t = nexthopStage();
+  t.route(2);
+  // A train over IPv4: 42 bytes of outer headers, then 2,958 bytes cut every 1,000: 3 packets.
+  outer(t.buf, 4096, 3000);
+  t.link.push(t.id, 4096, 3000, 0, 0, 1000);
+  t.link.push(t.id, 8192, 100, 0);
+  t.nh.push(t.link, 0);
+  assert.equal(t.out.n, 0);
+  assert.equal(t.nh.held, 1, 'the ordinary frame waits');
+  assert.equal(t.c[NC('misses')], 3 + 1, 'misses count packets');
+  assert.equal(t.c[NC('drop:queue-full')], 3, "the train's three packets are counted drops");
+  assert.equal(t.c[NEXTHOP_COUNTERS.length + CONNECTION_COUNTERS.indexOf('drop_nexthop')], 3);
+  assert.deepEqual(t.asks, [0], 'the kernel is asked to resolve');
+  t.entry(2, 0xb);
+  t.link.push(t.id, 4096, 3000, 0, 0, 1000);
+  t.nh.push(t.link, 1);
+  assert.equal(t.out.n, 2, 'the held frame, then the train');
+  assert.equal(t.out.gso[1], 1000);
+  assert.equal(t.c[NC('frames')], 3, "the train's packets passed");
+  assert.deepEqual([...t.buf.subarray(4096, 4102)], [2, 0, 0, 0, 0, 0xb], 'the train got the next hop MAC');
+  t.nh.dispose('reconfigured');
+});
+
 test('next hop: a writer busy on either table is no miss: frames keep the last MAC, nothing is held, dropped or asked', () => {
-  const t = busyStage();
+  const t = nexthopStage();
   t.route(2);
   t.entry(2, 0xa);
   assert.deepEqual(t.breathe(0), [0xa, 0xa]);
@@ -343,7 +331,7 @@ test('next hop: a writer busy on either table is no miss: frames keep the last M
 });
 
 test('next hop: a busy writer before there is an answer to keep holds frames; it never sends them to another next hop’s MAC or drops them as unroutable', () => {
-  const t = busyStage();
+  const t = nexthopStage();
   t.route(2);
   t.entry(2, 0xa);
   // The first read of the slot finds it busy: not computed yet, so the frame waits (the train,
