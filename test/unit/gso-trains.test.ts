@@ -322,11 +322,19 @@ test('next hop: a writer busy on either table is no miss: frames keep the last M
   assert.deepEqual(t.breathe(2), [0xa, 0xa], 'the next-hop slot busy: still the last MAC');
   Atomics.add(t.nexthops.w, 0, 1);
   assert.deepEqual(t.breathe(3), [0xb, 0xb], 'both writers done: the new MAC');
+  // The main thread rewrites the slot with the same next hop while the mirror writes its entry:
+  // no move, so the last MAC still holds.
+  t.neigh.begin();
+  t.entry(2, 0xd);
+  t.route(2);
+  assert.deepEqual(t.breathe(4), [0xb, 0xb], 'the same next hop rewritten: the last MAC');
+  t.neigh.end();
+  assert.deepEqual(t.breathe(5), [0xd, 0xd]);
   assert.equal(t.c[NC('misses')], 0, 'no miss');
   assert.equal(t.c[NC('drop:queue-full')], 0, 'no train dropped');
   assert.equal(t.nh.held, 0, 'nothing held');
   assert.deepEqual(t.asks, [], 'the kernel was not asked to resolve');
-  assert.equal(t.c[NC('frames')], 4 * (3 + 1));
+  assert.equal(t.c[NC('frames')], 6 * (3 + 1));
   t.nh.dispose('reconfigured');
 });
 

@@ -66,6 +66,8 @@ export class NexthopStage {
   private readonly ifindex: Int32Array;
   private readonly v4: Int32Array;
   private readonly v6: Uint8Array;
+  /** The next-hop address as the slot holds it (4 words per connection), to tell a move from a rewrite. */
+  private readonly words: Int32Array;
   private readonly macs: Uint8Array;
   private readonly mac = new Uint8Array(6);
   private readonly lastAsk: Float64Array;
@@ -109,6 +111,7 @@ export class NexthopStage {
     this.ifindex = new Int32Array(n);
     this.v4 = new Int32Array(n);
     this.v6 = new Uint8Array(16 * n);
+    this.words = new Int32Array(4 * n);
     this.macs = new Uint8Array(6 * n);
     this.lastAsk = new Float64Array(n).fill(-Infinity);
     this.frames = opts.frames;
@@ -159,14 +162,21 @@ export class NexthopStage {
       const got = this.nexthops.read(k, s);
       if (got < 0) return;
       this.seen[k] = got;
-      moved = true;
+      // Another next hop than the one the MAC was looked up for (a slot rewritten with the same
+      // one, as the main thread may do, is not a move).
+      const o = 16 * k;
+      const words = this.words;
+      moved = this.known[k] === 0 || s[1] !== this.family[k] || s[2] !== this.ifindex[k];
+      for (let w = 0; w < 4; w++) {
+        if (words[4 * k + w] !== s[3 + w]) moved = true;
+        words[4 * k + w] = s[3 + w]!;
+      }
       // Not computed yet (the first moments after a start or a change): hold, don't drop.
       this.routeOk[k] = s[0] === NH_OK || s[0] === NH_UNKNOWN ? 1 : 0;
       this.known[k] = s[0] === NH_OK ? 1 : 0;
       this.family[k] = s[1]!;
       this.ifindex[k] = s[2]!;
       this.v4[k] = s[3]!;
-      const o = 16 * k;
       for (let w = 0; w < 4; w++) {
         const v = s[3 + w]!;
         this.v6[o + 4 * w] = v >>> 24;
