@@ -14,6 +14,8 @@
  *    one gateway to another while a ping runs; pinhole follows both without restart.
  *  - The next hop's neighbour entry changing state hundreds of times a second under a TCP stream:
  *    no miss, nothing held or dropped (the mirror's writes never read as a miss in the worker).
+ *  - A next hop that never answers ARP: frames time out, those still waiting at stop are counted
+ *    (drop:stopped), and every encapsulated frame is accounted for.
  *
  * Exact counts rely on quiet pods (helpers/vxlan-lab.ts quietPods: no router solicitations, and
  * permanent neighbour entries, so no ARP/ND frames during the counted window) and on readings

@@ -18,6 +18,11 @@
  * traffic and so never re-confirms them, the worker asks for a refresh at most once a second
  * while a connection sends through a STALE entry — this is how a next hop whose MAC changed
  * is noticed.
+ *
+ * Both tables are seqlocks the main thread writes. A read that finds one busy through all its
+ * retries is no answer, never a miss: the connection keeps its last MAC and state. Only a next
+ * hop with no answer of its own yet (never resolved, or another address than before) waits.
+ * Stopping or replacing the graph counts what still waits (`drop:stopped`, `drop:reconfigured`).
  */
 import { completeChecksum } from '../../packet/offload.ts';
 import { NEIGH_BUSY, NeighbourTableReader } from '../../netlink/neigh-table.ts';
@@ -64,9 +69,8 @@ export class NexthopStage {
   private readonly known: Uint8Array;
   private readonly family: Int32Array;
   private readonly ifindex: Int32Array;
-  private readonly v4: Int32Array;
   private readonly v6: Uint8Array;
-  /** The next-hop address as the slot holds it (4 words per connection), to tell a move from a rewrite. */
+  /** The next-hop address as the slot holds it (4 big-endian words per connection; IPv4 in the first). */
   private readonly words: Int32Array;
   private readonly macs: Uint8Array;
   private readonly mac = new Uint8Array(6);
@@ -109,7 +113,6 @@ export class NexthopStage {
     this.known = new Uint8Array(n);
     this.family = new Int32Array(n);
     this.ifindex = new Int32Array(n);
-    this.v4 = new Int32Array(n);
     this.v6 = new Uint8Array(16 * n);
     this.words = new Int32Array(4 * n);
     this.macs = new Uint8Array(6 * n);
@@ -176,7 +179,6 @@ export class NexthopStage {
       this.known[k] = s[0] === NH_OK ? 1 : 0;
       this.family[k] = s[1]!;
       this.ifindex[k] = s[2]!;
-      this.v4[k] = s[3]!;
       for (let w = 0; w < 4; w++) {
         const v = s[3 + w]!;
         this.v6[o + 4 * w] = v >>> 24;
@@ -197,7 +199,7 @@ export class NexthopStage {
     const mac = this.mac;
     const st =
       this.family[k] === 4
-        ? this.neighbours.lookupV4(this.ifindex[k]!, this.v4[k]!, mac, 0)
+        ? this.neighbours.lookupV4(this.ifindex[k]!, this.words[4 * k]!, mac, 0)
         : this.neighbours.lookupV6(this.ifindex[k]!, this.v6, 16 * k, mac, 0);
     if (st === NEIGH_BUSY) {
       if (moved) this.ok[k] = 0;
