@@ -4,9 +4,33 @@
  * ring.ts keeps them as signed 32-bit numbers, the same bits.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import test from 'node:test';
+import { fileURLToPath } from 'node:url';
 import type { Mapping } from '../../src/sys/index.ts';
-import { ConsumerRing, ProducerRing, type RingOffsets } from '../../src/uplink/xsk/ring.ts';
+import { ConsumerRing, ProducerRing, RING_INDEX_ACCESS, type RingOffsets } from '../../src/uplink/xsk/ring.ts';
+
+const ATOMICS_WANTED = process.env.PINHOLE_RING_ATOMICS === 'on' || process.arch !== 'x64';
+
+test(`ring indexes are read and written with ${ATOMICS_WANTED ? 'Atomics' : 'plain loads and stores (x86-64)'}`, () => {
+  assert.equal(RING_INDEX_ACCESS, ATOMICS_WANTED ? 'atomics' : 'plain');
+});
+
+if (process.env.PINHOLE_RING_ATOMICS !== 'on') {
+  // The other architectures' path (Atomics), exercised here too: this file again in a child
+  // process with PINHOLE_RING_ATOMICS=on (read once, when ring.ts loads).
+  test('the same tests with Atomics for the indexes (PINHOLE_RING_ATOMICS=on, as on arm64)', () => {
+    // Without NODE_TEST_CONTEXT, which would make the child report to a parent runner instead of stdout.
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter', 'tap', fileURLToPath(import.meta.url)], {
+      env: { ...env, PINHOLE_RING_ATOMICS: 'on' },
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /ring indexes are read and written with Atomics/);
+    assert.match(r.stdout, /^# fail 0$/m);
+  });
+}
 
 const OFF: RingOffsets = { producer: 0, consumer: 64, flags: 128, desc: 256 };
 const SIZE = 64;

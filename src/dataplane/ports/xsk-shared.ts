@@ -33,6 +33,7 @@
  * with them when close() returns.
  */
 import { completeChecksum } from '../../packet/offload.ts';
+import { copyWithin } from '../../util/copy-within.ts';
 import { errnoCodeOf, type Mapping } from '../../sys/index.ts';
 import { XDP_PACKET_HEADROOM } from '../../uplink/xsk/abi.ts';
 import type { XskRings } from '../../uplink/xsk/sizing.ts';
@@ -295,6 +296,7 @@ export class SharedXskPort implements Port {
     // and independent loads in a row wait for those cache misses together, where one memmove
     // after another waits for them one by one.
     const u8s = mem.u8;
+    const own8 = u8s[id]!;
     let touch = 0;
     for (let j = 0; j < n; j++) touch ^= u8s[imem[j]!]![iaddr[j]!]!;
     this.touched = touch;
@@ -333,7 +335,10 @@ export class SharedXskPort implements Port {
           continue;
         }
         d = at + sh;
-        mem.copy(m, a, id, d, l);
+        // Within this UMEM (every received frame of the group): the builtin, called here rather
+        // than through mem.copy, which the compiler does not inline into this loop.
+        if (m === id) copyWithin.call(own8, d, a, a + l);
+        else mem.copy(m, a, id, d, l);
         // A pending checksum (Link.csum; only frames of offload AF_PACKET ports have one, so
         // never one that came by descriptor): the kernel computes it, or we do.
         if (cs !== 0) {

@@ -26,10 +26,24 @@
  *
  * Publication: a producer writes its entries, then stores the new producer index (release);
  * a consumer loads the producer index (acquire), reads the entries, then stores the new
- * consumer index (release) so the slots can be reused. `Atomics.load/store` give at least
- * that ordering on the shared mapping; each side keeps a cached copy of the other side's index
- * and re-reads it only when the cache says there is not enough, so an index crosses the
- * cache line once per batch, not once per packet.
+ * consumer index (release) so the slots can be reused. Each side keeps a cached copy of the
+ * other side's index and re-reads it only when the cache says there is not enough, so an index
+ * crosses the cache line once per batch, not once per packet.
+ *
+ * How the indexes are read and written (indexLoad/indexStore below): on x86-64 with plain
+ * typed-array loads and stores, elsewhere with `Atomics.load/store`. Node 20's optimising
+ * compiler does not inline `Atomics` (each is a call into a builtin: ~7 ns per forwarded frame
+ * in a profile of the 64-byte cross-connect, about a dozen per breath), and on x86-64 the
+ * hardware already gives a plain load acquire and a plain store release ordering (x86-TSO: no
+ * load passes an earlier load, no store passes an earlier store; the same plain `mov`s the
+ * kernel's own `smp_load_acquire`/`smp_store_release` compile to there). The compiler keeps
+ * typed-array loads and stores in program order; it may only reuse an earlier load of the same
+ * index when nothing with side effects ran between the two, and a stale index here is always
+ * the safe side (fewer entries seen ready, fewer slots seen free, until the next read). Every
+ * wait for the kernel passes through a native call (poll, sendto, the clock), after which the
+ * index is read afresh. Other architectures (arm64: weakly ordered) keep `Atomics`, whose
+ * sequentially consistent accesses are at least acquire and release. PINHOLE_RING_ATOMICS=on
+ * keeps `Atomics` on x86-64 too (to compare).
  *
  * UMEM addresses fit in 32 bits here (the UMEM is < 4 GiB), so the high address word is written
  * as zero and ignored on read.
@@ -42,6 +56,23 @@
  * bits, and a store writes the same 32 bits.
  */
 import type { Mapping } from '../../sys/index.ts';
+
+/** Plain index accesses (file comment): x86-64 only, unless PINHOLE_RING_ATOMICS=on. */
+const PLAIN_INDEXES = process.arch === 'x64' && process.env.PINHOLE_RING_ATOMICS !== 'on';
+
+/** How this process reads and writes ring indexes (tests, diagnostics). */
+export const RING_INDEX_ACCESS: 'plain' | 'atomics' = PLAIN_INDEXES ? 'plain' : 'atomics';
+
+/** Reads a ring index with at least acquire ordering (file comment). */
+function indexLoad(word: Int32Array): number {
+  return PLAIN_INDEXES ? word[0]! : Atomics.load(word, 0);
+}
+
+/** Writes a ring index with at least release ordering (file comment). */
+function indexStore(word: Int32Array, v: number): void {
+  if (PLAIN_INDEXES) word[0] = v;
+  else Atomics.store(word, 0, v);
+}
 
 export interface RingOffsets {
   producer: number;
@@ -73,7 +104,8 @@ abstract class Ring {
 
   /** The ring's flags word (XDP_RING_NEED_WAKEUP). */
   flags(): number {
-    return Atomics.load(this.flagsWord, 0);
+    // As libbpf's xsk_ring_prod__needs_wakeup: a plain read after the producer index's store.
+    return PLAIN_INDEXES ? this.flagsWord[0]! : Atomics.load(this.flagsWord, 0);
   }
 }
 
@@ -84,15 +116,15 @@ export class ProducerRing extends Ring {
 
   constructor(mapping: Mapping, off: RingOffsets, size: number, entryWords: 2 | 4) {
     super(mapping, off, size, entryWords);
-    this.cachedProd = Atomics.load(this.producer, 0);
-    this.cachedCons = Atomics.load(this.consumer, 0);
+    this.cachedProd = indexLoad(this.producer);
+    this.cachedCons = indexLoad(this.consumer);
   }
 
   /** Slots free for writing, re-reading the consumer index only if fewer than `want` are known. */
   free(want: number): number {
     let free = this.size - ((this.cachedProd - this.cachedCons) >>> 0);
     if (free >= want) return free;
-    this.cachedCons = Atomics.load(this.consumer, 0);
+    this.cachedCons = indexLoad(this.consumer);
     free = this.size - ((this.cachedProd - this.cachedCons) >>> 0);
     return free;
   }
@@ -116,12 +148,12 @@ export class ProducerRing extends Ring {
   /** Publishes `n` written entries to the kernel. */
   submit(n: number): void {
     this.cachedProd = (this.cachedProd + n) | 0;
-    Atomics.store(this.producer, 0, this.cachedProd);
+    indexStore(this.producer, this.cachedProd);
   }
 
   /** Entries published but not yet consumed by the kernel. */
   pending(): number {
-    this.cachedCons = Atomics.load(this.consumer, 0);
+    this.cachedCons = indexLoad(this.consumer);
     return (this.cachedProd - this.cachedCons) >>> 0;
   }
 }
@@ -135,15 +167,15 @@ export class ConsumerRing extends Ring {
   constructor(mapping: Mapping, off: RingOffsets, size: number, entryWords: 2 | 4) {
     super(mapping, off, size, entryWords);
     this.entryWords = entryWords;
-    this.cachedProd = Atomics.load(this.producer, 0);
-    this.cachedCons = Atomics.load(this.consumer, 0);
+    this.cachedProd = indexLoad(this.producer);
+    this.cachedCons = indexLoad(this.consumer);
   }
 
   /** Entries ready to read, re-reading the producer index only if fewer than `want` are known. */
   available(want: number): number {
     let n = (this.cachedProd - this.cachedCons) >>> 0;
     if (n >= want) return n;
-    this.cachedProd = Atomics.load(this.producer, 0);
+    this.cachedProd = indexLoad(this.producer);
     n = (this.cachedProd - this.cachedCons) >>> 0;
     return n;
   }
@@ -166,6 +198,6 @@ export class ConsumerRing extends Ring {
   /** Gives `n` read entries back to the kernel. */
   release(n: number): void {
     this.cachedCons = (this.cachedCons + n) | 0;
-    Atomics.store(this.consumer, 0, this.cachedCons);
+    indexStore(this.consumer, this.cachedCons);
   }
 }
