@@ -15,7 +15,10 @@
  *   --compare env     pinhole with the environment `--a` against pinhole with `--b` (each a
  *                     space-separated list of NAME=value): a change behind a variable, measured
  *
- *   node --import tsx bench/xsk-umem.ts [--compare umem|frame|c|env] [--a ENV] [--b ENV]
+ *   --compare env --a-bin PATH --b-bin PATH   the same with bin/pinhole.js of other checkouts
+ *                     (a `git worktree` of another commit, node_modules linked): a code change, measured
+ *
+ *   node --import tsx bench/xsk-umem.ts [--compare umem|frame|c|env] [--a ENV] [--b ENV] [--a-bin PATH] [--b-bin PATH]
  *     [--runs 5] [--samples 1] [--seconds 1.5] [--steady-only] [--perf [--symbols N]]
  *
  * Each run starts both forwarders afresh; `--samples` measurements per start and case.
@@ -59,6 +62,8 @@ const { values } = parseArgs({
     'steady-only': { type: 'boolean', default: false },
     perf: { type: 'boolean', default: false },
     symbols: { type: 'string', default: '0' },
+    'a-bin': { type: 'string' },
+    'b-bin': { type: 'string' },
   },
 });
 const runs = Number(values.runs);
@@ -73,14 +78,18 @@ interface Variant {
   /** What pinhole's ready line's detail must say, if anything. */
   detail?: string;
   label: string;
+  /** bin/pinhole.js to run (--a-bin/--b-bin: another checkout, to compare code); this checkout's by default. */
+  bin: string;
 }
-const pinhole = (name: string, env: string, label: string, detail?: string): Variant => ({
+const pinhole = (name: string, env: string, label: string, detail?: string, bin?: string): Variant => ({
   name,
   kind: 'pinhole',
   env: env.split(' ').filter(Boolean),
-  label,
+  label: bin ? `${label} [${bin}]` : label,
   ...(detail !== undefined ? { detail } : {}),
+  bin: bin ?? PINHOLE_BIN,
 });
+if ((values['a-bin'] || values['b-bin']) && values.compare !== 'env') throw new Error('--a-bin and --b-bin go with --compare env');
 const COMPARISONS: Record<string, [Variant, Variant]> = {
   umem: [
     pinhole('shared', 'PINHOLE_XSK_UMEM=shared', 'shared UMEM', 'shared UMEM'),
@@ -90,8 +99,11 @@ const COMPARISONS: Record<string, [Variant, Variant]> = {
     pinhole('2048', '', '2 KiB frames', '2048-byte frames'),
     pinhole('4096', 'PINHOLE_XSK_FRAME=4096', '4 KiB frames', '4096-byte frames'),
   ],
-  c: [pinhole('pinhole', '', 'pinhole'), { name: 'c', kind: 'c', env: [], label: 'C reference' }],
-  env: [pinhole('a', values.a, `pinhole ${values.a || '(no change)'}`), pinhole('b', values.b, `pinhole ${values.b || '(no change)'}`)],
+  c: [pinhole('pinhole', '', 'pinhole'), { name: 'c', kind: 'c', env: [], label: 'C reference', bin: '' }],
+  env: [
+    pinhole('a', values.a, `pinhole ${values.a || '(no change)'}`, undefined, values['a-bin']),
+    pinhole('b', values.b, `pinhole ${values.b || '(no change)'}`, undefined, values['b-bin']),
+  ],
 };
 const VARIANTS = COMPARISONS[values.compare];
 if (!VARIANTS) throw new Error(`--compare umem, frame, c or env, not ${values.compare}`);
@@ -289,7 +301,7 @@ function start(variant: Variant): { p: ForwarderProcess; close: () => void } {
       },
     };
   }
-  const argv = ['env', ...variant.env, process.execPath, PINHOLE_BIN, 'uplink', '--iface', 'up0', '--mode', 'afxdp', '--port', '4789'];
+  const argv = ['env', ...variant.env, process.execPath, variant.bin, 'uplink', '--iface', 'up0', '--mode', 'afxdp', '--port', '4789'];
   argv.push('--to', 'out0', '--stats-interval', '20');
   // As `pinhole bench` runs it: the workers alone on the forwarder's CPU, the main thread beside the generator.
   if (fwdCpu !== undefined) argv.push('--cpus', String(fwdCpu));

@@ -90,16 +90,39 @@ export class XskCore {
     if (max > this.batch) max = this.batch;
     if (max <= 0) return 0;
     if (this.fqMem !== undefined) return this.rxQueued(out, tag, off, max);
-    const n = this.sock.rx(this.rxb, max);
+    // One pass over the RX ring: each descriptor into the batch (the port's until release())
+    // and into the link, whose room `max` already accounts for (Link.push's fields, written here
+    // without its per-frame room check).
+    const ring = this.sock.rxRing;
+    let n = ring.available(max);
+    if (n > max) n = max;
     const addr = this.rxb.addr;
     const len = this.rxb.len;
     const id = this.memId;
+    const at = out.n;
+    const oMem = out.mem;
+    const oAddr = out.addr;
+    const oLen = out.len;
+    const oAux = out.aux;
+    const oCsum = out.csum;
+    const oGso = out.gso;
     let bytes = 0;
     for (let i = 0; i < n; i++) {
-      const l = len[i]!;
+      const a = ring.addrAt(i);
+      const l = ring.lenAt(i);
+      addr[i] = a;
+      len[i] = l;
       bytes += l;
-      out.push(id, off + addr[i]!, l, tag);
+      const j = at + i;
+      oMem[j] = id;
+      oAddr[j] = off + a;
+      oLen[j] = l;
+      oAux[j] = tag;
+      oCsum[j] = 0;
+      oGso[j] = 0;
     }
+    ring.release(n);
+    out.n = at + n;
     this.rxN = n;
     this.c[this.b + PC.rxFrames] += n;
     this.c[this.b + PC.rxBytes] += bytes;

@@ -45,8 +45,8 @@
  * sequentially consistent accesses are at least acquire and release. PINHOLE_RING_ATOMICS=on
  * keeps `Atomics` on x86-64 too (to compare).
  *
- * UMEM addresses fit in 32 bits here (the UMEM is < 4 GiB), so the high address word is written
- * as zero and ignored on read.
+ * UMEM addresses fit in 32 bits here (the UMEM is < 4 GiB), so the high address word is left
+ * as the kernel created it, zero, in the rings we produce (never written) and ignored on read.
  *
  * The indexes are read and kept as signed 32-bit numbers (the same bits): V8 keeps a small
  * integer in an object field as is, but the first value past 2^31 would turn the field into a
@@ -129,18 +129,19 @@ export class ProducerRing extends Ring {
     return free;
   }
 
-  /** Writes an address entry (fill ring) `i` slots after the current producer index. */
+  /**
+   * Writes an address entry (fill ring) `i` slots after the current producer index. The high
+   * address word is not written: the kernel creates the ring zeroed and never writes to a ring
+   * we produce, and we only ever leave it zero (UMEM addresses fit 32 bits, file comment).
+   */
   setAddr(i: number, addr: number): void {
-    const w = ((this.cachedProd + i) & this.mask) * 2;
-    this.words[w] = addr;
-    this.words[w + 1] = 0;
+    this.words[((this.cachedProd + i) & this.mask) << 1] = addr;
   }
 
-  /** Writes a descriptor entry (tx ring) `i` slots after the current producer index. */
+  /** Writes a descriptor entry (tx ring) `i` slots after the current producer index (high address word: as setAddr). */
   setDesc(i: number, addr: number, len: number, options = 0): void {
-    const w = ((this.cachedProd + i) & this.mask) * 4;
+    const w = ((this.cachedProd + i) & this.mask) << 2;
     this.words[w] = addr;
-    this.words[w + 1] = 0;
     this.words[w + 2] = len;
     this.words[w + 3] = options;
   }
