@@ -62,7 +62,11 @@ export class FramePool {
   readonly frameSize: number;
   /** log2(frameSize): frame index = address >>> shift. */
   readonly shift: number;
-  /** Clears the offset inside a frame: base = (address & mask) >>> 0. */
+  /**
+   * Clears the offset inside a frame: base = (address & mask) >>> 0. Kept as a negative int32
+   * (-frameSize), not as the unsigned 0xfffff800: V8 keeps a number above 2^31 - 1 boxed, and
+   * every use loaded and converted a heap number (seen in the transmit flush's machine code).
+   */
   readonly mask: number;
   /** Frames the UMEM holds (pooled or not). */
   readonly capacity: number;
@@ -93,7 +97,7 @@ export class FramePool {
     if (frameSize < 2048 || (frameSize & (frameSize - 1)) !== 0) throw new PinholeError('ERR_DATAPLANE_POOL', `frame size ${frameSize}`);
     this.frameSize = frameSize;
     this.shift = 31 - Math.clz32(frameSize);
-    this.mask = ~(frameSize - 1) >>> 0;
+    this.mask = ~(frameSize - 1);
     this.capacity = Math.floor(bytes / frameSize);
     this.owner = new Uint16Array(this.capacity).fill(NOT_POOLED);
     this.stack = new Uint32Array(this.capacity);

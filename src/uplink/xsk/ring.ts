@@ -163,11 +163,12 @@ export class ProducerRing extends Ring {
 export class ConsumerRing extends Ring {
   private cachedProd: number;
   private cachedCons: number;
-  private readonly entryWords: number;
+  /** log2 of the words per entry: 1 (addr rings) or 2 (descriptor rings). */
+  private readonly entryShift: number;
 
   constructor(mapping: Mapping, off: RingOffsets, size: number, entryWords: 2 | 4) {
     super(mapping, off, size, entryWords);
-    this.entryWords = entryWords;
+    this.entryShift = entryWords === 4 ? 2 : 1;
     this.cachedProd = indexLoad(this.producer);
     this.cachedCons = indexLoad(this.consumer);
   }
@@ -188,12 +189,12 @@ export class ConsumerRing extends Ring {
 
   /** Address (low word) of the entry `i` slots after the current consumer index. */
   addrAt(i: number): number {
-    return this.words[((this.cachedCons + i) & this.mask) * this.entryWords]!;
+    return this.words[((this.cachedCons + i) & this.mask) << this.entryShift]!;
   }
 
   /** Length of the descriptor `i` slots after the consumer index (rx ring only). */
   lenAt(i: number): number {
-    return this.words[((this.cachedCons + i) & this.mask) * 4 + 2]!;
+    return this.words[(((this.cachedCons + i) & this.mask) << 2) + 2]!;
   }
 
   /** Gives `n` read entries back to the kernel. */
