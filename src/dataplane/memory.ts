@@ -23,8 +23,8 @@ const EMPTY_I32 = new Int32Array(0);
 export class PacketMemory {
   /** Whole-buffer byte views, by id (an empty view for a free id). */
   readonly u8: Uint8Array[] = [];
-  /** Whole-buffer 32-bit views (the buffer's length rounded down to 4), by id. */
-  private readonly i32: Int32Array[] = [];
+  /** Whole-buffer 32-bit views (the buffer's length rounded down to 4), by id (also ports/xsk-shared.ts's small copies). */
+  readonly i32: Int32Array[] = [];
   private readonly buffers: (ArrayBufferLike | undefined)[] = [];
   /** Holders per id: a buffer registered twice (two ports in one AF_XDP area) is freed once both release it. */
   private readonly refs: number[] = [];

@@ -5,7 +5,7 @@
  * By default a worker sends by descriptor only in zero-copy mode (veth is copy mode: the sockets
  * still share one UMEM but frames are copied between them, ports/xsk-shared.ts says why);
  * PINHOLE_XSK_UMEM=own gives each socket its own UMEM. Both copy each frame once. Frames of every size from 60
- * to 1514 bytes, so the descriptors' lengths and offsets inside their chunks vary.
+ * to 200 bytes, then sizes up to 1514, so the descriptors' lengths and offsets inside their chunks vary.
  *
  *   [gen] g0 ──veth── up0 [mid: pinhole uplink --to out0] out0 ──veth── s0 [sink]
  *
@@ -29,9 +29,13 @@ afterEach(() => killLeftoverPinholes());
 const FRAMES = 600;
 const BATCH = 50;
 
-/** Frame i: its own UDP source port and payload, 60..1514 bytes on the wire. */
+/**
+ * Frame i: its own UDP source port and payload, 60..1514 bytes on the wire: every size from 60 to
+ * 200 first (small frames are copied in 64-byte word blocks, ports/xsk-shared.ts SMALL_COPY: each
+ * block boundary and the limit), then sizes spread to 1514.
+ */
 function frameOf(i: number): Uint8Array {
-  const size = 60 + ((i * 97) % 1455);
+  const size = i <= 140 ? 60 + i : 60 + ((i * 97) % 1455);
   const payload = new Uint8Array(size - 14 - 20 - 8);
   for (let k = 0; k < payload.length; k++) payload[k] = (i * 31 + k) & 0xff;
   return buildFrame({
