@@ -38,8 +38,9 @@
  * medians (first ÷ second). Root.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import '../src/sys/index.ts';
 import { buildFrame } from '../src/packet/build.ts';
@@ -90,6 +91,12 @@ const pinhole = (name: string, env: string, label: string, detail?: string, bin?
   bin: bin ?? PINHOLE_BIN,
 });
 if ((values['a-bin'] || values['b-bin']) && values.compare !== 'env') throw new Error('--a-bin and --b-bin go with --compare env');
+for (const k of ['a-bin', 'b-bin'] as const) {
+  const p = values[k];
+  if (p === undefined) continue;
+  values[k] = resolve(p);
+  if (!existsSync(values[k])) throw new Error(`--${k} ${p}: no such file (bin/pinhole.js of another checkout)`);
+}
 const COMPARISONS: Record<string, [Variant, Variant]> = {
   umem: [
     pinhole('shared', 'PINHOLE_XSK_UMEM=shared', 'shared UMEM', 'shared UMEM'),

@@ -20,6 +20,7 @@ import { Link } from '../../src/dataplane/link.ts';
 import { PacketMemory } from '../../src/dataplane/memory.ts';
 import { planCounters, type WorkerPlan } from '../../src/dataplane/plan.ts';
 import type { Port } from '../../src/dataplane/port.ts';
+import { XskCore } from '../../src/dataplane/ports/xsk-core.ts';
 import { SharedXskPort, sharedUmemRefused } from '../../src/dataplane/ports/xsk-shared.ts';
 import { XSK_FRAME_SIZE } from '../../src/dataplane/ports/xsk.ts';
 import { FakeSys } from '../support/fake-sys.ts';
@@ -319,6 +320,54 @@ function sharedRig(o: { ring: number; upFrames: number; toFrames: number; batch?
       compLevel(to),
   };
 }
+
+test('AF_XDP receive: descriptors join the link after what it holds, with the tag, the area offset, no pending checksum and no train; the batch and the link’s room bound it', () => {
+  const umem = new Uint8Array(16 * FS);
+  const k = new FakeKernel(new FakeSys({ close: () => undefined }), umem, 16, 3);
+  for (let i = 0; i < 12; i++) k.sock.fillRing.setAddr(i, i * FS);
+  k.sock.fillRing.submit(12);
+  for (let i = 0; i < 12; i++) assert.ok(k.deliver(packet(i, 60 + i)));
+  const memory = new PacketMemory();
+  const id = memory.register(umem.buffer);
+  const core = new XskCore(k.sock, id, { name: 'p', ifname: 'p0', memory, batchSize: 4, counters: new Float64Array(64), base: 0 });
+  // A link already holding 3 frames of another memory, and stale values in the slots behind them
+  // (links are reused every breath; a workload link carries pending checksums and trains).
+  const link = new Link('t', 8);
+  for (let i = 0; i < 3; i++) link.push(7, 100 + i, 50, 9, 0x00220010, 1400);
+  for (let i = 3; i < 8; i++) {
+    link.mem[i] = 7;
+    link.aux[i] = 9;
+    link.csum[i] = 0x00220010;
+    link.gso[i] = 1400;
+  }
+  const OFFSET = 1 << 20; // an XskPort's slice of the area: descriptor address = offset + UMEM address
+  assert.equal(core.rx(link, 5, OFFSET), 4, 'a batch at most');
+  assert.equal(link.n, 7);
+  assert.equal(core.rxN, 4);
+  for (let i = 0; i < 3; i++)
+    assert.deepEqual(
+      [link.mem[i], link.addr[i], link.aux[i], link.csum[i], link.gso[i]],
+      [7, 100 + i, 9, 0x00220010, 1400],
+      `slot ${i} kept`,
+    );
+  for (let i = 0; i < 4; i++) {
+    const j = 3 + i;
+    assert.deepEqual(
+      [link.mem[j], link.addr[j], link.len[j], link.aux[j], link.csum[j], link.gso[j]],
+      [id, OFFSET + i * FS + HEADROOM, 60 + i, 5, 0, 0],
+      `slot ${j}: received frame ${i}`,
+    );
+    assert.deepEqual([core.rxb.addr[i], core.rxb.len[i]], [i * FS + HEADROOM, 60 + i], `batch entry ${i}: the UMEM address`);
+  }
+  assert.equal(link.dropped, 0);
+  assert.equal(core.rx(link, 5, OFFSET), 0, 'nothing more before the batch is released');
+  core.rxN = 0;
+  assert.equal(core.rx(link, 5, OFFSET), 1, 'the link’s room: one slot left');
+  assert.equal(link.n, 8);
+  assert.equal(link.addr[7], OFFSET + 4 * FS + HEADROOM);
+  assert.equal(link.dropped, 0, 'never pushed into a full link');
+  assert.equal(k.sock.rxRing.available(16), 7, 'the other frames wait in the RX ring');
+});
 
 for (const umem of ['shared', 'default'] as const) {
   test(`shared UMEM cross-connect (${umem === 'shared' ? 'PINHOLE_XSK_UMEM=shared: by descriptor' : 'copy mode by default: copied into pool frames'}): 200,000 frames byte for byte, in order; no frame is lost or doubled`, () => {

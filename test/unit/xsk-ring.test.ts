@@ -68,6 +68,23 @@ for (const start of [0x7fffffc0, 0xffffffc0]) {
   });
 }
 
+test('rings we produce: high address words zero from the start, whatever the memory held before', () => {
+  for (const entryBytes of [8, 16] as const) {
+    const { m } = ringAt(0, entryBytes);
+    new Uint32Array(m.buffer, OFF.desc).fill(0xffffffff);
+    const ring = new ProducerRing(m, OFF, SIZE, entryBytes === 8 ? 2 : 4);
+    for (let i = 0; i < SIZE; i++) {
+      if (entryBytes === 8) ring.setAddr(i, 0x1000 + i);
+      else ring.setDesc(i, 0x1000 + i, 60);
+    }
+    const words = new Uint32Array(m.buffer, OFF.desc, SIZE * (entryBytes / 4));
+    for (let i = 0; i < SIZE; i++) {
+      assert.equal(words[(i * entryBytes) / 4], 0x1000 + i);
+      assert.equal(words[(i * entryBytes) / 4 + 1], 0, `entry ${i}: high address word`);
+    }
+  }
+});
+
 test('descriptor ring across 2^32: addresses and lengths read back in order', () => {
   const { m, idx } = ringAt(0xfffffff0, 16);
   const tx = new ProducerRing(m, OFF, SIZE, 4);

@@ -136,7 +136,12 @@ const copiesFrames = (sock: XskSocket): boolean => sock.mode === 'copy' && !shar
  * blocks still cost less than the entry. A loop of single words measured slower than the builtin.
  * PINHOLE_XSK_SMALL_COPY=0 turns it off (to compare).
  */
-const SMALL_COPY = process.env.PINHOLE_XSK_SMALL_COPY !== undefined ? Number(process.env.PINHOLE_XSK_SMALL_COPY) : 128;
+const SMALL_COPY = smallCopyBytes(process.env.PINHOLE_XSK_SMALL_COPY);
+/** SMALL_COPY from the environment: whole 64-byte blocks, 0..128 (the bounds check in tx() covers 128). */
+function smallCopyBytes(v: string | undefined): number {
+  const n = v === undefined || v === '' ? 128 : Number(v);
+  return Number.isFinite(n) ? Math.max(0, Math.min(128, Math.floor(n / 64) * 64)) : 128;
+}
 const sharedInCopyMode = (): boolean => process.env.PINHOLE_XSK_UMEM === 'shared';
 const COPY_MODE_NOTE = 'shared UMEM, copy mode: frames between ports are copied (a copy costs less than the kernel sending a shared frame)';
 

@@ -41,12 +41,13 @@
  * index when nothing with side effects ran between the two, and a stale index here is always
  * the safe side (fewer entries seen ready, fewer slots seen free, until the next read). Every
  * wait for the kernel passes through a native call (poll, sendto, the clock), after which the
- * index is read afresh. Other architectures (arm64: weakly ordered) keep `Atomics`, whose
+ * index is read afresh. (Node 20's compiler does not even track typed-array loads for reuse; a
+ * later one that does could at worst make the worker's polling look a few rounds longer.) Other architectures (arm64: weakly ordered) keep `Atomics`, whose
  * sequentially consistent accesses are at least acquire and release. PINHOLE_RING_ATOMICS=on
  * keeps `Atomics` on x86-64 too (to compare).
  *
- * UMEM addresses fit in 32 bits here (the UMEM is < 4 GiB), so the high address word is left
- * as the kernel created it, zero, in the rings we produce (never written) and ignored on read.
+ * UMEM addresses fit in 32 bits here (the UMEM is < 4 GiB), so the high address word is zeroed
+ * once when a ring we produce is mapped (per entry it is not written) and ignored on read.
  *
  * The indexes are read and kept as signed 32-bit numbers (the same bits): V8 keeps a small
  * integer in an object field as is, but the first value past 2^31 would turn the field into a
@@ -104,7 +105,10 @@ abstract class Ring {
 
   /** The ring's flags word (XDP_RING_NEED_WAKEUP). */
   flags(): number {
-    // As libbpf's xsk_ring_prod__needs_wakeup: a plain read after the producer index's store.
+    // As libbpf's xsk_ring_prod__needs_wakeup: a plain read after the producer index's store,
+    // which x86 may let pass that store (Atomics.store was a full fence). A wakeup missed in that
+    // window is made up within a breath: kick() reads the flag again every breath while frames
+    // are pending, release() every breath, and an idle worker's poll(2) wakes the socket.
     return PLAIN_INDEXES ? this.flagsWord[0]! : Atomics.load(this.flagsWord, 0);
   }
 }
@@ -118,6 +122,8 @@ export class ProducerRing extends Ring {
     super(mapping, off, size, entryWords);
     this.cachedProd = indexLoad(this.producer);
     this.cachedCons = indexLoad(this.consumer);
+    // The high address words, zero from here on whoever created the ring (setAddr, setDesc).
+    for (let w = 1; w < this.words.length; w += entryWords) this.words[w] = 0;
   }
 
   /** Slots free for writing, re-reading the consumer index only if fewer than `want` are known. */
@@ -131,8 +137,9 @@ export class ProducerRing extends Ring {
 
   /**
    * Writes an address entry (fill ring) `i` slots after the current producer index. The high
-   * address word is not written: the kernel creates the ring zeroed and never writes to a ring
-   * we produce, and we only ever leave it zero (UMEM addresses fit 32 bits, file comment).
+   * address word is not written per entry: the constructor zeroed them all, the kernel never
+   * writes to a ring we produce, and UMEM addresses fit 32 bits (file comment). Aligned chunks
+   * only: XDP_UMEM_UNALIGNED_CHUNK_FLAG would put an offset in the high bits.
    */
   setAddr(i: number, addr: number): void {
     this.words[((this.cachedProd + i) & this.mask) << 1] = addr;
