@@ -124,10 +124,13 @@ const copiesFrames = (sock: XskSocket): boolean => sock.mode === 'copy' && !shar
  * frame just written on this CPU from the top of a free stack. 64-byte cross-connect: shared ÷
  * own 0.94× steady, 0.96× bursty; 1500 bytes 1.03×. So in copy mode the sockets still share one
  * UMEM (one registration: the pages are pinned and charged to RLIMIT_MEMLOCK once) but every frame
- * is copied into a pool frame (the runtime's memmove) instead of sent by descriptor; sending by
+ * is copied into a pool frame (SMALL_COPY, below: word blocks or memmove) instead of sent by descriptor; sending by
  * descriptor stays for zero-copy sockets, where it removes the only copy.
  * PINHOLE_XSK_UMEM=shared sends by descriptor in copy mode too (to compare).
  */
+const sharedInCopyMode = (): boolean => process.env.PINHOLE_XSK_UMEM === 'shared';
+const COPY_MODE_NOTE = 'shared UMEM, copy mode: frames between ports are copied (a copy costs less than the kernel sending a shared frame)';
+
 /**
  * Frames up to this many bytes within the UMEM are copied by tx() in unrolled word blocks rather
  * than by the runtime's `copyWithin` (util/copy-within.ts), whose C++ entry costs about 20 ns per
@@ -142,8 +145,6 @@ function smallCopyBytes(v: string | undefined): number {
   const n = v === undefined || v === '' ? 128 : Number(v);
   return Number.isFinite(n) ? Math.max(0, Math.min(128, Math.floor(n / 64) * 64)) : 128;
 }
-const sharedInCopyMode = (): boolean => process.env.PINHOLE_XSK_UMEM === 'shared';
-const COPY_MODE_NOTE = 'shared UMEM, copy mode: frames between ports are copied (a copy costs less than the kernel sending a shared frame)';
 
 function ringOptions(r: XskRings | undefined): { rxSize?: number; txSize?: number; fillSize?: number; compSize?: number } {
   return r ? { rxSize: r.rx, txSize: r.tx, fillSize: r.fill, compSize: r.comp } : {};

@@ -42,9 +42,10 @@
  * the safe side (fewer entries seen ready, fewer slots seen free, until the next read). Every
  * wait for the kernel passes through a native call (poll, sendto, the clock), after which the
  * index is read afresh. (Node 20's compiler does not even track typed-array loads for reuse; a
- * later one that does could at worst make the worker's polling look a few rounds longer.) Other architectures (arm64: weakly ordered) keep `Atomics`, whose
- * sequentially consistent accesses are at least acquire and release. PINHOLE_RING_ATOMICS=on
- * keeps `Atomics` on x86-64 too (to compare).
+ * later one that does could at worst make the worker's polling look a few rounds longer.) Other
+ * architectures (arm64: weakly ordered) keep `Atomics`, whose sequentially consistent accesses
+ * are at least acquire and release. PINHOLE_RING_ATOMICS=on keeps `Atomics` on x86-64 too (to
+ * compare).
  *
  * UMEM addresses fit in 32 bits here (the UMEM is < 4 GiB), so the high address word is zeroed
  * once when a ring we produce is mapped (per entry it is not written) and ignored on read.
