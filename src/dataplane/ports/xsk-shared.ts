@@ -124,8 +124,8 @@ const copiesFrames = (sock: XskSocket): boolean => sock.mode === 'copy' && !shar
  * frame just written on this CPU from the top of a free stack. 64-byte cross-connect: shared ÷
  * own 0.94× steady, 0.96× bursty; 1500 bytes 1.03×. So in copy mode the sockets still share one
  * UMEM (one registration: the pages are pinned and charged to RLIMIT_MEMLOCK once) but every frame
- * is copied into a pool frame (SMALL_COPY, below: word blocks or memmove) instead of sent by descriptor; sending by
- * descriptor stays for zero-copy sockets, where it removes the only copy.
+ * is copied into a pool frame (SMALL_COPY, below: word blocks or memmove) instead of sent by
+ * descriptor; sending by descriptor stays for zero-copy sockets, where it removes the only copy.
  * PINHOLE_XSK_UMEM=shared sends by descriptor in copy mode too (to compare).
  */
 const sharedInCopyMode = (): boolean => process.env.PINHOLE_XSK_UMEM === 'shared';
