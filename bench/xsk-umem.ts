@@ -326,7 +326,7 @@ function start(variant: Variant): { p: ForwarderProcess; close: () => void } {
 async function measure(p: ForwarderProcess, c: (typeof CASES)[number], r: number, v: string): Promise<void> {
   const u0 = userSeconds(p.pid);
   const req = { iface: 'g0', frame: frames[c.size], seconds: values.perf ? seconds + 3 : seconds, shape: c.shape };
-  const sending = measureRate(gen, req, count, p);
+  const sending = measureRate(gen, req, count, { proc: p });
   let perf: ChildProcess | undefined;
   let perfEnded: Promise<unknown> = Promise.resolve();
   let stopPerf = (): void => undefined;

@@ -9,11 +9,14 @@
  * on the way lower the rate. The forwarder's CPU time (utime + stime) and resident memory are
  * read around the same window; less, for `pinhole run`, the time its workers spent polling with
  * nothing to do (engine spin_ms, uplink.spinUs): CPU per packet is the work, not the waiting.
+ * How busy the generator's and the forwarder's CPUs were is read around the send itself
+ * (cpu-busy.ts): which of the two bounded the rate.
  */
+import { busyShare, readCpuTicks } from './cpu-busy.ts';
 import type { CForwarder } from './cref.ts';
 import type { ForwarderProcess } from './forwarder.ts';
 import type { Progress } from './progress.ts';
-import type { SampleSet } from './report.ts';
+import { FWD_BUSY_METRIC, GEN_BUSY_METRIC, formatNumber, type MetricKey, type SampleSet } from './report.ts';
 import type { GeneratorProcess, SendRequest } from './trafficgen.ts';
 
 export interface Profile {
@@ -137,20 +140,38 @@ export interface RateSample {
   cpuNsPerPacket?: number;
   /** Forwarder resident memory right after the send, MiB. */
   rssMiB?: number;
+  /**
+   * How busy the generator's and the forwarder's CPUs were while the generator sent, 0..1
+   * (cpu-busy.ts), the forwarder's less its workers' polling with nothing to do.
+   */
+  genBusy?: number;
+  fwdBusy?: number;
+}
+
+export interface MeasureOptions {
+  /** The forwarder process: its CPU time and memory are read around the send. */
+  proc?: ForwarderProcess | undefined;
+  /** Seconds the forwarder's workers have spent polling with nothing to do (subtracted from its CPU). */
+  spinSeconds?: (() => Promise<number>) | undefined;
+  /** The generator's and the forwarder's CPUs, whose busy shares are read around the send. */
+  cpus?: { gen: number | undefined; fwd: number | undefined } | undefined;
 }
 
 export async function measureRate(
   gen: GeneratorProcess,
   req: SendRequest,
   count: () => number | Promise<number>,
-  proc?: ForwarderProcess,
-  /** Seconds the forwarder's workers have spent polling with nothing to do (subtracted from its CPU). */
-  spinSeconds?: () => Promise<number>,
+  o: MeasureOptions = {},
 ): Promise<RateSample> {
+  const { proc, spinSeconds, cpus } = o;
   const before = await count();
   const spin0 = (await spinSeconds?.()) ?? 0;
   const cpu0 = proc?.cpuSeconds();
+  const ticks0 = cpus ? readCpuTicks() : undefined;
+  const t0 = performance.now();
   const { seconds } = await gen.send(req);
+  const window = (performance.now() - t0) / 1000;
+  const ticks1 = cpus ? readCpuTicks() : undefined;
   const rss = proc?.rssMiB();
   const after = await settle(count);
   const cpu1 = proc?.cpuSeconds();
@@ -159,7 +180,36 @@ export async function measureRate(
   const s: RateSample = { delivered, seconds, pps: seconds > 0 ? delivered / seconds : 0 };
   if (proc && delivered > 0) s.cpuNsPerPacket = ((cpu1! - cpu0! - (spin1 - spin0)) * 1e9) / delivered;
   if (rss !== undefined) s.rssMiB = rss;
+  if (cpus && ticks0 && ticks1) {
+    const g = cpus.gen === undefined ? undefined : busyShare(ticks0, ticks1, cpus.gen);
+    // Polling is read around a longer span than the send; after traffic a worker polls for at
+    // most uplink.spinUs before it sleeps, so nearly all of it fell inside the send.
+    const f = cpus.fwd === undefined ? undefined : busyShare(ticks0, ticks1, cpus.fwd, { seconds: window, lessSeconds: spin1 - spin0 });
+    if (g !== undefined) s.genBusy = g;
+    if (f !== undefined) s.fwdBusy = f;
+  }
   return s;
+}
+
+/**
+ * Records a sample's CPU busy shares (%) under `key` (GEN_BUSY_METRIC, FWD_BUSY_METRIC); returns
+ * them for the progress line.
+ */
+export function addCpuBusy(
+  samples: SampleSet,
+  key: (metric: string, unit: string, better?: 'higher' | 'lower') => MetricKey,
+  s: RateSample,
+): string {
+  const parts: string[] = [];
+  if (s.genBusy !== undefined) {
+    samples.add(key(GEN_BUSY_METRIC, '%', 'lower'), 100 * s.genBusy);
+    parts.push(`generator's CPU ${formatNumber(100 * s.genBusy)}%`);
+  }
+  if (s.fwdBusy !== undefined) {
+    samples.add(key(FWD_BUSY_METRIC, '%', 'lower'), 100 * s.fwdBusy);
+    parts.push(`forwarder's ${formatNumber(100 * s.fwdBusy)}%`);
+  }
+  return parts.length ? `, busy: ${parts.join(', ')}` : '';
 }
 
 /** Throws if the run was interrupted. */

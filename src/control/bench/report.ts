@@ -85,6 +85,40 @@ export function result(
   return { ...key, min: s.min, median: s.median, max: s.max, runs: s.runs };
 }
 
+/** CPU busy figures of the 64-byte steady runs (measure.ts addCpuBusy, cpu-busy.ts). */
+export const GEN_BUSY_METRIC = "CPU busy, generator's CPU, 64 B steady";
+export const FWD_BUSY_METRIC = "CPU busy, forwarder's CPU, 64 B steady";
+/** A forwarder's CPU less busy than this (median, %) while a rate was measured had room to spare. */
+export const BUSY_PERCENT = 90;
+/** Modes whose forwarding runs in softirq on the generator's CPU (veth), not on the forwarder's. */
+const NO_FORWARDER: readonly BenchMode[] = ['kernel', 'ceiling'];
+
+/**
+ * The note naming the runs whose forwarder's CPU had room to spare (below BUSY_PERCENT, its
+ * polling left out) while the 64-byte steady rate was measured, the generator's CPU beside it;
+ * undefined when there were none. Such a rate was bounded on the generator's side — the
+ * generator runs flat out, and on veth the first hop's receive path runs on the sending CPU
+ * (cpu-busy.ts) — not by the forwarder: CPU per packet says what the mode itself cost.
+ */
+export function headroomNote(results: readonly BenchResult[]): string | undefined {
+  const gen = (scenario: string, mode: BenchMode): number | null | undefined =>
+    results.find((r) => r.scenario === scenario && r.mode === mode && r.metric === GEN_BUSY_METRIC)?.median;
+  const hits: string[] = [];
+  for (const r of results) {
+    if (r.metric !== FWD_BUSY_METRIC || r.median === null || r.median >= BUSY_PERCENT || NO_FORWARDER.includes(r.mode)) continue;
+    const g = gen(r.scenario, r.mode);
+    hits.push(
+      `${r.scenario} ${r.mode} (forwarder's CPU ${formatNumber(r.median)}% busy${g == null ? '' : `, generator's ${formatNumber(g)}%`})`,
+    );
+  }
+  if (!hits.length) return undefined;
+  return (
+    `The forwarder's CPU had room to spare (median below ${BUSY_PERCENT}% busy, polling left out) during the 64 B steady runs of ${hits.join('; ')}. ` +
+    "Those rates were bounded on the generator's side, not by the forwarder: the generator runs flat out on its CPU, which on veth also carries each frame's first receive path (an XDP program and its copy into an AF_XDP ring, AF_PACKET's skb, the kernel's forwarding or vxlan) and, in the vxlan scenario, node B's receive path and the pods. " +
+    "Compare those modes by their CPU per packet. The kernel and ceiling modes forward on the generator's CPU: their forwarder's CPU stays idle."
+  );
+}
+
 /** Three significant figures, no exponent: 1234 → "1234", 12.34 → "12.3", 0.1234 → "0.12", 0.01234 → "0.0123". */
 export function formatNumber(n: number): string {
   if (!Number.isFinite(n)) return String(n);
@@ -149,10 +183,13 @@ function modesOf(results: readonly BenchResult[]): BenchMode[] {
 }
 
 /**
- * "afxdp ÷ X" for every other mode with a number: how pinhole AF_XDP compares. A row without
+ * "afxdp ÷ X" for every other mode with a number: how pinhole AF_XDP compares (not for the CPU
+ * busy rows). A row without
  * AF_XDP (vxlan-jumbo: AF_XDP cannot serve its MTU) compares pinhole's `auto` instead, and says so.
  */
 function ratios(row: Row): string {
+  // A ratio of busy shares says nothing: which CPU was busy is the figure (headroomNote).
+  if (row.metric === GEN_BUSY_METRIC || row.metric === FWD_BUSY_METRIC) return '';
   const base = row.byMode.get('afxdp')?.median != null ? 'afxdp' : 'auto';
   const a = row.byMode.get(base);
   if (!a || a.median === null) return '';

@@ -21,7 +21,7 @@ import { buildCForwarder } from './cref.ts';
 import { describeMachine } from './machine.ts';
 import { BENCH_NICE, Cleanup, PROFILES, type ScenarioContext } from './measure.ts';
 import type { Progress } from './progress.ts';
-import { SampleSet, type BenchReport } from './report.ts';
+import { SampleSet, headroomNote, type BenchReport } from './report.ts';
 import { runUplinkScenarios, UPLINK_NOTES } from './uplink.ts';
 import { runVxlanScenarios, VXLAN_NOTES } from './vxlan.ts';
 
@@ -125,6 +125,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+  const results = samples.results();
+  const headroom = headroomNote(results);
+  if (headroom) notes.push(headroom);
   notes.push(`1-minute load average: ${machine.loadAverage.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end.`);
   o.progress.step(failures.length ? `done, ${failures.length} step(s) failed` : 'done');
   for (const f of failures) notes.push(`FAILED ${f}`);
@@ -135,6 +138,6 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     elapsedSeconds: o.progress.elapsed(),
     notes,
     failures: failures.length,
-    results: samples.results(),
+    results,
   };
 }

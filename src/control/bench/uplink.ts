@@ -32,7 +32,7 @@ import { buildFrame } from '../../packet/build.ts';
 import { umemFrames, xskFrameSize, xskRings, XSK_DEFAULT_RX_RING } from '../../uplink/xsk/sizing.ts';
 import { PinholeError } from '../../sys/index.ts';
 import { ForwarderProcess, PINHOLE_BIN } from './forwarder.ts';
-import { checkAborted, measureRate, recordFailure, settle, type ScenarioContext } from './measure.ts';
+import { addCpuBusy, checkAborted, measureRate, recordFailure, settle, type ScenarioContext } from './measure.ts';
 import { buildCrossConnect, linkAttr, nsExec, udpNoPorts, type CrossConnect } from './netns.ts';
 import { BENCH_MODES, formatNumber, type BenchMode } from './report.ts';
 import { GeneratorProcess, type TrafficShape } from './trafficgen.ts';
@@ -269,7 +269,7 @@ export async function runUplinkScenarios(ctx: ScenarioContext): Promise<void> {
                 gen,
                 { iface: 'g0', frame: frames[`${scenario} ${c.size}`]!, seconds: profile.sendSeconds, shape: c.shape },
                 h.count,
-                h.proc,
+                { proc: h.proc, cpus: { gen: ctx.genCpu, fwd: ctx.fwdCpu } },
               );
               const value = c.unit === 'Mpps' ? s.pps / 1e6 : (s.pps * c.size * 8) / 1e9;
               samples.add(key(c.metric, c.unit), value);
@@ -278,6 +278,7 @@ export async function runUplinkScenarios(ctx: ScenarioContext): Promise<void> {
                 samples.add(key('CPU per packet, 64 B steady', 'ns', 'lower'), s.cpuNsPerPacket);
                 extra = `, ${formatNumber(s.cpuNsPerPacket)} ns CPU/packet`;
               }
+              if (c.size === 64 && c.shape === 'steady') extra += addCpuBusy(samples, key, s);
               if (s.rssMiB !== undefined) rss = Math.max(rss, s.rssMiB);
               progress.step(`${scenario} ${mode} ${c.metric} run ${r}/${profile.runs}: ${formatNumber(value)} ${c.unit}${extra}`);
             }

@@ -64,7 +64,7 @@ import { buildLab, type Lab } from '../lab/topology.ts';
 import { iperf, startIperfServer, type IperfResult, type IperfServer } from '../lab/traffic.ts';
 import { ForwarderProcess, PINHOLE_BIN } from './forwarder.ts';
 import { measureLatency, startLatency, type LatencySample } from './latency.ts';
-import { checkAborted, measureRate, recordFailure, sleep, type ScenarioContext } from './measure.ts';
+import { addCpuBusy, checkAborted, measureRate, recordFailure, sleep, type ScenarioContext } from './measure.ts';
 import { linkCounter, steerReceive } from './netns.ts';
 import { formatNumber, type BenchMode, type MetricKey } from './report.ts';
 import { GeneratorProcess, type TrafficShape } from './trafficgen.ts';
@@ -287,8 +287,7 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
         g,
         { iface: wa.podIface, frame: frameOf(c.size), seconds: profile.sendSeconds, shape: c.shape },
         delivered,
-        proc,
-        proc ? () => spinSeconds(apiSocketOf(ctx, lab)) : undefined,
+        { proc, spinSeconds: proc ? () => spinSeconds(apiSocketOf(ctx, lab)) : undefined, cpus: { gen: ctx.genCpu, fwd: ctx.fwdCpu } },
       );
       const value = c.unit === 'Mpps' ? s.pps / 1e6 : (s.pps * c.size * 8) / 1e9;
       samples.add(key(c.metric, c.unit), value);
@@ -298,6 +297,7 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
         samples.add(key('resident memory', 'MiB', 'lower'), s.rssMiB ?? 0);
         extra = `, ${formatNumber(s.cpuNsPerPacket)} ns CPU/packet, ${formatNumber(s.rssMiB ?? 0)} MiB`;
       }
+      if (c.size === 64 && c.shape === 'steady') extra += addCpuBusy(samples, key, s);
       progress.step(`vxlan ${mode} ${c.metric} run ${run}/${profile.runs}: ${formatNumber(value)} ${c.unit}${extra}`);
     }
 
