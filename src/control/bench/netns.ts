@@ -86,17 +86,24 @@ export function steerReceive(ns: string, dev: string, cpu: number): void {
   nsExec(ns, 'sh', ['-c', `for q in /sys/class/net/${dev}/queues/rx-*; do echo ${mask} > $q/rps_cpus; done`]);
 }
 
-/** The kernel's UDP NoPorts counter in `ns` (datagrams that reached UDP with no socket). */
-export function udpNoPorts(ns: string): number {
-  const lines = nsExec(ns, 'cat', ['/proc/net/snmp'])
-    .split('\n')
-    .filter((l) => l.startsWith('Udp:'));
+/** A counter of the kernel's UDP MIB in `ns` (/proc/net/snmp `Udp:`: NoPorts, RcvbufErrors, ...). */
+export function udpCounter(ns: string, name: string): number {
+  return parseUdpMib(nsExec(ns, 'cat', ['/proc/net/snmp']), name, ns);
+}
+
+/** `name` from the `Udp:` header and value lines of /proc/net/snmp's text. */
+export function parseUdpMib(text: string, name: string, where = '/proc/net/snmp'): number {
+  const lines = text.split('\n').filter((l) => l.startsWith('Udp:'));
   const names = lines[0]?.split(/\s+/) ?? [];
   const values = lines[1]?.split(/\s+/) ?? [];
-  const i = names.indexOf('NoPorts');
-  if (i < 0) throw new PinholeError('ERR_BENCH_COMMAND', `${ns}: no Udp NoPorts in /proc/net/snmp`);
-  return Number(values[i]);
+  const i = names.indexOf(name);
+  const v = i < 0 ? NaN : Number(values[i]);
+  if (!Number.isFinite(v)) throw new PinholeError('ERR_BENCH_COMMAND', `${where}: no Udp ${name} in /proc/net/snmp`);
+  return v;
 }
+
+/** The kernel's UDP NoPorts counter in `ns` (datagrams that reached UDP with no socket). */
+export const udpNoPorts = (ns: string): number => udpCounter(ns, 'NoPorts');
 
 export function deleteNetns(ns: string): void {
   try {

@@ -46,7 +46,9 @@
  *     counted after a warm-up second (tcpUnderPing); the same with pod a downloading from pod b
  *     (iperf3 -R: the replies to pod a's pings share node a's uplink receive ring with it);
  *   - iperf3 UDP, 1400-byte datagrams offered at 20 Gbit/s (far above what one iperf3 sender
- *     can produce, so the offered rate is iperf3's limit): delivered Gbit/s and loss;
+ *     can produce, so the offered rate is iperf3's limit): delivered Gbit/s and loss, and the
+ *     part of the loss pod b's socket had no room for (its RcvbufErrors: lost at the receiver,
+ *     whose iperf3 shares a CPU with node b's receive path and pod a's sender);
  *   - idle round-trip latency (ping, p50/p99/max).
  * host (node b → node a over the underlay, outside the tunnel: what pinhole costs the host's own
  * traffic): iperf3 TCP and latency idle and under that load, with node a on the kernel (nothing
@@ -65,7 +67,7 @@ import { iperf, startIperfServer, type IperfResult, type IperfServer } from '../
 import { ForwarderProcess, PINHOLE_BIN } from './forwarder.ts';
 import { measureLatency, startLatency, type LatencySample } from './latency.ts';
 import { addCpuBusy, checkAborted, measureRate, recordFailure, sleep, type ScenarioContext } from './measure.ts';
-import { linkCounter, steerReceive } from './netns.ts';
+import { linkCounter, steerReceive, udpCounter } from './netns.ts';
 import { formatNumber, type BenchMode, type MetricKey } from './report.ts';
 import { GeneratorProcess, type TrafficShape } from './trafficgen.ts';
 import { attachIn, loadPass } from './xdp.ts';
@@ -313,6 +315,9 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
     const down = await tcpUnderPing(ctx, key, wa.podNs, wb.podAddr4, POD_PORT, podCpu, { reverse: true, when: 'under TCP download' });
     samples.add(key('TCP download', 'Gbit/s'), (down.receivedBps ?? down.sentBps) / 1e9);
     samples.add(key('TCP download retransmits', 'segments', 'lower'), down.retransmits ?? 0);
+    // Datagrams pod b's socket had no room for (its iperf3 shares the pods' CPU with node b's
+    // receive path and pod a's sender): lost at the receiver, not on the way.
+    const rcvbuf0 = udpCounter(wb.podNs, 'RcvbufErrors');
     const udp = await iperf(wa.podNs, {
       server: wb.podAddr4,
       port: POD_PORT,
@@ -327,6 +332,8 @@ async function runOne(ctx: ScenarioContext, mode: VxlanMode, run: number): Promi
     const udpGbps = udp.seconds > 0 ? ((packets - lost) * UDP_LEN * 8) / udp.seconds / 1e9 : 0;
     samples.add(key(`UDP ${UDP_LEN} B delivered`, 'Gbit/s'), udpGbps);
     samples.add(key(`UDP ${UDP_LEN} B loss`, '%', 'lower'), packets > 0 ? (100 * lost) / packets : 0);
+    const atSocket = Math.min(lost, udpCounter(wb.podNs, 'RcvbufErrors') - rcvbuf0);
+    samples.add(key(`UDP ${UDP_LEN} B loss at pod B's socket`, '%', 'lower'), packets > 0 ? (100 * atSocket) / packets : 0);
     progress.step(
       `vxlan ${mode} run ${run}/${profile.runs}: TCP ${formatNumber(tcpGbps)} Gbit/s, UDP ${formatNumber(udpGbps)} Gbit/s, ping p99 idle ${formatNumber(idle.p99 * 1000)} µs`,
     );
