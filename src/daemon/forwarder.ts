@@ -369,9 +369,17 @@ export class Forwarder {
    * (remote, port, vni) unique). Only what differs is touched; on failure nothing changes.
    */
   apply(next: readonly ConnectionConfig[]): Promise<ApplyResult> {
-    const run = this.chain.then(() => {
+    const run = this.chain.then(async () => {
+      const before = this.desired;
       this.desired = [...next];
-      return this.applyNow(this.present(next));
+      try {
+        return await this.applyNow(this.present(next));
+      } catch (err) {
+        // Refused: the set stays what it was. A refused connection left in `desired` would be
+        // tried again at the next link event, and could start later although its caller was told no.
+        this.desired = before;
+        throw err;
+      }
     });
     this.chain = run.catch(() => undefined);
     return run;
@@ -458,7 +466,8 @@ export class Forwarder {
     const run = this.chain.then(async () => {
       this.following = false;
       const next = this.present(this.desired);
-      const gone = this.config.connections.filter((k) => !next.includes(k)).map((k) => k.name);
+      // By name: an applied change replaces the objects, not the connection.
+      const gone = this.config.connections.filter((k) => !next.some((x) => x.name === k.name)).map((k) => k.name);
       const back = next.filter((k) => !this.config.connections.some((x) => x.name === k.name)).map((k) => k.name);
       if (gone.length) this.log({ level: 'warn', event: 'connection-down', connections: gone, message: 'workload interface gone' });
       for (const { w, mtu: to } of this.mtuMoved()) {

@@ -20,6 +20,7 @@ import { killLeftoverPinholes, startPinhole, type PinholeProc } from '../helpers
 import { followLog, lineMatching, type LogWatch } from '../helpers/output.ts';
 import { addWorkloadVeth, buildLab, type Lab } from '../../src/control/lab/topology.ts';
 import { ApiClient, apiRequest } from '../../src/api/client.ts';
+import { AFXDP_MAX_MTU } from '../../src/uplink/decide.ts';
 import type { DaemonStatus } from '../../src/daemon/control.ts';
 
 requireRoot();
@@ -647,6 +648,67 @@ for (const localMode of ['afxdp', 'auto'] as const) {
     );
   });
 }
+
+test(`local.mode afxdp and a workload MTU above the ${AFXDP_MAX_MTU} AF_XDP serves: a PUT on such a veth is refused (ERR_WORKLOAD_MTU, 4xx) and stays refused; a running pod veth raised past it is warned once and keeps its ports and its traffic`, async () => {
+  await withSetup('mtubig', 1, [c(0)], async (s) => {
+    const { lab, api } = s;
+    const { p, log } = await s.start();
+    assert.equal(s.pingConn(0), 3);
+    const big = AFXDP_MAX_MTU + 182;
+    const shapeNow = async (): Promise<unknown> => (await api.status()).connections.map((k) => [k.name, k.state, k.driver]);
+    // A new veth over the limit, with a queue per worker (so only its MTU stands in the way):
+    // refused with its own code, nothing else changes.
+    const queues = ['numrxqueues', '2', 'numtxqueues', '2'];
+    lab.exec(lab.a.ns, 'ip', [
+      'link',
+      'add',
+      'wlbig',
+      'mtu',
+      String(big),
+      ...queues,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'wlbigp',
+      'mtu',
+      String(big),
+      ...queues,
+    ]);
+    lab.exec(lab.a.ns, 'ip', ['link', 'set', 'wlbig', 'up']);
+    const body = { local: { interface: 'wlbig', mode: 'afxdp' }, vxlan: { vni: 998, remote: lab.b.underlay4 } };
+    const bad = await refusal(s.socket, 'PUT', '/v1/connections/big', body);
+    assert.equal(bad.code, 'ERR_WORKLOAD_MTU', JSON.stringify(bad));
+    assert.ok(bad.status >= 400 && bad.status < 500, JSON.stringify(bad));
+    assert.deepEqual(await shapeNow(), [['c0', 'up', 'afxdp']]);
+    // The veth's MTU brought within the limit: a refused PUT stays refused. (It used to stay in
+    // the wanted set: tried again at every link event, and started here.)
+    lab.exec(lab.a.ns, 'ip', ['link', 'set', 'dev', 'wlbig', 'mtu', '1500']);
+
+    // The running connection's node-side veth raised past the limit (the pod's end cannot be:
+    // the kernel caps a veth's peer while an XDP program is attached): warned with the code,
+    // once, and the connection keeps the ports it has.
+    const a0 = lab.a.workloads[0]!;
+    const mtu0 = Number(/ mtu (\d+) /.exec(lab.exec(lab.a.ns, 'ip', ['link', 'show', 'dev', a0.iface]))?.[1]);
+    lab.exec(lab.a.ns, 'ip', ['link', 'set', 'dev', a0.iface, 'mtu', String(big)]);
+    await log.until(new RegExp(`"event":"workload-mtu-refused".*"code":"ERR_WORKLOAD_MTU".*"from":${mtu0},"to":${big}`));
+    assert.equal(s.pingConn(0), 3, 'traffic through the port it had');
+    // A change through the API runs after every change the link events queued before it.
+    await api.putConnection('c0', s.body(0));
+    const st = await api.status();
+    assert.deepEqual(await shapeNow(), [['c0', 'up', 'afxdp']]);
+    assert.equal(st.state, 'running');
+    // Back to where it was: nothing to change, nothing more to say.
+    lab.exec(lab.a.ns, 'ip', ['link', 'set', 'dev', a0.iface, 'mtu', String(mtu0)]);
+    assert.equal(s.pingConn(0), 3);
+    await p.stop();
+    assert.equal(log.text().match(/"event":"workload-mtu-refused"/g)?.length, 1, 'warned once');
+    assert.doesNotMatch(
+      log.text(),
+      /"event":"(recovering|teardown|connection-change-failed|connection-failed|connection-down|connection-up)"/,
+    );
+  });
+});
 
 test('a PUT naming a missing interface is refused (ERR_IFACE_NOT_FOUND, 4xx) while running and while recovering; recovery then succeeds', async () => {
   await withSetup('missing', 1, [c(0)], async (s) => {
