@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { busyShare, parseProcStat } from '../../src/control/bench/cpu-busy.ts';
-import { FWD_BUSY_METRIC, GEN_BUSY_METRIC, headroomNote, renderMarkdown, result } from '../../src/control/bench/report.ts';
+import { FWD_BUSY_METRIC, GEN_BUSY_METRIC, headroomNote, renderMarkdown, result, type Better } from '../../src/control/bench/report.ts';
 
 const STAT = [
   'cpu  300 0 200 1000 10 0 90 5 40 0',
@@ -45,37 +45,50 @@ test('busyShare: the busy share between readings, less polling time; undefined w
   assert.equal(busyShare(a, a, 0), undefined);
 });
 
-const key = (scenario: string, mode: 'afxdp' | 'c' | 'kernel' | 'auto', metric: string) => ({
+const key = (scenario: string, mode: 'afxdp' | 'c' | 'kernel' | 'auto', metric: string, better: Better = 'neither') => ({
   scenario,
   mode,
   metric,
   unit: '%',
-  better: 'lower' as const,
+  better,
 });
 
-test('headroomNote: names each run whose forwarder CPU median stayed below 90%, with the generator beside it', () => {
+test('headroomNote: names each run whose forwarder CPU median stayed below 90% while the generator was at 90% or more', () => {
   const results = [
     result(key('vxlan', 'afxdp', GEN_BUSY_METRIC), [99, 99.4]),
     result(key('vxlan', 'afxdp', FWD_BUSY_METRIC), [30, 38]),
+    result(key('vxlan', 'auto', GEN_BUSY_METRIC), [90]), // exactly at the mark: saturated
     result(key('vxlan', 'auto', FWD_BUSY_METRIC), [25]),
+    result(key('cross-connect', 'c', GEN_BUSY_METRIC), [97]),
     result(key('cross-connect', 'c', FWD_BUSY_METRIC), [80, 99]), // median 89.5: room to spare
-    result(key('cross-connect', 'afxdp', FWD_BUSY_METRIC), [96, 97]), // busy: the forwarder bounded it
+    result(key('cross-connect', 'afxdp', GEN_BUSY_METRIC), [97]),
+    result(key('cross-connect', 'afxdp', FWD_BUSY_METRIC), [90]), // exactly at the mark: the forwarder bounded it
+    result(key('vxlan', 'kernel', GEN_BUSY_METRIC), [99]),
     result(key('vxlan', 'kernel', FWD_BUSY_METRIC), [1]), // forwards on the generator's CPU
+    result(key('receive-drop', 'c', GEN_BUSY_METRIC), [89.9]), // neither CPU saturated: no claim
+    result(key('receive-drop', 'c', FWD_BUSY_METRIC), [20]),
+    result(key('receive-drop', 'afxdp', FWD_BUSY_METRIC), [20]), // no generator figure: no claim
   ];
   const note = headroomNote(results)!;
   assert.match(note, /vxlan afxdp \(forwarder's CPU 34\.0% busy, generator's 99\.2%\)/);
-  assert.match(note, /vxlan auto \(forwarder's CPU 25\.0% busy\)/);
-  assert.match(note, /cross-connect c \(forwarder's CPU 89\.5% busy\)/);
-  assert.doesNotMatch(note, /cross-connect afxdp|vxlan kernel/);
+  assert.match(note, /vxlan auto \(forwarder's CPU 25\.0% busy, generator's 90\.0%\)/);
+  assert.match(note, /cross-connect c \(forwarder's CPU 89\.5% busy, generator's 97\.0%\)/);
+  assert.doesNotMatch(note, /cross-connect afxdp|vxlan kernel|receive-drop/);
 });
 
 test('headroomNote: nothing when every forwarder was busy, or the figures are missing or skipped', () => {
   assert.equal(headroomNote([]), undefined);
-  assert.equal(headroomNote([result(key('x', 'afxdp', FWD_BUSY_METRIC), [95])]), undefined);
-  assert.equal(headroomNote([result(key('x', 'afxdp', FWD_BUSY_METRIC), { skipped: 'no cc' })]), undefined);
+  assert.equal(
+    headroomNote([result(key('x', 'afxdp', GEN_BUSY_METRIC), [99]), result(key('x', 'afxdp', FWD_BUSY_METRIC), [95])]),
+    undefined,
+  );
+  assert.equal(
+    headroomNote([result(key('x', 'afxdp', GEN_BUSY_METRIC), [99]), result(key('x', 'afxdp', FWD_BUSY_METRIC), { skipped: 'no cc' })]),
+    undefined,
+  );
 });
 
-test('renderMarkdown: no ratio column for the CPU busy rows', () => {
+test('renderMarkdown: the CPU busy rows have no arrow (a reading, not a score) and no ratio column', () => {
   const md = renderMarkdown({
     machine: { cpuModel: 'cpu', cpus: 2, kernel: '6.18', node: 'v20', date: 'd', loadAverage: 0, memoryGiB: 1 },
     quick: true,
@@ -85,13 +98,14 @@ test('renderMarkdown: no ratio column for the CPU busy rows', () => {
     results: [
       result(key('vxlan', 'afxdp', FWD_BUSY_METRIC), [30]),
       result(key('vxlan', 'kernel', FWD_BUSY_METRIC), [1]),
-      result(key('vxlan', 'afxdp', 'CPU per packet, 64 B steady'), [2000]),
-      result(key('vxlan', 'auto', 'CPU per packet, 64 B steady'), [1000]),
+      result(key('vxlan', 'afxdp', 'CPU per packet, 64 B steady', 'lower'), [2000]),
+      result(key('vxlan', 'auto', 'CPU per packet, 64 B steady', 'lower'), [1000]),
     ],
   });
   assert.match(
     md,
-    /\| vxlan \| CPU busy, forwarder's CPU, 64 B steady \| % ↓ \| 30\.0 \(30\.0–30\.0\) \|  \| 1\.00 \(1\.00–1\.00\) \|  \|\n/,
+    /\| vxlan \| CPU busy, forwarder's CPU, 64 B steady \| % \| 30\.0 \(30\.0–30\.0\) \|  \| 1\.00 \(1\.00–1\.00\) \|  \|\n/,
   );
-  assert.match(md, /CPU per packet[^\n]*2\.00× auto/);
+  assert.match(md, /\| vxlan \| CPU per packet, 64 B steady \| % ↓ \|[^\n]*2\.00× auto/);
+  assert.match(md, /no arrow: a reading, not a score/);
 });

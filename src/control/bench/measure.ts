@@ -16,7 +16,7 @@ import { busyShare, readCpuTicks } from './cpu-busy.ts';
 import type { CForwarder } from './cref.ts';
 import type { ForwarderProcess } from './forwarder.ts';
 import type { Progress } from './progress.ts';
-import { FWD_BUSY_METRIC, GEN_BUSY_METRIC, formatNumber, type MetricKey, type SampleSet } from './report.ts';
+import { FWD_BUSY_METRIC, GEN_BUSY_METRIC, formatNumber, type Better, type MetricKey, type SampleSet } from './report.ts';
 import type { GeneratorProcess, SendRequest } from './trafficgen.ts';
 
 export interface Profile {
@@ -195,18 +195,14 @@ export async function measureRate(
  * Records a sample's CPU busy shares (%) under `key` (GEN_BUSY_METRIC, FWD_BUSY_METRIC); returns
  * them for the progress line.
  */
-export function addCpuBusy(
-  samples: SampleSet,
-  key: (metric: string, unit: string, better?: 'higher' | 'lower') => MetricKey,
-  s: RateSample,
-): string {
+export function addCpuBusy(samples: SampleSet, key: (metric: string, unit: string, better?: Better) => MetricKey, s: RateSample): string {
   const parts: string[] = [];
   if (s.genBusy !== undefined) {
-    samples.add(key(GEN_BUSY_METRIC, '%', 'lower'), 100 * s.genBusy);
+    samples.add(key(GEN_BUSY_METRIC, '%', 'neither'), 100 * s.genBusy);
     parts.push(`generator's CPU ${formatNumber(100 * s.genBusy)}%`);
   }
   if (s.fwdBusy !== undefined) {
-    samples.add(key(FWD_BUSY_METRIC, '%', 'lower'), 100 * s.fwdBusy);
+    samples.add(key(FWD_BUSY_METRIC, '%', 'neither'), 100 * s.fwdBusy);
     parts.push(`forwarder's ${formatNumber(100 * s.fwdBusy)}%`);
   }
   return parts.length ? `, busy: ${parts.join(', ')}` : '';

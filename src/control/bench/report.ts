@@ -25,13 +25,19 @@ export interface Summary {
 }
 
 /** One figure: a scenario, a mode, a metric, summarised over the runs. */
+/** Which direction of a figure is good. */
+export type Better = 'higher' | 'lower' | 'neither';
+
 export interface BenchResult {
   scenario: string;
   mode: BenchMode;
   metric: string;
   unit: string;
-  /** Which direction is good (throughput: higher; latency, CPU, memory, loss: lower). */
-  better: 'higher' | 'lower';
+  /**
+   * Which direction is good (throughput: higher; latency, CPU, memory, loss: lower); `neither`
+   * for a reading that is not a score (how busy a CPU was).
+   */
+  better: Better;
   /** null when skipped. */
   min: number | null;
   median: number | null;
@@ -75,7 +81,7 @@ export function summarise(runs: readonly number[]): Summary {
 
 /** A result from its runs, or a skipped one when `runs` is a reason. */
 export function result(
-  key: { scenario: string; mode: BenchMode; metric: string; unit: string; better: 'higher' | 'lower' },
+  key: { scenario: string; mode: BenchMode; metric: string; unit: string; better: Better },
   runs: readonly number[] | { skipped: string },
 ): BenchResult {
   if (!Array.isArray(runs)) {
@@ -84,6 +90,9 @@ export function result(
   const s = summarise(runs as number[]);
   return { ...key, min: s.min, median: s.median, max: s.max, runs: s.runs };
 }
+
+/** The direction mark after a unit: ' ↑', ' ↓', or nothing for a reading. */
+const arrowOf = (b: Better): string => (b === 'higher' ? ' ↑' : b === 'lower' ? ' ↓' : '');
 
 /** CPU busy figures of the 64-byte steady runs (measure.ts addCpuBusy, cpu-busy.ts). */
 export const GEN_BUSY_METRIC = "CPU busy, generator's CPU, 64 B steady";
@@ -95,10 +104,11 @@ const NO_FORWARDER: readonly BenchMode[] = ['kernel', 'ceiling'];
 
 /**
  * The note naming the runs whose forwarder's CPU had room to spare (below BUSY_PERCENT, its
- * polling left out) while the 64-byte steady rate was measured, the generator's CPU beside it;
- * undefined when there were none. Such a rate was bounded on the generator's side — the
- * generator runs flat out, and on veth the first hop's receive path runs on the sending CPU
- * (cpu-busy.ts) — not by the forwarder: CPU per packet says what the mode itself cost.
+ * polling left out) while the generator's was saturated (at least BUSY_PERCENT) as the 64-byte
+ * steady rate was measured; undefined when there were none. Such a rate was bounded by the
+ * sending CPU — the generator runs flat out there, and on veth the first hop's receive path,
+ * part of each mode's cost, runs on it too (cpu-busy.ts) — not by the forwarder's: CPU per
+ * packet says what the forwarder itself cost.
  */
 export function headroomNote(results: readonly BenchResult[]): string | undefined {
   const gen = (scenario: string, mode: BenchMode): number | null | undefined =>
@@ -106,16 +116,16 @@ export function headroomNote(results: readonly BenchResult[]): string | undefine
   const hits: string[] = [];
   for (const r of results) {
     if (r.metric !== FWD_BUSY_METRIC || r.median === null || r.median >= BUSY_PERCENT || NO_FORWARDER.includes(r.mode)) continue;
+    // Only where the generator's CPU was the busy one: with both below, nothing here says what bounded the rate.
     const g = gen(r.scenario, r.mode);
-    hits.push(
-      `${r.scenario} ${r.mode} (forwarder's CPU ${formatNumber(r.median)}% busy${g == null ? '' : `, generator's ${formatNumber(g)}%`})`,
-    );
+    if (g == null || g < BUSY_PERCENT) continue;
+    hits.push(`${r.scenario} ${r.mode} (forwarder's CPU ${formatNumber(r.median)}% busy, generator's ${formatNumber(g)}%)`);
   }
   if (!hits.length) return undefined;
   return (
-    `The forwarder's CPU had room to spare (median below ${BUSY_PERCENT}% busy, polling left out) during the 64 B steady runs of ${hits.join('; ')}. ` +
-    "Those rates were bounded on the generator's side, not by the forwarder: the generator runs flat out on its CPU, which on veth also carries each frame's first receive path (an XDP program and its copy into an AF_XDP ring, AF_PACKET's skb, the kernel's forwarding or vxlan) and, in the vxlan scenario, node B's receive path and the pods. " +
-    "Compare those modes by their CPU per packet. The kernel and ceiling modes forward on the generator's CPU: their forwarder's CPU stays idle."
+    `The forwarder's CPU had room to spare (median below ${BUSY_PERCENT}% busy, polling left out) while the generator's was saturated during the 64 B steady runs of ${hits.join('; ')}. ` +
+    "Those rates were bounded by the sending CPU, not by the forwarder's: the generator runs flat out there, and on veth that CPU also carries each frame's first receive path, where part of each mode's own cost lands (an XDP program and its copy into an AF_XDP ring, AF_PACKET's skb, the kernel's forwarding or vxlan), and, in the vxlan scenario, node B's receive path and the pods. " +
+    "The forwarder's own cost is its CPU per packet. The busy share is the whole CPU's: whatever else ran there counts too (the kernel and ceiling modes forward on the generator's CPU, so their forwarder's CPU shows only that)."
   );
 }
 
@@ -134,7 +144,7 @@ interface Row {
   scenario: string;
   metric: string;
   unit: string;
-  better: 'higher' | 'lower';
+  better: Better;
   byMode: Map<BenchMode, BenchResult>;
 }
 
@@ -221,7 +231,7 @@ export function renderMarkdown(report: BenchReport): string {
   const body = rows.map((row) => [
     row.scenario,
     row.metric,
-    `${row.unit} ${row.better === 'higher' ? '↑' : '↓'}`,
+    `${row.unit}${arrowOf(row.better)}`,
     ...modes.map((m) => cell(row.byMode.get(m))),
     ratios(row),
   ]);
@@ -233,7 +243,7 @@ export function renderMarkdown(report: BenchReport): string {
     `## pinhole bench (${report.quick ? 'quick' : 'full'}, ${report.runs} runs per figure)`,
     '',
     `Ran ${report.machine.date} on ${machineLine(report.machine)}; ${Math.round(report.elapsedSeconds)} s in all.`,
-    'Each cell: median (min–max) over the runs; ↑ higher is better, ↓ lower is better.',
+    'Each cell: median (min–max) over the runs; ↑ higher is better, ↓ lower is better, no arrow: a reading, not a score.',
     '',
     line(head),
     line(head.map((_h, i) => (i >= 3 && i < 3 + modes.length ? '---:' : '---'))),
@@ -315,7 +325,7 @@ export function renderSvg(report: BenchReport): string {
     const py = TOP + Math.floor(i / COLUMNS) * PANEL_H;
     o.push(`<g transform="translate(${px},${py})">`);
     o.push(`<text x="4" y="13" font-weight="bold">${escapeXml(row.scenario)}</text>`);
-    o.push(`<text x="4" y="26">${escapeXml(`${row.metric} (${row.unit} ${row.better === 'higher' ? '↑' : '↓'})`)}</text>`);
+    o.push(`<text x="4" y="26">${escapeXml(`${row.metric} (${row.unit}${arrowOf(row.better)})`)}</text>`);
     const present = modes.filter((m) => row.byMode.has(m));
     const values = present.map((m) => row.byMode.get(m)!).filter((r) => r.max !== null);
     // One figure far above the rest (the in-kernel ceiling, often) would flatten every other
@@ -382,7 +392,7 @@ export interface MetricKey {
   mode: BenchMode;
   metric: string;
   unit: string;
-  better: 'higher' | 'lower';
+  better: Better;
 }
 
 /** Collects run values per figure while a benchmark runs, then summarises them. */

@@ -34,7 +34,7 @@ import { PinholeError } from '../../sys/index.ts';
 import { ForwarderProcess, PINHOLE_BIN } from './forwarder.ts';
 import { addCpuBusy, checkAborted, measureRate, recordFailure, settle, type ScenarioContext } from './measure.ts';
 import { buildCrossConnect, linkAttr, nsExec, udpNoPorts, type CrossConnect } from './netns.ts';
-import { BENCH_MODES, formatNumber, type BenchMode } from './report.ts';
+import { BENCH_MODES, formatNumber, type BenchMode, type Better } from './report.ts';
 import { GeneratorProcess, type TrafficShape } from './trafficgen.ts';
 import { attachIn, loadCounting, loadRedirectAllFor, type Attached, type CountingProgram } from './xdp.ts';
 
@@ -245,7 +245,7 @@ export async function runUplinkScenarios(ctx: ScenarioContext): Promise<void> {
       for (const scenario of SCENARIOS) {
         for (const mode of UPLINK_BENCH_MODES) {
           checkAborted(ctx.signal);
-          const key = (metric: string, unit: string, better: 'higher' | 'lower' = 'higher') => ({ scenario, mode, metric, unit, better });
+          const key = (metric: string, unit: string, better: Better = 'higher') => ({ scenario, mode, metric, unit, better });
           let h: Handle;
           try {
             h = await openMode(ctx, t, sink, scenario, mode);
